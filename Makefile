@@ -1,0 +1,47 @@
+# Research-to-production toolkit. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KERNEL := desk-toolkit
+export PYTHONHASHSEED := 0
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-slow lint typecheck lab bench clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Desk toolkit (.venv)" >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the pinned environment and its Jupyter kernel
+
+demo: $(STAMP) ## Run the main job on the bundled data with the local sqlite MLflow
+	$(VENV)/bin/toolkit demo
+
+test: $(STAMP) ## Run the test suite (everything but the slow marker)
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: $(STAMP) ## Run the slow suites too (soak, many crash points)
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff on the code
+	$(VENV)/bin/ruff check toolkit runner tests bench
+
+typecheck: $(STAMP) ## mypy on toolkit/ and runner/
+	$(VENV)/bin/mypy toolkit runner
+
+lab: $(STAMP) ## Start JupyterLab on the project's environment
+	$(VENV)/bin/jupyter lab --notebook-dir=. --MultiKernelManager.default_kernel_name=$(KERNEL)
+
+bench: $(STAMP) ## Run the benchmarks under bench/ (results go to the README by hand)
+	$(PY) bench/bench_sweep.py
+
+clean: ## Remove generated reports and the local MLflow store (keeps .venv)
+	rm -rf reports mlflow/mlflow.db mlflow/artifacts mlflow/trials.db

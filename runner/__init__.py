@@ -1,0 +1,1 @@
+"""The live runner (a later issue): trades the approved version through ccxt."""

@@ -1,0 +1,107 @@
+"""The strategy interface.
+
+A strategy maps closed bars to a target position in [-1, 1] (short, flat, long).
+``positions(bars)[t]`` is decided with bars up to and including bar ``t`` (its
+close is known) and is executed at the open of bar ``t + 1``; nothing at ``t``
+may depend on a later bar. The same code runs vectorised over a history for a
+backtest and on a growing history bar by bar in the runner.
+
+This package is self-contained (numpy, pandas, pydantic, relative imports only)
+because it travels inside every registered MLflow model version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+__all__ = ["ParameterError", "Strategy", "StrategyParams", "StrategyType"]
+
+StrategyType = Literal["hft", "intraday", "swing"]
+
+
+class ParameterError(ValueError):
+    """A strategy parameter is unknown, malformed or out of range."""
+
+    def __init__(self, field: str, expected: str, found: Any) -> None:
+        self.field = field
+        self.expected = expected
+        self.found = found
+        super().__init__(f"{field}: expected {expected}, found {found!r}")
+
+
+class StrategyParams(pydantic.BaseModel):
+    """Base of every strategy's parameter model: frozen, strict, no unknown keys."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class Strategy:
+    """Base class; subclasses set ``name``, ``strategy_type``, ``Params`` and ``signal``."""
+
+    name: ClassVar[str]
+    strategy_type: ClassVar[StrategyType]
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[StrategyParams]]
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except pydantic.ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"]) or "params"
+            field = f"{self.name}.{loc}"
+            if err["type"] == "extra_forbidden":
+                known = ", ".join(self.Params.model_fields)
+                raise ParameterError(field, f"one of the parameters {known}", err.get("input")) from None
+            raise ParameterError(field, err["msg"].lower(), err.get("input")) from None
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.model_dump().items())
+        return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """Return the parameter names in declaration order."""
+        return list(cls.Params.model_fields)
+
+    @property
+    def warmup(self) -> int:
+        """Return the number of bars needed before the first meaningful position."""
+        raise NotImplementedError
+
+    def signal(self, bars: pd.DataFrame) -> pd.Series:
+        """Return the raw target position per bar (NaN allowed during warm-up)."""
+        raise NotImplementedError
+
+    def positions(self, bars: pd.DataFrame) -> pd.Series:
+        """Return target positions in [-1, 1], flat (0) during warm-up.
+
+        Parameters
+        ----------
+        bars
+            Closed bars indexed by open time, with open, high, low, close, volume.
+        """
+        raw = self.signal(bars).astype("float64")
+        out = raw.fillna(0.0).clip(-1.0, 1.0)
+        out.iloc[: min(self.warmup, len(out))] = 0.0
+        out.name = "position"
+        return out
+
+    def last_position(self, bars: pd.DataFrame) -> float:
+        """Return the decision at the last closed bar (the live runner's call)."""
+        if bars.empty:
+            return 0.0
+        return float(self.positions(bars).iloc[-1])
+
+
+def hold(events: pd.Series) -> pd.Series:
+    """Hold the last event level until the next event.
+
+    ``events`` is NaN where nothing happens and the new target where an entry or
+    an exit fires (0.0 for an exit). The result starts flat.
+    """
+    return events.ffill().fillna(0.0)

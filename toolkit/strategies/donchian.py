@@ -1,0 +1,59 @@
+"""Donchian breakout: enter on a close beyond the prior channel, exit on the opposite shorter channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from .base import Strategy, StrategyParams, hold
+
+
+class DonchianParams(StrategyParams):
+    window: int = pydantic.Field(20, ge=2, le=5000, description="entry channel length (bars)")
+    exit_window: int = pydantic.Field(10, ge=1, le=5000, description="exit channel length (bars)")
+    allow_short: bool = pydantic.Field(False, description="also trade downside breakouts")
+
+    @pydantic.model_validator(mode="after")
+    def _exit_not_longer(self) -> DonchianParams:
+        if self.exit_window > self.window:
+            raise ValueError(f"exit_window ({self.exit_window}) must not exceed window ({self.window})")
+        return self
+
+
+class Donchian(Strategy):
+    """Breakout of the highest high / lowest low of the previous ``window`` bars."""
+
+    name = "donchian"
+    strategy_type = "swing"
+    description = "Donchian channel breakout with a shorter exit channel"
+    Params = DonchianParams
+    params: DonchianParams
+
+    @property
+    def warmup(self) -> int:
+        return self.params.window
+
+    def signal(self, bars: pd.DataFrame) -> pd.Series:
+        p = self.params
+        close = bars["close"]
+        # channels of the *previous* bars: the current bar is compared against them
+        upper = bars["high"].rolling(p.window, min_periods=p.window).max().shift(1)
+        lower = bars["low"].rolling(p.window, min_periods=p.window).min().shift(1)
+        exit_low = bars["low"].rolling(p.exit_window, min_periods=p.exit_window).min().shift(1)
+        exit_high = bars["high"].rolling(p.exit_window, min_periods=p.exit_window).max().shift(1)
+        long_entry = close > upper
+        long_exit = close < exit_low
+        if not p.allow_short:
+            return hold(_events(long_entry, 1.0, long_exit))
+        short_entry = close < lower
+        short_exit = close > exit_high
+        # a long entry closes a short and vice versa, so the two legs never overlap
+        long_leg = hold(_events(long_entry, 1.0, long_exit | short_entry))
+        short_leg = hold(_events(short_entry, -1.0, short_exit | long_entry))
+        return long_leg + short_leg
+
+
+def _events(entry: pd.Series, level: float, exit_: pd.Series) -> pd.Series:
+    """Return ``level`` where ``entry`` fires, 0 where only ``exit_`` fires, NaN elsewhere."""
+    return pd.Series(np.where(entry, level, np.where(exit_, 0.0, np.nan)), index=entry.index)

@@ -1,0 +1,43 @@
+"""Moving-average crossover: long while the fast mean is above the slow one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pydantic
+
+from .base import Strategy, StrategyParams
+
+
+class MACrossParams(StrategyParams):
+    fast: int = pydantic.Field(10, ge=2, le=1000, description="fast SMA length (bars)")
+    slow: int = pydantic.Field(50, ge=3, le=5000, description="slow SMA length (bars)")
+    allow_short: bool = pydantic.Field(False, description="go short when fast < slow")
+
+    @pydantic.model_validator(mode="after")
+    def _fast_below_slow(self) -> MACrossParams:
+        if self.fast >= self.slow:
+            raise ValueError(f"fast ({self.fast}) must be less than slow ({self.slow})")
+        return self
+
+
+class MACross(Strategy):
+    """Long (or short) on the side of the fast simple moving average."""
+
+    name = "ma_cross"
+    strategy_type = "intraday"
+    description = "Simple moving-average crossover on closes"
+    Params = MACrossParams
+    params: MACrossParams
+
+    @property
+    def warmup(self) -> int:
+        return self.params.slow - 1
+
+    def signal(self, bars: pd.DataFrame) -> pd.Series:
+        close = bars["close"]
+        fast = close.rolling(self.params.fast, min_periods=self.params.fast).mean()
+        slow = close.rolling(self.params.slow, min_periods=self.params.slow).mean()
+        short = -1.0 if self.params.allow_short else 0.0
+        out = pd.Series(np.where(fast > slow, 1.0, short), index=bars.index)
+        return out.where(slow.notna())
