@@ -1,0 +1,45 @@
+"""Performance metrics and the statistics behind the promotion gates.
+
+``metrics`` holds per-bar performance metrics (Sharpe, drawdowns, trade stats,
+``summary``); ``sharpe`` the probabilistic / deflated Sharpe ratio and the
+minimum track record length; ``pbo`` the probability of backtest overfitting
+(CSCV); ``risk`` daily returns, historical VaR and CVaR.
+"""
+
+from toolkit.stats.metrics import (
+    annual_volatility,
+    cagr,
+    calmar_ratio,
+    drawdown_series,
+    expectancy,
+    exposure,
+    max_drawdown,
+    max_drawdown_duration,
+    max_drawdown_duration_time,
+    profit_factor,
+    sharpe_ratio,
+    sortino_ratio,
+    summary,
+    total_return,
+    turnover,
+    win_rate,
+)
+
+__all__ = [
+    "annual_volatility",
+    "cagr",
+    "calmar_ratio",
+    "drawdown_series",
+    "expectancy",
+    "exposure",
+    "max_drawdown",
+    "max_drawdown_duration",
+    "max_drawdown_duration_time",
+    "profit_factor",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "summary",
+    "total_return",
+    "turnover",
+    "win_rate",
+]
