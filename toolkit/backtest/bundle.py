@@ -1,0 +1,118 @@
+"""Save and load a backtest's evidence bundle: a directory of Parquet and JSON files.
+
+The bundle is what gets logged to MLflow under ``evidence/`` and what the gates
+evaluate. Layout::
+
+    backtest.json        config, ids, hashes, chosen parameters, metrics
+    returns.parquet      timestamp, return, position (chosen strategy, whole period)
+    trades.parquet       out-of-sample trades
+    orders.parquet       fills with slippage and participation
+    sweep.parquet        one row per combination of this run
+    trial_returns.parquet  every combination's returns at max(bar, 1h) (for PBO)
+    trials.parquet       the trial ledger for this strategy and market, this run included
+    bars.parquet         the exact bars evaluated (their sha256 is ``data_hash``)
+    data_certificate.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from toolkit.backtest.config import BacktestConfig
+from toolkit.backtest.engine import BacktestResult
+from toolkit.errors import DataError
+
+__all__ = ["save_bundle", "load_bundle", "bundle_sha256", "clean_json", "BUNDLE_FILES"]
+
+BUNDLE_FILES = ("backtest.json", "returns.parquet", "trades.parquet", "orders.parquet", "sweep.parquet",
+                "trial_returns.parquet", "trials.parquet", "bars.parquet", "data_certificate.json")
+
+
+def clean_json(value: Any) -> Any:
+    """Return ``value`` with NaN/inf replaced by None and numpy scalars by Python ones."""
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(clean_json(data), indent=2, sort_keys=True) + "\n")
+
+
+def save_bundle(result: BacktestResult, bars: pd.DataFrame, certificate: dict[str, Any],
+                directory: str | Path) -> Path:
+    """Write ``result`` (with the bars and their certificate) to ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = result.config
+    _write_json(d / "backtest.json", {
+        "config": cfg.model_dump(mode="json"),
+        "config_sha256": cfg.sha256(),
+        "backtest_id": result.backtest_id,
+        "created_at": result.created_at.isoformat(),
+        "data_hash": result.data_hash,
+        "split_at": result.split_at.isoformat(),
+        "chosen": result.chosen,
+        "chosen_index": result.chosen_index,
+        "metrics": result.metrics,
+        "metrics_is": result.metrics_is,
+        "benchmark": result.benchmark,
+        "n_trials": result.n_trials,
+        "n_trials_run": len(result.sweep),
+        "model_name": cfg.model_name_or_default,
+        "strategy_type": _strategy_type(cfg.strategy),
+    })
+    pd.DataFrame({"return": result.returns, "position": result.positions}).to_parquet(d / "returns.parquet")
+    result.trades.to_parquet(d / "trades.parquet")
+    result.orders.to_parquet(d / "orders.parquet")
+    result.sweep.to_parquet(d / "sweep.parquet")
+    result.trial_returns.to_parquet(d / "trial_returns.parquet")
+    result.ledger.to_parquet(d / "trials.parquet")
+    bars.to_parquet(d / "bars.parquet")
+    _write_json(d / "data_certificate.json", certificate)
+    return d
+
+
+def _strategy_type(name: str) -> str:
+    from toolkit.strategies import get_strategy
+
+    return get_strategy(name).strategy_type
+
+
+def load_bundle(directory: str | Path) -> dict[str, Any]:
+    """Read a bundle back: ``backtest.json`` as a dict plus one DataFrame per Parquet file."""
+    d = Path(directory)
+    missing = [f for f in BUNDLE_FILES if not (d / f).is_file()]
+    if missing:
+        raise DataError(f"evidence bundle {d}: expected files {list(BUNDLE_FILES)}, missing {missing}")
+    out: dict[str, Any] = json.loads((d / "backtest.json").read_text())
+    out["config"] = BacktestConfig(**out["config"])
+    out["certificate"] = json.loads((d / "data_certificate.json").read_text())
+    for f in BUNDLE_FILES:
+        if f.endswith(".parquet"):
+            out[f.removesuffix(".parquet")] = pd.read_parquet(d / f)
+    return out
+
+
+def bundle_sha256(directory: str | Path) -> str:
+    """Return one sha256 over the bundle's files (name and bytes, in a fixed order)."""
+    h = hashlib.sha256()
+    d = Path(directory)
+    for f in BUNDLE_FILES:
+        h.update(f.encode() + b"\0")
+        h.update(hashlib.sha256((d / f).read_bytes()).digest())
+    return h.hexdigest()

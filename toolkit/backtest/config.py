@@ -1,0 +1,158 @@
+"""The backtest configuration: one frozen, validated object; its sha256 is its identity."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any
+
+import pydantic
+
+from toolkit.backtest.costs import CostModel
+from toolkit.data.resample import timeframe_minutes
+from toolkit.data.store import parse_time, symbol_key
+from toolkit.errors import ConfigurationError
+from toolkit.strategies import ParameterError, get_strategy
+
+__all__ = ["BacktestConfig", "parse_grid", "config_from_params"]
+
+GridValue = int | float | bool | str
+
+
+class BacktestConfig(pydantic.BaseModel):
+    """Everything that determines a backtest's result."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    strategy: str
+    symbol: str = "BTC/USDT"
+    timeframe: str = "15m"
+    start: str | None = None
+    end: str | None = None
+    params: dict[str, GridValue] = pydantic.Field(default_factory=dict)
+    grid: dict[str, list[GridValue]] = pydantic.Field(default_factory=dict)
+    costs: CostModel = pydantic.Field(default_factory=CostModel)
+    capital: float = pydantic.Field(100_000.0, gt=0.0, description="capital allocation (quote currency)")
+    split: float = pydantic.Field(0.7, gt=0.0, lt=1.0, description="in-sample share of the bars")
+    experiment: str = "backtests"
+    model_name: str | None = None
+    bars_file: str | None = None
+
+    @pydantic.field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        get_strategy(v)
+        return v
+
+    @pydantic.field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        return symbol_key(v).replace("-", "/")
+
+    @pydantic.field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, v: str) -> str:
+        timeframe_minutes(v)
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> BacktestConfig:
+        t0 = parse_time(self.start, "start")
+        t1 = parse_time(self.end, "end", end=True)
+        if t0 is not None and t1 is not None and t1 <= t0:
+            raise ConfigurationError("end", f"a date after start ({self.start})", self.end)
+        names = get_strategy(self.strategy).param_names()
+        for key in [*self.params, *self.grid]:
+            if key not in names:
+                raise ConfigurationError(f"grid/params.{key}", f"a parameter of {self.strategy}: {names}", key)
+        for key, values in self.grid.items():
+            if not values:
+                raise ConfigurationError(f"grid.{key}", "at least one value", values)
+        if not self.combinations():
+            raise ConfigurationError("grid", "at least one valid parameter combination", dict(self.grid))
+        return self
+
+    @property
+    def model_name_or_default(self) -> str:
+        """Return the registered model name, e.g. ``ma_cross.BTC-USDT.15m``."""
+        return self.model_name or f"{self.strategy}.{symbol_key(self.symbol)}.{self.timeframe}"
+
+    def sha256(self) -> str:
+        """Return the sha256 of the canonical JSON form (the config's identity)."""
+        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def combinations(self) -> list[dict[str, GridValue]]:
+        """Return the valid parameter sets of the grid, in grid order.
+
+        A value that is invalid on its own (out of range, wrong type) is an error;
+        a combination that is only inconsistent (fast >= slow) is skipped.
+        """
+        cls = get_strategy(self.strategy)
+        keys = list(self.grid)
+        combos = []
+        for values in itertools.product(*(self.grid[k] for k in keys)) if keys else [()]:
+            params = {**self.params, **dict(zip(keys, values, strict=True))}
+            try:
+                cls(**params)
+            except ParameterError as exc:
+                if exc.field.endswith(".params"):
+                    continue  # cross-field inconsistency: not a trial
+                raise ConfigurationError(exc.field, exc.expected, exc.found) from None
+            combos.append(params)
+        return combos
+
+
+def parse_grid(items: list[str] | dict[str, Any] | None) -> dict[str, list[GridValue]]:
+    """Parse ``["fast=5,10,20", "slow=50,100"]`` (CLI form) or a dict into a grid."""
+    if not items:
+        return {}
+    if isinstance(items, dict):
+        return {k: list(v) if isinstance(v, list | tuple) else [v] for k, v in items.items()}
+    grid: dict[str, list[GridValue]] = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            raise ConfigurationError("grid", "NAME=V1,V2,... such as fast=5,10,20", item)
+        grid[name.strip()] = [_scalar(v.strip()) for v in values.split(",")]
+    return grid
+
+
+def _scalar(text: str) -> GridValue:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for conv in (int, float):
+        try:
+            return conv(text)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
+    return text
+
+
+def config_from_params(**params: Any) -> BacktestConfig:
+    """Build a config from flat template parameters, converting validation errors to clear ones.
+
+    Accepts the template's flat cost names (``taker_fee``, ``maker_fee``,
+    ``spread_share``, ``impact_coef``, ``impact_exponent``) besides ``costs``.
+    """
+    flat_costs = {k: params.pop(k) for k in list(params) if k in CostModel.model_fields}
+    if flat_costs:
+        params["costs"] = {**dict(params.get("costs") or {}), **flat_costs}
+    if "grid" in params:
+        params["grid"] = parse_grid(params["grid"])
+    try:
+        return BacktestConfig(**params)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        if err["type"] == "extra_forbidden":
+            known = sorted(set(BacktestConfig.model_fields) | set(CostModel.model_fields))
+            raise ConfigurationError(field, f"a known parameter: {known}", err.get("input")) from None
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigurationError):
+            raise cause from None
+        if isinstance(cause, ParameterError):
+            raise ConfigurationError(cause.field, cause.expected, cause.found) from None
+        raise ConfigurationError(field, err["msg"].lower(), err.get("input")) from None

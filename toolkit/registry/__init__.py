@@ -1,0 +1,1 @@
+"""The strategy-version registry: MLflow runs, registered versions, aliases and the audit trail."""

@@ -1,0 +1,40 @@
+"""MLflow models-from-code entry point for a strategy version.
+
+This file is logged as the model's code; the ``strategies`` package travels with
+it through ``code_paths``. It imports nothing from the toolkit, so a version
+loads without this repository's checkout. ``model_config`` names the strategy
+and its parameters.
+
+``predict(bars)`` takes closed bars (a ``timestamp`` column or a datetime index,
+plus open/high/low/close/volume) and returns the target position decided on
+each bar's close, to be executed at the next bar's open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class StrategyModel(PythonModel):
+    """A registered strategy version: bars in, target positions out."""
+
+    def load_context(self, context: Any) -> None:
+        from strategies import make_strategy  # the copy shipped in code_paths
+
+        cfg = context.model_config
+        self.strategy = make_strategy(cfg["strategy"], dict(cfg["params"]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        bars = model_input
+        if "timestamp" in bars.columns:
+            bars = bars.set_index(pd.DatetimeIndex(pd.to_datetime(bars["timestamp"], utc=True), name="timestamp"))
+            bars = bars.drop(columns=["timestamp"])
+        positions = self.strategy.positions(bars.astype({c: "float64" for c in ("open", "high", "low", "close", "volume")}))
+        return pd.DataFrame({"position": positions.to_numpy()})
+
+
+mlflow.models.set_model(StrategyModel())
