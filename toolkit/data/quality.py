@@ -177,7 +177,7 @@ class DataCertificate:
         for c in self.checks:
             limit = f"{c.rule} {_fmt(c.threshold)}"
             lines.append(f"  {c.name:<20} {_fmt(c.value):>12} {limit:>14} {c.count:>9}  "
-                         f"{'ok' if c.passed else 'FAIL'}")
+                         f"{'ok' if c.passed else 'FAIL':<6}")
         for c in self.checks:
             if c.passed or not c.examples:
                 continue
