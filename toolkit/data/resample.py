@@ -65,6 +65,8 @@ def resample_ohlcv(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     minutes = timeframe_minutes(timeframe)
     if bars.empty:
         return bars.copy()
+    if isinstance(bars.index, pd.DatetimeIndex) and bars.index.tz is not None:
+        bars = bars.tz_convert("UTC")  # buckets follow UTC midnight, not the index's local one
     agg = {c: "sum" for c in bars.columns}
     agg.update({"open": "first", "high": "max", "low": "min", "close": "last"})
     grouped = bars.resample(
