@@ -24,18 +24,30 @@ from toolkit.stats.metrics import (
     turnover,
     win_rate,
 )
+from toolkit.stats.sharpe import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    min_track_record_length,
+    probabilistic_sharpe_ratio,
+    sharpe_moments,
+)
 
 __all__ = [
     "annual_volatility",
     "cagr",
     "calmar_ratio",
+    "deflated_sharpe_ratio",
     "drawdown_series",
     "expectancy",
+    "expected_max_sharpe",
     "exposure",
     "max_drawdown",
     "max_drawdown_duration",
     "max_drawdown_duration_time",
+    "min_track_record_length",
+    "probabilistic_sharpe_ratio",
     "profit_factor",
+    "sharpe_moments",
     "sharpe_ratio",
     "sortino_ratio",
     "summary",
