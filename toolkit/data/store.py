@@ -206,7 +206,10 @@ class BarStore:
             source_tf = divisors[-1]
         # widen the read to whole target buckets so the first/last bar is complete
         r0 = None if t0 is None else t0.floor(f"{minutes}min")
-        bars = self._read(key, source_tf, r0, t1)
+        r1 = t1
+        if t1 is not None and source_tf != timeframe:  # ... and the last one too
+            r1 = t1.floor(f"{minutes}min") + pd.Timedelta(minutes=minutes) - pd.Timedelta(nanoseconds=1)
+        bars = self._read(key, source_tf, r0, r1)
         if source_tf != timeframe:
             bars = resample_ohlcv(bars, timeframe)
         if t0 is not None:
