@@ -29,7 +29,7 @@ def _make_bars(n: int = 200, start: str = "2024-01-01", freq: str = "1min", seed
     high = np.maximum(open_, close) + wiggle[0]
     low = np.minimum(open_, close) - wiggle[1]
     volume = rng.uniform(1.0, 10.0, n)
-    idx = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="timestamp")
+    idx = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="timestamp").as_unit("ns")
     cols = {"open": open_, "high": high, "low": low, "close": close, "volume": volume}
     return pd.DataFrame(cols, index=idx)
 
