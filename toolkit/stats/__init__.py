@@ -24,6 +24,7 @@ from toolkit.stats.metrics import (
     turnover,
     win_rate,
 )
+from toolkit.stats.pbo import PBOResult, pbo_cscv
 from toolkit.stats.sharpe import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -33,6 +34,7 @@ from toolkit.stats.sharpe import (
 )
 
 __all__ = [
+    "PBOResult",
     "annual_volatility",
     "cagr",
     "calmar_ratio",
@@ -45,6 +47,7 @@ __all__ = [
     "max_drawdown_duration",
     "max_drawdown_duration_time",
     "min_track_record_length",
+    "pbo_cscv",
     "probabilistic_sharpe_ratio",
     "profit_factor",
     "sharpe_moments",
