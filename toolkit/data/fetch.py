@@ -1,0 +1,301 @@
+"""The ccxt adapter of the data area: an exchange client factory and a resumable OHLCV fetcher.
+
+This is the only module under ``toolkit.data`` that imports ccxt. ccxt errors are
+converted at the call into ``toolkit.errors`` classes; only temporary ones
+(network errors, timeouts, rate limits, maintenance) are retried, with a bounded
+exponential backoff.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import ccxt
+import ccxt.async_support as ccxt_async
+import pandas as pd
+
+from toolkit.data.resample import timeframe_minutes
+from toolkit.data.store import BarStore, parse_time
+from toolkit.errors import ConfigurationError, DataError, TemporaryError, ToolkitError
+
+__all__ = ["BINANCE_API", "FetchResult", "call_with_retry", "exchange_client", "fetch_ohlcv"]
+
+#: The host that ``url`` replaces in every string of ccxt's ``urls['api']``.
+BINANCE_API = "https://api.binance.com"
+#: ccxt options that keep ``load_markets()`` on the spot exchangeInfo endpoint alone.
+SPOT_OPTIONS: dict[str, Any] = {
+    "defaultType": "spot", "fetchMarkets": ["spot"], "fetchCurrencies": False, "fetchMargins": False,
+}
+#: Constructor keys passed to ccxt as they are; any other keyword goes into ``options``.
+CLIENT_KEYS = {"timeout", "enableRateLimit", "rateLimit", "verbose", "headers", "proxies", "userAgent"}
+TEMPORARY = (ccxt.NetworkError,)  # RequestTimeout, ExchangeNotAvailable, DDoSProtection, RateLimitExceeded…
+
+T = TypeVar("T")
+
+
+def exchange_client(exchange_id: str = "binance", url: str | None = None, api_key: str | None = None,
+                    secret: str | None = None, async_: bool = False, **options: Any) -> Any:
+    """Return a ccxt exchange (sync, or ``ccxt.async_support`` with ``async_=True``).
+
+    Parameters
+    ----------
+    exchange_id
+        A ccxt exchange id such as ``binance``.
+    url
+        Base URL of a Binance-compatible server (the loopback emulator): it
+        replaces ``https://api.binance.com`` in every string of ``urls['api']``,
+        and the client is restricted to spot (``defaultType='spot'``,
+        ``fetchMarkets=['spot']``, ``fetchCurrencies=False``, ``fetchMargins=False``).
+    api_key, secret
+        Credentials; none for public data.
+    options
+        ``timeout``, ``enableRateLimit``, ``rateLimit``, ``verbose``, ``headers``,
+        ``proxies`` and ``userAgent`` go to the constructor; anything else into
+        ccxt's ``options``.
+
+    Raises
+    ------
+    ConfigurationError
+        For an unknown exchange id, or ``url`` with an exchange other than binance.
+    """
+    module = ccxt_async if async_ else ccxt
+    if exchange_id not in ccxt.exchanges:
+        raise ConfigurationError("exchange", "a ccxt exchange id such as binance", exchange_id)
+    if url is not None and exchange_id != "binance":
+        raise ConfigurationError("url", "only with exchange 'binance' (the emulator speaks Binance's API)",
+                                 exchange_id)
+    cfg: dict[str, Any] = {"enableRateLimit": True}
+    extra: dict[str, Any] = {}
+    for key, value in options.items():
+        (cfg if key in CLIENT_KEYS else extra)[key] = value
+    if api_key is not None:
+        cfg["apiKey"] = api_key
+    if secret is not None:
+        cfg["secret"] = secret
+    if url is not None:
+        extra = {**SPOT_OPTIONS, **extra}
+    if extra:
+        cfg["options"] = extra
+    client = getattr(module, exchange_id)(cfg)
+    if url is not None:
+        base = url.rstrip("/")
+        api = client.urls["api"]
+        for name, value in list(api.items()):
+            if isinstance(value, str):
+                api[name] = value.replace(BINANCE_API, base)
+    return client
+
+
+@dataclass
+class FetchResult:
+    """What a fetch did: ranges, counts, files written and the data-quality certificate."""
+
+    exchange: str
+    symbol: str
+    timeframe: str
+    since: str
+    until: str
+    resumed_from: str | None
+    pages: int
+    bars_fetched: int
+    bars_written: int
+    retries: int
+    first: str | None
+    last: str | None
+    files: list[str] = field(default_factory=list)
+    certificate: dict[str, Any] | None = None
+    passed: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return asdict(self)
+
+
+def _convert(exc: Exception, what: str) -> ToolkitError:
+    if isinstance(exc, TEMPORARY):
+        return TemporaryError(f"{what}: temporary exchange failure ({type(exc).__name__}): {exc}")
+    if isinstance(exc, ccxt.BadSymbol):
+        return ConfigurationError("symbol", "a symbol listed by the exchange", f"{what}: {exc}")
+    if isinstance(exc, ccxt.AuthenticationError):
+        return ConfigurationError("credentials", "a valid API key and secret", f"{what}: {exc}")
+    if isinstance(exc, ccxt.NotSupported):
+        return ConfigurationError("exchange", "an exchange that supports fetch_ohlcv", f"{what}: {exc}")
+    return DataError(f"{what}: the exchange refused ({type(exc).__name__}): {exc}")
+
+
+def call_with_retry(fn: Callable[[], T], what: str, retries: int = 5, backoff: float = 0.5,
+                    max_backoff: float = 8.0,
+                    on_retry: Callable[[Exception, float], None] | None = None) -> T:
+    """Call ``fn``; retry temporary ccxt errors with bounded exponential backoff.
+
+    Raises
+    ------
+    TemporaryError
+        When every attempt failed temporarily.
+    ConfigurationError, DataError
+        For permanent failures (converted from ccxt at once, never retried).
+    """
+    delay = backoff
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except ccxt.BaseError as exc:
+            if not isinstance(exc, TEMPORARY) or attempt == retries:
+                raise _convert(exc, what) from exc
+            if on_retry is not None:
+                on_retry(exc, delay)
+            time.sleep(delay)
+            delay = min(max_backoff, delay * 2)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _certify(bars: pd.DataFrame, symbol: str, timeframe: str) -> Any:
+    # THE single call site of the data-quality certificate (toolkit/data/quality.py).
+    try:
+        from toolkit.data.quality import certify
+    except ImportError:
+        return None
+    return certify(bars, symbol, timeframe)
+
+
+def _frame(rows: list[list[Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["timestamp", "open", "high", "low", "close", "volume"])
+    frame.index = pd.DatetimeIndex(pd.to_datetime(frame.pop("timestamp"), unit="ms", utc=True),
+                                   name="timestamp").as_unit("ns")
+    return frame.astype("float64")
+
+
+def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, until: object,
+                url: str | None = None, store: BarStore | None = None, progress: bool = True, *,
+                client: Any = None, page_limit: int | None = None, flush_bars: int = 5000,
+                retries: int = 5, backoff: float = 0.5) -> FetchResult:
+    """Fetch OHLCV bars with ccxt into the bar store, resuming from what is already stored.
+
+    Parameters
+    ----------
+    exchange_id, symbol, timeframe
+        ccxt exchange id, symbol (``BTC/USDT``) and timeframe (``1m``, ``1h`` …).
+    since, until
+        Bars with open time in ``[since, until)``; a bare date is its midnight UTC.
+    url
+        Base URL of a Binance-compatible server (e.g. the loopback emulator).
+    store
+        Target store (bars are written to its last root); default ``BarStore()``.
+    progress
+        Print one line per page to stderr.
+    client
+        An existing ccxt client (otherwise one is built with :func:`exchange_client`).
+    page_limit
+        Bars per request (default 1000 on binance, the exchange's default elsewhere).
+    flush_bars
+        Write to the store whenever this many new bars are buffered, so an
+        interrupted fetch keeps what it got and the next run resumes after it.
+    retries, backoff
+        Attempts per request for temporary errors and the first delay in seconds.
+
+    Returns
+    -------
+    FetchResult, whose ``certificate`` is the data-quality certificate of the
+    whole requested range as stored (None when ``toolkit.data.quality`` is absent).
+
+    Raises
+    ------
+    ConfigurationError
+        Bad symbol, timeframe or dates.
+    TemporaryError
+        The exchange stayed unreachable or rate-limited after the retries (what
+        was fetched before is stored; run again to resume).
+    DataError
+        The exchange refused the request, or nothing was stored for the range.
+    """
+    store = store or BarStore()
+    step_ms = timeframe_minutes(timeframe) * 60_000
+    t0, t1 = parse_time(since, "since"), parse_time(until, "until")
+    if t0 is None or t1 is None:
+        raise ConfigurationError("since/until", "both dates, e.g. --since 2024-04-01 --until 2024-04-08",
+                                 (since, until))
+    if t1 <= t0:
+        raise ConfigurationError("until", f"a time after since {t0}", until)
+    start_ms, end_ms = int(t0.value // 1_000_000), int(t1.value // 1_000_000)
+    start_ms = -(-start_ms // step_ms) * step_ms
+    resumed_from = None
+    if timeframe in _native(store, symbol):
+        try:
+            have = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
+        except DataError:
+            have = None
+        if have is not None and len(have):
+            last = int(have.index[-1].value // 1_000_000)
+            if last + step_ms > start_ms:
+                start_ms = last + step_ms
+                resumed_from = pd.Timestamp(start_ms, unit="ms", tz="UTC").isoformat()
+    ex = client or exchange_client(exchange_id, url=url)
+    limit = page_limit or (1000 if exchange_id == "binance" else None)
+    retries_used = 0
+
+    def _note(exc: Exception, delay: float) -> None:
+        nonlocal retries_used
+        retries_used += 1
+        if progress:
+            print(f"  retry in {delay:.1f}s after {type(exc).__name__}", file=sys.stderr)
+
+    what = f"{exchange_id} {symbol} {timeframe}"
+    call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note)
+    cursor, pages, fetched, written = start_ms, 0, 0, 0
+    buffer: dict[int, list[Any]] = {}
+    files: set[str] = set()
+
+    def _flush() -> None:
+        nonlocal written
+        if buffer:
+            frame = _frame([buffer[k] for k in sorted(buffer)])
+            files.update(str(p) for p in store.write(symbol, timeframe, frame))
+            written += len(frame)
+            buffer.clear()
+
+    try:
+        while cursor < end_ms:
+            page = call_with_retry(
+                lambda c=cursor: ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,
+                                                params={"until": end_ms - 1}),
+                f"{what} fetch_ohlcv", retries, backoff, on_retry=_note)
+            pages += 1
+            rows = [r for r in page if cursor <= r[0] < end_ms and r[0] not in buffer]
+            if not rows:
+                break
+            for r in rows:
+                buffer[int(r[0])] = r[:6]
+            fetched += len(rows)
+            cursor = int(rows[-1][0]) + step_ms
+            if progress:
+                print(f"  {what}: page {pages}, {fetched} bars, up to "
+                      f"{pd.Timestamp(rows[-1][0], unit='ms', tz='UTC')}", file=sys.stderr)
+            if len(buffer) >= flush_bars:
+                _flush()
+    finally:
+        _flush()
+        if client is None and hasattr(ex, "close"):
+            ex.close()
+    try:
+        bars = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
+    except DataError as exc:
+        raise DataError(f"{what}: expected bars between {t0} and {t1} after the fetch, found none") from exc
+    cert = _certify(bars, symbol, timeframe)
+    return FetchResult(
+        exchange=exchange_id, symbol=symbol, timeframe=timeframe, since=t0.isoformat(), until=t1.isoformat(),
+        resumed_from=resumed_from, pages=pages, bars_fetched=fetched, bars_written=written,
+        retries=retries_used, first=bars.index[0].isoformat(), last=bars.index[-1].isoformat(),
+        files=sorted(files), certificate=None if cert is None else cert.to_dict(),
+        passed=None if cert is None else bool(cert.passed),
+    )
+
+
+def _native(store: BarStore, symbol: str) -> list[str]:
+    try:
+        return store.timeframes(symbol)
+    except OSError:
+        return []

@@ -1,0 +1,73 @@
+"""The replay clock: real-time, accelerated, or stepped by tests.
+
+Replay time is the market's time (inside the bundled data); it is distinct from
+the wall clock that signs requests. ``speed=1`` replays in real time,
+``speed=60`` runs a minute of bars per second, ``speed=0`` stands still until
+:meth:`ReplayClock.advance` is called (tests step it through the admin endpoint).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from toolkit.errors import ConfigurationError
+
+__all__ = ["ReplayClock"]
+
+
+class ReplayClock:
+    """Map wall time to replay time; thread-safe.
+
+    Parameters
+    ----------
+    start_ms
+        Replay time (epoch milliseconds, UTC) at the moment the clock is created.
+    speed
+        Replay milliseconds per wall millisecond; ``0`` means stepped.
+    wall
+        Wall clock in seconds (injected for tests); defaults to ``time.time``.
+    """
+
+    def __init__(self, start_ms: int, speed: float, wall: Callable[[], float] = time.time) -> None:
+        if speed < 0:
+            raise ConfigurationError("speed", "a number >= 0 (0 = stepped)", speed)
+        self._wall = wall
+        self._speed = float(speed)
+        self._anchor_replay = int(start_ms)
+        self._anchor_wall = wall()
+        self._lock = threading.Lock()
+
+    @property
+    def speed(self) -> float:
+        """Replay milliseconds per wall millisecond (0 when stepped)."""
+        return self._speed
+
+    @property
+    def stepped(self) -> bool:
+        """True when the clock moves only through :meth:`advance` or :meth:`set`."""
+        return self._speed == 0
+
+    def now_ms(self) -> int:
+        """Return the current replay time in epoch milliseconds."""
+        with self._lock:
+            if self._speed == 0:
+                return self._anchor_replay
+            return self._anchor_replay + int((self._wall() - self._anchor_wall) * 1000.0 * self._speed)
+
+    def advance(self, ms: int) -> int:
+        """Move replay time forward by ``ms`` and return the new time."""
+        if ms < 0:
+            raise ConfigurationError("advance", "a non-negative number of milliseconds", ms)
+        return self.set(self.now_ms() + int(ms))
+
+    def set(self, replay_ms: int) -> int:
+        """Jump to ``replay_ms`` (never backwards) and return the new time."""
+        now = self.now_ms()
+        if replay_ms < now:
+            raise ConfigurationError("clock", f"a time at or after the current replay time {now}", replay_ms)
+        with self._lock:
+            self._anchor_replay = int(replay_ms)
+            self._anchor_wall = self._wall()
+        return int(replay_ms)

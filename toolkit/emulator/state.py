@@ -1,0 +1,241 @@
+"""Persistent emulator state in SQLite (WAL): balances, orders, trades and the clock.
+
+A restarted emulator opened on the same file continues where it stopped: the
+replay time, the order and trade id counters, open orders and their locked
+funds all come back. Amounts are stored as decimal strings, never floats.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import asdict, dataclass, fields
+from decimal import Decimal
+from pathlib import Path
+
+__all__ = ["OPEN_STATUSES", "Order", "State", "Trade"]
+
+OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS balances (asset TEXT PRIMARY KEY, free TEXT NOT NULL, locked TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    order_id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, client_order_id TEXT NOT NULL,
+    side TEXT NOT NULL, type TEXT NOT NULL, time_in_force TEXT NOT NULL, price TEXT NOT NULL,
+    orig_qty TEXT NOT NULL, executed_qty TEXT NOT NULL, cum_quote TEXT NOT NULL, status TEXT NOT NULL,
+    time INTEGER NOT NULL, update_time INTEGER NOT NULL, locked TEXT NOT NULL, lock_asset TEXT NOT NULL,
+    orig_quote_qty TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_client ON orders (symbol, client_order_id);
+CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL, symbol TEXT NOT NULL, price TEXT NOT NULL,
+    qty TEXT NOT NULL, quote_qty TEXT NOT NULL, commission TEXT NOT NULL, commission_asset TEXT NOT NULL,
+    time INTEGER NOT NULL, is_buyer INTEGER NOT NULL, is_maker INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS trades_symbol ON trades (symbol, id);
+CREATE INDEX IF NOT EXISTS trades_order ON trades (order_id);
+"""
+
+_DECIMAL_ORDER = {"price", "orig_qty", "executed_qty", "cum_quote", "locked", "orig_quote_qty"}
+_DECIMAL_TRADE = {"price", "qty", "quote_qty", "commission"}
+
+
+@dataclass
+class Order:
+    """One order as the matching engine sees it (amounts are Decimals)."""
+
+    order_id: int
+    symbol: str
+    client_order_id: str
+    side: str
+    type: str
+    time_in_force: str
+    price: Decimal
+    orig_qty: Decimal
+    executed_qty: Decimal
+    cum_quote: Decimal
+    status: str
+    time: int
+    update_time: int
+    locked: Decimal
+    lock_asset: str
+    orig_quote_qty: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        """Quantity still to fill."""
+        return self.orig_qty - self.executed_qty
+
+    @property
+    def is_open(self) -> bool:
+        """True while the order can still fill."""
+        return self.status in OPEN_STATUSES
+
+
+@dataclass
+class Trade:
+    """One fill of an order."""
+
+    id: int
+    order_id: int
+    symbol: str
+    price: Decimal
+    qty: Decimal
+    quote_qty: Decimal
+    commission: Decimal
+    commission_asset: str
+    time: int
+    is_buyer: bool
+    is_maker: bool
+
+
+def _row_order(row: sqlite3.Row) -> Order:
+    data = {k: (Decimal(row[k]) if k in _DECIMAL_ORDER else row[k]) for k in row.keys()}
+    return Order(**data)
+
+
+def _row_trade(row: sqlite3.Row) -> Trade:
+    data = {k: (Decimal(row[k]) if k in _DECIMAL_TRADE else row[k]) for k in row.keys()}
+    data["is_buyer"], data["is_maker"] = bool(data["is_buyer"]), bool(data["is_maker"])
+    return Trade(**data)
+
+
+def _params(obj: Order | Trade) -> dict[str, object]:
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(obj).items()}
+
+
+class State:
+    """The SQLite file behind one emulator; not thread-safe (the engine serialises access)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.db.execute("BEGIN")
+
+    # -- transactions -------------------------------------------------------------------------
+    def commit(self) -> None:
+        """Make every change since the last commit durable and open the next transaction."""
+        self.db.execute("COMMIT")
+        self.db.execute("BEGIN")
+
+    def rollback(self) -> None:
+        """Drop every change since the last commit."""
+        self.db.execute("ROLLBACK")
+        self.db.execute("BEGIN")
+
+    def close(self) -> None:
+        """Commit and close the file."""
+        self.db.execute("COMMIT")
+        self.db.close()
+
+    @property
+    def is_new(self) -> bool:
+        """True when the file has never been initialised with balances and a clock."""
+        return self.get_meta("replay_ms") is None
+
+    # -- meta -----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """Return a stored setting (or None)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: object) -> None:
+        """Store a setting."""
+        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def next_id(self, key: str, first: int) -> int:
+        """Return and advance a persistent counter."""
+        raw = self.get_meta(key)
+        value = first if raw is None else int(raw)
+        self.set_meta(key, value + 1)
+        return value
+
+    # -- balances ---------------------------------------------------------------------------------
+    def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Return ``{asset: (free, locked)}``."""
+        rows = self.db.execute("SELECT asset, free, locked FROM balances ORDER BY asset").fetchall()
+        return {r["asset"]: (Decimal(r["free"]), Decimal(r["locked"])) for r in rows}
+
+    def set_balance(self, asset: str, free: Decimal, locked: Decimal) -> None:
+        """Store one asset's free and locked amounts."""
+        self.db.execute("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
+                        (asset, str(free), str(locked)))
+
+    # -- orders -----------------------------------------------------------------------------------
+    def save_order(self, order: Order) -> None:
+        """Insert or replace an order."""
+        cols = [f.name for f in fields(Order)]
+        self.db.execute(
+            f"INSERT OR REPLACE INTO orders ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
+            _params(order),
+        )
+
+    def get_order(self, symbol: str, order_id: int | None = None,
+                  client_order_id: str | None = None) -> Order | None:
+        """Return an order by id or client order id (the newest one with that client id)."""
+        if order_id is not None:
+            row = self.db.execute("SELECT * FROM orders WHERE symbol=? AND order_id=?",
+                                  (symbol, order_id)).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT * FROM orders WHERE symbol=? AND client_order_id=? ORDER BY order_id DESC LIMIT 1",
+                (symbol, client_order_id),
+            ).fetchone()
+        return None if row is None else _row_order(row)
+
+    def open_orders(self) -> list[Order]:
+        """Return every open order, oldest first."""
+        rows = self.db.execute(
+            "SELECT * FROM orders WHERE status IN ('NEW', 'PARTIALLY_FILLED') ORDER BY order_id"
+        ).fetchall()
+        return [_row_order(r) for r in rows]
+
+    def orders(self, symbol: str, from_id: int | None, start: int | None, end: int | None,
+               limit: int) -> list[Order]:
+        """Return orders of ``symbol`` (ascending id) filtered like Binance's allOrders."""
+        sql, args = "SELECT * FROM orders WHERE symbol=?", [symbol]
+        if from_id is not None:
+            sql, args = sql + " AND order_id>=?", [*args, from_id]
+        if start is not None:
+            sql, args = sql + " AND time>=?", [*args, start]
+        if end is not None:
+            sql, args = sql + " AND time<=?", [*args, end]
+        if from_id is None and start is None:
+            inner = sql + " ORDER BY order_id DESC LIMIT ?"
+            sql = f"SELECT * FROM ({inner}) ORDER BY order_id"
+        else:
+            sql += " ORDER BY order_id LIMIT ?"
+        return [_row_order(r) for r in self.db.execute(sql, [*args, limit]).fetchall()]
+
+    # -- trades -----------------------------------------------------------------------------------
+    def save_trade(self, trade: Trade) -> None:
+        """Insert a fill."""
+        cols = [f.name for f in fields(Trade)]
+        self.db.execute(
+            f"INSERT INTO trades ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
+            _params(trade),
+        )
+
+    def trades(self, symbol: str, order_id: int | None = None, from_id: int | None = None,
+               start: int | None = None, end: int | None = None, limit: int = 500) -> list[Trade]:
+        """Return fills of ``symbol`` (ascending id) filtered like Binance's myTrades."""
+        sql, args = "SELECT * FROM trades WHERE symbol=?", [symbol]
+        if order_id is not None:
+            sql, args = sql + " AND order_id=?", [*args, order_id]
+        if from_id is not None:
+            sql, args = sql + " AND id>=?", [*args, from_id]
+        if start is not None:
+            sql, args = sql + " AND time>=?", [*args, start]
+        if end is not None:
+            sql, args = sql + " AND time<=?", [*args, end]
+        if from_id is None and start is None and order_id is None:
+            sql = f"SELECT * FROM ({sql} ORDER BY id DESC LIMIT ?) ORDER BY id"
+        else:
+            sql += " ORDER BY id LIMIT ?"
+        return [_row_trade(r) for r in self.db.execute(sql, [*args, limit]).fetchall()]
