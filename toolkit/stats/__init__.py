@@ -25,6 +25,7 @@ from toolkit.stats.metrics import (
     win_rate,
 )
 from toolkit.stats.pbo import PBOResult, pbo_cscv
+from toolkit.stats.risk import historical_cvar, historical_var, to_daily_returns, worst_period
 from toolkit.stats.sharpe import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -43,6 +44,8 @@ __all__ = [
     "expectancy",
     "expected_max_sharpe",
     "exposure",
+    "historical_cvar",
+    "historical_var",
     "max_drawdown",
     "max_drawdown_duration",
     "max_drawdown_duration_time",
@@ -54,7 +57,9 @@ __all__ = [
     "sharpe_ratio",
     "sortino_ratio",
     "summary",
+    "to_daily_returns",
     "total_return",
     "turnover",
     "win_rate",
+    "worst_period",
 ]
