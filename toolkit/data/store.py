@@ -29,6 +29,7 @@ from toolkit.errors import ConfigurationError, DataError
 __all__ = [
     "BarStore",
     "load_bars",
+    "load_bars_file",
     "read_bars_file",
     "symbol_key",
     "parse_time",
@@ -277,3 +278,26 @@ def load_bars(symbol: str, timeframe: str = "1m", start: object = None, end: obj
     volume and whatever extra columns the source carries.
     """
     return (store or BarStore()).load(symbol, timeframe, start, end)
+
+
+def load_bars_file(path: str | Path, timeframe: str, start: object = None, end: object = None) -> pd.DataFrame:
+    """Read a user's OHLCV file and return it at ``timeframe`` within [start, end].
+
+    The file's own spacing (the most common step between bars) must equal
+    ``timeframe`` or divide it, in which case the bars are resampled.
+    """
+    bars = read_bars_file(path)
+    t0 = parse_time(start, "start")
+    t1 = parse_time(end, "end", end=True)
+    if t0 is not None:
+        bars = bars[bars.index >= t0]
+    if t1 is not None:
+        bars = bars[bars.index <= t1]
+    if len(bars) < 2:
+        raise DataError(f"{path}: expected bars between {t0} and {t1}, found {len(bars)}")
+    step = int(pd.Series(bars.index).diff().dropna().mode().iloc[0] / pd.Timedelta(minutes=1))
+    target = timeframe_minutes(timeframe)
+    if step <= 0 or target % step:
+        raise DataError(f"{path}: bars every {step} min cannot make {timeframe} bars "
+                        f"(expected a spacing that divides {target} min)")
+    return resample_ohlcv(bars, timeframe) if step != target else bars
