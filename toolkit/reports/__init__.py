@@ -1,0 +1,1 @@
+"""Reports: papermill execution, nbconvert HTML, the index, figures for the templates."""

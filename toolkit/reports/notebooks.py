@@ -1,0 +1,150 @@
+"""The papermill and nbconvert adapter: execute templates, render HTML without code, keep an index.
+
+Templates run on the project's own kernel (``toolkit.config.KERNEL_NAME``,
+installed into ``.venv`` by ``make``), so a user-level ``python3`` kernelspec
+elsewhere cannot win. Parameters are checked against the template's
+``parameters`` cell before a kernel starts: papermill itself only warns about an
+unknown one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from toolkit import config
+from toolkit.errors import ConfigurationError, ExecutionFailed
+
+__all__ = ["template_path", "template_parameters", "execute_template", "render_html", "template_sha256",
+           "append_index_entry", "write_index", "kernel_name"]
+
+
+def template_path(name: str) -> Path:
+    """Return the path of template ``name`` (``backtest`` -> ``templates/backtest.ipynb``)."""
+    path = config.TEMPLATES_DIR / f"{name}.ipynb"
+    if not path.is_file():
+        raise ConfigurationError("template", f"a notebook under {config.TEMPLATES_DIR}", name)
+    return path
+
+
+def template_sha256(path: str | Path) -> str:
+    """Return the sha256 of a template's bytes (recorded on every run it produces)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def template_parameters(path: str | Path) -> dict[str, Any]:
+    """Return the declared parameters of a template (name -> papermill's description)."""
+    import papermill
+
+    return dict(papermill.inspect_notebook(str(path)))
+
+
+def kernel_name() -> str:
+    """Return the kernel templates run on: the project's, else the current interpreter's ``python3``."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    specs = KernelSpecManager().find_kernel_specs()
+    return config.KERNEL_NAME if config.KERNEL_NAME in specs else "python3"
+
+
+def execute_template(template: str | Path, output: str | Path, parameters: dict[str, Any],
+                     cwd: str | Path | None = None, progress: bool = False) -> Path:
+    """Execute ``template`` with ``parameters`` into ``output`` through papermill.
+
+    Raises
+    ------
+    ConfigurationError
+        A parameter the template does not declare.
+    ExecutionFailed
+        A cell raised; the message carries the cell's error (the output notebook,
+        with papermill's error banner, is still written).
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    declared = template_parameters(template)
+    unknown = sorted(set(parameters) - set(declared))
+    if unknown:
+        raise ConfigurationError(
+            f"parameter {unknown[0]}", f"one of the template's parameters {sorted(declared)}", unknown[0]
+        )
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    env_before = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
+    os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    try:
+        papermill.execute_notebook(
+            str(template), str(out), parameters=parameters, kernel_name=kernel_name(),
+            progress_bar=progress, cwd=str(cwd or config.PROJECT_ROOT),
+        )
+    except PapermillExecutionError as exc:
+        raise ExecutionFailed(
+            f"{Path(template).name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+            f"(executed notebook kept at {out})"
+        ) from None
+    finally:
+        if env_before is None:
+            os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
+    return out
+
+
+def render_html(notebook: str | Path, target: str | Path, title: str | None = None) -> Path:
+    """Render an executed notebook to HTML without code cells (what the desk reads)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter()
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title or Path(notebook).stem}})
+    out = Path(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def append_index_entry(entry: dict[str, Any], reports: Path | None = None) -> Path:
+    """Append one report entry to ``reports/index.jsonl`` and rebuild ``reports/index.html``."""
+    root = reports or config.reports_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "index.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    return write_index(root)
+
+
+def write_index(reports: Path | None = None) -> Path:
+    """Rebuild ``reports/index.html`` from ``reports/index.jsonl`` (newest first)."""
+    root = reports or config.reports_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    entries = []
+    log = root / "index.jsonl"
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entries.append(json.loads(line))
+    entries.sort(key=lambda e: e.get("created_at", ""), reverse=True)
+    cols = ["created_at", "kind", "model", "version", "summary", "status"]
+    rows = []
+    for e in entries:
+        link = e.get("html")
+        cells = "".join(f"<td>{html.escape(str(e.get(c, '')))}</td>" for c in cols)
+        href = f'<a href="{html.escape(link)}">report</a>' if link else ""
+        rows.append(f"<tr>{cells}<td>{href}</td></tr>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Desk reports</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}"
+        ".failed{color:#b00}</style></head><body><h1>Desk reports</h1>"
+        f"<p>{len(entries)} reports, newest first. Times are UTC.</p><table><tr>"
+        + "".join(f"<th>{c}</th>" for c in [*cols, "link"]) + "</tr>" + "".join(rows)
+        + "</table></body></html>\n"
+    )
+    out = root / "index.html"
+    out.write_text(page, encoding="utf-8")
+    return out

@@ -1,0 +1,56 @@
+"""Small presentation helpers the templates call (markdown headers, data loading by config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from toolkit.backtest.config import BacktestConfig
+from toolkit.data.store import load_bars, load_bars_file
+
+__all__ = ["bars_for", "backtest_header", "chosen_summary", "temp_bundle_dir"]
+
+
+def bars_for(cfg: BacktestConfig) -> pd.DataFrame:
+    """Return the bars a backtest config asks for: the user's file, or the store."""
+    if cfg.bars_file:
+        return load_bars_file(cfg.bars_file, cfg.timeframe, cfg.start, cfg.end)
+    return load_bars(cfg.symbol, cfg.timeframe, cfg.start, cfg.end)
+
+
+def backtest_header(cfg: BacktestConfig, bars: pd.DataFrame) -> str:
+    """Return the report's opening paragraph as Markdown."""
+    grid = ", ".join(f"{k} ∈ {v}" for k, v in cfg.grid.items()) or "none (fixed parameters)"
+    c = cfg.costs
+    return (
+        f"# Backtest: {cfg.strategy} on {cfg.symbol} {cfg.timeframe}\n\n"
+        f"**Data**: {len(bars):,} bars from {bars.index[0]:%Y-%m-%d %H:%M} to {bars.index[-1]:%Y-%m-%d %H:%M} UTC"
+        f" ({'file ' + cfg.bars_file if cfg.bars_file else 'bar store'}).  \n"
+        f"**Grid**: {grid}.  \n"
+        f"**Capital allocation**: {cfg.capital:,.0f} {cfg.symbol.split('/')[1]}; in-sample share {cfg.split:.0%}"
+        " (parameters chosen in-sample by Sharpe; every figure below is out-of-sample unless marked).  \n"
+        f"**Costs**: taker fee {c.taker_fee:.3%}, slippage = {c.spread_share:g}× the bar spread estimate "
+        f"+ {c.impact_coef:g}·σ·participation^{c.impact_exponent:g}; decisions on each bar's close, "
+        "orders at the next bar's open.  \n"
+        f"**Config sha256**: `{cfg.sha256()[:16]}…`"
+    )
+
+
+def chosen_summary(result: Any) -> str:
+    """Return a Markdown paragraph naming the chosen parameters and the trial count."""
+    m = result.metrics
+    return (
+        f"**Chosen**: {result.chosen} (best of {len(result.sweep)} combinations in-sample; "
+        f"{result.n_trials} trials recorded for {result.config.strategy} on {result.config.symbol} so far).  \n"
+        f"**Out-of-sample** from {result.split_at:%Y-%m-%d %H:%M} UTC: total return {m['total_return']:.2%}, "
+        f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}, {int(m['trade_count'])} trades; "
+        f"buy and hold {result.benchmark['total_return']:.2%}."
+    )
+
+
+def temp_bundle_dir() -> str:
+    """Return a fresh temporary directory for an evidence bundle."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="backtest-bundle-")
