@@ -47,26 +47,34 @@ class QualityThresholds(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    min_bars: int = pydantic.Field(1, ge=0, description="fewest bars the frame must hold")
+    min_bars: int = pydantic.Field(default=1, ge=0, description="fewest bars the frame must hold")
     max_missing_share: float = pydantic.Field(
-        0.001, ge=0.0, le=1.0, description="missing bars / expected bars on the 24/7 grid"
+        default=0.001, ge=0.0, le=1.0, description="missing bars / expected bars on the 24/7 grid"
     )
-    max_gap_bars: int = pydantic.Field(5, ge=0, description="longest run of missing bars")
-    max_duplicates: int = pydantic.Field(0, ge=0, description="rows repeating an earlier timestamp")
-    max_non_monotonic: int = pydantic.Field(0, ge=0, description="rows earlier than the row before")
-    max_off_grid: int = pydantic.Field(0, ge=0, description="rows whose open time is off the timeframe grid")
-    max_nonfinite: int = pydantic.Field(0, ge=0, description="rows with a NaN or infinite OHLCV value")
-    max_nonpositive: int = pydantic.Field(0, ge=0, description="rows with a price <= 0 or a volume < 0")
+    max_gap_bars: int = pydantic.Field(default=5, ge=0, description="longest run of missing bars")
+    max_duplicates: int = pydantic.Field(default=0, ge=0, description="rows repeating an earlier timestamp")
+    max_non_monotonic: int = pydantic.Field(default=0, ge=0, description="rows earlier than the row before")
+    max_off_grid: int = pydantic.Field(
+        default=0, ge=0, description="rows whose open time is off the timeframe grid"
+    )
+    max_nonfinite: int = pydantic.Field(
+        default=0, ge=0, description="rows with a NaN or infinite OHLCV value"
+    )
+    max_nonpositive: int = pydantic.Field(
+        default=0, ge=0, description="rows with a price <= 0 or a volume < 0"
+    )
     max_ohlc_violations: int = pydantic.Field(
-        0, ge=0, description="rows where high < max(open, close, low) or low > min(open, close, high)"
+        default=0, ge=0, description="rows where high < max(open, close, low) or low > min(open, close, high)"
     )
-    max_zero_volume_run: int = pydantic.Field(10, ge=0, description="longest run of zero-volume bars")
-    max_flat_run: int = pydantic.Field(10, ge=0, description="longest run of bars with open=high=low=close")
+    max_zero_volume_run: int = pydantic.Field(default=10, ge=0, description="longest run of zero-volume bars")
+    max_flat_run: int = pydantic.Field(
+        default=10, ge=0, description="longest run of bars with open=high=low=close"
+    )
     outlier_z: float = pydantic.Field(
-        20.0, gt=0.0, description="robust z-score of a 1-bar log close-to-close return that is an outlier"
+        default=20.0, gt=0.0, description="robust z-score above which a 1-bar log return is an outlier"
     )
     max_outlier_share: float = pydantic.Field(
-        0.001, ge=0.0, le=1.0, description="outlier returns / returns between adjacent bars"
+        default=0.001, ge=0.0, le=1.0, description="outlier returns / returns between adjacent bars"
     )
 
     @classmethod
