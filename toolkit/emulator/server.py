@@ -295,7 +295,8 @@ class Emulator:
 
     def start(self) -> Emulator:
         """Serve in a background thread and return self."""
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="emulator", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="emulator",
+                                        daemon=True)
         self._thread.start()
         return self
 

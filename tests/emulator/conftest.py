@@ -1,0 +1,56 @@
+"""Fixtures: a small real-data store and an emulator on a free loopback port, stepped clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from toolkit.data.fetch import exchange_client
+from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
+from toolkit.emulator.testing import make_store
+
+START = "2024-03-01"
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real Binance 1m bars: BTC/USDT 2024-02-28..03-03 and ETH/USDT 2024-08-01..08-02."""
+    root = tmp_path_factory.mktemp("store")
+    return make_store(root, {"BTC/USDT": ("2024-02-28", "2024-03-03"),
+                             "ETH/USDT": ("2024-08-01", "2024-08-02")})
+
+
+@pytest.fixture
+def make_emulator(small_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
+    """Return a factory of started emulators (stepped clock at 2024-03-01); all stopped at teardown."""
+    started: list[Emulator] = []
+
+    def _make(**overrides: Any) -> Emulator:
+        cfg: dict[str, Any] = {"port": 0, "speed": 0, "start": START, "state_path": tmp_path / "state.sqlite",
+                               "store_roots": (small_store,), "symbols": ("BTC/USDT", "ETH/USDT")}
+        cfg.update(overrides)
+        emu = Emulator(EmulatorConfig(**cfg)).start()
+        started.append(emu)
+        return emu
+
+    yield _make
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def emu(make_emulator: Callable[..., Emulator]) -> Emulator:
+    return make_emulator()
+
+
+@pytest.fixture
+def client(emu: Emulator) -> Any:
+    """A real sync ccxt binance client pointed at the emulator (client-side rate limiter off)."""
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+                         enableRateLimit=False, timeout=5000)
+    ex.load_markets()
+    return ex
+

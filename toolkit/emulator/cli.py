@@ -1,0 +1,74 @@
+"""``toolkit emulator serve``: a thin CLI over :class:`toolkit.emulator.Emulator`."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
+from toolkit.errors import ConfigurationError
+
+__all__ = ["app", "parse_balances", "serve"]
+
+app = typer.Typer(help="The loopback Binance spot emulator (paper trading, tests, fault injection).",
+                  no_args_is_help=True)
+
+
+def parse_balances(items: list[str]) -> dict[str, Decimal]:
+    """Parse ``["USDT=100000", "BTC=1.5"]`` into ``{"USDT": Decimal("100000"), …}``."""
+    out: dict[str, Decimal] = {}
+    for item in items:
+        asset, _, amount = item.partition("=")
+        try:
+            value = Decimal(amount)
+        except InvalidOperation:
+            value = Decimal(-1)
+        if not asset.strip().isalnum() or value < 0:
+            raise ConfigurationError("balance", "ASSET=AMOUNT such as USDT=100000", item)
+        out[asset.strip().upper()] = value
+    return out
+
+
+@app.callback()
+def _group() -> None:
+    """Keep ``serve`` a named subcommand even though it is the only one."""
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address; loopback unless --allow-remote.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8899,
+    speed: Annotated[float, typer.Option(help="Replay minutes per wall minute (1 = real time, 0 = "
+                                               "stepped through POST /admin/clock).")] = 60.0,
+    faults: Annotated[Path | None, typer.Option(help="JSON faults file (see docs/emulator.md).")] = None,
+    api_key: Annotated[str, typer.Option(help="Accepted API key.")] = DEFAULT_API_KEY,
+    api_secret: Annotated[str, typer.Option(help="Accepted API secret (HMAC-SHA256).")] = DEFAULT_API_SECRET,
+    balance: Annotated[list[str] | None, typer.Option(help="Starting balance ASSET=AMOUNT (repeatable); "
+                                                           "used only for a new state file.")] = None,
+    symbols: Annotated[str, typer.Option(help="Comma-separated ccxt symbols.")] = "BTC/USDT",
+    start: Annotated[str | None, typer.Option(help="Replay start (UTC), e.g. 2024-03-01; a state file "
+                                                   "that already has a clock continues from it.")] = None,
+    state: Annotated[Path | None, typer.Option(help="SQLite state file (default: user cache).")] = None,
+    allow_remote: Annotated[bool, typer.Option(help="Allow a non-loopback --host.")] = False,
+    log_requests: Annotated[bool, typer.Option(help="Log every request to stderr.")] = False,
+) -> None:
+    """Serve Binance's spot REST API on loopback, replaying real 1m bars from the bar store."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = EmulatorConfig(
+        host=host, port=port, speed=speed, faults_path=faults, api_key=api_key, api_secret=api_secret,
+        balances=parse_balances(balance) if balance else {"USDT": Decimal(100000)},
+        symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()), start=start, state_path=state,
+        allow_remote=allow_remote, log_requests=log_requests,
+    )
+    emu = Emulator(cfg)
+    status = emu.status()
+    typer.echo(f"emulator on {emu.url} | replay {status['replay_time']} at speed {cfg.speed:g} | "
+               f"state {status['state']} | symbols {', '.join(status['symbols'])}", err=True)
+    try:
+        emu.serve_forever()
+    except KeyboardInterrupt:
+        pass
