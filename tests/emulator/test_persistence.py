@@ -1,0 +1,98 @@
+"""A restarted emulator continues where it stopped: a real second process on the same state file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import ccxt
+import pytest
+
+from toolkit.data.fetch import exchange_client
+from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from toolkit.emulator.testing import admin, free_port, step_clock
+
+
+def _spawn(state: Path, port: int, cache: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", "from toolkit.emulator.cli import app; app()", "serve", "--port", str(port),
+           "--speed", "0", "--start", "2024-03-01", "--state", str(state), "--balance", "USDT=50000",
+           "--symbols", "BTC/USDT"]
+    env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"emulator exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3/ping", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("emulator did not start within 30 s")
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+
+
+def _client(port: int) -> Any:
+    return exchange_client(url=f"http://127.0.0.1:{port}", api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+                           enableRateLimit=False)
+
+
+def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list[Any]) -> None:
+    state, cache = tmp_path / "state.sqlite", tmp_path / "cache"
+    port = free_port()
+    procs.append(_spawn(state, port, cache))
+    url = f"http://127.0.0.1:{port}"
+    ex = _client(port)
+    buy = ex.create_order("BTC/USDT", "market", "buy", 0.05)
+    step_clock(url, 30)
+    rest = ex.create_order("BTC/USDT", "limit", "sell", 0.02, 99_000, {"clientOrderId": "keep-me"})
+    before = ex.fetch_balance()["info"]["balances"]
+    replay = admin(url, "GET", "/admin/status")["replay_ms"]
+    procs[0].send_signal(signal.SIGKILL)  # no clean shutdown: durability comes from per-request commits
+    procs[0].wait(timeout=10)
+
+    port2 = free_port()
+    procs.append(_spawn(state, port2, cache))
+    ex2 = _client(port2)
+    assert admin(f"http://127.0.0.1:{port2}", "GET", "/admin/status")["replay_ms"] == replay
+    assert ex2.fetch_balance()["info"]["balances"] == before
+    assert [o["id"] for o in ex2.fetch_open_orders("BTC/USDT")] == [rest["id"]]
+    assert ex2.fetch_order(buy["id"], "BTC/USDT")["status"] == "closed"
+    assert [t["order"] for t in ex2.fetch_my_trades("BTC/USDT")] == [buy["id"]]
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):
+        ex2.create_order("BTC/USDT", "limit", "sell", 0.01, 99_000, {"clientOrderId": "keep-me"})
+    newer = ex2.create_order("BTC/USDT", "market", "sell", 0.01)
+    assert int(newer["id"]) > int(rest["id"])
+    procs[1].send_signal(signal.SIGINT)
+    procs[1].wait(timeout=10)
+    assert procs[1].returncode == 0
+
+
+def test_in_process_restart_keeps_orders_and_clock(make_emulator: Any) -> None:
+    emu = make_emulator()
+    ex = _client(emu.port)
+    ex.create_order("BTC/USDT", "limit", "buy", 0.01, 50_000, {"clientOrderId": "stay"})
+    step_clock(emu.url, 90)
+    emu.stop()
+    again = make_emulator()  # same state file, same --start: the saved clock wins
+    assert again.status()["replay_time"] == "2024-03-01T01:30:00Z"
+    ex2 = _client(again.port)
+    assert [o["clientOrderId"] for o in ex2.fetch_open_orders("BTC/USDT")] == ["stay"]
+    assert ex2.fetch_balance()["USDT"]["used"] == 500.5
