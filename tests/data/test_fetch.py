@@ -1,0 +1,123 @@
+"""The ccxt fetcher against the loopback emulator: full fetch, resume after interruption, retries."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from toolkit.data.fetch import exchange_client, fetch_ohlcv
+from toolkit.data.fetch_cli import fetch_command
+from toolkit.data.store import BarStore
+from toolkit.emulator import Emulator, EmulatorConfig
+from toolkit.emulator.testing import admin, make_store
+from toolkit.errors import ConfigurationError, TemporaryError
+
+COLS = ["open", "high", "low", "close", "volume"]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The emulator's own data: real BTC/USDT 1m bars 2024-03-01..03-03."""
+    return make_store(tmp_path_factory.mktemp("source"), {"BTC/USDT": ("2024-03-01", "2024-03-03")})
+
+
+@pytest.fixture
+def emu(source: Path, tmp_path: Path) -> Iterator[Emulator]:
+    cfg = EmulatorConfig(port=0, speed=0, start="2024-03-04", state_path=tmp_path / "emu.sqlite",
+                         store_roots=(source,))
+    with Emulator(cfg) as emulator:
+        yield emulator
+
+
+def _expected(source: Path) -> pd.DataFrame:
+    return BarStore(roots=[source]).load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
+
+
+def test_full_fetch_equals_the_emulator_data(emu: Emulator, source: Path, tmp_path: Path) -> None:
+    store = BarStore(roots=[tmp_path / "fetched"])
+    result = fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
+                         progress=False)
+    assert (result.bars_fetched, result.bars_written, result.pages) == (2880, 2880, 3)
+    assert result.resumed_from is None and result.retries == 0
+    got = store.load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
+    expected = _expected(source)
+    assert got.index.equals(expected.index)
+    pd.testing.assert_frame_equal(got[COLS], expected[COLS])
+    assert result.certificate is not None and result.passed is True
+    assert result.certificate["n_bars"] == 2880
+    # a second run has nothing left to fetch
+    again = fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
+                        progress=False)
+    assert again.bars_fetched == 0 and again.resumed_from == "2024-03-03T00:00:00+00:00"
+
+
+def test_interrupted_fetch_resumes_without_gaps_or_duplicates(emu: Emulator, source: Path,
+                                                               tmp_path: Path) -> None:
+    store = BarStore(roots=[tmp_path / "fetched"])
+    # the exchange goes down for good after the first page
+    admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "http_5xx", "path": "/api/v3/klines",
+                                                           "skip": 1}]})
+    with pytest.raises(TemporaryError, match="ExchangeNotAvailable"):
+        fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
+                    progress=False, retries=2, backoff=0.01)
+    partial = store.load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
+    assert len(partial) == 1000  # what arrived before the failure was kept
+    assert admin(emu.url, "GET", "/admin/faults")["counts"] == {"http_5xx": 3}
+    admin(emu.url, "DELETE", "/admin/faults")
+    result = fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
+                         progress=False)
+    assert result.resumed_from == (partial.index[-1] + pd.Timedelta(minutes=1)).isoformat()
+    assert result.bars_fetched == 2880 - 1000
+    got = store.load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
+    assert not got.index.has_duplicates
+    assert (got.index.to_series().diff().dropna() == pd.Timedelta(minutes=1)).all()
+    pd.testing.assert_frame_equal(got[COLS], _expected(source)[COLS])
+
+
+def test_temporary_errors_are_retried(emu: Emulator, tmp_path: Path) -> None:
+    admin(emu.url, "POST", "/admin/faults", {"faults": [
+        {"kind": "rate_limit", "path": "/api/v3/klines", "times": 1},
+        {"kind": "timeout", "path": "/api/v3/klines", "times": 1, "seconds": 0.5},  # fires on the retry
+    ]})
+    client = exchange_client(url=emu.url, timeout=200)
+    result = fetch_ohlcv("binance", "BTC/USDT", "1h", "2024-03-01", "2024-03-02",
+                         store=BarStore(roots=[tmp_path]), progress=False, client=client, backoff=0.01)
+    assert result.retries == 2 and result.bars_fetched == 24
+
+
+def test_bad_input_is_a_configuration_error(emu: Emulator, tmp_path: Path) -> None:
+    store = BarStore(roots=[tmp_path])
+    with pytest.raises(ConfigurationError, match="symbol"):
+        fetch_ohlcv("binance", "DOGE/USDT", "1m", "2024-03-01", "2024-03-02", url=emu.url, store=store,
+                    progress=False)
+    with pytest.raises(ConfigurationError, match="until"):
+        fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-02", "2024-03-01", url=emu.url, store=store)
+    with pytest.raises(ConfigurationError, match="exchange"):
+        exchange_client("no-such-exchange")
+    with pytest.raises(ConfigurationError, match="url"):
+        exchange_client("kraken", url=emu.url)
+
+
+def test_exchange_client_points_every_api_url_at_the_emulator(emu: Emulator) -> None:
+    ex = exchange_client(url=emu.url)
+    urls = [u for u in ex.urls["api"].values() if isinstance(u, str)]
+    assert not any(u.startswith("https://api.binance.com") for u in urls)  # spot and sapi replaced
+    assert ex.urls["api"]["public"] == emu.url + "/api/v3"
+    assert ex.options["fetchMarkets"] == ["spot"] and ex.options["fetchCurrencies"] is False
+
+
+def test_cli_fetch_json(emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = typer.Typer()
+    app.command()(fetch_command)
+    result = CliRunner().invoke(app, ["--symbol", "BTC/USDT", "--timeframe", "15m", "--since", "2024-03-01",
+                                      "--until", "2024-03-02", "--url", emu.url, "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["bars_fetched"] == 96 and doc["timeframe"] == "15m" and doc["passed"] is True
+    assert all(Path(f).is_file() for f in doc["files"])
