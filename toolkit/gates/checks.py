@@ -1,0 +1,364 @@
+"""The gates: pure functions of (evidence, policy), one ``GateResult`` each.
+
+Every gate states what it measured (``inputs``), the limit it applied
+(``threshold``), whether it passed and one line saying why. Undefined
+measurements (no trades, a Sharpe without variance, too few trials) fail: a
+gate passes only on positive evidence. Sharpe ratios in inputs are annualised
+(365-day years) unless the name says ``per_period``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from toolkit.data.quality import data_hash
+from toolkit.gates.evidence import Evidence
+from toolkit.gates.policy import GatePolicy
+from toolkit.gates.result import GateResult, finite, fmt, gate
+from toolkit.gates.risk import (
+    capacity,
+    cost_stress,
+    cvar_99,
+    exposure,
+    leverage,
+    max_drawdown,
+    order_notional,
+    var_99,
+    worst_day,
+)
+from toolkit.stats.metrics import sharpe_ratio
+from toolkit.stats.pbo import pbo_cscv
+from toolkit.stats.sharpe import (
+    expected_max_sharpe,
+    min_track_record_length_from_moments,
+    psr_from_moments,
+    sharpe_moments,
+)
+
+__all__ = ["GATES", "GateResult", "run_gates", "trial_sharpes"]
+
+
+# --------------------------------------------------------------------------- data
+
+
+def data_quality(ev: Evidence, pol: GatePolicy) -> GateResult:
+    cert = ev.bundle["certificate"]
+    recomputed = data_hash(ev.bundle["bars"])
+    hashes = {"bars": recomputed, "backtest": ev.bundle["data_hash"], "certificate": cert.get("data_hash")}
+    match = len(set(hashes.values())) == 1
+    cert_ok = bool(cert.get("passed"))
+    passed = (cert_ok or not pol.data.require_certificate_passed) and (
+        match or not pol.data.require_hash_match
+    )
+    if not cert_ok:
+        why = f"data certificate failed checks {cert.get('failed')}"
+    elif not match:
+        why = "data hash mismatch: the certificate or backtest does not describe these bars"
+    else:
+        why = (
+            f"certificate passed for the exact {cert.get('n_bars')} bars evaluated (hash {recomputed[:12]}…)"
+        )
+    return gate(
+        "data_quality",
+        "data",
+        passed,
+        {
+            "certificate_passed": cert_ok,
+            "failed_checks": cert.get("failed", []),
+            "data_hash": hashes,
+            "n_bars": cert.get("n_bars"),
+            "expected_bars": cert.get("expected_bars"),
+        },
+        {
+            "certificate_passed": pol.data.require_certificate_passed,
+            "hash_match": pol.data.require_hash_match,
+        },
+        why,
+    )
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
+    """Return the ledger's trial Sharpes in the chosen timeframe's per-period units, and N."""
+    from toolkit.data.resample import bars_per_year
+
+    trials = ev.bundle["trials"]
+    col = "sharpe_oos" if pol.statistics.dsr_trial_sharpe == "oos" else "sharpe_is"
+    ppy = ev.periods_per_year
+    scale = np.sqrt(np.array([bars_per_year(tf) for tf in trials["timeframe"]], dtype="float64") / ppy)
+    sr = trials[col].to_numpy(dtype="float64") * scale
+    return sr[np.isfinite(sr)], len(trials)
+
+
+def _stats_inputs(ev: Evidence) -> dict[str, Any]:
+    sr, skew, kurt, n = sharpe_moments(ev.oos_returns)
+    return {"sr": sr, "skew": skew, "kurt": kurt, "n": n}
+
+
+def oos_sharpe(ev: Evidence, pol: GatePolicy) -> GateResult:
+    s = sharpe_ratio(ev.oos_returns, ev.periods_per_year)
+    lim = pol.statistics.min_oos_sharpe
+    return gate(
+        "oos_sharpe",
+        "statistics",
+        finite(s) and s >= lim,
+        {"sharpe_oos_annual": s, "n_obs": len(ev.oos_returns)},
+        {"min": lim},
+        f"out-of-sample Sharpe {fmt(s, '.2f')} vs floor {lim:.2f} (annualised, 365-day years)",
+    )
+
+
+def psr(ev: Evidence, pol: GatePolicy) -> GateResult:
+    m = _stats_inputs(ev)
+    p = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], 0.0)
+    lim = pol.statistics.min_psr
+    return gate(
+        "psr",
+        "statistics",
+        finite(p) and p >= lim,
+        {
+            "psr": p,
+            "sharpe_per_period": m["sr"],
+            "skew": m["skew"],
+            "kurtosis_raw": m["kurt"],
+            "n_obs": m["n"],
+        },
+        {"min": lim, "sr_benchmark_per_period": 0.0},
+        f"P(true Sharpe > 0) = {fmt(p)} vs floor {lim:.2f}",
+    )
+
+
+def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
+    m = _stats_inputs(ev)
+    trials, n_trials = trial_sharpes(ev, pol)
+    lim = pol.statistics.min_dsr
+    if n_trials < 1 or (n_trials > 1 and trials.size < 2):
+        return gate(
+            "dsr",
+            "statistics",
+            False,
+            {"n_trials": n_trials, "finite_trial_sharpes": int(trials.size)},
+            {"min": lim},
+            "DSR undefined: the ledger holds fewer than 2 finite trial Sharpes",
+        )
+    sr0 = expected_max_sharpe(trials, n_trials)
+    d = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], sr0)
+    var = float(np.var(trials, ddof=1)) if trials.size > 1 else 0.0
+    return gate(
+        "dsr",
+        "statistics",
+        finite(d) and d >= lim,
+        {
+            "dsr": d,
+            "sr0_per_period": sr0,
+            "trial_sharpe_variance": var,
+            "n_trials": n_trials,
+            "sharpe_per_period": m["sr"],
+            "trial_sharpe": pol.statistics.dsr_trial_sharpe,
+        },
+        {"min": lim},
+        f"deflated Sharpe {fmt(d)} after {n_trials} trials (SR0 {fmt(sr0, '.4f')}/bar) vs floor {lim:.2f}",
+    )
+
+
+def mintrl(ev: Evidence, pol: GatePolicy) -> GateResult:
+    m = _stats_inputs(ev)
+    alpha = pol.statistics.mintrl_alpha
+    need = min_track_record_length_from_moments(m["sr"], m["skew"], m["kurt"], 0.0, alpha)
+    ok = finite(need) and need <= m["n"]
+    return gate(
+        "min_track_record",
+        "statistics",
+        ok,
+        {"min_trl_obs": need, "observed_obs": m["n"]},
+        {"max": "observed_obs", "alpha": alpha},
+        f"needs {fmt(need, '.0f')} OOS bars for {1 - alpha:.0%} confidence, has {m['n']}",
+    )
+
+
+def pbo(ev: Evidence, pol: GatePolicy) -> GateResult:
+    mat = ev.bundle["trial_returns"].to_numpy(dtype="float64")
+    s = pol.statistics.pbo_splits
+    lim = pol.statistics.max_pbo
+    if mat.shape[1] < 2 or mat.shape[0] < 2 * s:
+        return gate(
+            "pbo",
+            "statistics",
+            False,
+            {"n_trials": int(mat.shape[1]), "n_rows": int(mat.shape[0])},
+            {"max": lim, "n_splits": s},
+            f"PBO undefined: needs >= 2 trials and >= {2 * s} rows, has {mat.shape[1]} and {mat.shape[0]}",
+        )
+    res = pbo_cscv(np.nan_to_num(mat), s)
+    return gate(
+        "pbo",
+        "statistics",
+        res.pbo <= lim,
+        {
+            "pbo": res.pbo,
+            "n_trials": res.n_trials,
+            "n_combinations": res.n_combinations,
+            "logit_median": float(np.median(res.logits)),
+            "prob_oos_loss": res.prob_oos_loss,
+            "degradation_slope": res.degradation_slope,
+        },
+        {"max": lim, "n_splits": s},
+        f"probability of backtest overfitting {res.pbo:.3f} over {res.n_combinations} CSCV splits "
+        f"vs max {lim:.2f}",
+    )
+
+
+def min_trades(ev: Evidence, pol: GatePolicy) -> GateResult:
+    n = len(ev.bundle["trades"])
+    lim = pol.statistics.min_trades
+    return gate(
+        "min_trades",
+        "statistics",
+        n >= lim,
+        {"trades_oos": n},
+        {"min": lim},
+        f"{n} out-of-sample trades vs {lim} needed",
+    )
+
+
+# --------------------------------------------------------------------------- latency, lookahead, robustness
+
+
+def latency(ev: Evidence, pol: GatePolicy) -> GateResult:
+    x = ev.latency_ns.astype("float64") / 1e6
+    budget = pol.latency_budget_ms(ev.strategy_type)
+    p50 = float(np.percentile(x, 50)) if x.size else math.nan
+    p99 = float(np.percentile(x, 99)) if x.size else math.nan
+    enough = x.size >= pol.latency.min_samples
+    why = (
+        f"p99 decision latency {fmt(p99, '.3f')} ms ({x.size} samples) "
+        f"vs {ev.strategy_type} budget {budget:g} ms"
+    )
+    if not enough:
+        why = f"only {x.size} latency samples, policy needs {pol.latency.min_samples}"
+    return gate(
+        "latency",
+        "latency",
+        enough and finite(p99) and p99 <= budget,
+        {
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": float(x.max()) if x.size else math.nan,
+            "samples": int(x.size),
+            "strategy_type": ev.strategy_type,
+            "window_bars": ev.extras["latency"]["window_bars"],
+        },
+        {"p99_ms": budget, "min_samples": pol.latency.min_samples},
+        why,
+    )
+
+
+def lookahead(ev: Evidence, pol: GatePolicy) -> GateResult:
+    la = ev.extras["lookahead"]
+    lim = pol.lookahead.max_mismatches
+    bad = la["mismatches"] + la["recorded_mismatches"]
+    enough = len(la["cut_points"]) >= min(pol.lookahead.samples, 1)
+    why = (
+        f"{la['mismatches']} of {la['decisions_compared']:,} decisions differ on truncated histories "
+        f"({len(la['cut_points'])} cuts); {la['recorded_mismatches']} differ from the recorded positions"
+    )
+    return gate(
+        "lookahead",
+        "lookahead",
+        enough and bad <= lim,
+        {
+            k: la[k]
+            for k in (
+                "decisions_compared",
+                "mismatches",
+                "max_abs_diff",
+                "first_mismatch",
+                "recorded_mismatches",
+            )
+        }
+        | {"cuts": len(la["cut_points"])},
+        {"max_mismatches": lim, "tolerance": pol.lookahead.tolerance},
+        why,
+    )
+
+
+def recursion(ev: Evidence, pol: GatePolicy) -> GateResult:
+    w = ev.extras["warmup"]
+    rows = w["rows"]
+    bad = sum(r["mismatches"] for r in rows)
+    compared = sum(r["compared"] for r in rows)
+    lim = pol.lookahead.max_mismatches
+    return gate(
+        "warmup_sensitivity",
+        "lookahead",
+        compared > 0 and bad <= lim,
+        {"warmup_bars": w["warmup"], "rows": rows},
+        {"max_mismatches": lim, "tolerance": pol.lookahead.tolerance},
+        f"last decision on {len(rows)} history lengths (x warm-up {w['warmup']}) differs "
+        f"{bad} of {compared} times from the full history",
+    )
+
+
+def robustness(ev: Evidence, pol: GatePolicy) -> GateResult:
+    r = ev.extras["robustness"]
+    chosen = r["sharpe_oos_annual"]
+    sh = [n["sharpe_oos_annual"] for n in r["neighbours"]]
+    scored = [s if finite(s) else -math.inf for s in sh]  # an undefined neighbour counts as the worst
+    med = float(np.median(scored)) if scored else math.nan
+    ratio = med / chosen if finite(med) and finite(chosen) and chosen > 0 else math.nan
+    lim = pol.robustness.min_neighbour_ratio
+    enough = len(sh) >= pol.robustness.min_neighbours
+    why = (
+        f"median neighbour OOS Sharpe {fmt(med, '.2f')} is {fmt(ratio, '.2f')}x the chosen "
+        f"{fmt(chosen, '.2f')} ({len(sh)} neighbours) vs floor {lim:.2f}x"
+    )
+    if not enough:
+        why = f"only {len(sh)} neighbouring parameter sets, policy needs {pol.robustness.min_neighbours}"
+    return gate(
+        "robustness",
+        "robustness",
+        enough and finite(ratio) and ratio >= lim,
+        {
+            "chosen_sharpe_oos_annual": chosen,
+            "median_neighbour_sharpe": med,
+            "ratio": ratio,
+            "neighbours": r["neighbours"],
+        },
+        {"min_ratio": lim, "min_neighbours": pol.robustness.min_neighbours},
+        why,
+    )
+
+
+GATES: tuple[Callable[[Evidence, GatePolicy], GateResult], ...] = (
+    data_quality,
+    oos_sharpe,
+    psr,
+    dsr,
+    mintrl,
+    pbo,
+    min_trades,
+    max_drawdown,
+    var_99,
+    cvar_99,
+    worst_day,
+    exposure,
+    leverage,
+    order_notional,
+    capacity,
+    cost_stress,
+    latency,
+    lookahead,
+    recursion,
+    robustness,
+)
+
+
+def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
+    """Run every gate in a fixed order."""
+    return [g(ev, pol) for g in GATES]

@@ -1,0 +1,426 @@
+"""The evidence a verdict is computed from: the backtest's bundle plus what the gates measure.
+
+``collect_evidence`` does the measuring the backtest did not record:
+
+- **latency**: the strategy's decision (``last_position``) timed bar by bar on a
+  replay of the bundle's bars, after untimed warm-up calls, each call handed a
+  trailing window of ``max(window_bars, 2·warmup + 1)`` bars (what a live runner
+  holds); every raw sample (nanoseconds, ``time.perf_counter_ns``) is kept;
+- **lookahead**: positions recomputed on histories truncated at evenly spaced
+  bars must equal the full-history positions at *every* bar up to the cut (not
+  only where trades fired); the full positions are also compared with the
+  positions the backtest recorded;
+- **warm-up sensitivity** (recursion): the last decision on histories of
+  ``ceil(m·warmup) + 1`` bars, for each multiple ``m``, against the full-history
+  decision at the same bar;
+- **cost stress**: the chosen configuration re-simulated at the policy's
+  allocation with base costs and with fees and slippage multiplied by the
+  policy's factor;
+- **neighbours**: out-of-sample Sharpe of parameter sets next to the chosen one
+  (adjacent grid values, or ±step for a parameter without a grid axis),
+  simulated with the backtest's own costs and capital.
+
+The extra evidence is one canonical JSON document (``gate_evidence.json``);
+``Evidence.sha256()`` = sha256 of ``"<bundle sha256>\\n<sha256 of that document>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from toolkit.backtest.bundle import BUNDLE_FILES, bundle_sha256, load_bundle
+from toolkit.backtest.config import BacktestConfig
+from toolkit.data.resample import bars_per_year
+from toolkit.errors import ConfigurationError, DataError
+from toolkit.gates.policy import GatePolicy
+from toolkit.strategies import ParameterError, Strategy, make_strategy
+
+__all__ = ["EXTRAS_FILE", "Evidence", "canonical_json", "collect_evidence", "neighbour_params"]
+
+EXTRAS_FILE = "gate_evidence.json"
+EXTRAS_SCHEMA = 1
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return float(f"{value:.12g}")
+    return value
+
+
+def canonical_json(value: Any, indent: int | None = None) -> str:
+    """Return deterministic JSON: sorted keys, floats at 12 significant digits, NaN -> null, inf -> "inf"."""
+    seps = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(
+        _clean(value), sort_keys=True, separators=seps, indent=indent, allow_nan=False, ensure_ascii=False
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class Evidence:
+    """A backtest bundle and the gates' extra measurements.
+
+    Attributes
+    ----------
+    bundle_dir
+        Directory holding the bundle files.
+    bundle
+        ``toolkit.backtest.bundle.load_bundle`` of it.
+    bundle_sha
+        ``bundle_sha256(bundle_dir)`` (the version tag ``evidence.sha256``).
+    extras
+        The extra measurements (JSON-safe; see the module docstring).
+    """
+
+    bundle_dir: Path
+    bundle: dict[str, Any]
+    bundle_sha: str
+    extras: dict[str, Any]
+
+    @property
+    def config(self) -> BacktestConfig:
+        return self.bundle["config"]  # type: ignore[no-any-return]
+
+    @property
+    def strategy_type(self) -> str:
+        return str(self.bundle["strategy_type"])
+
+    @property
+    def split_at(self) -> pd.Timestamp:
+        return pd.Timestamp(self.bundle["split_at"])
+
+    @property
+    def periods_per_year(self) -> float:
+        return float(bars_per_year(self.config.timeframe))
+
+    @property
+    def returns(self) -> pd.Series:
+        """Return the chosen configuration's per-bar returns over the whole period."""
+        return self.bundle["returns"]["return"].astype("float64")  # type: ignore[no-any-return]
+
+    @property
+    def oos_returns(self) -> pd.Series:
+        r = self.returns
+        return r[r.index >= self.split_at]
+
+    @property
+    def latency_ns(self) -> np.ndarray:
+        """Return the raw decision-latency samples in nanoseconds."""
+        return np.asarray(self.extras["latency"]["samples_ns"], dtype=np.int64)
+
+    def extras_json(self) -> str:
+        """Return the canonical JSON of the extra evidence (the bytes ``write`` stores)."""
+        return canonical_json(self.extras, indent=1) + "\n"
+
+    def sha256(self) -> str:
+        """Return sha256 of ``"<bundle sha>\\n<sha256 of extras_json()>"``."""
+        extras_sha = hashlib.sha256(self.extras_json().encode()).hexdigest()
+        return hashlib.sha256(f"{self.bundle_sha}\n{extras_sha}".encode()).hexdigest()
+
+    def write(self, directory: str | Path) -> Path:
+        """Write the extra evidence (``gate_evidence.json``, raw latency samples included) into ``directory``.
+
+        Returns the path of the file written.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        out = d / EXTRAS_FILE
+        out.write_text(self.extras_json(), encoding="utf-8")
+        return out
+
+    @classmethod
+    def read(cls, directory: str | Path, extras_dir: str | Path | None = None) -> Evidence:
+        """Read a bundle and its extra evidence (``extras_dir`` defaults to the bundle's directory).
+
+        Raises
+        ------
+        DataError
+            A bundle file or ``gate_evidence.json`` is missing or unreadable, or the
+            extras were collected on another bundle.
+        """
+        d = Path(directory)
+        e = Path(extras_dir) if extras_dir is not None else d
+        path = e / EXTRAS_FILE
+        if not path.is_file():
+            raise DataError(f"gate evidence: expected {path} (written by Evidence.write), found no file")
+        try:
+            extras = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"gate evidence {path}: expected JSON, found {exc}") from None
+        bundle = load_bundle(d)
+        sha = bundle_sha256(d)
+        if extras.get("bundle_sha256") != sha:
+            raise DataError(
+                f"gate evidence {path}: expected extras for bundle {sha}, "
+                f"found extras for {extras.get('bundle_sha256')}"
+            )
+        return cls(bundle_dir=d, bundle=bundle, bundle_sha=sha, extras=extras)
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def _window(strategy: Strategy, policy: GatePolicy) -> int:
+    return max(policy.latency.window_bars, 2 * int(strategy.warmup) + 1)
+
+
+def measure_latency(strategy: Strategy, bars: pd.DataFrame, policy: GatePolicy) -> dict[str, Any]:
+    """Time ``strategy.last_position`` bar by bar on a replay of ``bars`` (raw samples in ns)."""
+    lp = policy.latency
+    length = _window(strategy, policy)
+    n_bars = len(bars)
+    if n_bars < 2:
+        raise DataError(f"latency replay: expected at least 2 bars, found {n_bars}")
+    ends = np.arange(min(length, n_bars) - 1, n_bars)  # every bar with a full window (or all bars)
+    take = ends[-lp.min_samples :] if len(ends) >= lp.min_samples else np.resize(ends, lp.min_samples)
+    windows = [bars.iloc[max(0, i - length + 1) : i + 1] for i in np.unique(take)]
+    by_end = dict(zip(np.unique(take).tolist(), windows, strict=True))
+    for i in range(lp.warmup_calls):
+        strategy.last_position(by_end[int(take[i % len(take)])])
+    samples = np.empty(len(take), dtype=np.int64)
+    clock = time.perf_counter_ns
+    for k, i in enumerate(take.tolist()):
+        w = by_end[i]
+        t0 = clock()
+        strategy.last_position(w)
+        samples[k] = clock() - t0
+    return {
+        "samples_ns": samples.tolist(),
+        "window_bars": length,
+        "warmup_calls": lp.warmup_calls,
+        "distinct_bars": len(by_end),
+        "first_bar": bars.index[int(take.min())],
+        "last_bar": bars.index[int(take.max())],
+        "timer": "time.perf_counter_ns",
+        "host": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "system": platform.system(),
+        },
+    }
+
+
+def _evenly(lo: int, hi: int, n: int) -> list[int]:
+    if hi < lo:
+        return []
+    return sorted({round(x) for x in np.linspace(lo, hi, n)})
+
+
+def check_lookahead(
+    strategy: Strategy, bars: pd.DataFrame, recorded: pd.Series, policy: GatePolicy
+) -> dict[str, Any]:
+    """Compare positions on truncated histories with the full-history positions at every bar up to the cut."""
+    tol = policy.lookahead.tolerance
+    full = strategy.positions(bars).to_numpy(dtype="float64")
+    points = _evenly(int(strategy.warmup) + 1, len(bars) - 1, policy.lookahead.samples)
+    compared = mismatches = 0
+    max_diff = 0.0
+    first: dict[str, Any] | None = None
+    for t in points:
+        part = strategy.positions(bars.iloc[: t + 1]).to_numpy(dtype="float64")
+        diff = np.abs(part - full[: t + 1])
+        bad = diff > tol
+        compared += t + 1
+        mismatches += int(bad.sum())
+        max_diff = max(max_diff, float(diff.max()))
+        if first is None and bad.any():
+            j = int(np.argmax(bad))
+            first = {"cut_at": bars.index[t], "bar": bars.index[j], "truncated": part[j], "full": full[j]}
+    rec = recorded.reindex(bars.index).to_numpy(dtype="float64")
+    rec_diff = np.abs(np.nan_to_num(rec, nan=np.inf) - full)
+    return {
+        "cut_points": [bars.index[t] for t in points],
+        "decisions_compared": compared,
+        "mismatches": mismatches,
+        "max_abs_diff": max_diff,
+        "first_mismatch": first,
+        "recorded_compared": len(full),
+        "recorded_mismatches": int((rec_diff > tol).sum()),
+    }
+
+
+def check_warmup(strategy: Strategy, bars: pd.DataFrame, policy: GatePolicy) -> dict[str, Any]:
+    """Measure how the last decision depends on the history length (multiples of the warm-up)."""
+    w = int(strategy.warmup)
+    lengths = {m: max(math.ceil(m * w) + 1, 2) for m in policy.lookahead.warmup_multiples}
+    longest = max(lengths.values())
+    full = strategy.positions(bars).to_numpy(dtype="float64")
+    ends = _evenly(longest - 1, len(bars) - 1, policy.lookahead.warmup_samples)
+    rows = []
+    for m, n in sorted(lengths.items()):
+        diffs = [abs(strategy.last_position(bars.iloc[e - n + 1 : e + 1]) - full[e]) for e in ends]
+        rows.append(
+            {
+                "multiple": m,
+                "bars": n,
+                "compared": len(diffs),
+                "max_abs_diff": max(diffs) if diffs else None,
+                "mismatches": int(sum(d > policy.lookahead.tolerance for d in diffs)),
+            }
+        )
+    return {"warmup": w, "end_points": [bars.index[e] for e in ends], "rows": rows}
+
+
+def neighbour_params(
+    chosen: dict[str, Any], grid: dict[str, list[Any]], strategy_name: str, step: float
+) -> list[dict[str, Any]]:
+    """Return the valid parameter sets one step away from ``chosen`` along each numeric parameter.
+
+    A parameter with a grid axis of several values moves to the adjacent grid
+    values; any other int/float parameter moves by ``±step`` relatively (ints by
+    at least 1). Booleans and strings do not move. Invalid sets are skipped.
+    """
+    out: list[dict[str, Any]] = []
+    for name, value in chosen.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        axis = sorted(
+            {v for v in grid.get(name, []) if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
+        if len(axis) > 1 and value in axis:
+            i = axis.index(value)
+            moves = [axis[j] for j in (i - 1, i + 1) if 0 <= j < len(axis)]
+        elif isinstance(value, int):
+            d = max(1, round(abs(value) * step))
+            moves = [value - d, value + d]
+        else:
+            moves = [value * (1 - step), value * (1 + step)]
+        for v in moves:
+            params = {**chosen, name: v}
+            try:
+                make_strategy(strategy_name, params)
+            except ParameterError:
+                continue
+            if params not in out:
+                out.append(params)
+    return out
+
+
+def _oos_stats(r: np.ndarray, oos: np.ndarray, ppy: float) -> dict[str, float]:
+    x = r[oos]
+    sd = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+    sharpe = float(np.mean(x) / sd * math.sqrt(ppy)) if sd and sd > 0 else math.nan
+    return {"sharpe_oos_annual": sharpe, "total_return_oos": float(np.prod(1.0 + x) - 1.0)}
+
+
+def measure_costs_and_neighbours(
+    bundle: dict[str, Any], policy: GatePolicy
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Re-simulate the chosen configuration under stressed costs, and its neighbours under base costs."""
+    from toolkit.backtest.engine import sweep_returns
+
+    cfg: BacktestConfig = bundle["config"]
+    bars: pd.DataFrame = bundle["bars"]
+    chosen = dict(bundle["chosen"])
+    oos = np.asarray(bars.index >= pd.Timestamp(bundle["split_at"]))
+    ppy = float(bars_per_year(cfg.timeframe))
+
+    alloc = policy.capital.allocation_usdt
+    factor = policy.cost_stress.factor
+    at_alloc = cfg.model_copy(update={"capital": alloc})
+    stressed = cfg.model_copy(update={"capital": alloc, "costs": cfg.costs.stressed(factor)})
+    base_r, _ = sweep_returns(at_alloc, bars, [chosen])
+    stress_r, _ = sweep_returns(stressed, bars, [chosen])
+    cost = {
+        "factor": factor,
+        "capital": alloc,
+        "base": _oos_stats(base_r[:, 0], oos, ppy),
+        "stressed": _oos_stats(stress_r[:, 0], oos, ppy),
+    }
+
+    neighbours = neighbour_params(chosen, cfg.grid, cfg.strategy, policy.robustness.step)
+    r, _ = sweep_returns(cfg, bars, [chosen, *neighbours])
+    recorded = bundle["returns"]["return"].to_numpy(dtype="float64")
+    rows = []
+    axes = {k for k, v in cfg.grid.items() if len(set(map(str, v))) > 1}
+    for j, params in enumerate(neighbours, start=1):
+        moved = [k for k in params if params[k] != chosen.get(k)]
+        rows.append(
+            {
+                "params": params,
+                "moved": moved[0] if moved else None,
+                "source": "grid" if moved and moved[0] in axes else "perturbed",
+                **_oos_stats(r[:, j], oos, ppy),
+            }
+        )
+    robust = {
+        "step": policy.robustness.step,
+        "chosen": chosen,
+        **_oos_stats(r[:, 0], oos, ppy),
+        "reproduction_max_abs_diff": float(np.nanmax(np.abs(r[:, 0] - recorded))) if len(recorded) else None,
+        "neighbours": rows,
+    }
+    return cost, robust
+
+
+def collect_evidence(bundle_dir: str | Path, policy: GatePolicy) -> Evidence:
+    """Measure what the gates need beyond the backtest's bundle.
+
+    Parameters
+    ----------
+    bundle_dir
+        A directory with the bundle files (``toolkit.backtest.bundle.BUNDLE_FILES``).
+    policy
+        The policy whose measurement settings apply (latency samples and window,
+        lookahead samples, warm-up multiples, stress factor, allocation, step).
+
+    Returns
+    -------
+    Evidence
+        The bundle and the extra measurements; ``.write(dir)`` stores the extras.
+
+    Raises
+    ------
+    DataError
+        A bundle file is missing or the bars are too short to replay.
+    ConfigurationError
+        The bundle names a strategy or parameters that no longer validate.
+    """
+    d = Path(bundle_dir)
+    bundle = load_bundle(d)
+    cfg: BacktestConfig = bundle["config"]
+    try:
+        strategy = make_strategy(cfg.strategy, dict(bundle["chosen"]))
+    except ParameterError as exc:
+        raise ConfigurationError(exc.field, exc.expected, exc.found) from None
+    bars: pd.DataFrame = bundle["bars"]
+    cost, robust = measure_costs_and_neighbours(bundle, policy)
+    extras: dict[str, Any] = {
+        "schema": EXTRAS_SCHEMA,
+        "bundle_sha256": bundle_sha256(d),
+        "bundle_files": list(BUNDLE_FILES),
+        "strategy": {
+            "name": cfg.strategy,
+            "params": dict(bundle["chosen"]),
+            "warmup": int(strategy.warmup),
+            "type": bundle["strategy_type"],
+        },
+        "lookahead": check_lookahead(strategy, bars, bundle["returns"]["position"], policy),
+        "warmup": check_warmup(strategy, bars, policy),
+        "cost_stress": cost,
+        "robustness": robust,
+        "latency": measure_latency(strategy, bars, policy),
+    }
+    extras = json.loads(canonical_json(extras))  # the exact values a reader of the file gets back
+    return Evidence(bundle_dir=d, bundle=bundle, bundle_sha=extras["bundle_sha256"], extras=extras)

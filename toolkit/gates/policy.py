@@ -1,0 +1,255 @@
+"""The gate policy: a versioned, typed YAML file whose sha256 is its identity.
+
+Every threshold a promotion decision depends on lives here, calibrated to a
+capital allocation. Unknown keys, wrong types and missing budgets are errors
+that name the field (``ConfigurationError``). The policy's identity is the
+sha256 of its canonical JSON form (sorted keys, no whitespace), so two files
+that differ only in comments, key order or ``1`` vs ``1.0`` have the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from toolkit.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_POLICY_PATH",
+    "CapitalPolicy",
+    "CostStressPolicy",
+    "DataPolicy",
+    "GatePolicy",
+    "LatencyPolicy",
+    "LookaheadPolicy",
+    "RobustnessPolicy",
+    "StatisticsPolicy",
+    "load_policy",
+    "policy_from_dict",
+]
+
+DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default_policy.yaml"
+STRATEGY_TYPES = ("hft", "intraday", "swing")
+
+
+class _Section(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class CapitalPolicy(_Section):
+    """Risk limits relative to the capital allocated to one strategy version."""
+
+    allocation_usdt: float = pydantic.Field(gt=0.0, description="capital allocated to the strategy (USDT)")
+    max_drawdown_pct: float = pydantic.Field(
+        gt=0.0, le=100.0, description="peak-to-trough loss, % of allocation"
+    )
+    var_99_1d_pct: float = pydantic.Field(
+        gt=0.0, le=100.0, description="99% one-day historical VaR, % of equity"
+    )
+    cvar_99_1d_pct: float = pydantic.Field(
+        gt=0.0, le=100.0, description="99% one-day historical CVaR, % of equity"
+    )
+    worst_day_pct: float = pydantic.Field(
+        gt=0.0, le=100.0, description="worst single UTC day loss, % of equity"
+    )
+    max_gross_exposure: float = pydantic.Field(gt=0.0, le=10.0, description="max |position| / equity")
+    max_leverage: float = pydantic.Field(gt=0.0, le=10.0, description="max gross notional / equity")
+    max_order_notional_usdt: float = pydantic.Field(
+        gt=0.0, description="largest single order at the allocation"
+    )
+    max_bar_volume_share: float = pydantic.Field(
+        gt=0.0, le=1.0, description="order notional / prior bar quote volume"
+    )
+    risk_window: Literal["oos", "full"] = pydantic.Field(
+        description="returns the risk gates read: out-of-sample only, or the whole evaluated period"
+    )
+
+
+class StatisticsPolicy(_Section):
+    """Thresholds of the statistical gates (Sharpe ratios annualised unless named per-period)."""
+
+    min_oos_sharpe: float = pydantic.Field(description="annualised out-of-sample Sharpe ratio floor")
+    min_psr: float = pydantic.Field(ge=0.0, le=1.0, description="PSR against SR* = 0")
+    min_dsr: float = pydantic.Field(ge=0.0, le=1.0, description="deflated Sharpe ratio floor")
+    dsr_trial_sharpe: Literal["oos", "is"] = pydantic.Field(
+        description="which ledger Sharpe gives the trials' variance V[SR]"
+    )
+    mintrl_alpha: float = pydantic.Field(gt=0.0, lt=1.0, description="significance of the MinTRL test")
+    max_pbo: float = pydantic.Field(ge=0.0, le=1.0, description="highest acceptable PBO")
+    pbo_splits: int = pydantic.Field(ge=2, le=24, description="S, the CSCV blocks (even)")
+    min_trades: int = pydantic.Field(ge=0, description="out-of-sample trades needed")
+
+    @pydantic.field_validator("pbo_splits")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"pbo_splits must be even, got {v}")
+        return v
+
+
+class LatencyPolicy(_Section):
+    """Decision-latency budgets (p99, milliseconds) per strategy type and how to measure."""
+
+    budgets_p99_ms: dict[Literal["hft", "intraday", "swing"], float] = pydantic.Field(
+        description="p99 decision-latency budget per strategy type (ms)"
+    )
+    min_samples: int = pydantic.Field(ge=1000, description="timed decisions needed (>= 1000)")
+    warmup_calls: int = pydantic.Field(ge=0, description="untimed calls before measuring (warm caches)")
+    window_bars: int = pydantic.Field(
+        ge=2, description="history handed to each decision (at least 2x warm-up)"
+    )
+
+    @pydantic.field_validator("budgets_p99_ms")
+    @classmethod
+    def _all_types(cls, v: dict[str, float]) -> dict[str, float]:
+        missing = [t for t in STRATEGY_TYPES if t not in v]
+        if missing:
+            raise ValueError(f"missing budget for strategy type(s) {missing}")
+        bad = {k: b for k, b in v.items() if not (math.isfinite(b) and b > 0)}
+        if bad:
+            raise ValueError(f"budgets must be finite and > 0, got {bad}")
+        return v
+
+
+class LookaheadPolicy(_Section):
+    """Lookahead (truncated histories) and recursion (warm-up length) checks."""
+
+    samples: int = pydantic.Field(ge=1, description="truncation points, evenly spaced after the warm-up")
+    warmup_multiples: list[float] = pydantic.Field(
+        min_length=1, description="history lengths (x warm-up) whose last decision must equal the full one"
+    )
+    warmup_samples: int = pydantic.Field(
+        ge=1, description="end bars at which warm-up sensitivity is measured"
+    )
+    tolerance: float = pydantic.Field(ge=0.0, description="largest acceptable |difference| of positions")
+    max_mismatches: int = pydantic.Field(ge=0, description="decisions allowed to differ (0: none)")
+
+
+class RobustnessPolicy(_Section):
+    """Neighbouring parameter sets against the chosen one."""
+
+    step: float = pydantic.Field(
+        gt=0.0, lt=1.0, description="relative step for parameters without a grid axis"
+    )
+    min_neighbour_ratio: float = pydantic.Field(
+        description="median neighbour OOS Sharpe / chosen OOS Sharpe floor"
+    )
+    min_neighbours: int = pydantic.Field(ge=0, description="neighbours needed for the gate to be decidable")
+
+
+class CostStressPolicy(_Section):
+    """Re-simulation of the chosen configuration with costs scaled up."""
+
+    factor: float = pydantic.Field(ge=1.0, description="fees and slippage multiplied by this")
+    min_sharpe: float = pydantic.Field(description="annualised OOS Sharpe floor under stressed costs")
+
+
+class DataPolicy(_Section):
+    """The data-quality gate."""
+
+    require_certificate_passed: bool
+    require_hash_match: bool = pydantic.Field(description="certificate and backtest hash == hash of the bars")
+
+
+class GatePolicy(_Section):
+    """A complete, versioned gate policy (frozen; unknown keys are errors)."""
+
+    schema_version: Literal[1]
+    name: str = pydantic.Field(min_length=1)
+    version: str = pydantic.Field(min_length=1, description="the policy's own version label")
+    capital: CapitalPolicy
+    statistics: StatisticsPolicy
+    latency: LatencyPolicy
+    lookahead: LookaheadPolicy
+    robustness: RobustnessPolicy
+    cost_stress: CostStressPolicy
+    data: DataPolicy
+
+    def canonical_json(self) -> str:
+        """Return the canonical JSON form: sorted keys, compact, floats as floats."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False
+        )
+
+    def sha256(self) -> str:
+        """Return the sha256 of ``canonical_json()`` (the policy's identity)."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def latency_budget_ms(self, strategy_type: str) -> float:
+        """Return the p99 budget of ``strategy_type`` (hft, intraday or swing)."""
+        try:
+            return float(self.latency.budgets_p99_ms[strategy_type])  # type: ignore[index]
+        except KeyError:
+            raise ConfigurationError(
+                "strategy_type", f"one of {list(STRATEGY_TYPES)}", strategy_type
+            ) from None
+
+
+def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
+    """Validate a mapping as a ``GatePolicy``; errors name the dotted field.
+
+    Parameters
+    ----------
+    data
+        The parsed YAML (a mapping).
+    source
+        Where it came from, for the message (a path).
+
+    Raises
+    ------
+    ConfigurationError
+        Unknown key, wrong type, missing field or value out of range.
+    """
+    if not isinstance(data, dict):
+        raise ConfigurationError(source, "a YAML mapping of policy sections", type(data).__name__)
+    try:
+        return GatePolicy(**data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "policy"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            raise ConfigurationError(
+                field, "no such key (unknown keys are errors)", err.get("input")
+            ) from None
+        if kind == "missing":
+            raise ConfigurationError(field, "a value (required)", "nothing") from None
+        cause = err.get("ctx", {}).get("error")
+        msg = str(cause) if cause is not None else err["msg"]
+        raise ConfigurationError(field, msg[0].lower() + msg[1:], err.get("input")) from None
+
+
+def load_policy(path: str | Path | None = None) -> GatePolicy:
+    """Load and validate a gate policy YAML file.
+
+    Parameters
+    ----------
+    path
+        The policy file; ``None`` loads the shipped ``default_policy.yaml``.
+
+    Returns
+    -------
+    GatePolicy
+        The frozen policy; ``.sha256()`` is its identity.
+
+    Raises
+    ------
+    ConfigurationError
+        The file is missing or unreadable YAML, or a field is unknown, missing,
+        of the wrong type or out of range (the message names it).
+    """
+    import yaml
+
+    p = Path(path) if path is not None else DEFAULT_POLICY_PATH
+    if not p.is_file():
+        raise ConfigurationError("policy_path", "an existing YAML file", str(p))
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigurationError("policy_path", "valid YAML", f"{p}: {exc}".splitlines()[0]) from None
+    return policy_from_dict(data, str(p))

@@ -1,0 +1,223 @@
+"""Risk-against-capital gates: drawdown, VaR/CVaR, worst day, exposure, leverage, capacity, cost stress.
+
+Drawdown is measured in USDT on an equity curve starting at the policy's
+allocation and reported as % of that allocation; VaR, CVaR and the worst day
+are computed on UTC-day compounded returns; order sizes and bar-volume shares
+recorded at the backtest's capital are scaled linearly to the allocation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from toolkit.gates.evidence import Evidence
+from toolkit.gates.policy import GatePolicy
+from toolkit.gates.result import GateResult, finite, fmt, gate
+from toolkit.stats.risk import historical_cvar, historical_var, to_daily_returns
+
+__all__ = [
+    "capacity",
+    "cost_stress",
+    "cvar_99",
+    "drawdown_pct_of_allocation",
+    "exposure",
+    "leverage",
+    "max_drawdown",
+    "order_notional",
+    "realised_leverage",
+    "risk_returns",
+    "var_99",
+    "worst_day",
+]
+
+
+
+def risk_returns(ev: Evidence, pol: GatePolicy) -> pd.Series:
+    """Return the per-bar returns the risk gates read (the policy's ``risk_window``)."""
+    return ev.oos_returns if pol.capital.risk_window == "oos" else ev.returns
+
+
+def drawdown_pct_of_allocation(returns: pd.Series, allocation: float) -> pd.Series:
+    """Return the drawdown (peak minus equity, USDT) as % of the allocation, equity starting at it."""
+    equity = allocation * (1.0 + returns).cumprod()
+    return (equity.cummax() - equity) / allocation * 100.0
+
+
+def max_drawdown(ev: Evidence, pol: GatePolicy) -> GateResult:
+    alloc = pol.capital.allocation_usdt
+    dd = drawdown_pct_of_allocation(risk_returns(ev, pol), alloc)
+    worst = float(dd.max()) if len(dd) else math.nan
+    lim = pol.capital.max_drawdown_pct
+    at = dd.idxmax() if len(dd) else None
+    return gate(
+        "max_drawdown",
+        "risk",
+        finite(worst) and worst <= lim,
+        {
+            "max_drawdown_pct_of_allocation": worst,
+            "max_drawdown_usdt": worst * alloc / 100.0,
+            "trough_at": at,
+            "window": pol.capital.risk_window,
+        },
+        {"max_pct": lim, "allocation_usdt": alloc},
+        f"max drawdown {fmt(worst, '.2f')}% of the {alloc:,.0f} USDT allocation vs limit {lim:.1f}%",
+    )
+
+
+def _daily(ev: Evidence, pol: GatePolicy) -> pd.Series:
+    return to_daily_returns(risk_returns(ev, pol))
+
+
+def var_99(ev: Evidence, pol: GatePolicy) -> GateResult:
+    d = _daily(ev, pol)
+    v = historical_var(d, 0.99) * 100.0
+    lim = pol.capital.var_99_1d_pct
+    return gate(
+        "var_99_1d",
+        "risk",
+        finite(v) and v <= lim and len(d) >= 100,
+        {"var_pct": v, "days": len(d), "window": pol.capital.risk_window},
+        {"max_pct": lim, "min_days": 100},
+        f"99% one-day historical VaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
+        + ("" if len(d) >= 100 else " (fewer than 100 days: undefined)"),
+    )
+
+
+def cvar_99(ev: Evidence, pol: GatePolicy) -> GateResult:
+    d = _daily(ev, pol)
+    v = historical_cvar(d, 0.99) * 100.0
+    lim = pol.capital.cvar_99_1d_pct
+    return gate(
+        "cvar_99_1d",
+        "risk",
+        finite(v) and v <= lim and len(d) >= 100,
+        {"cvar_pct": v, "days": len(d), "window": pol.capital.risk_window},
+        {"max_pct": lim, "min_days": 100},
+        f"99% one-day historical CVaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%",
+    )
+
+
+def worst_day(ev: Evidence, pol: GatePolicy) -> GateResult:
+    d = _daily(ev, pol)
+    loss = float(-d.min() * 100.0) if len(d) else math.nan
+    lim = pol.capital.worst_day_pct
+    return gate(
+        "worst_day",
+        "risk",
+        finite(loss) and loss <= lim,
+        {"worst_day_loss_pct": loss, "date": d.idxmin() if len(d) else None},
+        {"max_pct": lim},
+        f"worst UTC day lost {fmt(loss, '.2f')}% vs limit {lim:.1f}%",
+    )
+
+
+def exposure(ev: Evidence, pol: GatePolicy) -> GateResult:
+    pos = ev.bundle["returns"]["position"].to_numpy(dtype="float64")
+    gross = float(np.nanmax(np.abs(pos))) if pos.size else 0.0
+    lim = pol.capital.max_gross_exposure
+    return gate(
+        "gross_exposure",
+        "risk",
+        gross <= lim + 1e-12,
+        {"max_abs_position": gross},
+        {"max": lim},
+        f"largest |position| {gross:.2f}x equity vs limit {lim:.2f}x",
+    )
+
+
+def realised_leverage(ev: Evidence) -> pd.Series:
+    """Return gross position notional / equity at each bar's close, from the recorded fills."""
+    bars = ev.bundle["bars"]
+    orders = ev.bundle["orders"]
+    signed = np.where(orders["side"].astype(str) == "buy", 1.0, -1.0) * orders["size"].to_numpy(
+        dtype="float64"
+    )
+    flow = pd.Series(signed, index=pd.DatetimeIndex(orders["timestamp"])).groupby(level=0).sum()
+    holding = flow.reindex(bars.index, fill_value=0.0).cumsum()
+    equity = float(ev.config.capital) * (1.0 + ev.returns.reindex(bars.index, fill_value=0.0)).cumprod()
+    return (holding.abs() * bars["close"] / equity).rename("leverage")
+
+
+def leverage(ev: Evidence, pol: GatePolicy) -> GateResult:
+    lev_series = realised_leverage(ev)
+    lev = float(lev_series.max()) if len(lev_series) else 0.0
+    lim = pol.capital.max_leverage
+    return gate(
+        "leverage",
+        "risk",
+        finite(lev) and lev <= lim + 1e-9,
+        {
+            "max_gross_notional_over_equity": lev,
+            "at": lev_series.idxmax() if len(lev_series) else None,
+            "orders": len(ev.bundle["orders"]),
+        },
+        {"max": lim},
+        f"gross notional reached {fmt(lev, '.3f')}x equity (at closes, from the fills) vs limit {lim:.2f}x",
+    )
+
+
+def _order_scale(ev: Evidence, pol: GatePolicy) -> float:
+    return pol.capital.allocation_usdt / float(ev.config.capital)
+
+
+def order_notional(ev: Evidence, pol: GatePolicy) -> GateResult:
+    n = ev.bundle["orders"]["notional"].to_numpy(dtype="float64") * _order_scale(ev, pol)
+    worst = float(np.nanmax(np.abs(n))) if n.size else 0.0
+    lim = pol.capital.max_order_notional_usdt
+    return gate(
+        "order_notional",
+        "risk",
+        worst <= lim,
+        {
+            "max_order_notional_usdt": worst,
+            "orders": int(n.size),
+            "scale_to_allocation": _order_scale(ev, pol),
+        },
+        {"max_usdt": lim},
+        f"largest order {worst:,.0f} USDT at the allocation vs limit {lim:,.0f}",
+    )
+
+
+def capacity(ev: Evidence, pol: GatePolicy) -> GateResult:
+    p = ev.bundle["orders"]["participation"].to_numpy(dtype="float64") * _order_scale(ev, pol)
+    p = np.where(np.isnan(p), np.inf, p)  # an order after a zero-volume bar has unbounded participation
+    worst = float(p.max()) if p.size else 0.0
+    p99 = float(np.percentile(p[np.isfinite(p)], 99)) if np.isfinite(p).any() else math.nan
+    lim = pol.capital.max_bar_volume_share
+    return gate(
+        "capacity",
+        "risk",
+        worst <= lim,
+        {"max_bar_volume_share": worst, "p99_bar_volume_share": p99, "orders": int(p.size)},
+        {"max": lim},
+        f"largest order {fmt(worst * 100, '.3f')}% of the prior bar's quote volume vs limit {lim:.1%}",
+    )
+
+
+def cost_stress(ev: Evidence, pol: GatePolicy) -> GateResult:
+    c = ev.extras["cost_stress"]
+    s = c["stressed"]["sharpe_oos_annual"]
+    lim = pol.cost_stress.min_sharpe
+    same = math.isclose(c["factor"], pol.cost_stress.factor) and math.isclose(
+        c["capital"], pol.capital.allocation_usdt
+    )
+    why = (
+        f"OOS Sharpe {fmt(s, '.2f')} with costs x{c['factor']:g} "
+        f"(base {fmt(c['base']['sharpe_oos_annual'], '.2f')}) vs floor {lim:.2f}"
+    )
+    if not same:
+        why = (
+            f"evidence measured at x{c['factor']:g} / {c['capital']:,.0f} USDT, policy asks "
+            f"x{pol.cost_stress.factor:g} / {pol.capital.allocation_usdt:,.0f} USDT: collect it again"
+        )
+    return gate(
+        "cost_stress",
+        "risk",
+        same and finite(s) and s >= lim,
+        {"factor": c["factor"], "capital": c["capital"], "stressed": c["stressed"], "base": c["base"]},
+        {"min_sharpe": lim, "factor": pol.cost_stress.factor},
+        why,
+    )
