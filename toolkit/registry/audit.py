@@ -1,0 +1,209 @@
+"""The promotion audit trail: an append-only, hash-chained SQLite log, and the registry lock.
+
+Every promote and rollback attempt (done or refused) is one row: who, when (UTC),
+model, from -> to version, reason, the verdict sha and the outcome. The table
+refuses UPDATE and DELETE (triggers), and each row carries the sha256 of its own
+content chained to the previous row's, so an edit made with another tool is
+detected by ``AuditLog.verify``. The file lives beside the local sqlite tracking
+store (like the trial ledger), or at ``TOOLKIT_AUDIT``; it does not depend on
+MLflow, so it survives a re-read or rebuild of the registry. The same events are
+also written as version tags by ``toolkit.registry.promotion``.
+
+``registry_lock`` serialises promote and rollback across processes (``flock`` on
+``<audit file>.lock``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit import config
+from toolkit.errors import ConfigurationError, RegistryError, TemporaryError
+
+__all__ = ["ACTIONS", "OUTCOMES", "AuditEvent", "AuditLog", "default_audit_path", "registry_lock"]
+
+ACTIONS = ("promote", "rollback")
+OUTCOMES = ("done", "refused", "error")
+_GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    model TEXT NOT NULL,
+    action TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    from_version TEXT,
+    to_version TEXT,
+    actor TEXT NOT NULL,
+    at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    verdict_sha TEXT,
+    policy_sha TEXT,
+    detail TEXT NOT NULL,
+    prev_sha TEXT NOT NULL,
+    sha TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_model ON audit (model, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+_FIELDS = ("id", "model", "action", "outcome", "from_version", "to_version", "actor", "at", "reason",
+           "verdict_sha", "policy_sha", "detail")
+
+
+def default_audit_path() -> Path:
+    """Return ``TOOLKIT_AUDIT`` or ``audit.db`` beside the local sqlite tracking store."""
+    env = os.environ.get("TOOLKIT_AUDIT")
+    if env:
+        return Path(env)
+    uri = config.tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / "audit.db"
+    return config.cache_dir().parent / "audit.db"
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One promote or rollback attempt. ``at`` is UTC ISO 8601; versions are None when absent."""
+
+    model: str
+    action: str
+    outcome: str
+    actor: str
+    at: str
+    reason: str
+    from_version: str | None = None
+    to_version: str | None = None
+    verdict_sha: str | None = None
+    policy_sha: str | None = None
+    detail: str = ""
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if self.action not in ACTIONS:
+            raise ConfigurationError("action", f"one of {list(ACTIONS)}", self.action)
+        if self.outcome not in OUTCOMES:
+            raise ConfigurationError("outcome", f"one of {list(OUTCOMES)}", self.outcome)
+        if not self.reason.strip():
+            raise ConfigurationError("reason", "a non-empty explanation", self.reason)
+        if not self.actor.strip():
+            raise ConfigurationError("actor", "a non-empty name", self.actor)
+
+
+def _content_sha(prev_sha: str, row: dict[str, Any]) -> str:
+    body = json.dumps({k: row.get(k) for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev_sha + "\n" + body).encode("utf-8")).hexdigest()
+
+
+class AuditLog:
+    """Append-only audit trail in one SQLite file (WAL, synchronous FULL)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_audit_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as exc:
+            raise RegistryError(f"audit trail {self.path}: cannot open: {exc}") from exc
+        con.row_factory = sqlite3.Row
+        return con
+
+    def append(self, event: AuditEvent) -> dict[str, Any]:
+        """Append ``event`` (chained to the last row) and return the stored row."""
+        row = asdict(event)
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            last = con.execute("SELECT sha FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            prev = last["sha"] if last else _GENESIS
+            row["prev_sha"] = prev
+            row["sha"] = _content_sha(prev, row)
+            cols = [*_FIELDS, "prev_sha", "sha"]
+            cur = con.execute(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                              [row[c] for c in cols])
+            row["seq"] = cur.lastrowid
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise RegistryError(f"audit trail {self.path}: append failed: {exc}") from exc
+        finally:
+            con.close()
+        return row
+
+    def events(self, model: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Return the events (oldest first), for one model when ``model`` is given, the last ``limit``."""
+        sql = "SELECT * FROM audit" + (" WHERE model = ?" if model is not None else "") + " ORDER BY seq"
+        con = self._connect()
+        try:
+            rows = [dict(r) for r in con.execute(sql, (model,) if model is not None else ())]
+        finally:
+            con.close()
+        return rows[-limit:] if limit else rows
+
+    def verify(self) -> int:
+        """Check the hash chain of the whole log; return the number of rows.
+
+        Raises
+        ------
+        RegistryError
+            A row's content or its link to the previous row does not match its sha.
+        """
+        prev = _GENESIS
+        rows = self.events()
+        for r in rows:
+            if r["prev_sha"] != prev or _content_sha(prev, r) != r["sha"]:
+                raise RegistryError(f"audit trail {self.path}: row {r['seq']} (id {r['id']}) does not match "
+                                    "its hash chain: the log was altered outside the toolkit")
+            prev = r["sha"]
+        return len(rows)
+
+
+@contextmanager
+def registry_lock(path: str | Path | None = None, timeout: float = 120.0) -> Iterator[Path]:
+    """Hold the inter-process registry lock (``flock`` on ``<audit file>.lock``) for the block.
+
+    Raises
+    ------
+    TemporaryError
+        The lock was not obtained within ``timeout`` seconds (another promote is running).
+    """
+    audit = Path(path) if path is not None else default_audit_path()
+    lock = audit.with_name(audit.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with lock.open("a") as fh:
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TemporaryError(f"registry lock {lock}: still held by another process after "
+                                         f"{timeout:.0f} s; retry") from None
+                time.sleep(0.05)
+        try:
+            yield lock
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -1,0 +1,151 @@
+"""``toolkit gates | promote | rollback | status``: thin wrappers over the registry functions.
+
+Exit codes come from the error classes (``toolkit.cli.main`` maps them): a failed
+verdict exits with ``GateFailed`` (5), a refused promote or rollback with
+``PromotionRefused`` (6), an unknown model or version with ``ConfigurationError``
+(2). With ``--json`` the JSON document is printed on stdout before such an exit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolkit.errors import GateFailed, PromotionRefused
+
+__all__ = ["format_status", "register"]
+
+
+def _echo_json(payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _short(sha: str | None) -> str:
+    return sha[:12] if sha else "-"
+
+
+def format_status(st: dict[str, Any]) -> str:
+    """Render ``promotion.status`` output as a fixed-width table a person can read."""
+    lines = [f"model {st['model']}: champion {st['champion'] or '-'}, candidate {st['candidate'] or '-'}",
+             f"promotions {st['metrics']['promotions']}, rollbacks {st['metrics']['rollbacks']}, "
+             f"last cycle {_hours(st['metrics']['last_cycle_hours'])}, "
+             f"median cycle {_hours(st['metrics']['median_cycle_hours'])}",
+             "",
+             f"{'ver':>4}  {'aliases':<20} {'verdict':<14} {'evaluated (UTC)':<26} {'policy':<12} "
+             f"{'state':<12} {'promoted (UTC) by':<40}"]
+    for r in st["versions"]:
+        p, g = r["promotion"], r["gate"]
+        who = f"{p['promoted_at'] or '-'} {p['promoted_by'] or ''}".strip()
+        aliases = ",".join(r["aliases"]) or "-"
+        lines.append(f"{r['version']:>4}  {aliases:<20} {g['verdict']:<14} {g['evaluated_at'] or '-':<26} "
+                     f"{_short(g['policy_sha']):<12} {p['state'] or '-':<12} {who:<40}")
+    lines += ["", f"audit trail {st['audit_path']} (chain {st['audit_chain']}), "
+                  f"last {len(st['audit'])} events:"]
+    for e in st["audit"]:
+        lines.append(f"  {e['at']}  {e['action']:<8} {e['outcome']:<8} {e['from_version'] or '-'} -> "
+                     f"{e['to_version'] or '-'}  by {e['actor']}: {e['reason']}"
+                     + (f"  [{e['detail']}]" if e["detail"] else ""))
+    return "\n".join(lines)
+
+
+def _hours(h: float | None) -> str:
+    return "-" if h is None else f"{h:.2f} h"
+
+
+def gates_command(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Option("--version", help="model version")],
+    policy: Annotated[Path | None, typer.Option("--policy", help="gate policy YAML (default: shipped)")]
+    = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Evaluate the promotion gates of a version (papermill report), record the verdict in MLflow."""
+    from toolkit.reports.gates import gates_report
+
+    result = gates_report(model, version, policy_path=policy)
+    if json_output:
+        _echo_json(result)
+    else:
+        lines = [f"{model} version {result['version']}: verdict {result['verdict']} "
+                 f"(verdict sha {_short(result['verdict_sha'])}, policy {_short(result['policy_sha'])})"]
+        for g in result["gates"]:
+            lines.append(f"  {'PASS' if g.get('passed') else 'FAIL'}  {g.get('name', '?'):<28} "
+                         f"{g.get('explanation', '')}")
+        lines.append(f"report {result['report_path']}")
+        typer.echo("\n".join(lines))
+    if not result["passed"]:
+        failed = [g.get("name", "?") for g in result["gates"] if not g.get("passed")]
+        raise GateFailed(f"{model} version {result['version']} failed the gates: {', '.join(failed)}")
+
+
+def promote_command(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Option("--version", help="model version to make champion")],
+    reason: Annotated[str, typer.Option("--reason", help="why (kept in the audit trail)")],
+    actor: Annotated[str | None, typer.Option("--actor", help="who (default $USER)")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="current gate policy (default: shipped)")]
+    = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Set alias champion on a version whose verdict passed under the current policy; audit it."""
+    from toolkit.registry.promotion import promote
+
+    try:
+        result = promote(model, version, reason, actor=actor, policy_path=policy)
+    except PromotionRefused as exc:
+        if json_output:
+            _echo_json({"model": model, "version": version, "promoted": False, "refused": str(exc)})
+        raise
+    if json_output:
+        _echo_json(result)
+    else:
+        typer.echo(f"{model}: champion {result['from_version'] or '-'} -> {result['to_version']} by "
+                   f"{result['actor']} at {result['at']} (verdict {_short(result['verdict_sha'])}, "
+                   f"{result['cycle_hours']:.2f} h from registration)")
+
+
+def rollback_command(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    reason: Annotated[str, typer.Option("--reason", help="why (kept in the audit trail)")],
+    actor: Annotated[str | None, typer.Option("--actor", help="who (default $USER)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Move alias champion back to the version the current champion replaced; audit it."""
+    from toolkit.registry.promotion import rollback
+
+    try:
+        result = rollback(model, reason, actor=actor)
+    except PromotionRefused as exc:
+        if json_output:
+            _echo_json({"model": model, "rolled_back": False, "refused": str(exc)})
+        raise
+    if json_output:
+        _echo_json(result)
+    else:
+        typer.echo(f"{model}: champion {result['from_version']} -> {result['to_version']} (rollback) by "
+                   f"{result['actor']} at {result['at']}")
+
+
+def status_command(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Show versions, aliases, verdicts, who promoted what when, and the promotion-cycle figures."""
+    from toolkit.registry.promotion import status
+
+    st = status(model)
+    if json_output:
+        _echo_json(st)
+    else:
+        typer.echo(format_status(st))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``gates``, ``promote``, ``rollback`` and ``status`` commands to ``app``."""
+    app.command("gates")(gates_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+    app.command("status")(status_command)

@@ -1,0 +1,412 @@
+"""Promote, roll back and report: the registry enforces the gate verdict (MLflow 3 aliases).
+
+``promote`` moves alias ``champion`` to a version only when, re-checked at that
+moment: the version was evaluated; its verdict passed; the verdict file in the
+gates run is byte-identical to what was recorded and hashes to ``gate.verdict_sha``;
+the verdict's policy sha equals the sha of the *current* policy; the backtest
+evidence recomputed from the run's artifacts still hashes to ``evidence.sha256``
+and, with the gates' extra evidence, to the verdict's ``evidence_sha``. Otherwise
+it raises ``PromotionRefused`` and changes nothing in MLflow (the refused attempt
+is still written to the audit trail, which is not part of MLflow).
+
+The replaced champion is remembered on the new one (tag
+``promotion.previous_champion``); ``rollback`` moves ``champion`` back to it.
+Both run under one inter-process lock and append to the audit trail; their
+figures (time from registration to promotion, promotion and rollback counts) are
+logged as metrics of a per-model run in experiment ``registry`` and as
+registered-model tags.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from toolkit.backtest.bundle import bundle_sha256
+from toolkit.errors import PromotionRefused, RegistryError, ToolkitError
+from toolkit.registry.audit import AuditEvent, AuditLog, default_audit_path, registry_lock
+from toolkit.registry.mlflow_store import client, ensure_experiment
+from toolkit.registry.versions import (
+    alias_version,
+    download_evidence,
+    download_gate_artifacts,
+    list_versions,
+    mlflow_call,
+    model_aliases,
+    parse_verdict,
+    require_model,
+    utc_now,
+    version_info,
+)
+
+__all__ = [
+    "CANDIDATE",
+    "CHAMPION",
+    "REGISTRY_EXPERIMENT",
+    "check_promotable",
+    "current_policy_sha",
+    "default_actor",
+    "promote",
+    "rollback",
+    "status",
+]
+
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+REGISTRY_EXPERIMENT = "registry"
+Clock = Callable[[], pd.Timestamp]
+
+
+def default_actor() -> str:
+    """Return who is acting: ``$USER``, else the login name, else ``unknown``."""
+    env = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # pragma: no cover - no passwd entry
+        return "unknown"
+
+
+def current_policy_sha(policy_path: str | Path | None = None) -> str:
+    """Return the sha256 of the gate policy in force (``policy_path``, else the shipped default)."""
+    from toolkit.gates import load_policy
+
+    return str(load_policy(policy_path).sha256())
+
+
+def _verdict_self_sha(text: str) -> str | None:
+    """Recompute a verdict's own sha with the gates' documented rule, or None if they offer none."""
+    import toolkit.gates as gates
+
+    fn = getattr(gates, "verdict_sha256", None)
+    if fn is None:
+        return None
+    return str(fn(text))
+
+
+def _evidence_sha(evidence_dir: Path) -> str | None:
+    """Recompute the gates' evidence sha (bundle + extra evidence) from downloaded files."""
+    from toolkit.gates import Evidence
+
+    return str(Evidence.read(evidence_dir).sha256())
+
+
+def _check(checks: list[dict[str, Any]], name: str, passed: bool, detail: str) -> bool:
+    checks.append({"check": name, "passed": bool(passed), "detail": detail})
+    return bool(passed)
+
+
+def check_promotable(model_name: str, version: str | int,
+                     policy_path: str | Path | None = None) -> dict[str, Any]:
+    """Re-check, without changing anything, whether a version may become champion.
+
+    Returns
+    -------
+    dict with ``eligible``, ``checks`` (check, passed, detail), ``verdict_sha`` and ``policy_sha``
+    (the current policy's), ``evidence_sha``.
+    """
+    info = version_info(model_name, version)
+    v, tags = info["version"], info["tags"]
+    checks: list[dict[str, Any]] = []
+    out: dict[str, Any] = {"model": model_name, "version": v, "checks": checks, "eligible": False,
+                           "verdict_sha": tags.get("gate.verdict_sha"), "policy_sha": None,
+                           "evidence_sha": tags.get("gate.evidence_sha")}
+    outcome = tags.get("gate.verdict", "not_evaluated")
+    evaluated = outcome in ("passed", "failed")
+    hint = "" if evaluated else f"; run `toolkit gates {model_name} --version {v}` first"
+    if not _check(checks, "evaluated", evaluated, f"gate.verdict is {outcome!r}{hint}"):
+        return out
+    if not _check(checks, "verdict passed", outcome == "passed", f"gate.verdict is {outcome!r}"):
+        return out
+    with tempfile.TemporaryDirectory(prefix="toolkit-promote-") as tmp:
+        root = Path(tmp)
+        try:
+            gate_files = download_gate_artifacts(model_name, v, root / "gates")
+        except RegistryError as exc:
+            _check(checks, "verdict file", False, str(exc))
+            return out
+        raw = gate_files["verdict"].read_bytes()
+        file_sha = hashlib.sha256(raw).hexdigest()
+        if not _check(checks, "verdict file", file_sha == tags.get("gate.verdict_file_sha256"),
+                      f"sha256 of the stored verdict.json is {file_sha[:12]}, recorded "
+                      f"{str(tags.get('gate.verdict_file_sha256'))[:12]}"):
+            return out
+        try:
+            verdict = parse_verdict(raw.decode("utf-8"), source="verdict.json")
+        except (ToolkitError, UnicodeDecodeError) as exc:
+            _check(checks, "verdict content", False, str(exc))
+            return out
+        self_sha = _verdict_self_sha(raw.decode("utf-8"))
+        consistent = (verdict["passed"] is True and verdict["verdict_sha"] == tags.get("gate.verdict_sha")
+                      and verdict["policy_sha"] == tags.get("gate.policy_sha")
+                      and verdict["evidence_sha"] == tags.get("gate.evidence_sha")
+                      and (self_sha is None or self_sha == verdict["verdict_sha"]))
+        if not _check(checks, "verdict content", consistent,
+                      f"verdict.json says passed={verdict['passed']}, "
+                      f"verdict_sha {verdict['verdict_sha'][:12]} "
+                      f"(recomputed {str(self_sha)[:12]}), "
+                      f"tags say {str(tags.get('gate.verdict_sha'))[:12]}"):
+            return out
+        policy_sha = current_policy_sha(policy_path)
+        out["policy_sha"] = policy_sha
+        _check(checks, "current policy", policy_sha == verdict["policy_sha"],
+               f"evaluated under policy {verdict['policy_sha'][:12]}, current policy is {policy_sha[:12]}"
+               + ("" if policy_sha == verdict["policy_sha"] else
+                  f"; re-run `toolkit gates {model_name} --version {v}`"))
+        bundle_dir = root / "evidence"
+        try:
+            download_evidence(model_name, v, bundle_dir)
+            bundle = bundle_sha256(bundle_dir)
+        except (ToolkitError, OSError) as exc:
+            _check(checks, "evidence intact", False, f"backtest evidence unreadable: {exc}")
+            return out
+        if not _check(checks, "evidence intact", bundle == tags.get("evidence.sha256"),
+                      f"evidence artifacts hash to {bundle[:12]}, registered "
+                      f"{str(tags.get('evidence.sha256'))[:12]}"):
+            return out
+        for f in sorted(gate_files["evidence"].iterdir()):
+            if not (bundle_dir / f.name).exists():
+                f.rename(bundle_dir / f.name)
+        try:
+            recomputed = _evidence_sha(bundle_dir)
+        except (ToolkitError, OSError, ValueError) as exc:
+            _check(checks, "evidence matches verdict", False, f"evidence unreadable by the gates: {exc}")
+            return out
+        _check(checks, "evidence matches verdict", recomputed == verdict["evidence_sha"],
+               f"evidence hashes to {str(recomputed)[:12]}, "
+               f"verdict was computed on {verdict['evidence_sha'][:12]}")
+    champion = alias_version(model_name, CHAMPION)
+    _check(checks, "not already champion", champion != v, f"champion is {champion or 'unset'}")
+    out["eligible"] = all(c["passed"] for c in checks)
+    return out
+
+
+def _refusal(checks: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]) or "not eligible"
+
+
+def _registry_run(model_name: str) -> str:
+    c = client()
+    with mlflow_call("opening experiment 'registry'"):
+        exp = ensure_experiment(REGISTRY_EXPERIMENT)
+        found = c.search_runs([exp], filter_string=f"tags.model = '{model_name}'", max_results=1,
+                              order_by=["attributes.start_time ASC"])
+        if found:
+            return str(found[0].info.run_id)
+        run = c.create_run(exp, run_name=f"{model_name} promotion cycle",
+                           tags={"model": model_name, "toolkit.kind": "registry"})
+        c.set_terminated(run.info.run_id, status="FINISHED")
+        return str(run.info.run_id)
+
+
+def _log_cycle(model_name: str, now: pd.Timestamp, action: str, cycle_hours: float | None) -> dict[str, Any]:
+    """Count the action on the model's tags and log the cycle figures as metrics of its registry run."""
+    c = client()
+    tags = dict(require_model(model_name).tags or {})
+    promotions = int(tags.get("registry.promotions", 0)) + (action == "promote")
+    rollbacks = int(tags.get("registry.rollbacks", 0)) + (action == "rollback")
+    run_id = tags.get("registry.run_id") or _registry_run(model_name)
+    ts = int(now.value // 1_000_000)
+    step = promotions + rollbacks
+    with mlflow_call(f"logging promotion metrics of {model_name}"):
+        c.log_metric(run_id, "promotions.total", float(promotions), timestamp=ts, step=step)
+        c.log_metric(run_id, "rollbacks.total", float(rollbacks), timestamp=ts, step=step)
+        new_tags = {"registry.promotions": str(promotions), "registry.rollbacks": str(rollbacks),
+                    "registry.run_id": run_id}
+        if cycle_hours is not None:
+            c.log_metric(run_id, "promotion.cycle_hours", cycle_hours, timestamp=ts, step=promotions)
+            new_tags["registry.last_cycle_hours"] = f"{cycle_hours:.6f}"
+        for k, val in new_tags.items():
+            c.set_registered_model_tag(model_name, k, val)
+    return {"promotions": promotions, "rollbacks": rollbacks, "cycle_hours": cycle_hours,
+            "registry_run_id": run_id}
+
+
+def _restore_alias(model_name: str, version: str | None) -> None:
+    try:
+        if version is None:
+            client().delete_registered_model_alias(model_name, CHAMPION)
+        else:
+            client().set_registered_model_alias(model_name, CHAMPION, version)
+    except Exception:  # pragma: no cover - best effort; the audit row says what happened
+        pass
+
+
+def promote(model_name: str, version: str | int, reason: str, actor: str | None = None,
+            policy_path: str | Path | None = None, clock: Clock = utc_now,
+            audit_path: str | Path | None = None) -> dict[str, Any]:
+    """Make ``version`` the champion of ``model_name`` if its verdict still holds; audit the attempt.
+
+    Raises
+    ------
+    PromotionRefused
+        A check failed (message lists which and why); nothing in MLflow changed.
+    ConfigurationError
+        Unknown model or version, or an empty reason.
+    """
+    who = actor or default_actor()
+    log = AuditLog(audit_path)
+    # validate reason and actor before anything else
+    AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at="-", reason=reason)
+    with registry_lock(log.path):
+        previous = alias_version(model_name, CHAMPION)
+        result = check_promotable(model_name, version, policy_path)
+        v = result["version"]
+        now = clock().tz_convert("UTC")
+        event = AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at=now.isoformat(),
+                           reason=reason, from_version=previous, to_version=v,
+                           verdict_sha=result["verdict_sha"],
+                           policy_sha=result["policy_sha"], detail="")
+        if not result["eligible"]:
+            why = _refusal(result["checks"])
+            log.append(replace(event, outcome="refused", detail=why))
+            raise PromotionRefused(f"promotion of {model_name} version {v} refused: {why}")
+        info = version_info(model_name, v)
+        created = pd.Timestamp(info["created_at"])
+        cycle_hours = (now - created).total_seconds() / 3600.0
+        c = client()
+        try:
+            tags = {"promotion.state": CHAMPION, "promotion.promoted_at": now.isoformat(),
+                    "promotion.promoted_by": who, "promotion.reason": reason[:4000],
+                    "promotion.previous_champion": previous or "",
+                    "promotion.verdict_sha": result["verdict_sha"],
+                    "promotion.policy_sha": result["policy_sha"], "promotion.audit_id": event.id,
+                    "promotion.cycle_hours": f"{cycle_hours:.6f}"}
+            for k, val in tags.items():
+                c.set_model_version_tag(model_name, v, k, val)
+            c.set_registered_model_alias(model_name, CHAMPION, v)
+            if previous is not None:
+                c.set_model_version_tag(model_name, previous, "promotion.state", "retired")
+            if alias_version(model_name, CANDIDATE) == v:
+                c.delete_registered_model_alias(model_name, CANDIDATE)
+            figures = _log_cycle(model_name, now, "promote", cycle_hours)
+        except Exception as exc:
+            _restore_alias(model_name, previous)
+            log.append(replace(event, outcome="error", detail=str(exc)[:2000]))
+            raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); champion "
+                                f"restored to {previous or 'unset'}") from exc
+        row = log.append(event)
+    return {"model": model_name, "promoted": True, "from_version": previous, "to_version": v, "actor": who,
+            "at": now.isoformat(), "reason": reason, "verdict_sha": result["verdict_sha"],
+            "policy_sha": result["policy_sha"], "audit_id": row["id"], "checks": result["checks"], **figures}
+
+
+def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = utc_now,
+             audit_path: str | Path | None = None) -> dict[str, Any]:
+    """Move ``champion`` back to the version it replaced (remembered at promote); audit the attempt.
+
+    Raises
+    ------
+    PromotionRefused
+        No champion, or the champion replaced nothing (or that version is gone); nothing changed.
+    """
+    who = actor or default_actor()
+    log = AuditLog(audit_path)
+    AuditEvent(model=model_name, action="rollback", outcome="done", actor=who, at="-", reason=reason)
+    require_model(model_name)
+    with registry_lock(log.path):
+        current = alias_version(model_name, CHAMPION)
+        now = clock().tz_convert("UTC")
+        target = None
+        why = ""
+        if current is None:
+            why = f"{model_name} has no champion"
+        else:
+            target = version_info(model_name, current)["tags"].get("promotion.previous_champion") or None
+            if target is None:
+                why = (f"champion version {current} replaced no earlier approved version: "
+                       "nothing to roll back to")
+            elif target not in list_versions(model_name):
+                why = f"the previous champion, version {target}, no longer exists"
+        target_tags = version_info(model_name, target)["tags"] if target and not why else {}
+        event = AuditEvent(model=model_name, action="rollback", outcome="done", actor=who, at=now.isoformat(),
+                           reason=reason, from_version=current, to_version=target,
+                           verdict_sha=target_tags.get("gate.verdict_sha"),
+                           policy_sha=target_tags.get("gate.policy_sha"), detail="")
+        if why:
+            log.append(replace(event, outcome="refused", detail=why))
+            raise PromotionRefused(f"rollback of {model_name} refused: {why}")
+        assert current is not None and target is not None
+        c = client()
+        try:
+            for k, val in {"promotion.state": "rolled_back", "rollback.rolled_back_at": now.isoformat(),
+                           "rollback.rolled_back_by": who, "rollback.reason": reason[:4000],
+                           "rollback.audit_id": event.id}.items():
+                c.set_model_version_tag(model_name, current, k, val)
+            c.set_model_version_tag(model_name, target, "promotion.state", CHAMPION)
+            c.set_model_version_tag(model_name, target, "rollback.restored_at", now.isoformat())
+            c.set_registered_model_alias(model_name, CHAMPION, target)
+            figures = _log_cycle(model_name, now, "rollback", None)
+        except Exception as exc:
+            _restore_alias(model_name, current)
+            log.append(replace(event, outcome="error", detail=str(exc)[:2000]))
+            raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); champion restored to "
+                                f"{current}") from exc
+        row = log.append(event)
+    return {"model": model_name, "rolled_back": True, "from_version": current, "to_version": target,
+            "actor": who, "at": now.isoformat(), "reason": reason, "verdict_sha": event.verdict_sha,
+            "audit_id": row["id"], **figures}
+
+
+def _float(text: str | None) -> float | None:
+    return float(text) if text else None
+
+
+def _version_row(model_name: str, v: str) -> dict[str, Any]:
+    info = version_info(model_name, v)
+    t = info["tags"]
+    return {
+        "version": v, "created_at": info["created_at"], "run_id": info["run_id"], "aliases": info["aliases"],
+        "strategy_type": t.get("strategy.type"), "evidence_sha": t.get("evidence.sha256"),
+        "gate": {"verdict": t.get("gate.verdict", "not_evaluated"), "policy_sha": t.get("gate.policy_sha"),
+                 "evidence_sha": t.get("gate.evidence_sha"), "verdict_sha": t.get("gate.verdict_sha"),
+                 "evaluated_at": t.get("gate.evaluated_at"), "run_id": t.get("gate.run_id")},
+        "promotion": {"state": t.get("promotion.state"), "promoted_at": t.get("promotion.promoted_at"),
+                      "promoted_by": t.get("promotion.promoted_by"), "reason": t.get("promotion.reason"),
+                      "previous_champion": t.get("promotion.previous_champion") or None,
+                      "cycle_hours": _float(t.get("promotion.cycle_hours")),
+                      "rolled_back_at": t.get("rollback.rolled_back_at"),
+                      "rolled_back_by": t.get("rollback.rolled_back_by"),
+                      "rollback_reason": t.get("rollback.reason")},
+    }
+
+
+def status(model_name: str, audit_path: str | Path | None = None, audit_limit: int = 50) -> dict[str, Any]:
+    """Return versions, aliases, verdicts, who promoted what when, and the promotion-cycle figures."""
+    rm = require_model(model_name)
+    aliases = model_aliases(model_name)
+    versions = [_version_row(model_name, v) for v in list_versions(model_name)]
+    log = AuditLog(audit_path if audit_path is not None else default_audit_path())
+    try:
+        n = log.verify()
+        chain = f"ok ({n} rows)"
+    except RegistryError as exc:
+        chain = f"broken: {exc}"
+    tags = dict(rm.tags or {})
+    cycles = [r["promotion"]["cycle_hours"] for r in versions if r["promotion"]["cycle_hours"] is not None]
+    events = log.events(model_name)
+    return {
+        "model": model_name,
+        "aliases": aliases,
+        "champion": aliases.get(CHAMPION),
+        "candidate": aliases.get(CANDIDATE),
+        "versions": versions,
+        "metrics": {"promotions": int(tags.get("registry.promotions", 0)),
+                    "rollbacks": int(tags.get("registry.rollbacks", 0)),
+                    "last_cycle_hours": float(tags["registry.last_cycle_hours"])
+                    if tags.get("registry.last_cycle_hours") else None,
+                    "median_cycle_hours": float(pd.Series(cycles).median()) if cycles else None,
+                    "registry_run_id": tags.get("registry.run_id")},
+        "audit": events[-audit_limit:] if audit_limit else events,
+        "audit_path": str(log.path),
+        "audit_chain": chain,
+    }
