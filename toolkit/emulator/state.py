@@ -8,7 +8,7 @@ funds all come back. Amounts are stored as decimal strings, never floats.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
 
@@ -102,7 +102,11 @@ def _row_trade(row: sqlite3.Row) -> Trade:
 
 
 def _params(obj: Order | Trade) -> dict[str, object]:
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in asdict(obj).items()}
+    out: dict[str, object] = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        out[f.name] = str(v) if isinstance(v, Decimal) else v
+    return out
 
 
 class State:
