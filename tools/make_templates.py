@@ -1,4 +1,7 @@
-"""Write templates/backtest.ipynb from the cell sources below (run by hand after editing)."""
+"""Write templates/backtest.ipynb and notebooks/explore_strategy.ipynb from the sources below.
+
+Run by hand after editing: ``.venv/bin/python tools/make_templates.py``.
+"""
 
 from __future__ import annotations
 
@@ -83,10 +86,61 @@ if register:
     ])
 
 
+def explore() -> nbformat.NotebookNode:
+    params = new_code_cell('''strategy = "donchian"
+symbol = "BTC/USDT"
+timeframe = "1h"
+start = "2024-01-01"
+end = "2024-04-30"
+grid = {"window": [24, 48, 96], "exit_window": [12, 24]}
+launch = False          # True: run the backtest template (papermill -> HTML -> MLflow version)''')
+    params.metadata["tags"] = ["parameters"]
+    return notebook([
+        new_markdown_cell("# Exploring a strategy\n\nHow a researcher looks at a strategy with the same "
+                          "`toolkit` calls the templates use, then launches the template run that registers "
+                          "a version. Every sweep here is recorded in the trial ledger: exploring *is* trying."),
+        params,
+        new_code_cell('''from IPython.display import Markdown, display
+
+from toolkit.backtest import config_from_params, run_backtest
+from toolkit.data import load_bars
+from toolkit.data.quality import certify
+from toolkit.reports import plots
+from toolkit.strategies import make_strategy
+
+bars = load_bars(symbol, timeframe, start, end)
+print(certify(bars, symbol, timeframe).to_table())'''),
+        new_markdown_cell("## One parameter set, by hand\n\nPositions are decided on each bar's close "
+                          "and executed at the next bar's open."),
+        new_code_cell('''first = {k: v[0] for k, v in grid.items()}
+positions = make_strategy(strategy, first).positions(bars)
+display(positions.value_counts().rename("bars").to_frame())
+ax = bars["close"].plot(figsize=(11, 3), lw=0.8, color="black", title=f"{strategy} {first}")
+ax2 = ax.twinx()
+positions.plot(ax=ax2, lw=0.8, color="tab:blue", alpha=0.6);'''),
+        new_markdown_cell("## A small sweep (recorded in the ledger)"),
+        new_code_cell('''cfg = config_from_params(strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid)
+result = run_backtest(cfg, bars, progress=True)
+display(plots.sweep_table(result))
+plots.sweep_figure(result);
+display(Markdown(f"{result.n_trials} trials recorded so far for {strategy} on {symbol}."))'''),
+        new_markdown_cell("## Launch the template run\n\nWhen the idea is worth recording, run the "
+                          "parameterised template: it executes `templates/backtest.ipynb` with papermill, "
+                          "renders the HTML report and registers a new version in MLflow. The CLI equivalent is "
+                          "`toolkit backtest --strategy ... --grid ...`."),
+        new_code_cell('''if launch:
+    from toolkit.reports.backtest import backtest_report
+
+    run = backtest_report(dict(strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid))
+    display(Markdown(f"Registered **{run['model_name']}** v{run['model_version']}: report `{run['report_path']}`"))'''),
+    ])
+
+
 def main() -> int:
-    out = ROOT / "templates" / "backtest.ipynb"
-    nbformat.write(backtest(), str(out))
-    print(f"wrote {out}")
+    for path, nb in ((ROOT / "templates" / "backtest.ipynb", backtest()),
+                     (ROOT / "notebooks" / "explore_strategy.ipynb", explore())):
+        nbformat.write(nb, str(path))
+        print(f"wrote {path}")
     return 0
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
+
+import mlflow
 
 
 class StrategyModel(PythonModel):
@@ -33,7 +34,8 @@ class StrategyModel(PythonModel):
         if "timestamp" in bars.columns:
             bars = bars.set_index(pd.DatetimeIndex(pd.to_datetime(bars["timestamp"], utc=True), name="timestamp"))
             bars = bars.drop(columns=["timestamp"])
-        positions = self.strategy.positions(bars.astype({c: "float64" for c in ("open", "high", "low", "close", "volume")}))
+        ohlcv = {c: "float64" for c in ("open", "high", "low", "close", "volume")}
+        positions = self.strategy.positions(bars.astype(ohlcv))
         return pd.DataFrame({"position": positions.to_numpy()})
 
 

@@ -41,6 +41,7 @@ class Bollinger(Strategy):
             return hold(pd.Series(events, index=bars.index))
         short_entry = z > p.k
         short_exit = z <= 0.0
-        long_leg = hold(pd.Series(np.where(long_entry, 1.0, np.where(long_exit | short_entry, 0.0, np.nan)), index=bars.index))
-        short_leg = hold(pd.Series(np.where(short_entry, -1.0, np.where(short_exit | long_entry, 0.0, np.nan)), index=bars.index))
+        idx = bars.index
+        long_leg = hold(pd.Series(np.where(long_entry, 1.0, np.where(long_exit | short_entry, 0.0, np.nan)), idx))
+        short_leg = hold(pd.Series(np.where(short_entry, -1.0, np.where(short_exit | long_entry, 0.0, np.nan)), idx))
         return long_leg + short_leg

@@ -1,0 +1,160 @@
+"""End to end: the CLI runs the template through papermill into a real sqlite MLflow; bad input leaves nothing.
+
+Everything here is real: a papermill kernel on the project's kernelspec, nbconvert,
+MLflow on a temporary sqlite store, and the registered version loaded back with
+``mlflow.pyfunc.load_model``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import mlflow
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLKIT = [sys.executable, "-m", "toolkit.cli"]
+
+
+def _run(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*TOOLKIT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "TOOLKIT_ARTIFACTS": str(root / "artifacts"),
+        "TOOLKIT_LEDGER": str(root / "trials.db"),
+        "TOOLKIT_REPORTS_DIR": str(root / "reports"),
+    })
+    return env
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("e2e")
+
+
+@pytest.fixture(scope="module")
+def backtest(store: Path) -> dict:
+    proc = _run(["backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start", "2024-01-01",
+                 "--end", "2024-03-31", "--grid", "fast=5,10", "--grid", "slow=30,60", "--json"], _env(store))
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def _client(store: Path) -> MlflowClient:
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    return MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+
+
+def test_cli_json_names_the_run_version_and_report(backtest: dict, store: Path) -> None:
+    assert backtest["model_name"] == "ma_cross.BTC-USDT.1h"
+    assert backtest["model_version"] == "1"
+    report = Path(backtest["report_path"])
+    assert report.is_file() and report.is_relative_to(store / "reports")
+    html = report.read_text()
+    assert "Backtest: ma_cross on BTC/USDT 1h" in html
+    assert "config_from_params(" not in html  # code cells are hidden from the desk's report
+    index = (store / "reports" / "index.html").read_text()
+    assert report.name in index
+
+
+def test_run_carries_params_metrics_tags_and_artifacts(backtest: dict, store: Path) -> None:
+    client = _client(store)
+    run = client.get_run(backtest["run_id"])
+    tags = run.data.tags
+    for key in ("git.commit", "data.hash", "template.sha256", "toolkit.version", "evidence.sha256"):
+        assert tags[key] and tags[key] != "none", key
+    assert tags["data.hash"] == backtest["data_hash"]
+    assert run.data.params["strategy"] == "ma_cross"
+    assert run.data.params["param.fast"] == str(backtest["chosen"]["fast"])
+    assert run.data.metrics["oos.sharpe"] == pytest.approx(backtest["metrics"]["sharpe"])
+    assert run.data.metrics["trials.ledger_total"] == 4
+    names = {a.path for a in client.list_artifacts(backtest["run_id"], "evidence")}
+    for f in ("returns.parquet", "trades.parquet", "trials.parquet", "bars.parquet", "data_certificate.json"):
+        assert f"evidence/{f}" in names
+    assert next(a.path for a in client.list_artifacts(backtest["run_id"], "notebook")).endswith(".ipynb")
+    assert next(a.path for a in client.list_artifacts(backtest["run_id"], "report")).endswith(".html")
+    version = client.get_model_version(backtest["model_name"], backtest["model_version"])
+    assert version.run_id == backtest["run_id"]
+    assert version.tags["evidence.sha256"] == tags["evidence.sha256"]
+    assert version.tags["strategy.type"] == "intraday"
+
+
+def test_registered_version_predicts_the_backtest_positions(backtest: dict, store: Path, tmp_path: Path) -> None:
+    client = _client(store)
+    local = client.download_artifacts(backtest["run_id"], "evidence", str(tmp_path))
+    evidence = pd.read_parquet(Path(local) / "returns.parquet")
+    bars = pd.read_parquet(Path(local) / "bars.parquet")
+    model = mlflow.pyfunc.load_model(f"models:/{backtest['model_name']}/{backtest['model_version']}")
+    frame = bars.reset_index()[["timestamp", "open", "high", "low", "close", "volume"]]
+    frame["timestamp"] = frame["timestamp"].dt.tz_localize(None)
+    predicted = model.predict(frame)["position"].to_numpy()
+    np.testing.assert_array_equal(predicted, evidence["position"].to_numpy())
+    assert np.abs(predicted).max() == 1.0
+
+
+def test_executed_notebook_passes_nbval(backtest: dict) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                           backtest["notebook_path"], "--nbval-kernel-name", "desk-toolkit"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert " passed" in proc.stdout
+
+
+def test_ledger_counts_a_rerun(backtest: dict, store: Path) -> None:
+    proc = _run(["backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start", "2024-01-01",
+                 "--end", "2024-03-31", "--grid", "fast=5", "--grid", "slow=30,60", "--json"], _env(store))
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["model_version"] == "2"
+    assert again["n_trials"] == 6  # 4 trials from the first run + 2 now
+
+
+def _bars_file(tmp_path: Path, corrupt: str) -> Path:
+    frame = pd.read_parquet(ROOT / "toolkit/data/bundled/bars/BTC-USDT/1h/2017-08_2025-11.parquet")
+    frame = frame[(frame["timestamp"] >= "2024-01-01") & (frame["timestamp"] < "2024-03-01")]
+    path = tmp_path / f"bars-{corrupt}.parquet"
+    if corrupt == "nan":
+        frame.loc[frame.index[100], "close"] = np.nan
+        frame.to_parquet(path)
+    elif corrupt == "garbage":
+        frame.to_parquet(path)
+        path.write_bytes(b"PAR1" + os.urandom(512))
+    return path
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--strategy", "nope"], 2, "strategy: expected one of"),
+    (["--strategy", "ma_cross", "--start", "2024-02-31"], 2, "start: expected a date"),
+    (["--strategy", "ma_cross", "--start", "2024-03-01", "--end", "2024-01-01"], 2, "end: expected a date after"),
+    (["--strategy", "ma_cross", "--start", "2031-01-01", "--end", "2031-02-01"], 3, "found none"),
+    (["--strategy", "ma_cross", "--grid", "fats=5"], 2, "fats"),
+    (["--strategy", "ma_cross", "--bars-file", "{nan}"], 3, "expected finite prices"),
+    (["--strategy", "ma_cross", "--bars-file", "{garbage}"], 3, "expected a readable Parquet"),
+    (["--strategy", "ma_cross", "--timeframe", "1d", "--start", "2024-01-01", "--end", "2024-01-20"], 7,
+     "at least 30 bars on each side"),
+])
+def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, message: str, tmp_path: Path) -> None:
+    args = [a.replace("{nan}", str(_bars_file(tmp_path, "nan"))).replace("{garbage}",
+            str(_bars_file(tmp_path, "garbage"))) for a in args]
+    proc = _run(["backtest", *args, "--json"], _env(tmp_path))
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    assert message in proc.stderr
+    assert proc.stdout.strip() == ""
+    db = tmp_path / "mlflow.db"
+    if db.exists():
+        client = _client(tmp_path)
+        assert client.search_registered_models() == []
+        runs = mlflow.search_runs(search_all_experiments=True)
+        assert len(runs) == 0

@@ -1,0 +1,43 @@
+"""The research notebook runs as shipped (small parameters), and every CLI command has --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from toolkit.errors import ConfigurationError
+from toolkit.reports.notebooks import execute_template, template_parameters, template_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_research_notebook_executes(tmp_path: Path) -> None:
+    out = execute_template(ROOT / "notebooks" / "explore_strategy.ipynb", tmp_path / "explore.ipynb",
+                           {"timeframe": "4h", "grid": {"window": [12, 24], "exit_window": [6]}, "launch": False})
+    text = out.read_text()
+    assert "trials recorded so far for donchian" in text
+    assert '"output_type": "error"' not in text
+
+
+def test_template_declares_its_parameters() -> None:
+    declared = template_parameters(template_path("backtest"))
+    for name in ("strategy", "symbol", "timeframe", "start", "end", "grid", "taker_fee", "maker_fee",
+                 "capital", "split", "experiment", "output_dir"):
+        assert name in declared
+
+
+def test_unknown_template_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="colour"):
+        execute_template(template_path("backtest"), tmp_path / "x.ipynb", {"colour": "red"})
+    assert not (tmp_path / "x.ipynb").exists()
+
+
+@pytest.mark.parametrize("command", [[], ["backtest"], ["data"], ["data", "check"], ["report", "index"], ["demo"]])
+def test_help(command: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", *command, "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
