@@ -15,14 +15,14 @@ import os
 from pathlib import Path
 
 __all__ = [
-    "PROJECT_ROOT",
     "BUNDLED_DIR",
+    "KERNEL_NAME",
+    "PROJECT_ROOT",
     "TEMPLATES_DIR",
-    "tracking_uri",
     "artifact_root",
     "cache_dir",
     "reports_dir",
-    "KERNEL_NAME",
+    "tracking_uri",
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

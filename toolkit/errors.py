@@ -10,16 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "ToolkitError",
     "ConfigurationError",
-    "ValidationError",
     "DataError",
     "DataQualityError",
-    "RegistryError",
+    "ExecutionFailed",
     "GateFailed",
     "PromotionRefused",
+    "RegistryError",
     "TemporaryError",
-    "ExecutionFailed",
+    "ToolkitError",
+    "ValidationError",
 ]
 
 

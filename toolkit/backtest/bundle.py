@@ -28,7 +28,7 @@ from toolkit.backtest.config import BacktestConfig
 from toolkit.backtest.engine import BacktestResult
 from toolkit.errors import DataError
 
-__all__ = ["save_bundle", "load_bundle", "bundle_sha256", "clean_json", "BUNDLE_FILES"]
+__all__ = ["BUNDLE_FILES", "bundle_sha256", "clean_json", "load_bundle", "save_bundle"]
 
 BUNDLE_FILES = ("backtest.json", "returns.parquet", "trades.parquet", "orders.parquet", "sweep.parquet",
                 "trial_returns.parquet", "trials.parquet", "bars.parquet", "data_certificate.json")

@@ -15,7 +15,7 @@ from toolkit.data.store import parse_time, symbol_key
 from toolkit.errors import ConfigurationError
 from toolkit.strategies import ParameterError, get_strategy
 
-__all__ = ["BacktestConfig", "parse_grid", "config_from_params"]
+__all__ = ["BacktestConfig", "config_from_params", "parse_grid"]
 
 GridValue = int | float | bool | str
 

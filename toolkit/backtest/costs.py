@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pydantic
 
-__all__ = ["CostModel", "corwin_schultz_spread", "slippage_rates", "participation"]
+__all__ = ["CostModel", "corwin_schultz_spread", "participation", "slippage_rates"]
 
 
 class CostModel(pydantic.BaseModel):

@@ -26,7 +26,7 @@ from toolkit.errors import DataError
 from toolkit.stats.metrics import sharpe_ratio, summary
 from toolkit.strategies import make_strategy
 
-__all__ = ["BacktestResult", "run_backtest", "sweep_returns", "CHUNK"]
+__all__ = ["CHUNK", "BacktestResult", "run_backtest", "sweep_returns"]
 
 #: columns simulated per vectorbt call (bounds memory; one progress step each)
 CHUNK = 16

@@ -20,7 +20,7 @@ import pandas as pd
 
 from toolkit import config
 
-__all__ = ["TrialLedger", "TrialRecord", "ledger_key", "default_ledger_path"]
+__all__ = ["TrialLedger", "TrialRecord", "default_ledger_path", "ledger_key"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (

@@ -14,10 +14,10 @@ from toolkit.errors import ConfigurationError
 
 __all__ = [
     "BAR_COLUMNS",
-    "timeframe_minutes",
-    "timeframe_offset",
     "bars_per_year",
     "resample_ohlcv",
+    "timeframe_minutes",
+    "timeframe_offset",
 ]
 
 #: Columns every bar frame has, in order; extra columns are summed when resampling.

@@ -30,9 +30,9 @@ __all__ = [
     "BarStore",
     "load_bars",
     "load_bars_file",
+    "parse_time",
     "read_bars_file",
     "symbol_key",
-    "parse_time",
     "validate_bars",
 ]
 

@@ -24,8 +24,16 @@ from toolkit import __version__, config
 from toolkit.backtest.bundle import bundle_sha256, load_bundle
 from toolkit.errors import RegistryError
 
-__all__ = ["RecordedVersion", "configure", "client", "ensure_experiment", "record_backtest", "git_commit",
-           "file_sha256", "STRATEGY_MODEL_FILE"]
+__all__ = [
+    "STRATEGY_MODEL_FILE",
+    "RecordedVersion",
+    "client",
+    "configure",
+    "ensure_experiment",
+    "file_sha256",
+    "git_commit",
+    "record_backtest",
+]
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,16 @@ from typing import Any
 from toolkit import config
 from toolkit.errors import ConfigurationError, ExecutionFailed
 
-__all__ = ["template_path", "template_parameters", "execute_template", "render_html", "template_sha256",
-           "append_index_entry", "write_index", "kernel_name"]
+__all__ = [
+    "append_index_entry",
+    "execute_template",
+    "kernel_name",
+    "render_html",
+    "template_parameters",
+    "template_path",
+    "template_sha256",
+    "write_index",
+]
 
 
 def template_path(name: str) -> Path:

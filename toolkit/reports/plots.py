@@ -5,19 +5,23 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
+from toolkit.backtest.engine import BacktestResult
+from toolkit.stats.metrics import drawdown_series
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from toolkit.backtest.engine import BacktestResult  # noqa: E402
-from toolkit.stats.metrics import drawdown_series  # noqa: E402
-
-__all__ = ["metrics_table", "equity_figure", "underwater_figure", "sweep_figure", "trades_figure",
-           "sweep_table"]
+__all__ = [
+    "equity_figure",
+    "metrics_table",
+    "sweep_figure",
+    "sweep_table",
+    "trades_figure",
+    "underwater_figure",
+]
 
 _LABELS = {
     "total_return": "Total return", "cagr": "CAGR", "volatility": "Volatility (ann.)", "sharpe": "Sharpe (ann.)",

@@ -9,7 +9,7 @@ import pandas as pd
 from toolkit.backtest.config import BacktestConfig
 from toolkit.data.store import load_bars, load_bars_file
 
-__all__ = ["bars_for", "backtest_header", "chosen_summary", "temp_bundle_dir"]
+__all__ = ["backtest_header", "bars_for", "chosen_summary", "temp_bundle_dir"]
 
 
 def bars_for(cfg: BacktestConfig) -> pd.DataFrame:
