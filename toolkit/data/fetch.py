@@ -259,10 +259,11 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
 
     try:
         while cursor < end_ms:
-            page = call_with_retry(
-                lambda c=cursor: ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,
-                                                params={"until": end_ms - 1}),
-                f"{what} fetch_ohlcv", retries, backoff, on_retry=_note)
+            def _page(c: int = cursor) -> list[list[Any]]:
+                return ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,  # type: ignore[no-any-return]
+                                      params={"until": end_ms - 1})
+
+            page = call_with_retry(_page, f"{what} fetch_ohlcv", retries, backoff, on_retry=_note)
             pages += 1
             rows = [r for r in page if cursor <= r[0] < end_ms and r[0] not in buffer]
             if not rows:

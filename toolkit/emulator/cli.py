@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from toolkit.emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.errors import ConfigurationError
@@ -59,7 +60,7 @@ def serve(
     """Serve Binance's spot REST API on loopback, replaying real 1m bars from the bar store."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = EmulatorConfig(
-        host=host, port=port, speed=speed, faults_path=faults, api_key=api_key, api_secret=api_secret,
+        host=host, port=port, speed=speed, faults_path=faults, api_key=api_key, api_secret=SecretStr(api_secret),
         balances=parse_balances(balance) if balance else {"USDT": Decimal(100000)},
         symbols=tuple(s.strip() for s in symbols.split(",") if s.strip()), start=start, state_path=state,
         allow_remote=allow_remote, log_requests=log_requests,

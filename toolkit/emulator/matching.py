@@ -23,6 +23,7 @@ import math
 import secrets
 import threading
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,10 +46,10 @@ class MatchingParams(BaseModel):
 
     taker_fee: Decimal = Decimal("0.001")
     maker_fee: Decimal = Decimal("0.001")
-    min_half_spread_bps: float = Field(0.5, ge=0)
-    spread_coef: float = Field(0.05, ge=0)
-    impact_coef: float = Field(0.002, ge=0)
-    max_participation: float = Field(0.25, gt=0, le=1)
+    min_half_spread_bps: Annotated[float, Field(ge=0)] = 0.5
+    spread_coef: Annotated[float, Field(ge=0)] = 0.05
+    impact_coef: Annotated[float, Field(ge=0)] = 0.002
+    max_participation: Annotated[float, Field(gt=0, le=1)] = 0.25
     market_buy_buffer: Decimal = Decimal("0.05")
 
 

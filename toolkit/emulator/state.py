@@ -11,6 +11,7 @@ import sqlite3
 from dataclasses import dataclass, fields
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 __all__ = ["OPEN_STATUSES", "Order", "State", "Trade"]
 
@@ -91,12 +92,12 @@ class Trade:
 
 
 def _row_order(row: sqlite3.Row) -> Order:
-    data = {k: (Decimal(row[k]) if k in _DECIMAL_ORDER else row[k]) for k in row.keys()}
+    data: dict[str, Any] = {k: (Decimal(row[k]) if k in _DECIMAL_ORDER else row[k]) for k in row.keys()}
     return Order(**data)
 
 
 def _row_trade(row: sqlite3.Row) -> Trade:
-    data = {k: (Decimal(row[k]) if k in _DECIMAL_TRADE else row[k]) for k in row.keys()}
+    data: dict[str, Any] = {k: (Decimal(row[k]) if k in _DECIMAL_TRADE else row[k]) for k in row.keys()}
     data["is_buyer"], data["is_maker"] = bool(data["is_buyer"]), bool(data["is_maker"])
     return Trade(**data)
 
@@ -203,7 +204,7 @@ class State:
     def orders(self, symbol: str, from_id: int | None, start: int | None, end: int | None,
                limit: int) -> list[Order]:
         """Return orders of ``symbol`` (ascending id) filtered like Binance's allOrders."""
-        sql, args = "SELECT * FROM orders WHERE symbol=?", [symbol]
+        sql, args = "SELECT * FROM orders WHERE symbol=?", list[object]([symbol])
         if from_id is not None:
             sql, args = sql + " AND order_id>=?", [*args, from_id]
         if start is not None:
@@ -229,7 +230,7 @@ class State:
     def trades(self, symbol: str, order_id: int | None = None, from_id: int | None = None,
                start: int | None = None, end: int | None = None, limit: int = 500) -> list[Trade]:
         """Return fills of ``symbol`` (ascending id) filtered like Binance's myTrades."""
-        sql, args = "SELECT * FROM trades WHERE symbol=?", [symbol]
+        sql, args = "SELECT * FROM trades WHERE symbol=?", list[object]([symbol])
         if order_id is not None:
             sql, args = sql + " AND order_id=?", [*args, order_id]
         if from_id is not None:
