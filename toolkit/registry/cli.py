@@ -34,21 +34,26 @@ def format_status(st: dict[str, Any]) -> str:
              f"last cycle {_hours(st['metrics']['last_cycle_hours'])}, "
              f"median cycle {_hours(st['metrics']['median_cycle_hours'])}",
              "",
-             f"{'ver':>4}  {'aliases':<20} {'verdict':<14} {'evaluated (UTC)':<26} {'policy':<12} "
-             f"{'state':<12} {'promoted (UTC) by':<40}"]
+             f"{'ver':>4}  {'aliases':<20} {'verdict':<14} {'evaluated':<21} {'policy':<12} "
+             f"{'state':<12} {'promoted by':<40}"]
     for r in st["versions"]:
         p, g = r["promotion"], r["gate"]
-        who = f"{p['promoted_at'] or '-'} {p['promoted_by'] or ''}".strip()
+        who = f"{_ts(p['promoted_at'])} {p['promoted_by'] or ''}".strip()
         aliases = ",".join(r["aliases"]) or "-"
-        lines.append(f"{r['version']:>4}  {aliases:<20} {g['verdict']:<14} {g['evaluated_at'] or '-':<26} "
+        lines.append(f"{r['version']:>4}  {aliases:<20} {g['verdict']:<14} {_ts(g['evaluated_at']):<21} "
                      f"{_short(g['policy_sha']):<12} {p['state'] or '-':<12} {who:<40}")
     lines += ["", f"audit trail {st['audit_path']} (chain {st['audit_chain']}), "
                   f"last {len(st['audit'])} events:"]
     for e in st["audit"]:
-        lines.append(f"  {e['at']}  {e['action']:<8} {e['outcome']:<8} {e['from_version'] or '-'} -> "
+        lines.append(f"  {_ts(e['at'])}  {e['action']:<8} {e['outcome']:<8} {e['from_version'] or '-'} -> "
                      f"{e['to_version'] or '-'}  by {e['actor']}: {e['reason']}"
                      + (f"  [{e['detail']}]" if e["detail"] else ""))
     return "\n".join(lines)
+
+
+def _ts(iso: str | None) -> str:
+    """Return an ISO time cut to seconds, marked UTC (``2026-11-25T02:59:58Z``)."""
+    return f"{iso[:19]}Z" if iso else "-"
 
 
 def _hours(h: float | None) -> str:

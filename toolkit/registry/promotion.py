@@ -83,21 +83,21 @@ def current_policy_sha(policy_path: str | Path | None = None) -> str:
     return str(load_policy(policy_path).sha256())
 
 
-def _verdict_self_sha(text: str) -> str | None:
-    """Recompute a verdict's own sha with the gates' documented rule, or None if they offer none."""
-    import toolkit.gates as gates
+def _verdict_self_consistent(text: str) -> bool:
+    """Return True when a verdict's ``verdict_sha`` matches its canonical content (the gates' rule)."""
+    from toolkit.gates import verify_verdict_json
 
-    fn = getattr(gates, "verdict_sha256", None)
-    if fn is None:
-        return None
-    return str(fn(text))
+    try:
+        return bool(verify_verdict_json(text))
+    except (ValueError, TypeError):
+        return False
 
 
-def _evidence_sha(evidence_dir: Path) -> str | None:
+def _evidence_sha(bundle_dir: Path, extras_dir: Path) -> str:
     """Recompute the gates' evidence sha (bundle + extra evidence) from downloaded files."""
     from toolkit.gates import Evidence
 
-    return str(Evidence.read(evidence_dir).sha256())
+    return str(Evidence.read(bundle_dir, extras_dir=extras_dir).sha256())
 
 
 def _check(checks: list[dict[str, Any]], name: str, passed: bool, detail: str) -> bool:
@@ -145,15 +145,16 @@ def check_promotable(model_name: str, version: str | int,
         except (ToolkitError, UnicodeDecodeError) as exc:
             _check(checks, "verdict content", False, str(exc))
             return out
-        self_sha = _verdict_self_sha(raw.decode("utf-8"))
-        consistent = (verdict["passed"] is True and verdict["verdict_sha"] == tags.get("gate.verdict_sha")
+        self_ok = _verdict_self_consistent(raw.decode("utf-8"))
+        consistent = (verdict["passed"] is True and self_ok
+                      and verdict["verdict_sha"] == tags.get("gate.verdict_sha")
                       and verdict["policy_sha"] == tags.get("gate.policy_sha")
                       and verdict["evidence_sha"] == tags.get("gate.evidence_sha")
-                      and (self_sha is None or self_sha == verdict["verdict_sha"]))
+                      and verdict.get("bundle_sha", tags.get("evidence.sha256")) == tags.get("evidence.sha256"))
         if not _check(checks, "verdict content", consistent,
                       f"verdict.json says passed={verdict['passed']}, "
                       f"verdict_sha {verdict['verdict_sha'][:12]} "
-                      f"(recomputed {str(self_sha)[:12]}), "
+                      f"({'matches' if self_ok else 'does not match'} its content), "
                       f"tags say {str(tags.get('gate.verdict_sha'))[:12]}"):
             return out
         policy_sha = current_policy_sha(policy_path)
@@ -173,11 +174,8 @@ def check_promotable(model_name: str, version: str | int,
                       f"evidence artifacts hash to {bundle[:12]}, registered "
                       f"{str(tags.get('evidence.sha256'))[:12]}"):
             return out
-        for f in sorted(gate_files["evidence"].iterdir()):
-            if not (bundle_dir / f.name).exists():
-                f.rename(bundle_dir / f.name)
         try:
-            recomputed = _evidence_sha(bundle_dir)
+            recomputed = _evidence_sha(bundle_dir, gate_files["evidence"])
         except (ToolkitError, OSError, ValueError) as exc:
             _check(checks, "evidence matches verdict", False, f"evidence unreadable by the gates: {exc}")
             return out
