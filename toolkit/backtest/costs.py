@@ -15,6 +15,8 @@ with the default exponent 0.5 the impact term is the square-root law with
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import pydantic
@@ -59,34 +61,51 @@ def corwin_schultz_spread(bars: pd.DataFrame) -> pd.Series:
     return pd.Series(np.clip(spread, 0.0, None), index=bars.index, name="spread")
 
 
-def participation(bars: pd.DataFrame, order_notional: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class BarCostInputs:
+    """Per-bar inputs of the slippage model known at the previous close (computed once per sweep)."""
+
+    spread: np.ndarray         # rolling-median Corwin–Schultz spread at t-1
+    sigma: np.ndarray          # rolling std of log returns at t-1
+    prev_quote_volume: np.ndarray  # quote volume of bar t-1 (NaN when zero or unknown)
+
+    @classmethod
+    def from_bars(cls, bars: pd.DataFrame, model: CostModel) -> BarCostInputs:
+        spread = corwin_schultz_spread(bars).rolling(model.spread_window, min_periods=1).median()
+        sigma = np.log(bars["close"]).diff().rolling(model.spread_window, min_periods=2).std()
+        if "quote_volume" in bars.columns:
+            qv = bars["quote_volume"].to_numpy(dtype="float64")
+        else:
+            qv = (bars["volume"] * bars["close"]).to_numpy(dtype="float64")
+        prev = np.concatenate([[np.nan], qv[:-1]])
+        return cls(
+            spread=spread.shift(1).fillna(0.0).to_numpy(),
+            sigma=sigma.shift(1).fillna(0.0).to_numpy(),
+            prev_quote_volume=np.where(prev > 0, prev, np.nan),
+        )
+
+
+def participation(inputs: BarCostInputs, order_notional: np.ndarray) -> np.ndarray:
     """Return each order's share of the previous closed bar's quote volume.
 
-    ``order_notional`` is aligned to execution bars (shape T or T×N). Quote volume
-    is ``quote_volume`` when present, else ``volume · close``.
+    ``order_notional`` is aligned to execution bars (shape T or T×N). An order
+    after a zero-volume (halted) bar counts as full participation.
     """
-    if "quote_volume" in bars.columns:
-        qv = bars["quote_volume"].to_numpy(dtype="float64")
-    else:
-        qv = (bars["volume"] * bars["close"]).to_numpy(dtype="float64")
-    prev = np.concatenate([[np.nan], qv[:-1]])
-    prev = np.where(prev > 0, prev, np.nan)
     notional = np.asarray(order_notional, dtype="float64")
-    if notional.ndim == 2:
-        prev = prev[:, None]
+    prev = inputs.prev_quote_volume[:, None] if notional.ndim == 2 else inputs.prev_quote_volume
     share = notional / prev
-    # an order after a zero-volume (halted) bar: treat as full participation
     return np.where(np.isnan(share) & (notional > 0), 1.0, np.nan_to_num(share))
 
 
-def slippage_rates(bars: pd.DataFrame, delta_positions: np.ndarray, capital: float,
+def slippage_rates(bars: pd.DataFrame | BarCostInputs, delta_positions: np.ndarray, capital: float,
                    model: CostModel) -> np.ndarray:
     """Return the slippage fraction for an order at each execution bar.
 
     Parameters
     ----------
     bars
-        The bars; row ``i`` is the execution bar (orders fill at its open).
+        The bars (row ``i`` is the execution bar; orders fill at its open), or
+        their precomputed ``BarCostInputs``.
     delta_positions
         |Δ target position| executed at each bar (T or T×N), in fractions of equity.
     capital
@@ -94,14 +113,11 @@ def slippage_rates(bars: pd.DataFrame, delta_positions: np.ndarray, capital: flo
     model
         The cost model.
     """
-    spread = corwin_schultz_spread(bars).rolling(model.spread_window, min_periods=1).median()
-    sigma = np.log(bars["close"]).diff().rolling(model.spread_window, min_periods=2).std()
-    # the estimates known at the previous close are the ones used at this open
-    spread_prev = spread.shift(1).fillna(0.0).to_numpy()
-    sigma_prev = sigma.shift(1).fillna(0.0).to_numpy()
+    inputs = bars if isinstance(bars, BarCostInputs) else BarCostInputs.from_bars(bars, model)
     delta = np.abs(np.asarray(delta_positions, dtype="float64"))
-    part = participation(bars, delta * capital)
+    part = participation(inputs, delta * capital)
+    spread, sigma = inputs.spread, inputs.sigma
     if delta.ndim == 2:
-        spread_prev, sigma_prev = spread_prev[:, None], sigma_prev[:, None]
-    slip = model.spread_share * spread_prev + model.impact_coef * sigma_prev * np.power(part, model.impact_exponent)
+        spread, sigma = spread[:, None], sigma[:, None]
+    slip = model.spread_share * spread + model.impact_coef * sigma * np.power(part, model.impact_exponent)
     return np.minimum(slip, model.max_slippage)

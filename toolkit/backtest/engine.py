@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from toolkit.backtest.config import BacktestConfig
-from toolkit.backtest.costs import slippage_rates
+from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
 from toolkit.backtest.portfolio import simulate
 from toolkit.data.quality import data_hash
@@ -78,12 +78,13 @@ def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[dict[str
     returns = np.empty((len(bars), len(combos)))
     details = None
     bar = tqdm(total=len(combos), desc=f"sweep {cfg.strategy}", unit="combo", disable=not progress)
+    cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)
     for lo in range(0, len(combos), CHUNK):
         part = combos[lo:lo + CHUNK]
         decided = _positions(cfg, part, bars)
         targets = np.vstack([np.zeros((1, len(part))), decided[:-1]])  # execute at the next open
         delta = np.abs(np.diff(targets, axis=0, prepend=0.0))
-        slip = slippage_rates(bars, delta, cfg.capital, cfg.costs)
+        slip = slippage_rates(cost_inputs, delta, cfg.capital, cfg.costs)
         cols = (detail - lo,) if detail is not None and lo <= detail < lo + CHUNK else ()
         sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols)
         returns[:, lo:lo + len(part)] = sim.returns
