@@ -7,6 +7,7 @@ The public API (the contract with the registry)::
     evidence.write(out_dir)                           # gate_evidence.json (raw latency samples included)
     evidence = Evidence.read(dir_with_bundle_and_extras)
     verdict = evaluate(evidence, policy)              # pure; verdict.to_json() is byte-identical on re-run
+    evidence, verdict = evaluate_bundle(bundle_dir, policy, out_dir)  # all of it; writes verdict.json too
 
 No MLflow or papermill import happens in this package.
 """
@@ -14,17 +15,26 @@ No MLflow or papermill import happens in this package.
 from toolkit.gates.checks import GateResult
 from toolkit.gates.evidence import EXTRAS_FILE, Evidence, collect_evidence
 from toolkit.gates.policy import DEFAULT_POLICY_PATH, GatePolicy, load_policy
-from toolkit.gates.verdict import Verdict, evaluate, verdict_sha256, verify_verdict_json
+from toolkit.gates.verdict import (
+    VERDICT_FILE,
+    Verdict,
+    evaluate,
+    evaluate_bundle,
+    verdict_sha256,
+    verify_verdict_json,
+)
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
     "EXTRAS_FILE",
+    "VERDICT_FILE",
     "Evidence",
     "GatePolicy",
     "GateResult",
     "Verdict",
     "collect_evidence",
     "evaluate",
+    "evaluate_bundle",
     "load_policy",
     "verdict_sha256",
     "verify_verdict_json",

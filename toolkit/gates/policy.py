@@ -211,7 +211,7 @@ def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
         return GatePolicy(**data)
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "policy"
+        field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "policy"
         kind = err["type"]
         if kind == "extra_forbidden":
             raise ConfigurationError(

@@ -1,7 +1,7 @@
 """Risk-against-capital gates: drawdown, VaR/CVaR, worst day, exposure, leverage, capacity, cost stress.
 
-Drawdown is measured in USDT on an equity curve starting at the policy's
-allocation and reported as % of that allocation; VaR, CVaR and the worst day
+Drawdown is the peak-to-trough P&L of a constant allocation (P&L per bar =
+allocation · return) in % of that allocation; VaR, CVaR and the worst day
 are computed on UTC-day compounded returns; order sizes and bar-volume shares
 recorded at the backtest's capital are scaled linearly to the allocation.
 """
@@ -16,6 +16,7 @@ import pandas as pd
 from toolkit.gates.evidence import Evidence
 from toolkit.gates.policy import GatePolicy
 from toolkit.gates.result import GateResult, finite, fmt, gate
+from toolkit.stats.metrics import max_drawdown as max_drawdown_fraction
 from toolkit.stats.risk import historical_cvar, historical_var, to_daily_returns
 
 __all__ = [
@@ -41,9 +42,15 @@ def risk_returns(ev: Evidence, pol: GatePolicy) -> pd.Series:
 
 
 def drawdown_pct_of_allocation(returns: pd.Series, allocation: float) -> pd.Series:
-    """Return the drawdown (peak minus equity, USDT) as % of the allocation, equity starting at it."""
-    equity = allocation * (1.0 + returns).cumprod()
-    return (equity.cummax() - equity) / allocation * 100.0
+    """Return the drawdown of a constant allocation as % of that allocation, per bar.
+
+    The strategy trades a fixed allocation (gains swept out, losses topped up),
+    so its P&L in USDT is ``allocation · r_t`` per bar and the drawdown is the
+    running peak of cumulative P&L minus cumulative P&L, here in % of the
+    allocation (independent of ``allocation``; it is kept for the units).
+    """
+    pnl = allocation * returns.cumsum()
+    return (pnl.cummax().clip(lower=0.0) - pnl) / allocation * 100.0
 
 
 def max_drawdown(ev: Evidence, pol: GatePolicy) -> GateResult:
@@ -52,6 +59,7 @@ def max_drawdown(ev: Evidence, pol: GatePolicy) -> GateResult:
     worst = float(dd.max()) if len(dd) else math.nan
     lim = pol.capital.max_drawdown_pct
     at = dd.idxmax() if len(dd) else None
+    compounded = float(-max_drawdown_fraction(risk_returns(ev, pol)) * 100.0)
     return gate(
         "max_drawdown",
         "risk",
@@ -59,6 +67,7 @@ def max_drawdown(ev: Evidence, pol: GatePolicy) -> GateResult:
         {
             "max_drawdown_pct_of_allocation": worst,
             "max_drawdown_usdt": worst * alloc / 100.0,
+            "max_drawdown_pct_compounded_equity": compounded,
             "trough_at": at,
             "window": pol.capital.risk_window,
         },

@@ -14,15 +14,25 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from toolkit.gates.checks import GateResult, run_gates
-from toolkit.gates.evidence import Evidence, canonical_json
+from toolkit.gates.evidence import Evidence, canonical_json, collect_evidence
 from toolkit.gates.policy import GatePolicy
 
-__all__ = ["VERDICT_SCHEMA", "Verdict", "evaluate", "verdict_sha256", "verify_verdict_json"]
+__all__ = [
+    "VERDICT_FILE",
+    "VERDICT_SCHEMA",
+    "Verdict",
+    "evaluate",
+    "evaluate_bundle",
+    "verdict_sha256",
+    "verify_verdict_json",
+]
 
 VERDICT_SCHEMA = "toolkit.gates.verdict/1"
+VERDICT_FILE = "verdict.json"
 
 
 def _text(d: dict[str, Any]) -> str:
@@ -145,3 +155,32 @@ def evaluate(evidence: Evidence, policy: GatePolicy) -> Verdict:
         subject=subject,
         policy={"name": policy.name, "version": policy.version},
     )
+
+
+def evaluate_bundle(
+    bundle_dir: str | Path, policy: GatePolicy, output_dir: str | Path
+) -> tuple[Evidence, Verdict]:
+    """Collect the evidence of a bundle, evaluate it, and write the extras and ``verdict.json``.
+
+    Parameters
+    ----------
+    bundle_dir
+        The backtest's evidence bundle (e.g. downloaded from the version's run).
+    policy
+        The gate policy.
+    output_dir
+        Receives ``gate_evidence.json`` and ``verdict.json`` (created if needed).
+
+    Returns
+    -------
+    tuple[Evidence, Verdict]
+        The evidence (re-read from ``bundle_dir`` + ``output_dir``, exactly what a
+        later re-evaluation sees) and its verdict.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    collect_evidence(bundle_dir, policy).write(out)
+    evidence = Evidence.read(bundle_dir, out)
+    verdict = evaluate(evidence, policy)
+    (out / VERDICT_FILE).write_text(verdict.to_json(), encoding="utf-8")
+    return evidence, verdict

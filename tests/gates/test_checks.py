@@ -1,0 +1,154 @@
+"""Each gate with passing and failing evidence built from small hand-made frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import make_evidence, tweak, with_changes
+
+from toolkit.gates import Evidence, GatePolicy, evaluate
+from toolkit.gates.checks import GATES
+
+BASE = make_evidence()
+
+
+def _returns_with(ev: Evidence, at: int, value: float) -> Evidence:
+    r = ev.bundle["returns"].copy()
+    r.iloc[at, r.columns.get_loc("return")] = value
+    return with_changes(ev, {"returns": r})
+
+
+def _orders(**cols: object) -> Callable[[Evidence], Evidence]:
+    def f(ev: Evidence) -> Evidence:
+        o = ev.bundle["orders"].copy()
+        for k, v in cols.items():
+            o[k] = v
+        return with_changes(ev, {"orders": o})
+    return f
+
+
+def _zero_mean_trials(ev: Evidence) -> Evidence:
+    # every trial ends with the same total: whatever wins in-sample must lose out-of-sample
+    m = ev.bundle["trial_returns"].copy()
+    return with_changes(ev, {"trial_returns": m - m.mean()})
+
+
+def _noisy_ledger(ev: Evidence) -> Evidence:
+    rng = np.random.default_rng(3)
+    trials = pd.DataFrame({"timeframe": ["1h"] * 1000, "sharpe_is": rng.normal(0, 0.2, 1000),
+                           "sharpe_oos": rng.normal(0, 0.2, 1000)})
+    return with_changes(ev, {"trials": trials})
+
+
+def _tampered_bars(ev: Evidence) -> Evidence:
+    bars = ev.bundle["bars"].copy()
+    bars.iloc[5, bars.columns.get_loc("close")] *= 1.01
+    return with_changes(ev, {"bars": bars})
+
+
+def _position(value: float) -> Callable[[Evidence], Evidence]:
+    def f(ev: Evidence) -> Evidence:
+        r = ev.bundle["returns"].copy()
+        r.iloc[100, r.columns.get_loc("position")] = value
+        return with_changes(ev, {"returns": r})
+    return f
+
+
+FAILING: list[tuple[str, str, Callable[[Evidence], Evidence]]] = [
+    ("data_quality", "certificate failed", lambda e: with_changes(e, {"certificate": {
+        **e.bundle["certificate"], "passed": False, "failed": ["gaps"]}})),
+    ("data_quality", "bars differ from the certified ones", _tampered_bars),
+    ("oos_sharpe", "no drift", lambda e: make_evidence(drift=0.0)),
+    ("psr", "negative drift", lambda e: make_evidence(drift=-1e-4)),
+    ("dsr", "1000 trials with a wide Sharpe spread", _noisy_ledger),
+    ("min_track_record", "a weak edge", lambda e: make_evidence(drift=3e-5)),
+    ("pbo", "in-sample winners lose out of sample", _zero_mean_trials),
+    ("pbo", "a single trial", lambda e: with_changes(e, {"trial_returns": e.bundle["trial_returns"].iloc[:, :1]})),
+    ("min_trades", "3 trades", lambda e: make_evidence(trades=3)),
+    ("max_drawdown", "a 30% loss in one bar", lambda e: _returns_with(e, 6000, -0.30)),
+    ("var_99_1d", "daily volatility of ~10%", lambda e: make_evidence(vol=0.02, drift=2e-3)),
+    ("var_99_1d", "fewer than 100 days", lambda e: make_evidence(n=24 * 60)),
+    ("cvar_99_1d", "daily volatility of ~10%", lambda e: make_evidence(vol=0.02, drift=2e-3)),
+    ("worst_day", "a 15% loss", lambda e: _returns_with(e, 6000, -0.15)),
+    ("gross_exposure", "a 1.5x position", _position(1.5)),
+    ("leverage", "an order three times the equity", _orders(size=3 * 100_000 / 40_000)),
+    ("order_notional", "a 300k order", _orders(notional=300_000.0)),
+    ("capacity", "5% of the bar's volume", _orders(participation=0.05)),
+    ("capacity", "an order after a zero-volume bar", _orders(participation=np.nan)),
+    ("cost_stress", "losing when costs double", lambda e: with_changes(e, extras={"cost_stress": {
+        "stressed": {"sharpe_oos_annual": -0.4}}})),
+    ("cost_stress", "stressed at another factor", lambda e: with_changes(e, extras={"cost_stress": {
+        "factor": 1.5}})),
+    ("latency", "60 ms decisions", lambda e: with_changes(e, extras={"latency": {
+        "samples_ns": [60_000_000] * 1000}})),
+    ("latency", "999 samples", lambda e: with_changes(e, extras={"latency": {"samples_ns": [1000] * 999}})),
+    ("lookahead", "truncated histories disagree", lambda e: with_changes(e, extras={"lookahead": {
+        "mismatches": 3}})),
+    ("lookahead", "the recorded positions disagree", lambda e: with_changes(e, extras={"lookahead": {
+        "recorded_mismatches": 1}})),
+    ("warmup_sensitivity", "the last value depends on the history length", lambda e: with_changes(
+        e, extras={"warmup": {"rows": [{"multiple": 1.0, "bars": 50, "compared": 10, "mismatches": 2}]}})),
+    ("robustness", "neighbours collapse", lambda e: with_changes(e, extras={"robustness": {
+        "neighbours": [{"sharpe_oos_annual": 0.5}, {"sharpe_oos_annual": 0.2}]}})),
+    ("robustness", "one neighbour only", lambda e: with_changes(e, extras={"robustness": {
+        "neighbours": [{"sharpe_oos_annual": 3.0}]}})),
+    ("robustness", "undefined neighbour Sharpes", lambda e: with_changes(e, extras={"robustness": {
+        "neighbours": [{"sharpe_oos_annual": None}, {"sharpe_oos_annual": None}]}})),
+]
+
+
+def test_hand_made_evidence_passes_every_gate(policy: GatePolicy) -> None:
+    verdict = evaluate(BASE, policy)
+    assert verdict.failed == []
+    assert verdict.passed
+    assert [g.name for g in verdict.gates] == [g(BASE, policy).name for g in GATES]
+    for g in verdict.gates:
+        assert g.explanation and "\n" not in g.explanation
+        assert g.threshold and g.inputs
+
+
+@pytest.mark.parametrize(("name", "case", "change"), FAILING, ids=[f"{n}: {c}" for n, c, _ in FAILING])
+def test_gate_fails_on_bad_evidence(policy: GatePolicy, name: str, case: str,
+                                    change: Callable[[Evidence], Evidence]) -> None:
+    verdict = evaluate(change(BASE), policy)
+    assert not verdict.gate(name).passed, verdict.gate(name).explanation
+    assert not verdict.passed
+    assert name in verdict.failed
+
+
+def test_latency_budget_depends_on_strategy_type(policy: GatePolicy) -> None:
+    slow = with_changes(BASE, extras={"latency": {"samples_ns": [60_000_000] * 1000}})
+    assert not evaluate(slow, policy).gate("latency").passed
+    swing = with_changes(slow, {"strategy_type": "swing"})
+    gate = evaluate(swing, policy).gate("latency")
+    assert gate.passed
+    assert gate.threshold["p99_ms"] == 500.0
+    assert gate.inputs["p99_ms"] == pytest.approx(60.0)
+
+
+def test_thresholds_come_from_the_policy(policy: GatePolicy) -> None:
+    strict = tweak(policy, statistics={"min_trades": 41}, capital={"max_bar_volume_share": 0.004})
+    v = evaluate(BASE, strict)
+    assert v.failed == ["min_trades", "capacity"]
+    assert v.gate("min_trades").inputs["trades_oos"] == 40
+
+
+def test_allocation_scales_orders(policy: GatePolicy) -> None:
+    big = tweak(policy, capital={"allocation_usdt": 1_000_000.0})
+    g = evaluate(BASE, big).gate("order_notional")
+    assert g.inputs["max_order_notional_usdt"] == pytest.approx(1_000_000.0)
+    assert evaluate(BASE, big).gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.05)
+
+
+def test_drawdown_is_measured_against_the_allocation(policy: GatePolicy) -> None:
+    # two bars of -10% then flat: 20% of a constant allocation (not 19% of compounded equity)
+    r = BASE.bundle["returns"].copy()
+    r["return"] = 0.0
+    r.iloc[10:12, r.columns.get_loc("return")] = -0.10
+    g = evaluate(with_changes(BASE, {"returns": r}), policy).gate("max_drawdown")
+    assert g.inputs["max_drawdown_pct_of_allocation"] == pytest.approx(20.0)
+    assert g.inputs["max_drawdown_pct_compounded_equity"] == pytest.approx(19.0)
+    assert g.inputs["max_drawdown_usdt"] == pytest.approx(20_000.0)

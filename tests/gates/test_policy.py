@@ -1,0 +1,85 @@
+"""The gate policy file: the shipped default, its identity, and bad files with errors naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from toolkit.errors import ConfigurationError
+from toolkit.gates import DEFAULT_POLICY_PATH, GatePolicy, load_policy
+
+
+def _write(tmp_path: Path, data: object, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _default() -> dict:
+    return yaml.safe_load(DEFAULT_POLICY_PATH.read_text())
+
+
+def test_default_policy_loads_with_budgets_for_every_type(policy: GatePolicy) -> None:
+    assert policy.capital.allocation_usdt > 0
+    assert {t: policy.latency_budget_ms(t) for t in ("hft", "intraday", "swing")} == {
+        "hft": 1.0, "intraday": 50.0, "swing": 500.0}
+    assert policy.statistics.pbo_splits == 16
+    assert len(policy.sha256()) == 64
+    with pytest.raises(ConfigurationError, match="strategy_type"):
+        policy.latency_budget_ms("scalping")
+
+
+def test_identity_ignores_comments_order_and_int_vs_float(tmp_path: Path, policy: GatePolicy) -> None:
+    data = _default()
+    reordered = dict(reversed(list(data.items())))
+    reordered["capital"] = dict(reversed(list(data["capital"].items())))
+    reordered["capital"]["allocation_usdt"] = 100000  # int instead of 100000.0
+    same = load_policy(_write(tmp_path, reordered))
+    assert same.sha256() == policy.sha256()
+    data["capital"]["max_drawdown_pct"] = 24.0
+    assert load_policy(_write(tmp_path, data, "q.yaml")).sha256() != policy.sha256()
+
+
+def test_policy_is_frozen(policy: GatePolicy) -> None:
+    with pytest.raises(Exception, match="frozen"):
+        policy.capital.allocation_usdt = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("edit", "field", "found"), [
+    (lambda d: d.update(colour="red"), "colour", "red"),
+    (lambda d: d["capital"].update(max_dd=5), "capital.max_dd", "5"),
+    (lambda d: d["latency"]["budgets_p99_ms"].update(scalp=1.0), "latency.budgets_p99_ms.scalp", "scalp"),
+    (lambda d: d["statistics"].update(min_psr="high"), "statistics.min_psr", "high"),
+    (lambda d: d["statistics"].update(min_trades=10.5), "statistics.min_trades", "10.5"),
+    (lambda d: d["statistics"].update(min_trades="10"), "statistics.min_trades", "10"),
+    (lambda d: d["data"].update(require_hash_match="yes"), "data.require_hash_match", "yes"),
+    (lambda d: d["capital"].update(max_drawdown_pct=-5.0), "capital.max_drawdown_pct", "-5.0"),
+    (lambda d: d["capital"].update(risk_window="is"), "capital.risk_window", "is"),
+    (lambda d: d["statistics"].update(pbo_splits=15), "statistics.pbo_splits", "15"),
+    (lambda d: d["latency"].update(min_samples=999), "latency.min_samples", "999"),
+    (lambda d: d["latency"]["budgets_p99_ms"].pop("swing"), "latency.budgets_p99_ms", "swing"),
+    (lambda d: d["latency"]["budgets_p99_ms"].update(hft=0.0), "latency.budgets_p99_ms", "hft"),
+    (lambda d: d["latency"].pop("budgets_p99_ms"), "latency.budgets_p99_ms", "required"),
+    (lambda d: d.pop("cost_stress"), "cost_stress", "required"),
+    (lambda d: d.update(schema_version=2), "schema_version", "2"),
+])
+def test_bad_policy_names_the_field(tmp_path: Path, edit, field: str, found: str) -> None:
+    data = _default()
+    edit(data)
+    with pytest.raises(ConfigurationError) as info:
+        load_policy(_write(tmp_path, data))
+    assert info.value.field == field
+    assert found in str(info.value)
+
+
+def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="policy_path.*existing YAML file"):
+        load_policy(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("capital: [1, 2\n")
+    with pytest.raises(ConfigurationError, match="valid YAML"):
+        load_policy(bad)
+    with pytest.raises(ConfigurationError, match="mapping"):
+        load_policy(_write(tmp_path, [1, 2, 3]))

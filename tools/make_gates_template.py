@@ -1,0 +1,80 @@
+"""Write templates/gates.ipynb from the cell sources below (run by hand after editing).
+
+    .venv/bin/python tools/make_gates_template.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+
+PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
+model_name = "ma_cross.BTC-USDT.1h"   # registered model <strategy>.<BASE-QUOTE>.<timeframe>
+version = 1                           # its version number
+policy_path = None                    # None: the shipped toolkit/gates/default_policy.yaml
+output_dir = None                     # receives verdict.json and gate_evidence.json (None: a temp dir)
+evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/'''
+
+SETUP = '''import tempfile
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from toolkit.gates import evaluate_bundle, load_policy
+from toolkit.gates import plots
+
+policy = load_policy(policy_path)
+out = Path(output_dir or tempfile.mkdtemp(prefix="gates-"))
+if evidence_dir is None:
+    from toolkit.registry.versions import download_evidence
+    evidence_dir = download_evidence(model_name, int(version), out / "evidence")
+evidence, verdict = evaluate_bundle(evidence_dir, policy, out)
+display(Markdown(plots.verdict_header(verdict, policy)))'''
+
+
+def gates() -> nbformat.NotebookNode:
+    params = new_code_cell(PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[
+        new_markdown_cell("*Promotion-gate template. Run by `toolkit gates <model> --version N` through "
+                          "papermill, or in JupyterLab after editing the parameters cell. The verdict is a "
+                          "pure function of the evidence and the policy.*"),
+        params,
+        new_code_cell(SETUP),
+        new_markdown_cell("## Gates\n\nEach gate: what was measured, the policy's threshold, pass or fail, "
+                          "and why. A gate whose measurement is undefined fails."),
+        new_code_cell("display(plots.gate_table(verdict))"),
+        new_markdown_cell("## Deflated Sharpe ratio against the number of trials\n\nThe same out-of-sample "
+                          "returns deflated by the expected best Sharpe of N unskilled trials; the dot is the "
+                          "ledger's actual N."),
+        new_code_cell("plots.dsr_figure(evidence, policy);"),
+        new_markdown_cell("## Probability of backtest overfitting\n\nCSCV logits of the in-sample winner's "
+                          "out-of-sample rank; mass left of 0 is overfitting."),
+        new_code_cell("plots.pbo_figure(evidence, policy);"),
+        new_markdown_cell("## Drawdown against its limit"),
+        new_code_cell("plots.drawdown_figure(evidence, policy);"),
+        new_markdown_cell("## Decision latency against the budget"),
+        new_code_cell("plots.latency_figure(evidence, policy);"),
+        new_markdown_cell("## Identity"),
+        new_code_cell("display(Markdown(plots.verdict_footer(verdict)))\nprint(verdict.summary())"),
+    ])
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def main() -> int:
+    out = ROOT / "templates" / "gates.ipynb"
+    nbformat.write(gates(), str(out))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
