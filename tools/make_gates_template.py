@@ -21,7 +21,8 @@ policy_path = None                    # None: the shipped toolkit/gates/default_
 output_dir = None                     # receives verdict.json and gate_evidence.json (None: a temp dir)
 evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/'''
 
-SETUP = '''import tempfile
+SETUP = '''%matplotlib inline
+import tempfile
 from pathlib import Path
 
 from IPython.display import Markdown, display

@@ -90,7 +90,8 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
     cfg = BacktestConfig(strategy="ma_cross", timeframe="1h", capital=100_000.0, params={"fast": 10, "slow": 50})
     dh = data_hash(bars)
     bundle = {
-        "config": cfg, "chosen": {"fast": 10, "slow": 50}, "strategy_type": "intraday", "split_at": split_at.isoformat(),
+        "config": cfg, "chosen": {"fast": 10, "slow": 50}, "strategy_type": "intraday",
+        "split_at": split_at.isoformat(),
         "data_hash": dh, "model_name": "ma_cross.BTC-USDT.1h", "backtest_id": "hand", "n_trials": n_trials,
         "certificate": {"passed": True, "failed": [], "data_hash": dh, "n_bars": n, "expected_bars": n},
         "bars": bars, "returns": pd.DataFrame({"return": r, "position": pos}, index=idx),

@@ -138,9 +138,25 @@ def test_thresholds_come_from_the_policy(policy: GatePolicy) -> None:
 
 def test_allocation_scales_orders(policy: GatePolicy) -> None:
     big = tweak(policy, capital={"allocation_usdt": 1_000_000.0})
+    # the one order (100k at bar 1) is restated against the equity before it: capital * (1 + r0)
+    r0 = float(BASE.bundle["returns"]["return"].iloc[0])
+    scale = 1_000_000.0 / (100_000.0 * (1.0 + r0))
     g = evaluate(BASE, big).gate("order_notional")
-    assert g.inputs["max_order_notional_usdt"] == pytest.approx(1_000_000.0)
-    assert evaluate(BASE, big).gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.05)
+    assert g.inputs["max_order_notional_usdt"] == pytest.approx(100_000.0 * scale)
+    assert evaluate(BASE, big).gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.005 * scale)
+
+
+def test_orders_are_restated_at_a_constant_allocation(policy: GatePolicy) -> None:
+    # equity doubled before a 200k order: at the 100k allocation that order is 100k
+    r = BASE.bundle["returns"].copy()
+    r["return"] = 0.0
+    r.iloc[0, r.columns.get_loc("return")] = 1.0
+    idx = r.index
+    orders = pd.DataFrame({"timestamp": [idx[5]], "side": ["buy"], "size": [1.0], "price": [200_000.0],
+                           "notional": [200_000.0], "participation": [0.01]})
+    g = evaluate(with_changes(BASE, {"returns": r, "orders": orders}), policy)
+    assert g.gate("order_notional").inputs["max_order_notional_usdt"] == pytest.approx(100_000.0)
+    assert g.gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.005)
 
 
 def test_drawdown_is_measured_against_the_allocation(policy: GatePolicy) -> None:

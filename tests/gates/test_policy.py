@@ -75,7 +75,7 @@ def test_bad_policy_names_the_field(tmp_path: Path, edit, field: str, found: str
 
 
 def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="policy_path.*existing YAML file"):
+    with pytest.raises(ConfigurationError, match=r"policy_path.*existing YAML file"):
         load_policy(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("capital: [1, 2\n")

@@ -150,7 +150,7 @@ def latency_figure(evidence: Evidence, policy: GatePolicy) -> Figure:
     p50, p99 = (float(np.percentile(x, q)) for q in (50, 99))
     fig, ax = plt.subplots(figsize=(9, 3.4))
     lo, hi = max(float(x.min()), 1e-6), max(float(x.max()), budget)
-    ax.hist(x, bins=np.geomspace(lo, max(hi, lo * 1.01), 80), color="tab:gray", alpha=0.8)
+    ax.hist(x, bins=np.geomspace(lo, max(hi, lo * 1.01), 80).tolist(), color="tab:gray", alpha=0.8)
     ax.axvline(p50, color="tab:blue", lw=1, label=f"p50 {p50:.3f} ms")
     ax.axvline(p99, color="tab:orange", lw=1, label=f"p99 {p99:.3f} ms")
     ax.axvline(budget, color="tab:red", ls="--", lw=1.2, label=f"{evidence.strategy_type} budget {budget:g} ms")

@@ -3,7 +3,8 @@
 Drawdown is the peak-to-trough P&L of a constant allocation (P&L per bar =
 allocation · return) in % of that allocation; VaR, CVaR and the worst day
 are computed on UTC-day compounded returns; order sizes and bar-volume shares
-recorded at the backtest's capital are scaled linearly to the allocation.
+recorded by the compounding backtest are restated at the constant allocation
+(``allocation / equity before the order``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "leverage",
     "max_drawdown",
     "order_notional",
+    "order_scale",
     "realised_leverage",
     "risk_returns",
     "var_99",
@@ -168,30 +170,45 @@ def leverage(ev: Evidence, pol: GatePolicy) -> GateResult:
     )
 
 
-def _order_scale(ev: Evidence, pol: GatePolicy) -> float:
-    return pol.capital.allocation_usdt / float(ev.config.capital)
+def order_scale(ev: Evidence, pol: GatePolicy) -> np.ndarray:
+    """Return, per recorded order, the factor that restates it at a constant allocation.
+
+    The backtest compounds (an order is a fraction of the equity at that time);
+    the desk trades a constant allocation, so an order is rescaled by
+    ``allocation / equity before the order's bar``.
+    """
+    orders = ev.bundle["orders"]
+    r = ev.returns.to_numpy(dtype="float64")
+    equity_before = float(ev.config.capital) * np.concatenate([[1.0], np.cumprod(1.0 + r)[:-1]])
+    pos = ev.returns.index.get_indexer(pd.DatetimeIndex(orders["timestamp"]))
+    eq = np.where(pos >= 0, equity_before[np.clip(pos, 0, None)], float(ev.config.capital))
+    return pol.capital.allocation_usdt / eq
 
 
 def order_notional(ev: Evidence, pol: GatePolicy) -> GateResult:
-    n = ev.bundle["orders"]["notional"].to_numpy(dtype="float64") * _order_scale(ev, pol)
-    worst = float(np.nanmax(np.abs(n))) if n.size else 0.0
+    scale = order_scale(ev, pol)
+    recorded = ev.bundle["orders"]["notional"].to_numpy(dtype="float64")
+    n = np.abs(recorded) * scale
+    worst = float(np.nanmax(n)) if n.size else 0.0
     lim = pol.capital.max_order_notional_usdt
+    inputs = {
+        "max_order_notional_usdt": worst,
+        "orders": int(n.size),
+        "recorded_max_order_notional": float(np.nanmax(np.abs(recorded))) if n.size else 0.0,
+        "scale_to_allocation_range": [float(scale.min()), float(scale.max())] if n.size else [],
+    }
     return gate(
         "order_notional",
         "risk",
         worst <= lim,
-        {
-            "max_order_notional_usdt": worst,
-            "orders": int(n.size),
-            "scale_to_allocation": _order_scale(ev, pol),
-        },
+        inputs,
         {"max_usdt": lim},
         f"largest order {worst:,.0f} USDT at the allocation vs limit {lim:,.0f}",
     )
 
 
 def capacity(ev: Evidence, pol: GatePolicy) -> GateResult:
-    p = ev.bundle["orders"]["participation"].to_numpy(dtype="float64") * _order_scale(ev, pol)
+    p = ev.bundle["orders"]["participation"].to_numpy(dtype="float64") * order_scale(ev, pol)
     p = np.where(np.isnan(p), np.inf, p)  # an order after a zero-volume bar has unbounded participation
     worst = float(p.max()) if p.size else 0.0
     p99 = float(np.percentile(p[np.isfinite(p)], 99)) if np.isfinite(p).any() else math.nan
