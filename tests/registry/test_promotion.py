@@ -340,3 +340,21 @@ def test_gates_report_refuses_altered_evidence_before_any_kernel(registry: Regis
         gates_report(registry.model, 4, policy_path=registry.policy)
     assert reg_versions.registry_snapshot(registry.model) == before
     assert not (registry.root / "reports" / "gates").exists()
+
+
+def test_gates_failing_under_the_shipped_policy_exits_5_and_drops_candidate(
+        registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    m = registry.model
+    assert reg_versions.alias_version(m, "candidate") == "3"
+    code, out, err = _cli(["gates", m, "--version", "3", "--json"], capsys)  # the shipped, stricter policy
+    assert code == 5 and "failed the gates" in err
+    result = json.loads(out)
+    assert result["passed"] is False and result["failed"]
+    assert set(result["failed"]) == {g["name"] for g in result["gates"] if not g["passed"]}
+    tags = _tags(registry, "3")
+    assert tags["gate.verdict"] == "failed" and tags["gate.run_id"] == result["run_id"]
+    assert reg_versions.alias_version(m, "candidate") is None  # a failed re-evaluation withdraws it
+    entry = json.loads((registry.root / "reports" / "index.jsonl").read_text().splitlines()[-1])
+    assert entry["status"] == "failed" and all(name in entry["summary"] for name in result["failed"])
+    with pytest.raises(PromotionRefused, match="verdict passed"):
+        promote(m, 3, reason="it passed last week", actor="tester")

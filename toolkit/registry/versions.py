@@ -10,8 +10,10 @@ gates measured (``evidence/``), the HTML report (``report/``) and the executed
 notebook (``notebook/``); then the version gets the tags ``gate.verdict``,
 ``gate.policy_sha``, ``gate.evidence_sha``, ``gate.verdict_sha``, ``gate.run_id``,
 ``gate.evaluated_at`` and ``gate.verdict_file_sha256`` (sha256 of the verdict
-file's bytes), and alias ``candidate`` when it passed. The version tags are set
-only after every artifact is stored, so a failure leaves the version as it was.
+file's bytes), and alias ``candidate`` when it passed (a failed re-evaluation
+withdraws ``candidate`` from the version). The version tags are set only after
+every artifact is stored, and under the registry lock, so a failure leaves the
+version as it was and a concurrent promote never sees half of them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from toolkit.errors import ConfigurationError, RegistryError
+from toolkit.registry.audit import registry_lock
 from toolkit.registry.mlflow_store import client, configure, ensure_experiment
 
 __all__ = [
@@ -325,12 +328,13 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
             "gate.run_id": run_id,
             "gate.evaluated_at": evaluated_at,
         }
-        for key, value in version_tags.items():
-            c.set_model_version_tag(model_name, v, key, value)
-        if verdict["passed"]:
-            c.set_registered_model_alias(model_name, "candidate", v)
-        elif alias_version(model_name, "candidate") == v:
-            c.delete_registered_model_alias(model_name, "candidate")
+        with registry_lock():  # a promote never reads a half-updated set of gate tags
+            for key, value in version_tags.items():
+                c.set_model_version_tag(model_name, v, key, value)
+            if verdict["passed"]:
+                c.set_registered_model_alias(model_name, "candidate", v)
+            elif alias_version(model_name, "candidate") == v:
+                c.delete_registered_model_alias(model_name, "candidate")
     except Exception as exc:
         try:
             client().set_terminated(run_id, status="FAILED")
