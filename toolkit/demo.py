@@ -1,4 +1,9 @@
-"""The main job on the bundled real data: what ``make demo`` runs."""
+"""The main job on the bundled real data: what ``make demo`` runs.
+
+backtest (template -> HTML -> MLflow version) -> gates (template -> verdict on the
+version) -> promote when the verdict passed, otherwise say which gates failed and
+why -> index of reports.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +26,42 @@ DEMO_BACKTEST: dict[str, Any] = {
 
 
 def run_demo(echo: Callable[[str], None] | None = print) -> dict[str, Any]:
-    """Backtest on the bundled data, then gate, promote and index whatever the later stages provide."""
+    """Run backtest, gates, promotion (when passed) and the report index; return what each step produced."""
+    from toolkit.registry.promotion import promote, status
     from toolkit.reports.backtest import backtest_report
+    from toolkit.reports.gates import gates_report
+    from toolkit.reports.notebooks import write_index
 
     say = echo or (lambda _msg: None)
     say(f"tracking store: {config.tracking_uri()}")
-    say(f"backtest: {DEMO_BACKTEST}")
-    result: dict[str, Any] = {"backtest": backtest_report(dict(DEMO_BACKTEST), progress=echo is not None)}
-    bt = result["backtest"]
+    say(f"1/4 backtest {DEMO_BACKTEST}")
+    bt = backtest_report(dict(DEMO_BACKTEST), progress=echo is not None)
     m = bt["metrics"]
-    say(f"registered {bt['model_name']} v{bt['model_version']} (run {bt['run_id']}); chosen {bt['chosen']}; "
-        f"OOS Sharpe {m['sharpe']:.2f}, return {m['total_return']:.2%}, {bt['n_trials']} trials in the ledger")
-    say(f"report: {bt['report_path']}")
-    say(f"index:  {config.reports_dir() / 'index.html'}")
+    name, version = bt["model_name"], bt["model_version"]
+    say(f"    registered {name} v{version} (run {bt['run_id']}); chosen {bt['chosen']}; out-of-sample Sharpe "
+        f"{m['sharpe']:.2f}, return {m['total_return']:.2%}, max drawdown {m['max_drawdown']:.2%}; "
+        f"{bt['n_trials']} trials in the ledger")
+    say(f"    report {bt['report_path']}")
+
+    say(f"2/4 gates on {name} v{version} (desk default policy)")
+    gates = gates_report(name, version)
+    say(f"    verdict {gates['verdict'].upper()} ({len(gates['gates']) - len(gates['failed'])}/{len(gates['gates'])}"
+        f" gates passed), verdict sha {gates['verdict_sha'][:12]}")
+    for gate in gates["gates"]:
+        if not gate.get("passed"):
+            say(f"    - {gate['name']}: {gate.get('explanation', '')}")
+    say(f"    report {gates['report_path']}")
+
+    result: dict[str, Any] = {"backtest": bt, "gates": gates}
+    if gates["passed"]:
+        say("3/4 promote: the verdict passed under the current policy")
+        result["promotion"] = promote(name, version, reason="make demo: all gates passed", actor="demo")
+        say(f"    champion {name} v{version} (was {result['promotion']['from_version'] or 'unset'})")
+    else:
+        say(f"3/4 promote: not promoted — {len(gates['failed'])} gate(s) failed: {', '.join(gates['failed'])}. "
+            f"`toolkit promote {name} --version {version} --reason ...` would refuse for the same reason.")
+        result["promotion"] = None
+    result["status"] = status(name)
+    index = write_index()
+    say(f"4/4 index {index}")
     return result
