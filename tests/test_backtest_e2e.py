@@ -53,8 +53,10 @@ def backtest(store: Path) -> dict:
 
 
 def _client(store: Path) -> MlflowClient:
-    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
-    return MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)  # other tests in this process may have pointed the registry elsewhere
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def test_cli_json_names_the_run_version_and_report(backtest: dict, store: Path) -> None:
