@@ -18,6 +18,8 @@ from toolkit.registry import versions as reg_versions
 from toolkit.registry.audit import AuditLog
 from toolkit.registry.promotion import promote, rollback, status
 
+pytest_plugins = ["registry_support"]  # the session registry fixtures (see registry_support)
+
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 
 
