@@ -32,7 +32,7 @@ class BacktestConfig(pydantic.BaseModel):
     end: str | None = None
     params: dict[str, GridValue] = pydantic.Field(default_factory=dict)
     grid: dict[str, list[GridValue]] = pydantic.Field(default_factory=dict)
-    costs: CostModel = pydantic.Field(default_factory=CostModel)
+    costs: CostModel = pydantic.Field(default_factory=lambda: CostModel())
     capital: float = pydantic.Field(100_000.0, gt=0.0, description="capital allocation (quote currency)")
     split: float = pydantic.Field(0.7, gt=0.0, lt=1.0, description="in-sample share of the bars")
     experiment: str = "backtests"

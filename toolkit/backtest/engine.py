@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from toolkit.backtest.config import BacktestConfig
+from toolkit.backtest.config import BacktestConfig, GridValue
 from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
 from toolkit.backtest.portfolio import simulate
@@ -64,19 +64,23 @@ class BacktestResult:
         return len(self.ledger)
 
 
-def _positions(cfg: BacktestConfig, combos: list[dict[str, object]], bars: pd.DataFrame) -> np.ndarray:
+Combo = dict[str, GridValue]
+Details = tuple[pd.DataFrame, pd.DataFrame, np.ndarray]
+
+
+def _positions(cfg: BacktestConfig, combos: list[Combo], bars: pd.DataFrame) -> np.ndarray:
     out = np.empty((len(bars), len(combos)))
     for j, params in enumerate(combos):
         out[:, j] = make_strategy(cfg.strategy, params).positions(bars).to_numpy()
     return out
 
 
-def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[dict[str, object]],
+def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo],
                   detail: int | None = None, progress: bool = False,
-                  on_chunk: Callable[[int], None] | None = None) -> tuple[np.ndarray, object]:
+                  on_chunk: Callable[[int], None] | None = None) -> tuple[np.ndarray, Details | None]:
     """Return the T × N per-bar returns of every combination (and the details of one column)."""
     returns = np.empty((len(bars), len(combos)))
-    details = None
+    details: Details | None = None
     bar = tqdm(total=len(combos), desc=f"sweep {cfg.strategy}", unit="combo", disable=not progress)
     cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)
     for lo in range(0, len(combos), CHUNK):
@@ -139,9 +143,10 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
     best = int(np.nanargmax(np.where(np.isnan(sr_is), -np.inf, sr_is))) if np.isfinite(sr_is).any() else 0
 
     # the chosen column again, with its trades and orders
-    _, details = sweep_returns(cfg, bars, [combos[best]], detail=0)
-    assert details is not None
-    trades, orders, decided = details
+    _, chosen_details = sweep_returns(cfg, bars, [combos[best]], detail=0)
+    if chosen_details is None:  # pragma: no cover - detail=0 always yields details
+        raise RuntimeError("sweep returned no details for the chosen combination")
+    trades, orders, decided = chosen_details
     split_at = bars.index[n_split]
     chosen_returns = pd.Series(returns[:, best], index=bars.index, name="return")
     positions = pd.Series(decided, index=bars.index, name="position")

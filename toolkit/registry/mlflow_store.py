@@ -106,10 +106,11 @@ def file_sha256(path: str | Path) -> str:
 
 def _signature() -> Any:
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
-    inputs = Schema([ColSpec("datetime", "timestamp")] +
-                    [ColSpec("double", c) for c in ("open", "high", "low", "close", "volume")])
+    columns: list[ColSpec | TensorSpec] = [ColSpec("datetime", "timestamp")]
+    columns += [ColSpec("double", c) for c in ("open", "high", "low", "close", "volume")]
+    inputs = Schema(columns)
     return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", "position")]))
 
 

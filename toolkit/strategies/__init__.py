@@ -6,6 +6,8 @@ this package is copied into every registered model version.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from .base import ParameterError, Strategy, StrategyParams, StrategyType
 from .bollinger import Bollinger
 from .donchian import Donchian
@@ -35,6 +37,6 @@ def get_strategy(name: str) -> type[Strategy]:
         raise ParameterError("strategy", f"one of {sorted(BUILTINS)}", name) from None
 
 
-def make_strategy(name: str, params: dict[str, object] | None = None) -> Strategy:
+def make_strategy(name: str, params: Mapping[str, object] | None = None) -> Strategy:
     """Build a strategy from its name and parameters (validated)."""
     return get_strategy(name)(**(params or {}))
