@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_evidence, tweak, with_changes
+from gate_support import make_evidence, tweak, with_changes
 
 from toolkit.gates import Evidence, GatePolicy, evaluate
 from toolkit.gates.checks import GATES

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tweak
+from gate_support import tweak
 
 from toolkit.errors import DataError
 from toolkit.gates import EXTRAS_FILE, Evidence, GatePolicy, evaluate, verify_verdict_json

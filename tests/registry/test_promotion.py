@@ -289,8 +289,6 @@ def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.Captu
     assert code == 0 and "champion 2" in out and "dana" in out
 
 
-@pytest.mark.xfail(strict=True, reason="toolkit/cli.py main() checks click.ClickException, but typer 0.29 raises "
-                   "typer._click exceptions: a usage error escapes as a traceback with exit code 1")
 def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(["promote", registry.model, "--version", "2"], capsys)  # --reason is required
     assert code == 2 and "reason" in err
