@@ -178,7 +178,9 @@ def mintrl(ev: Evidence, pol: GatePolicy) -> GateResult:
         ok,
         {"min_trl_obs": need, "observed_obs": m["n"]},
         {"max": "observed_obs", "alpha": alpha},
-        f"needs {fmt(need, '.0f')} OOS bars for {1 - alpha:.0%} confidence, has {m['n']}",
+        f"needs {fmt(need, '.0f')} OOS bars for {1 - alpha:.0%} confidence, has {m['n']}"
+        if finite(need) else
+        f"no track record suffices: the OOS Sharpe {fmt(m['sr'], '.4f')}/bar is not above 0 (has {m['n']} bars)",
     )
 
 
@@ -318,6 +320,9 @@ def robustness(ev: Evidence, pol: GatePolicy) -> GateResult:
         f"median neighbour OOS Sharpe {fmt(med, '.2f')} is {fmt(ratio, '.2f')}x the chosen "
         f"{fmt(chosen, '.2f')} ({len(sh)} neighbours) vs floor {lim:.2f}x"
     )
+    if enough and not (finite(chosen) and chosen > 0):
+        why = (f"the chosen OOS Sharpe {fmt(chosen, '.2f')} is not positive, so no neighbour ratio is defined "
+               f"(median neighbour {fmt(med, '.2f')}, {len(sh)} neighbours)")
     if not enough:
         why = f"only {len(sh)} neighbouring parameter sets, policy needs {pol.robustness.min_neighbours}"
     return gate(

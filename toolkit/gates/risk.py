@@ -107,7 +107,8 @@ def cvar_99(ev: Evidence, pol: GatePolicy) -> GateResult:
         finite(v) and v <= lim and len(d) >= 100,
         {"cvar_pct": v, "days": len(d), "window": pol.capital.risk_window},
         {"max_pct": lim, "min_days": 100},
-        f"99% one-day historical CVaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%",
+        f"99% one-day historical CVaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
+        + ("" if len(d) >= 100 else " (fewer than 100 days: undefined)"),
     )
 
 
