@@ -21,6 +21,7 @@ __all__ = [
     "TEMPLATES_DIR",
     "artifact_root",
     "cache_dir",
+    "local_store_file",
     "reports_dir",
     "tracking_uri",
 ]
@@ -50,6 +51,20 @@ def artifact_root() -> str:
     if uri.startswith("sqlite:///"):
         return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
     return (PROJECT_ROOT / "mlflow" / "artifacts").as_uri()
+
+
+def local_store_file(env_var: str, name: str) -> Path:
+    """Return ``$env_var`` when set, else ``name`` beside the sqlite tracking store (or the user cache).
+
+    The trial ledger and the audit trail live next to the registry they belong to.
+    """
+    env = os.environ.get(env_var)
+    if env:
+        return Path(env)
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / name
+    return cache_dir().parent / name
 
 
 def cache_dir() -> Path:

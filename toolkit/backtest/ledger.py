@@ -10,7 +10,6 @@ path when the desk shares an MLflow server).
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -52,13 +51,7 @@ def ledger_key(strategy: str, symbol: str) -> str:
 
 def default_ledger_path() -> Path:
     """Return ``TOOLKIT_LEDGER`` or ``trials.db`` beside the local sqlite tracking store."""
-    env = os.environ.get("TOOLKIT_LEDGER")
-    if env:
-        return Path(env)
-    uri = config.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).resolve().parent / "trials.db"
-    return config.cache_dir().parent / "trials.db"
+    return config.local_store_file("TOOLKIT_LEDGER", "trials.db")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import sqlite3
 import time
 import uuid
@@ -68,13 +67,7 @@ _FIELDS = ("id", "model", "action", "outcome", "from_version", "to_version", "ac
 
 def default_audit_path() -> Path:
     """Return ``TOOLKIT_AUDIT`` or ``audit.db`` beside the local sqlite tracking store."""
-    env = os.environ.get("TOOLKIT_AUDIT")
-    if env:
-        return Path(env)
-    uri = config.tracking_uri()
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).resolve().parent / "audit.db"
-    return config.cache_dir().parent / "audit.db"
+    return config.local_store_file("TOOLKIT_AUDIT", "audit.db")
 
 
 @dataclass(frozen=True)
