@@ -160,3 +160,26 @@ def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, m
         assert client.search_registered_models() == []
         runs = mlflow.search_runs(search_all_experiments=True)
         assert len(runs) == 0
+
+
+def test_version_loads_and_predicts_without_the_toolkit_package(backtest: dict, store: Path, tmp_path: Path) -> None:
+    """The version is self-contained: a process where ``import toolkit`` fails, outside the repo, still loads it."""
+    client = _client(store)
+    local = client.download_artifacts(backtest["run_id"], "evidence", str(tmp_path))
+    script = f"""
+import sys
+sys.modules["toolkit"] = None  # any import of the repository's package now fails
+import mlflow, pandas as pd, numpy as np
+mlflow.set_tracking_uri({f"sqlite:///{store / 'mlflow.db'}"!r})
+model = mlflow.pyfunc.load_model("models:/{backtest['model_name']}/{backtest['model_version']}")
+bars = pd.read_parquet({str(Path(local) / 'bars.parquet')!r}).reset_index()
+bars["timestamp"] = bars["timestamp"].dt.tz_localize(None)
+got = model.predict(bars[["timestamp", "open", "high", "low", "close", "volume"]])["position"].to_numpy()
+want = pd.read_parquet({str(Path(local) / 'returns.parquet')!r})["position"].to_numpy()
+assert np.array_equal(got, want), "positions differ"
+assert not any(m == "toolkit" or m.startswith("toolkit.") for m in sys.modules if sys.modules[m] is not None)
+print("ok", len(got))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ok ")
