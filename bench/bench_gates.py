@@ -38,7 +38,7 @@ from toolkit.backtest import TrialLedger, config_from_params, run_backtest  # no
 from toolkit.backtest.bundle import save_bundle  # noqa: E402
 from toolkit.data.quality import certify  # noqa: E402
 from toolkit.gates import collect_evidence, evaluate, evaluate_bundle, load_policy  # noqa: E402
-from toolkit.reports.views import bars_for  # noqa: E402
+from toolkit.reporting.views import bars_for  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gates.json"
 

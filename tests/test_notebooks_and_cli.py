@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import ConfigurationError
-from toolkit.reports.notebooks import execute_template, template_parameters, template_path
+from toolkit.reporting.notebooks import execute_template, template_parameters, template_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

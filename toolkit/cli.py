@@ -86,7 +86,7 @@ def backtest(
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Run the backtest template (papermill), render its HTML report and register the version in MLflow."""
-    from toolkit.reports.backtest import backtest_report
+    from toolkit.reporting.backtest import backtest_report
 
     params: dict[str, Any] = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe,
                               "start": start, "end": end}
@@ -110,7 +110,7 @@ def backtest(
 @report_app.command("index")
 def report_index(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Rebuild reports/index.html from the report log."""
-    from toolkit.reports.notebooks import write_index
+    from toolkit.reporting.notebooks import write_index
 
     path = write_index()
     _emit({"index": str(path)}, json_output, f"index {path}")

@@ -28,9 +28,9 @@ DEMO_BACKTEST: dict[str, Any] = {
 def run_demo(echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run backtest, gates, promotion (when passed) and the report index; return what each step produced."""
     from toolkit.registry.promotion import promote, status
-    from toolkit.reports.backtest import backtest_report
-    from toolkit.reports.gates import gates_report
-    from toolkit.reports.notebooks import write_index
+    from toolkit.reporting.backtest import backtest_report
+    from toolkit.reporting.gates import gates_report
+    from toolkit.reporting.notebooks import write_index
 
     say = echo or (lambda _msg: None)
     say(f"tracking store: {config.tracking_uri()}")

@@ -65,6 +65,8 @@ def gates() -> nbformat.NotebookNode:
         new_markdown_cell("## Identity"),
         new_code_cell("display(Markdown(plots.verdict_footer(verdict)))\nprint(verdict.summary())"),
     ])
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes only what was edited
     nb.metadata["kernelspec"] = KERNEL
     nb.metadata["language_info"] = {"name": "python"}
     return nb

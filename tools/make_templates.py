@@ -16,6 +16,8 @@ KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "langu
 
 
 def notebook(cells: list) -> nbformat.NotebookNode:
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a template changes only what was edited
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = KERNEL
     nb.metadata["language_info"] = {"name": "python"}
@@ -53,7 +55,7 @@ progress = True''')
 from toolkit.backtest import config_from_params, run_backtest
 from toolkit.backtest.bundle import save_bundle
 from toolkit.data.quality import certify
-from toolkit.reports import plots, views
+from toolkit.reporting import plots, views
 
 cfg = config_from_params(
     strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid, params=params,
@@ -105,7 +107,7 @@ launch = False          # True: run the backtest template (papermill -> HTML -> 
 from toolkit.backtest import config_from_params, run_backtest
 from toolkit.data import load_bars
 from toolkit.data.quality import certify
-from toolkit.reports import plots
+from toolkit.reporting import plots
 from toolkit.strategies import make_strategy
 
 bars = load_bars(symbol, timeframe, start, end)
@@ -129,7 +131,7 @@ display(Markdown(f"{result.n_trials} trials recorded so far for {strategy} on {s
                           "renders the HTML report and registers a new version in MLflow. The CLI equivalent is "
                           "`toolkit backtest --strategy ... --grid ...`."),
         new_code_cell('''if launch:
-    from toolkit.reports.backtest import backtest_report
+    from toolkit.reporting.backtest import backtest_report
 
     run = backtest_report(dict(strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid))
     display(Markdown(f"Registered **{run['model_name']}** v{run['model_version']}: report `{run['report_path']}`"))'''),

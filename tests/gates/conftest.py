@@ -11,7 +11,7 @@ from toolkit.backtest import TrialLedger, config_from_params, run_backtest
 from toolkit.backtest.bundle import save_bundle
 from toolkit.data.quality import certify
 from toolkit.gates import Evidence, GatePolicy, collect_evidence, load_policy
-from toolkit.reports.views import bars_for
+from toolkit.reporting.views import bars_for
 
 
 @pytest.fixture(scope="session")

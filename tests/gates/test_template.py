@@ -12,7 +12,7 @@ import pytest
 
 from toolkit import config
 from toolkit.gates import EXTRAS_FILE, VERDICT_FILE, Evidence, GatePolicy, evaluate, verify_verdict_json
-from toolkit.reports.notebooks import execute_template, render_html, template_parameters
+from toolkit.reporting.notebooks import execute_template, render_html, template_parameters
 
 TEMPLATE = config.TEMPLATES_DIR / "gates.ipynb"
 

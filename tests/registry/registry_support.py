@@ -94,7 +94,7 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     from toolkit.gates import collect_evidence, evaluate, load_policy
     from toolkit.registry.mlflow_store import record_backtest
     from toolkit.registry.versions import record_verdict
-    from toolkit.reports.views import bars_for
+    from toolkit.reporting.views import bars_for
 
     root = tmp_path_factory.mktemp("registry")
     store = root / "store"

@@ -331,7 +331,7 @@ def test_gates_report_end_to_end_then_promote(registry: Registry, capsys: pytest
 
 def test_gates_report_refuses_altered_evidence_before_any_kernel(registry: Registry) -> None:
     from toolkit.errors import RegistryError
-    from toolkit.reports.gates import gates_report
+    from toolkit.reporting.gates import gates_report
 
     run = reg_versions.version_info(registry.model, 4)["run_id"]
     (registry.artifacts_of(run) / "evidence" / "trades.parquet").write_bytes(b"not parquet")

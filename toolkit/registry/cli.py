@@ -68,7 +68,7 @@ def gates_command(
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Evaluate the promotion gates of a version (papermill report), record the verdict in MLflow."""
-    from toolkit.reports.gates import gates_report
+    from toolkit.reporting.gates import gates_report
 
     result = gates_report(model, version, policy_path=policy)
     if json_output:

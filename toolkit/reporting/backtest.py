@@ -11,14 +11,14 @@ import pandas as pd
 
 from toolkit import config
 from toolkit.backtest.config import config_from_params
-from toolkit.reports.notebooks import (
+from toolkit.reporting.notebooks import (
     append_index_entry,
     execute_template,
     render_html,
     template_path,
     template_sha256,
 )
-from toolkit.reports.views import bars_for
+from toolkit.reporting.views import bars_for
 
 __all__ = ["backtest_report"]
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from toolkit import config
 from toolkit.errors import ExecutionFailed, RegistryError
-from toolkit.reports.notebooks import append_index_entry, execute_template, render_html, template_path
+from toolkit.reporting.notebooks import append_index_entry, execute_template, render_html, template_path
 
 __all__ = ["gates_report"]
 
