@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import subprocess
-import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +119,22 @@ def _requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "pandas", "numpy", "pydantic")]
 
 
+def _log_strategy_model(cfg: Any, chosen: dict[str, Any], name: str) -> Any:
+    """Log the chosen configuration as a models-from-code pyfunc and register it as a new version of ``name``."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(
+        name="strategy",
+        python_model=str(STRATEGY_MODEL_FILE),
+        code_paths=[str(STRATEGIES_DIR)],
+        model_config={"strategy": cfg.strategy, "params": chosen, "timeframe": cfg.timeframe,
+                      "symbol": cfg.symbol},
+        signature=_signature(),
+        pip_requirements=_requirements(),
+        registered_model_name=name,
+    )
+
+
 def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
                     html: str | Path | None = None, template_sha: str | None = None,
                     tracking_uri: str | None = None) -> RecordedVersion:
@@ -188,16 +203,10 @@ def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
             mlflow.log_artifact(str(notebook), artifact_path="notebook")
         if html is not None:
             mlflow.log_artifact(str(html), artifact_path="report")
-        info = mlflow.pyfunc.log_model(
-            name="strategy",
-            python_model=str(STRATEGY_MODEL_FILE),
-            code_paths=[str(STRATEGIES_DIR)],
-            model_config={"strategy": cfg.strategy, "params": bundle["chosen"],
-                          "timeframe": cfg.timeframe, "symbol": cfg.symbol},
-            signature=_signature(),
-            pip_requirements=_requirements(),
-            registered_model_name=name,
-        )
+        with warnings.catch_warnings():
+            # the signature is explicit; MLflow's advice to add an input example is noise here
+            warnings.filterwarnings("ignore", message="An input example was not provided")
+            info = _log_strategy_model(cfg, bundle["chosen"], name)
         version = str(info.registered_model_version)
         c = client()
         for key in ("data.hash", "evidence.sha256", "config.sha256", "strategy.type", "backtest.id", "git.commit"):
@@ -216,7 +225,3 @@ def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
     return RecordedVersion(run_id=run.info.run_id, experiment_id=experiment_id, model_name=name,
                            model_version=version, model_uri=f"models:/{name}/{version}")
 
-
-def temp_dir(prefix: str) -> Path:
-    """Return a fresh temporary directory (kept out of the repository)."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TMPDIR")))
