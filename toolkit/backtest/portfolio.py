@@ -46,26 +46,26 @@ def simulate(bars: pd.DataFrame, targets: np.ndarray, slippage: np.ndarray, fee:
 
     index = bars.index.tz_convert("UTC").tz_localize(None)
     n = targets.shape[1]
-    close = np.repeat(bars["close"].to_numpy(dtype="float64")[:, None], n, axis=1)
-    price = np.repeat(bars["open"].to_numpy(dtype="float64")[:, None], n, axis=1)
-    size = np.where(np.isnan(targets), np.nan, targets)
     # hold: only send an order when the target changes (NaN = no order)
     change = np.vstack([np.ones((1, n), dtype=bool), np.diff(targets, axis=0) != 0])
-    size = np.where(change, size, np.nan)
     columns = pd.RangeIndex(n)
     pf = vbt.Portfolio.from_orders(
-        close=pd.DataFrame(close, index=index, columns=columns),
-        size=pd.DataFrame(size, index=index, columns=columns),
+        close=pd.Series(bars["close"].to_numpy(dtype="float64"), index=index),  # broadcast to every column
+        size=pd.DataFrame(np.where(change, targets, np.nan), index=index, columns=columns),
         size_type="targetpercent",
-        price=pd.DataFrame(price, index=index, columns=columns),
+        price=bars["open"].to_numpy(dtype="float64")[:, None],
         fees=fee,
-        slippage=pd.DataFrame(slippage, index=index, columns=columns),
+        slippage=slippage,
         init_cash=capital,
         direction="both",
         cash_sharing=False,
+        max_orders=int(change.sum()) + 1,  # all columns; vectorbt otherwise preallocates one per bar and column
         freq=pd.Timedelta(index[1] - index[0]) if len(index) > 1 else None,
     )
-    returns = pf.returns().to_numpy(dtype="float64")
+    # returns from the equity curve directly (pf.returns() computes the same, several times slower)
+    value = pf.value().to_numpy(dtype="float64")
+    previous = np.vstack([np.full((1, n), capital), value[:-1]])
+    returns = value / previous - 1.0
     trades, orders = {}, {}
     for col in detail_columns:
         trades[col] = _trades(pf[col])
