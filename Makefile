@@ -40,8 +40,10 @@ typecheck: $(STAMP) ## mypy on toolkit/ and runner/
 lab: $(STAMP) ## Start JupyterLab on the project's environment
 	$(VENV)/bin/jupyter lab --notebook-dir=. --MultiKernelManager.default_kernel_name=$(KERNEL)
 
-bench: $(STAMP) ## Run the benchmarks under bench/ (results go to the README by hand)
+bench: $(STAMP) ## Run the benchmarks under bench/ (results in bench/results/, quoted in the README)
 	$(PY) bench/bench_sweep.py
+	$(PY) bench/bench_gates.py
+	$(PY) bench/bench_emulator.py
 
 clean: ## Remove generated reports and the local MLflow store (keeps .venv)
-	rm -rf reports mlflow/mlflow.db mlflow/artifacts mlflow/trials.db
+	rm -rf reports mlflow/mlflow.db mlflow/artifacts mlflow/trials.db mlflow/audit.db mlflow/audit.db.lock
