@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import secrets
 import threading
-from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Annotated
 
 import numpy as np
@@ -169,7 +169,7 @@ class Engine:
             fee = max(self.params.taker_fee, self.params.maker_fee)
             if side == "BUY":
                 unit = price if price is not None else ref * (1 + self.params.market_buy_buffer)
-                lock_asset, lock = rules.quote, (unit * qty * (1 + fee)).quantize(Q8)
+                lock_asset, lock = rules.quote, (unit * qty * (1 + fee)).quantize(Q8, rounding=ROUND_CEILING)
             else:
                 lock_asset, lock = rules.base, qty
             ask, bid = ref * Decimal(1 + hs), ref * Decimal(1 - hs)
@@ -204,22 +204,35 @@ class Engine:
             self.state.commit()
             return order, fills
 
+    @staticmethod
+    def _cost(qty: Decimal, price: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
+        quote = (qty * price).quantize(Q8)
+        return quote, (quote * rate).quantize(Q8, rounding=ROUND_FLOOR)
+
+    def _affordable(self, order: Order, qty: Decimal, price: Decimal, rate: Decimal) -> Decimal:
+        """Return the largest quantity up to ``qty`` whose cost plus fee the order's lock pays."""
+        step = self.rules[order.symbol].step
+        q = min(qty, round_step(order.locked / (price * (1 + rate)), step))
+        while q > 0 and sum(self._cost(q, price, rate)) > order.locked:
+            q -= step
+        return max(q, Decimal(0))
+
     def _fill(self, order: Order, qty: Decimal, price: Decimal, when: int, maker: bool) -> list[Trade]:
         rules = self.rules[order.symbol]
         rate = self.params.maker_fee if maker else self.params.taker_fee
+        exhausted = False
         if order.side == "BUY":
-            # never spend more than the order's lock plus the free balance
-            avail = order.locked + self.bal[rules.quote][0]
-            qty = min(qty, round_step(avail / (price * (1 + rate)), rules.step))
+            # a buy pays only from its own lock; when the lock runs out the rest expires (Binance
+            # expires a market order's unfillable remainder)
+            wanted, qty = qty, self._affordable(order, qty, price, rate)
+            exhausted = qty < wanted
             if qty <= 0:
+                self._close(order, "EXPIRED", when)
                 return []
-        quote = (qty * price).quantize(Q8)
-        fee = (quote * rate).quantize(Q8, rounding=ROUND_HALF_UP)
-        remaining_before = order.remaining
+        quote, fee = self._cost(qty, price, rate)
         if order.side == "BUY":
-            release = order.locked if qty == remaining_before else \
-                (order.locked * qty / remaining_before).quantize(Q8, rounding=ROUND_FLOOR)
-            self._move(rules.quote, release - quote - fee, -release)
+            release = quote + fee
+            self._move(rules.quote, Decimal(0), -release)
             self._move(rules.base, qty, Decimal(0))
         else:
             release = qty
@@ -236,6 +249,8 @@ class Engine:
         self.state.save_trade(trade)
         if order.status == "FILLED":
             self._close(order, "FILLED", when)
+        elif exhausted:
+            self._close(order, "EXPIRED", when)
         return [trade]
 
     def _close(self, order: Order, status: str, when: int) -> None:
@@ -325,8 +340,6 @@ class Engine:
             px = self._price(rules, order.side, ref, hs, q, float(feed.v[p]))
             done = self._fill(order, q, px, int(feed.t[j]), maker=False)
             room -= sum((t.qty for t in done), Decimal(0))
-            if not done and order.side == "BUY":
-                self._close(order, "EXPIRED", int(feed.t[j]))  # cannot afford any more
             self.state.save_order(order)
 
     def _on_close(self, rules: SymbolRules, feed: BarFeed, j: int, orders: list[Order]) -> None:
