@@ -16,7 +16,7 @@ from toolkit.data.fetch_cli import fetch_command
 from toolkit.data.store import BarStore
 from toolkit.emulator import Emulator, EmulatorConfig
 from toolkit.emulator.testing import admin, make_store
-from toolkit.errors import ConfigurationError, TemporaryError
+from toolkit.errors import ConfigurationError, DataError, TemporaryError
 
 COLS = ["open", "high", "low", "close", "volume"]
 
@@ -121,3 +121,26 @@ def test_cli_fetch_json(emu: Emulator, tmp_path: Path, monkeypatch: pytest.Monke
     doc = json.loads(result.output)
     assert doc["bars_fetched"] == 96 and doc["timeframe"] == "15m" and doc["passed"] is True
     assert all(Path(f).is_file() for f in doc["files"])
+
+
+def test_resume_fetches_a_hole_before_the_stored_bars(emu: Emulator, source: Path, tmp_path: Path) -> None:
+    store = BarStore(roots=[tmp_path / "fetched"])
+    first = fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-02", "2024-03-03", url=emu.url, store=store,
+                        progress=False)
+    assert first.bars_fetched == 1440
+    # the stored bars start a day after since: 03-01 is a hole before the last stored bar
+    result = fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
+                         progress=False)
+    assert result.resumed_from == "2024-03-01T00:00:00+00:00"  # the first missing bar, not after the last
+    assert result.bars_fetched == 1440 and result.passed is True
+    got = store.load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
+    pd.testing.assert_frame_equal(got[COLS], _expected(source)[COLS])
+
+
+def test_a_range_the_exchange_cannot_fill_is_a_data_error(emu: Emulator, tmp_path: Path) -> None:
+    store = BarStore(roots=[tmp_path / "fetched"])
+    # the emulator's data ends 2024-03-03 23:59: the day after cannot be covered
+    with pytest.raises(DataError, match=r"covering 2024-03-03T00:00:00\+00:00 \.\. 2024-03-04T23:59"):
+        fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-03", "2024-03-05", url=emu.url, store=store,
+                    progress=False)
+    assert len(store.load("BTC/USDT", "1m", "2024-03-03", "2024-03-03")) == 1440  # what exists is kept

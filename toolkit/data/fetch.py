@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import ccxt
 import ccxt.async_support as ccxt_async
+import numpy as np
 import pandas as pd
 
 from toolkit.data.resample import timeframe_minutes
@@ -173,7 +174,13 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
                 url: str | None = None, store: BarStore | None = None, progress: bool = True, *,
                 client: Any = None, page_limit: int | None = None, flush_bars: int = 5000,
                 retries: int = 5, backoff: float = 0.5) -> FetchResult:
-    """Fetch OHLCV bars with ccxt into the bar store, resuming from what is already stored.
+    """Fetch OHLCV bars with ccxt into the bar store, fetching only the bars it does not hold yet.
+
+    The expected open times are the ``timeframe`` grid in ``[since, until)``;
+    the fetch starts at the first of them missing from the store (a hole
+    before stored bars included) and skips over stored runs, so an interrupted
+    or partial earlier fetch is completed without duplicates. Bars the
+    exchange does not have (a halt) are asked for again on every run.
 
     Parameters
     ----------
@@ -200,7 +207,8 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
     Returns
     -------
     FetchResult, whose ``certificate`` is the data-quality certificate of the
-    whole requested range as stored (None when ``toolkit.data.quality`` is absent).
+    whole requested range as stored (None when ``toolkit.data.quality`` is absent)
+    and whose ``resumed_from`` is the first missing bar when some were stored.
 
     Raises
     ------
@@ -210,7 +218,9 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         The exchange stayed unreachable or rate-limited after the retries (what
         was fetched before is stored; run again to resume).
     DataError
-        The exchange refused the request, or nothing was stored for the range.
+        The exchange refused the request, or the stored bars after the fetch do
+        not reach from ``since`` to ``until`` minus one bar (e.g. a range
+        before the listing or after the exchange's newest bar).
     """
     store = store or BarStore()
     step_ms = timeframe_minutes(timeframe) * 60_000
@@ -222,17 +232,15 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         raise ConfigurationError("until", f"a time after since {t0}", until)
     start_ms, end_ms = int(t0.value // 1_000_000), int(t1.value // 1_000_000)
     start_ms = -(-start_ms // step_ms) * step_ms
+    grid = np.arange(start_ms, end_ms, step_ms, dtype="int64")
+    if not len(grid):
+        raise ConfigurationError("since/until", f"a range holding at least one {timeframe} bar open time",
+                                 (since, until))
+    missing = _missing(store, symbol, timeframe, t0, t1, grid)
     resumed_from = None
-    if timeframe in _native(store, symbol):
-        try:
-            have = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
-        except DataError:
-            have = None
-        if have is not None and len(have):
-            last = int(have.index[-1].value // 1_000_000)
-            if last + step_ms > start_ms:
-                start_ms = last + step_ms
-                resumed_from = pd.Timestamp(start_ms, unit="ms", tz="UTC").isoformat()
+    if len(missing) < len(grid):
+        first_gap = int(missing[0]) if len(missing) else end_ms
+        resumed_from = pd.Timestamp(first_gap, unit="ms", tz="UTC").isoformat()
     ex = client or exchange_client(exchange_id, url=url)
     limit = page_limit or (1000 if exchange_id == "binance" else None)
     retries_used = 0
@@ -245,7 +253,9 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
 
     what = f"{exchange_id} {symbol} {timeframe}"
     call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note)
-    cursor, pages, fetched, written = start_ms, 0, 0, 0
+    cursor = int(missing[0]) if len(missing) else end_ms
+    wanted = set(missing.tolist())
+    pages, fetched, written = 0, 0, 0
     buffer: dict[int, list[Any]] = {}
     files: set[str] = set()
 
@@ -265,16 +275,19 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
 
             page = call_with_retry(_page, f"{what} fetch_ohlcv", retries, backoff, on_retry=_note)
             pages += 1
-            rows = [r for r in page if cursor <= r[0] < end_ms and r[0] not in buffer]
-            if not rows:
+            seen = [r for r in page if cursor <= r[0] < end_ms]
+            if not seen:
                 break
+            rows = [r for r in seen if int(r[0]) in wanted and int(r[0]) not in buffer]
             for r in rows:
                 buffer[int(r[0])] = r[:6]
             fetched += len(rows)
-            cursor = int(rows[-1][0]) + step_ms
+            # jump to the next bar still missing from the store (holes before stored bars included)
+            later = missing[np.searchsorted(missing, int(seen[-1][0]), side="right"):]
+            cursor = int(later[0]) if len(later) else end_ms
             if progress:
                 print(f"  {what}: page {pages}, {fetched} bars, up to "
-                      f"{pd.Timestamp(rows[-1][0], unit='ms', tz='UTC')}", file=sys.stderr)
+                      f"{pd.Timestamp(seen[-1][0], unit='ms', tz='UTC')}", file=sys.stderr)
             if len(buffer) >= flush_bars:
                 _flush()
     finally:
@@ -285,6 +298,12 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         bars = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
     except DataError as exc:
         raise DataError(f"{what}: expected bars between {t0} and {t1} after the fetch, found none") from exc
+    first_ms, last_ms = int(bars.index[0].value // 1_000_000), int(bars.index[-1].value // 1_000_000)
+    if first_ms > int(grid[0]) or last_ms < int(grid[-1]):
+        raise DataError(
+            f"{what}: expected stored bars covering {_iso(int(grid[0]))} .. {_iso(int(grid[-1]))} (since .. "
+            f"until - {timeframe}) after the fetch, found {bars.index[0].isoformat()} .. "
+            f"{bars.index[-1].isoformat()} (the exchange has no bars for the rest)")
     cert = _certify(bars, symbol, timeframe)
     return FetchResult(
         exchange=exchange_id, symbol=symbol, timeframe=timeframe, since=t0.isoformat(), until=t1.isoformat(),
@@ -293,6 +312,23 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         files=sorted(files), certificate=None if cert is None else cert.to_dict(),
         passed=None if cert is None else bool(cert.passed),
     )
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
+
+def _missing(store: BarStore, symbol: str, timeframe: str, t0: pd.Timestamp, t1: pd.Timestamp,
+             grid: np.ndarray) -> np.ndarray:
+    """Return the open times on ``grid`` that the store does not hold yet (ascending)."""
+    if timeframe not in _native(store, symbol):
+        return grid
+    try:
+        have = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
+    except DataError:
+        return grid
+    stored = have.index.as_unit("ms").asi8.astype("int64")
+    return grid[~np.isin(grid, stored)]
 
 
 def _native(store: BarStore, symbol: str) -> list[str]:
