@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -358,3 +359,35 @@ def test_gates_failing_under_the_shipped_policy_exits_5_and_drops_candidate(
     assert entry["status"] == "failed" and all(name in entry["summary"] for name in result["failed"])
     with pytest.raises(PromotionRefused, match="verdict passed"):
         promote(m, 3, reason="it passed last week", actor="tester")
+
+
+# ----------------------------------------------------------------------------- forged verdicts
+
+
+def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp_path: Path) -> None:
+    """A failed verdict edited to pass, re-hashed with the documented rule and recorded, is not promotable."""
+    from toolkit.gates import verify_verdict_json
+    from toolkit.gates.evidence import canonical_json
+
+    files = reg_versions.download_gate_artifacts(registry.model, 1, tmp_path / "gates")
+    d = json.loads(files["verdict"].read_text())
+    assert d["passed"] is False
+    d.update(passed=True, verdict="passed", failed=[])
+    for g in d["gates"]:
+        g["passed"] = True
+    body = {k: v for k, v in d.items() if k != "verdict_sha"}
+    d["verdict_sha"] = hashlib.sha256((canonical_json(body, indent=2) + "\n").encode()).hexdigest()
+    forged = tmp_path / "forged" / "verdict.json"
+    forged.parent.mkdir()
+    forged.write_text(canonical_json(d, indent=2) + "\n", encoding="utf-8")
+    assert verify_verdict_json(forged.read_text())  # self-consistent: the sha alone proves nothing
+    reg_versions.record_verdict(registry.model, 1, forged, extra_evidence=files["evidence"])
+    assert _tags(registry, "1")["gate.verdict"] == "passed"
+
+    before = reg_versions.registry_snapshot(registry.model)
+    with pytest.raises(PromotionRefused, match="does not follow from the evidence"):
+        promote(registry.model, 1, reason="forged", actor="mallory", policy_path=registry.policy)
+    after = reg_versions.registry_snapshot(registry.model)
+    assert after == before and after["aliases"].get("champion") is None
+    events = AuditLog(registry.audit).events(registry.model)
+    assert [(e["outcome"], e["to_version"]) for e in events] == [("refused", "1")]

@@ -5,7 +5,10 @@ moment: the version was evaluated; its verdict passed; the verdict file in the
 gates run is byte-identical to what was recorded and hashes to ``gate.verdict_sha``;
 the verdict's policy sha equals the sha of the *current* policy; the backtest
 evidence recomputed from the run's artifacts still hashes to ``evidence.sha256``
-and, with the gates' extra evidence, to the verdict's ``evidence_sha``. Otherwise
+and, with the gates' extra evidence, to the verdict's ``evidence_sha``; and the
+verdict re-computed from that evidence under the current policy (``evaluate``) is
+byte-identical to the stored one, so a hand-edited verdict whose ``verdict_sha``
+was recomputed (a plain content hash anyone can redo) is refused. Otherwise
 it raises ``PromotionRefused`` and changes nothing in MLflow (the refused attempt
 is still written to the audit trail, which is not part of MLflow).
 
@@ -100,6 +103,13 @@ def _evidence_sha(bundle_dir: Path, extras_dir: Path) -> str:
     return str(Evidence.read(bundle_dir, extras_dir=extras_dir).sha256())
 
 
+def _reevaluate(bundle_dir: Path, extras_dir: Path, policy: Any) -> str:
+    """Return the canonical verdict JSON the gates compute from the evidence under ``policy``."""
+    from toolkit.gates import Evidence, evaluate
+
+    return str(evaluate(Evidence.read(bundle_dir, extras_dir=extras_dir), policy).to_json())
+
+
 def _check(checks: list[dict[str, Any]], name: str, passed: bool, detail: str) -> bool:
     checks.append({"check": name, "passed": bool(passed), "detail": detail})
     return bool(passed)
@@ -157,7 +167,10 @@ def check_promotable(model_name: str, version: str | int,
                       f"({'matches' if self_ok else 'does not match'} its content), "
                       f"tags say {str(tags.get('gate.verdict_sha'))[:12]}"):
             return out
-        policy_sha = current_policy_sha(policy_path)
+        from toolkit.gates import load_policy
+
+        policy = load_policy(policy_path)
+        policy_sha = str(policy.sha256())
         out["policy_sha"] = policy_sha
         _check(checks, "current policy", policy_sha == verdict["policy_sha"],
                f"evaluated under policy {verdict['policy_sha'][:12]}, current policy is {policy_sha[:12]}"
@@ -179,9 +192,23 @@ def check_promotable(model_name: str, version: str | int,
         except (ToolkitError, OSError, ValueError) as exc:
             _check(checks, "evidence matches verdict", False, f"evidence unreadable by the gates: {exc}")
             return out
-        _check(checks, "evidence matches verdict", recomputed == verdict["evidence_sha"],
-               f"evidence hashes to {str(recomputed)[:12]}, "
-               f"verdict was computed on {verdict['evidence_sha'][:12]}")
+        if not _check(checks, "evidence matches verdict", recomputed == verdict["evidence_sha"],
+                      f"evidence hashes to {str(recomputed)[:12]}, "
+                      f"verdict was computed on {verdict['evidence_sha'][:12]}"):
+            return out
+        if all(c["passed"] for c in checks):  # only a verdict that passed every integrity check is re-run
+            try:
+                again = _reevaluate(bundle_dir, gate_files["evidence"], policy)
+            except (ToolkitError, OSError, ValueError, KeyError, TypeError) as exc:
+                again = None
+                detail = f"re-evaluation failed: {exc}"
+            follows = again is not None and again.encode("utf-8") == raw
+            if again is not None:
+                detail = ("re-evaluating the evidence under the policy in force reproduces the stored verdict"
+                          if follows else
+                          "verdict does not follow from the evidence under the policy in force (re-evaluating "
+                          "it gives a different verdict)")
+            _check(checks, "verdict reproduces", follows, detail)
     champion = alias_version(model_name, CHAMPION)
     _check(checks, "not already champion", champion != v, f"champion is {champion or 'unset'}")
     out["eligible"] = all(c["passed"] for c in checks)
