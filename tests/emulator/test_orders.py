@@ -147,3 +147,22 @@ def test_async_create_fetch_cancel(emu: Emulator) -> None:
             await ex.close()
 
     assert asyncio.run(run()) == ("closed", "async-1", "canceled")
+
+
+def test_quote_order_qty_buy_can_spend_the_whole_free_balance(client: Any) -> None:
+    usdt0 = _total(client, "USDT")
+    order = client.create_market_buy_order_with_cost("BTC/USDT", float(usdt0))
+    assert order["status"] == "closed" and order["info"]["origQuoteOrderQty"] == "100000.00000000"
+    cost = D(order["info"]["cummulativeQuoteQty"])
+    fee = sum(D(f["commission"]) for f in order["info"]["fills"])
+    assert cost + fee <= usdt0  # cost and fee stay within quoteOrderQty
+    assert cost + fee > usdt0 * D("0.999")  # and use nearly all of it
+    balances = {b["asset"]: b for b in client.fetch_balance()["info"]["balances"]}
+    assert D(balances["USDT"]["free"]) == usdt0 - cost - fee and D(balances["USDT"]["locked"]) == 0
+    assert D(balances["BTC"]["free"]) == D(order["info"]["executedQty"])
+    # through create_order's params too
+    sold = client.create_order("BTC/USDT", "market", "sell", order["filled"])
+    again = client.create_order("BTC/USDT", "market", "buy", None, None,
+                                {"quoteOrderQty": float(D(sold["info"]["cummulativeQuoteQty"]) * D("0.999"))})
+    assert again["status"] == "closed"
+    assert D(client.fetch_balance()["info"]["balances"][0]["free"]) >= 0

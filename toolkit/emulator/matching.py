@@ -160,14 +160,18 @@ class Engine:
             if any(o.symbol == symbol and o.client_order_id == client_id for o in self.open.values()):
                 raise BinanceError(400, -2010, "Duplicate order sent.")
             _, ref, hs, vol = self._market(symbol, now)
-            if qty is None and quote_qty is not None:
-                est = ref * Decimal(1 + hs if side == "BUY" else 1 - hs)
-                qty = round_step(quote_qty / est, rules.step)
+            by_quote = qty is None and quote_qty is not None
+            if by_quote:
+                assert quote_qty is not None
+                qty = self._size_by_quote(rules, side, quote_qty, ref, hs, vol)
             assert qty is not None
             n_open = sum(1 for o in self.open.values() if o.symbol == symbol)
             rules.check(type_, side, qty, price, ref, n_open)
             fee = max(self.params.taker_fee, self.params.maker_fee)
-            if side == "BUY":
+            if side == "BUY" and by_quote:
+                assert quote_qty is not None
+                lock_asset, lock = rules.quote, quote_qty  # Binance spends at most quoteOrderQty
+            elif side == "BUY":
                 unit = price if price is not None else ref * (1 + self.params.market_buy_buffer)
                 lock_asset, lock = rules.quote, (unit * qty * (1 + fee)).quantize(Q8, rounding=ROUND_CEILING)
             else:
@@ -216,6 +220,18 @@ class Engine:
         while q > 0 and sum(self._cost(q, price, rate)) > order.locked:
             q -= step
         return max(q, Decimal(0))
+
+    def _size_by_quote(self, rules: SymbolRules, side: str, quote_qty: Decimal, ref: Decimal, hs: float,
+                       vol: float) -> Decimal:
+        """Return the quantity a ``quoteOrderQty`` order trades (a buy's cost + fee stays within it)."""
+        if side == "SELL":
+            return round_step(quote_qty / (ref * Decimal(1 - hs)), rules.step)
+        rate = 1 + self.params.taker_fee
+        guess = round_step(quote_qty / (ref * Decimal(1 + hs) * rate), rules.step)
+        # the fill price grows with size (impact), so price the guess and size again at that price:
+        # the second quantity is smaller, so its own price (and cost) is no higher
+        px = self._price(rules, "BUY", ref, hs, guess, vol)
+        return round_step(quote_qty / (px * rate), rules.step)
 
     def _fill(self, order: Order, qty: Decimal, price: Decimal, when: int, maker: bool) -> list[Trade]:
         rules = self.rules[order.symbol]
