@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -114,5 +115,38 @@ def test_market_buy_stops_when_its_lock_runs_out(small_store: Path, tmp_path: Pa
         assert D(0) < done.executed_qty < D(5)
         assert lock - 100 < done.cum_quote * D("1.001") <= lock  # paid from the lock only, fee included
         assert engine.bal["USDT"][1] == 0
+    finally:
+        engine.state.close()
+
+
+def test_a_failure_mid_order_rolls_back_memory_and_sqlite(small_store: Path, tmp_path: Path) -> None:
+    engine = _engine(small_store, tmp_path / "s.sqlite", "2024-03-01T00:00:00Z", MatchingParams())
+    try:
+        engine.place("BTCUSDT", "BUY", "LIMIT", "GTC", D("0.01"), D(50_000), None, "resting")
+        before = (engine.state.balances(), {i: o.locked for i, o in engine.open.items()})
+        # a real SQLite failure after the balances moved: every trade insert aborts (a full disk, say)
+        engine.state.db.execute("CREATE TRIGGER no_trades BEFORE INSERT ON trades "
+                                "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        engine.state.commit()
+        with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+            engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D("0.5"), None, None, "doomed")
+        after = ({a: (f, lk) for a, (f, lk) in engine.bal.items()}, {i: o.locked for i, o in engine.open.items()})
+        assert after == before  # memory reloaded from the database
+        assert engine.state.get_order("BTCUSDT", client_order_id="doomed") is None
+        engine.state.db.execute("DROP TRIGGER no_trades")
+        engine.state.commit()
+        engine.state.db.execute("CREATE TRIGGER no_cancel BEFORE INSERT ON orders "
+                                "BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+        engine.state.commit()
+        with pytest.raises(sqlite3.IntegrityError, match="disk full"):
+            engine.cancel("BTCUSDT", None, "resting")  # the lock was released in memory first
+        assert engine.state.balances() == before[0] and engine.bal["USDT"][1] == D("500.5")
+        assert engine.open[1_000_001].status == "NEW"
+        engine.state.db.execute("DROP TRIGGER no_cancel")
+        engine.state.commit()
+        # nothing of the failed attempts leaks into the next commit
+        order, _ = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D("0.5"), None, None, "works")
+        assert order.order_id == 1_000_002 and order.status == "FILLED"
+        _check(engine)
     finally:
         engine.state.close()

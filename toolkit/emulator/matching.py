@@ -19,9 +19,11 @@ Model (see docs/emulator.md for the table):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import secrets
 import threading
+from collections.abc import Iterator
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Annotated
 
@@ -80,9 +82,32 @@ class Engine:
         self.processed = int(state.get_meta("processed_ms") or clock.now_ms())
 
     # -- clock ------------------------------------------------------------------------------------
-    def sync(self) -> int:
-        """Process every bar event up to the clock's time and return that time."""
+    @contextlib.contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """Hold the lock; on any error drop the uncommitted changes and reload the books from SQLite."""
         with self.lock:
+            try:
+                yield
+            except BaseException:
+                self._restore()
+                raise
+
+    def _restore(self) -> None:
+        self.state.rollback()
+        self.bal = {a: [f, lk] for a, (f, lk) in self.state.balances().items()}
+        for r in self.rules.values():
+            self.bal.setdefault(r.base, [Decimal(0), Decimal(0)])
+            self.bal.setdefault(r.quote, [Decimal(0), Decimal(0)])
+        self.open = {o.order_id: o for o in self.state.open_orders()}
+        self.processed = int(self.state.get_meta("processed_ms") or self.processed)
+
+    def sync(self) -> int:
+        """Process every bar event up to the clock's time and return that time.
+
+        Every public method that changes the books runs as one transaction: an
+        error drops its uncommitted changes and reloads balances and open orders.
+        """
+        with self._atomic():
             now = self.clock.now_ms()
             if now > self.processed:
                 if self.open:
@@ -153,7 +178,7 @@ class Engine:
     def place(self, symbol: str, side: str, type_: str, tif: str, qty: Decimal | None, price: Decimal | None,
               quote_qty: Decimal | None, client_id: str | None) -> tuple[Order, list[Trade]]:
         """Validate, accept and (where possible) fill a new order; raise ``BinanceError`` on rejection."""
-        with self.lock:
+        with self._atomic():
             now = self.sync()
             rules = self.rules[symbol]
             client_id = client_id or "emu" + secrets.token_hex(10)
@@ -280,7 +305,7 @@ class Engine:
 
     def cancel(self, symbol: str, order_id: int | None, client_id: str | None) -> Order:
         """Cancel an open order; raise -2011 when it does not exist or is no longer open."""
-        with self.lock:
+        with self._atomic():
             now = self.sync()
             order = self._find_open(symbol, order_id, client_id)
             if order is None:
@@ -291,7 +316,7 @@ class Engine:
 
     def cancel_all(self, symbol: str) -> list[Order]:
         """Cancel every open order of ``symbol``."""
-        with self.lock:
+        with self._atomic():
             now = self.sync()
             done = [o for o in list(self.open.values()) if o.symbol == symbol]
             for order in done:
