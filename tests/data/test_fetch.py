@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +12,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from toolkit.data.fetch import exchange_client, fetch_ohlcv
+from toolkit.data.fetch import call_with_retry, exchange_client, fetch_ohlcv
 from toolkit.data.fetch_cli import fetch_command
 from toolkit.data.store import BarStore
-from toolkit.emulator import Emulator, EmulatorConfig
+from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.emulator.testing import admin, make_store
 from toolkit.errors import ConfigurationError, DataError, TemporaryError
 
@@ -144,3 +145,30 @@ def test_a_range_the_exchange_cannot_fill_is_a_data_error(emu: Emulator, tmp_pat
         fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-03", "2024-03-05", url=emu.url, store=store,
                     progress=False)
     assert len(store.load("BTC/USDT", "1m", "2024-03-03", "2024-03-03")) == 1440  # what exists is kept
+
+
+def test_invalid_nonce_syncs_the_clock_once_then_retries_once(emu: Emulator) -> None:
+    admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "clock_skew", "skew_ms": -30_000}]})
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, timeout=5000)
+    ex.load_markets()
+    with pytest.raises(ConfigurationError, match="clock"):  # without the client: no retry at all
+        call_with_retry(ex.fetch_balance, "balance", backoff=0.01)
+    admin(emu.url, "DELETE", "/admin/requests")
+    delays: list[float] = []
+    balance = call_with_retry(ex.fetch_balance, "balance", backoff=0.01, exchange=ex,
+                              on_retry=lambda exc, d: delays.append(d))
+    assert balance["USDT"]["free"] == 100_000
+    paths = [r["path"] for r in admin(emu.url, "GET", "/admin/requests")]
+    assert paths == ["/api/v3/account", "/api/v3/time", "/api/v3/account"]
+    assert delays == []  # no backoff sleep: a clock problem is not a temporary outage
+
+
+def test_rate_limit_waits_for_retry_after(emu: Emulator) -> None:
+    admin(emu.url, "POST", "/admin/faults", {"faults": [
+        {"kind": "rate_limit", "path": "/api/v3/ping", "times": 1, "retry_after": 1}]})
+    ex = exchange_client(url=emu.url, enableRateLimit=False, timeout=5000)
+    delays: list[float] = []
+    began = time.monotonic()
+    call_with_retry(ex.public_get_ping, "ping", backoff=0.01, exchange=ex,
+                    on_retry=lambda exc, d: delays.append(d))
+    assert delays == [1.0] and time.monotonic() - began >= 1.0

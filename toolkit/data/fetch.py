@@ -3,7 +3,9 @@
 This is the only module under ``toolkit.data`` that imports ccxt. ccxt errors are
 converted at the call into ``toolkit.errors`` classes; only temporary ones
 (network errors, timeouts, rate limits, maintenance) are retried, with a bounded
-exponential backoff.
+exponential backoff that honours the server's ``Retry-After``; ``InvalidNonce``
+syncs the clock once (``load_time_difference``) and is retried once. Retrying is
+for idempotent calls only.
 """
 
 from __future__ import annotations
@@ -117,6 +119,9 @@ class FetchResult:
 
 
 def _convert(exc: Exception, what: str) -> ToolkitError:
+    if isinstance(exc, ccxt.InvalidNonce):
+        return ConfigurationError("clock", "a local clock within recvWindow of the exchange's "
+                                  "(call load_time_difference() or sync the clock)", f"{what}: {exc}")
     if isinstance(exc, TEMPORARY):
         return TemporaryError(f"{what}: temporary exchange failure ({type(exc).__name__}): {exc}")
     if isinstance(exc, ccxt.BadSymbol):
@@ -128,30 +133,85 @@ def _convert(exc: Exception, what: str) -> ToolkitError:
     return DataError(f"{what}: the exchange refused ({type(exc).__name__}): {exc}")
 
 
+def _retry_after(exchange: Any) -> float | None:
+    """Return the ``Retry-After`` seconds of the client's last response (a 418/429), if any."""
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    for key, value in dict(headers).items():
+        if str(key).lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
 def call_with_retry(fn: Callable[[], T], what: str, retries: int = 5, backoff: float = 0.5,
                     max_backoff: float = 8.0,
-                    on_retry: Callable[[Exception, float], None] | None = None) -> T:
+                    on_retry: Callable[[Exception, float], None] | None = None, *,
+                    exchange: Any = None, max_retry_after: float = 300.0) -> T:
     """Call ``fn``; retry temporary ccxt errors with bounded exponential backoff.
+
+    For **idempotent calls only** (market data, balances, order queries): a
+    request that timed out may have been executed, so retrying an order
+    placement or a cancel can act twice.
+
+    Parameters
+    ----------
+    fn
+        The call, without arguments.
+    what
+        What is being done, for error messages.
+    retries, backoff, max_backoff
+        Further attempts after the first, the first delay and the largest delay in seconds.
+    on_retry
+        Called with the error and the delay before each retry.
+    exchange
+        The ccxt client ``fn`` uses. With it, ``InvalidNonce`` calls
+        ``exchange.load_time_difference()`` once and retries once at once (without
+        it, ``InvalidNonce`` is not retried), and a 418/429 waits the server's
+        ``Retry-After`` (from ``exchange.last_response_headers``) when longer than the backoff.
+    max_retry_after
+        A ``Retry-After`` longer than this many seconds is not waited for: the
+        call fails with ``TemporaryError`` at once.
 
     Raises
     ------
     TemporaryError
-        When every attempt failed temporarily.
-    ConfigurationError, DataError
-        For permanent failures (converted from ccxt at once, never retried).
+        When every attempt failed temporarily, or the server asked for a longer wait than allowed.
+    ConfigurationError
+        ``InvalidNonce`` that a clock sync did not cure, bad symbol or credentials.
+    DataError
+        Other permanent failures (converted from ccxt at once, never retried).
     """
     delay = backoff
-    for attempt in range(retries + 1):
+    synced = False
+    attempt = 0
+    while True:
         try:
             return fn()
-        except ccxt.BaseError as exc:
-            if not isinstance(exc, TEMPORARY) or attempt == retries:
+        except ccxt.InvalidNonce as exc:
+            if synced or exchange is None or not hasattr(exchange, "load_time_difference"):
                 raise _convert(exc, what) from exc
+            synced = True
+            try:
+                exchange.load_time_difference()
+            except ccxt.BaseError as sync_exc:
+                raise _convert(sync_exc, f"{what} load_time_difference") from sync_exc
+        except ccxt.BaseError as exc:
+            if not isinstance(exc, TEMPORARY) or attempt >= retries:
+                raise _convert(exc, what) from exc
+            wait = delay
+            if isinstance(exc, ccxt.DDoSProtection) and exchange is not None:
+                asked = _retry_after(exchange)
+                if asked is not None and asked > max_retry_after:
+                    raise TemporaryError(f"{what}: the exchange asks to wait {asked:.0f} s (Retry-After), "
+                                         f"more than max_retry_after={max_retry_after:.0f} s: {exc}") from exc
+                wait = max(wait, asked or 0.0)
             if on_retry is not None:
-                on_retry(exc, delay)
-            time.sleep(delay)
+                on_retry(exc, wait)
+            time.sleep(wait)
+            attempt += 1
             delay = min(max_backoff, delay * 2)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _certify(bars: pd.DataFrame, symbol: str, timeframe: str) -> Any:
@@ -252,7 +312,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             print(f"  retry in {delay:.1f}s after {type(exc).__name__}", file=sys.stderr)
 
     what = f"{exchange_id} {symbol} {timeframe}"
-    call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note)
+    call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note, exchange=ex)
     cursor = int(missing[0]) if len(missing) else end_ms
     wanted = set(missing.tolist())
     pages, fetched, written = 0, 0, 0
@@ -273,7 +333,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
                 return ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,  # type: ignore[no-any-return]
                                       params={"until": end_ms - 1})
 
-            page = call_with_retry(_page, f"{what} fetch_ohlcv", retries, backoff, on_retry=_note)
+            page = call_with_retry(_page, f"{what} fetch_ohlcv", retries, backoff, on_retry=_note, exchange=ex)
             pages += 1
             seen = [r for r in page if cursor <= r[0] < end_ms]
             if not seen:
