@@ -83,3 +83,19 @@ def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
         load_policy(bad)
     with pytest.raises(ConfigurationError, match="mapping"):
         load_policy(_write(tmp_path, [1, 2, 3]))
+
+
+def test_policy_in_force_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.gates.policy import policy_in_force_path
+
+    monkeypatch.delenv("TOOLKIT_POLICY", raising=False)
+    assert policy_in_force_path() == DEFAULT_POLICY_PATH
+    assert load_policy(None).sha256() == load_policy(DEFAULT_POLICY_PATH).sha256()
+    other = tmp_path / "p.yaml"
+    other.write_text(DEFAULT_POLICY_PATH.read_text().replace("name: desk-default", "name: desk-other"))
+    monkeypatch.setenv("TOOLKIT_POLICY", str(other))
+    assert policy_in_force_path() == other and load_policy(None).name == "desk-other"
+    monkeypatch.setenv("TOOLKIT_POLICY", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigurationError) as e:
+        load_policy(None)
+    assert e.value.field == "TOOLKIT_POLICY" and "missing.yaml" in str(e.value)

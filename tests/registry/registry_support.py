@@ -141,11 +141,14 @@ def _rewrite_paths(db: Path, old: str, new: str) -> None:
 
 @pytest.fixture
 def registry(registry_template: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Registry]:
-    """Give one test a private copy of the session registry, with the environment pointing at it."""
+    """Give one test a private copy of the session registry, with the environment pointing at it.
+
+    ``TOOLKIT_POLICY`` is set to the lenient test policy (the policy in force for promotion).
+    """
     store = tmp_path / "store"
     shutil.copytree(registry_template.root, store, ignore=shutil.ignore_patterns("reports"))
     _rewrite_paths(store / "mlflow.db", str(registry_template.root), str(store))
-    env = env_for(store)
+    env = {**env_for(store), "TOOLKIT_POLICY": str(registry_template.policy)}  # the policy in force
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     yield Registry(root=store, model=registry_template.model, policy=registry_template.policy,

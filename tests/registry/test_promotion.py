@@ -118,16 +118,16 @@ REFUSALS = {
 
 
 @pytest.mark.parametrize("case", list(REFUSALS))
-def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, case: str) -> None:
+def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, case: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     version, prepare, stale, check = REFUSALS[case]
     if prepare is not None:
         prepare(registry)
-    policy = registry.policy
     if stale:  # the desk tightened one threshold after the version was evaluated
-        policy = lenient_policy(tmp_path / "tightened.yaml", min_psr=0.6)
+        monkeypatch.setenv("TOOLKIT_POLICY", str(lenient_policy(tmp_path / "tightened.yaml", min_psr=0.6)))
     before = reg_versions.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused) as e:
-        promote(registry.model, version, reason=f"test {case}", actor="tester", policy_path=policy)
+        promote(registry.model, version, reason=f"test {case}", actor="tester")
     assert f"{check}:" in str(e.value)
     assert reg_versions.registry_snapshot(registry.model) == before
     events = AuditLog(registry.audit).events(registry.model)
@@ -136,20 +136,24 @@ def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, c
     assert check in events[0]["detail"]
 
 
-def test_refusal_lists_the_reason_for_a_tightened_policy(registry: Registry, tmp_path: Path) -> None:
+def test_refusal_lists_the_reason_for_a_tightened_policy(registry: Registry, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from toolkit.gates import load_policy
 
     tightened = lenient_policy(tmp_path / "p.yaml", min_psr=0.6)
+    monkeypatch.setenv("TOOLKIT_POLICY", str(tightened))
     with pytest.raises(PromotionRefused, match=load_policy(tightened).sha256()[:12]):
-        promote(registry.model, 2, reason="r", policy_path=tightened)
+        promote(registry.model, 2, reason="r")
+    events = AuditLog(registry.audit).events(registry.model)
+    assert "policy in force: registry-tests version" in events[-1]["detail"] and str(tightened) in events[-1]["detail"]
 
 
 def test_bad_input_is_named(registry: Registry) -> None:
     with pytest.raises(ConfigurationError) as e:
-        promote(registry.model, 2, reason="  ", policy_path=registry.policy)
+        promote(registry.model, 2, reason="  ")
     assert e.value.field == "reason"
     with pytest.raises(ConfigurationError) as e:
-        promote(registry.model, 42, reason="x", policy_path=registry.policy)
+        promote(registry.model, 42, reason="x")
     assert e.value.field == "version"
     with pytest.raises(ConfigurationError) as e:
         rollback("no.such.model", reason="x")
@@ -162,7 +166,7 @@ def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) ->
         rollback(registry.model, reason="no champion yet", actor="tester")
     assert reg_versions.registry_snapshot(registry.model) == before
 
-    promote(registry.model, 2, reason="first champion", actor="tester", policy_path=registry.policy)
+    promote(registry.model, 2, reason="first champion", actor="tester")
     before = reg_versions.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="nothing to roll back to"):
         rollback(registry.model, reason="only one champion ever", actor="tester")
@@ -177,12 +181,12 @@ def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) ->
 def test_promote_promote_rollback(registry: Registry) -> None:
     from toolkit.registry.mlflow_store import client
 
-    m, p = registry.model, registry.policy
-    first = promote(m, 2, reason="best OOS Sharpe", actor="alice", policy_path=p)
+    m = registry.model
+    first = promote(m, 2, reason="best OOS Sharpe", actor="alice")
     assert (first["from_version"], first["to_version"]) == (None, "2")
     assert reg_versions.alias_version(m, "champion") == "2"
     assert reg_versions.alias_version(m, "candidate") == "3"  # untouched: it points at another version
-    second = promote(m, "3", reason="newer data", actor="bob", policy_path=p)
+    second = promote(m, "3", reason="newer data", actor="bob")
     assert (second["from_version"], second["to_version"]) == ("2", "3")
     aliases = reg_versions.model_aliases(m)
     assert aliases == {"champion": "3"}  # candidate consumed by the promotion of version 3
@@ -231,7 +235,7 @@ def test_promote_promote_rollback(registry: Registry) -> None:
 
 def test_two_promotes_racing_in_separate_processes(registry: Registry) -> None:
     cmds = [[TOOLKIT, "promote", registry.model, "--version", v, "--reason", f"race {v}", "--actor", f"proc{v}",
-             "--policy", str(registry.policy), "--json"] for v in ("2", "3")]
+             "--json"] for v in ("2", "3")]
     procs = [subprocess.Popen(c, env=registry.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for c in cmds]
     outs = [p.communicate(timeout=120) for p in procs]
@@ -260,8 +264,8 @@ def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 
 def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
-    m, p = registry.model, str(registry.policy)
-    code, out, err = _cli(["promote", m, "--version", "1", "--reason", "x", "--policy", p, "--json"], capsys)
+    m = registry.model
+    code, out, err = _cli(["promote", m, "--version", "1", "--reason", "x", "--json"], capsys)
     assert code == 6 and json.loads(out)["promoted"] is False and "verdict passed" in err
     code, _, err = _cli(["promote", m, "--version", "9", "--reason", "x"], capsys)
     assert code == 2 and "version" in err
@@ -269,7 +273,7 @@ def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.Captu
     assert code == 2 and "model" in err
     code, _, err = _cli(["rollback", m, "--reason", "x"], capsys)
     assert code == 6 and "no champion" in err
-    code, out, _ = _cli(["promote", m, "--version", "2", "--reason", "go", "--actor", "dana", "--policy", p], capsys)
+    code, out, _ = _cli(["promote", m, "--version", "2", "--reason", "go", "--actor", "dana"], capsys)
     assert code == 0 and "champion - -> 2 by dana" in out
 
     code, out, _ = _cli(["status", m, "--json"], capsys)
@@ -290,6 +294,24 @@ def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.Captu
     assert code == 0 and "champion 2" in out and "dana" in out
 
 
+def test_verdict_under_a_what_if_policy_is_not_promotable(registry: Registry, tmp_path: Path) -> None:
+    """Version 2 passed under the lenient policy; with the shipped policy in force it is refused,
+    and ``toolkit promote`` has no ``--policy`` to choose another (a real subprocess each)."""
+    env = {k: v for k, v in registry.env.items() if k != "TOOLKIT_POLICY"}
+    base = [TOOLKIT, "promote", registry.model, "--version", "2", "--reason", "what-if", "--actor", "tester"]
+    before = reg_versions.registry_snapshot(registry.model)
+    refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 6, refused.stderr
+    assert "current policy:" in refused.stderr
+    forced = subprocess.run([*base, "--policy", str(registry.policy)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert forced.returncode == 2 and "--policy" in forced.stderr
+    assert reg_versions.registry_snapshot(registry.model) == before
+    events = AuditLog(registry.audit).events(registry.model)
+    assert [(e["outcome"], e["to_version"]) for e in events] == [("refused", "2")]
+    assert "policy in force: desk-default version 2026.11.1" in events[0]["detail"]
+
+
 def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _cli(["promote", registry.model, "--version", "2"], capsys)  # --reason is required
     assert code == 2 and "reason" in err
@@ -299,10 +321,12 @@ def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixtu
 
 
 def test_gates_report_end_to_end_then_promote(registry: Registry, capsys: pytest.CaptureFixture[str],
-                                              tmp_path: Path) -> None:
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``toolkit gates --policy lenient`` is a what-if: promotable only once that policy is the one in force."""
     from toolkit.gates import Evidence, evaluate, load_policy
 
     m = registry.model
+    monkeypatch.delenv("TOOLKIT_POLICY")  # the shipped policy is in force; the lenient one is asked for
     started = time.perf_counter()
     code, out, err = _cli(["gates", m, "--version", "4", "--policy", str(registry.policy), "--json"], capsys)
     elapsed = time.perf_counter() - started
@@ -326,7 +350,13 @@ def test_gates_report_end_to_end_then_promote(registry: Registry, capsys: pytest
     again = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(registry.policy))
     assert again.to_json().encode() == files["verdict"].read_bytes()
 
-    done = promote(m, 4, reason="passed the gates", actor="erin", policy_path=registry.policy)
+    before = reg_versions.registry_snapshot(m)
+    code, _, err = _cli(["promote", m, "--version", "4", "--reason", "what-if verdict", "--actor", "erin"], capsys)
+    assert code == 6 and "current policy:" in err and load_policy().sha256()[:12] in err
+    assert reg_versions.registry_snapshot(m) == before
+
+    monkeypatch.setenv("TOOLKIT_POLICY", str(registry.policy))  # the desk adopts the lenient policy
+    done = promote(m, 4, reason="passed the gates", actor="erin")
     assert done["to_version"] == "4" and reg_versions.model_aliases(m) == {"champion": "4"}
 
 
@@ -338,13 +368,14 @@ def test_gates_report_refuses_altered_evidence_before_any_kernel(registry: Regis
     (registry.artifacts_of(run) / "evidence" / "trades.parquet").write_bytes(b"not parquet")
     before = reg_versions.registry_snapshot(registry.model)
     with pytest.raises(RegistryError, match="altered evidence"):
-        gates_report(registry.model, 4, policy_path=registry.policy)
+        gates_report(registry.model, 4)
     assert reg_versions.registry_snapshot(registry.model) == before
     assert not (registry.root / "reports" / "gates").exists()
 
 
 def test_gates_failing_under_the_shipped_policy_exits_5_and_drops_candidate(
-        registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+        registry: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TOOLKIT_POLICY")  # the shipped policy is in force
     m = registry.model
     assert reg_versions.alias_version(m, "candidate") == "3"
     code, out, err = _cli(["gates", m, "--version", "3", "--json"], capsys)  # the shipped, stricter policy
@@ -386,7 +417,7 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
 
     before = reg_versions.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="does not follow from the evidence"):
-        promote(registry.model, 1, reason="forged", actor="mallory", policy_path=registry.policy)
+        promote(registry.model, 1, reason="forged", actor="mallory")
     after = reg_versions.registry_snapshot(registry.model)
     assert after == before and after["aliases"].get("champion") is None
     events = AuditLog(registry.audit).events(registry.model)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from toolkit.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
+    "POLICY_ENV",
     "CapitalPolicy",
     "CostStressPolicy",
     "DataPolicy",
@@ -31,9 +33,11 @@ __all__ = [
     "StatisticsPolicy",
     "load_policy",
     "policy_from_dict",
+    "policy_in_force_path",
 ]
 
 DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default_policy.yaml"
+POLICY_ENV = "TOOLKIT_POLICY"
 STRATEGY_TYPES = ("hft", "intraday", "swing")
 
 
@@ -224,13 +228,25 @@ def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
         raise ConfigurationError(field, msg[0].lower() + msg[1:], err.get("input")) from None
 
 
+def policy_in_force_path() -> Path:
+    """Return the path of the gate policy in force: ``$TOOLKIT_POLICY`` if set, else the shipped default.
+
+    This is the one place the policy that promotion enforces is configured; a
+    policy passed explicitly elsewhere (``toolkit gates --policy``) is a what-if
+    evaluation whose verdict is promotable only if that file is the one in force.
+    """
+    env = os.environ.get(POLICY_ENV, "").strip()
+    return Path(env).expanduser() if env else DEFAULT_POLICY_PATH
+
+
 def load_policy(path: str | Path | None = None) -> GatePolicy:
     """Load and validate a gate policy YAML file.
 
     Parameters
     ----------
     path
-        The policy file; ``None`` loads the shipped ``default_policy.yaml``.
+        The policy file; ``None`` loads the policy in force (``policy_in_force_path()``:
+        ``$TOOLKIT_POLICY``, else the shipped ``default_policy.yaml``).
 
     Returns
     -------
@@ -245,9 +261,10 @@ def load_policy(path: str | Path | None = None) -> GatePolicy:
     """
     import yaml
 
-    p = Path(path) if path is not None else DEFAULT_POLICY_PATH
+    p = Path(path) if path is not None else policy_in_force_path()
     if not p.is_file():
-        raise ConfigurationError("policy_path", "an existing YAML file", str(p))
+        field = POLICY_ENV if path is None else "policy_path"
+        raise ConfigurationError(field, "an existing YAML file", str(p))
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -63,7 +63,9 @@ def _hours(h: float | None) -> str:
 def gates_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
     version: Annotated[str, typer.Option("--version", help="model version")],
-    policy: Annotated[Path | None, typer.Option("--policy", help="gate policy YAML (default: shipped)")]
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="gate policy YAML for a what-if evaluation (default: the policy in force, "
+                         "$TOOLKIT_POLICY or shipped); only a verdict under the policy in force is promotable")]
     = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
@@ -91,15 +93,17 @@ def promote_command(
     version: Annotated[str, typer.Option("--version", help="model version to make champion")],
     reason: Annotated[str, typer.Option("--reason", help="why (kept in the audit trail)")],
     actor: Annotated[str | None, typer.Option("--actor", help="who (default $USER)")] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", help="current gate policy (default: shipped)")]
-    = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Set alias champion on a version whose verdict passed under the current policy; audit it."""
+    """Set alias champion on a version whose verdict passed under the policy in force; audit it.
+
+    The policy in force is ``$TOOLKIT_POLICY`` (a path), else the shipped default; it cannot be
+    chosen on the command line.
+    """
     from toolkit.registry.promotion import promote
 
     try:
-        result = promote(model, version, reason, actor=actor, policy_path=policy)
+        result = promote(model, version, reason, actor=actor)
     except PromotionRefused as exc:
         if json_output:
             _echo_json({"model": model, "version": version, "promoted": False, "refused": str(exc)})

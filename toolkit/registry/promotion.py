@@ -3,7 +3,8 @@
 ``promote`` moves alias ``champion`` to a version only when, re-checked at that
 moment: the version was evaluated; its verdict passed; the verdict file in the
 gates run is byte-identical to what was recorded and hashes to ``gate.verdict_sha``;
-the verdict's policy sha equals the sha of the *current* policy; the backtest
+the verdict's policy sha equals the sha of the policy *in force* (``$TOOLKIT_POLICY``,
+else the shipped default; the caller cannot pass another); the backtest
 evidence recomputed from the run's artifacts still hashes to ``evidence.sha256``
 and, with the gates' extra evidence, to the verdict's ``evidence_sha``; and the
 verdict re-computed from that evidence under the current policy (``evaluate``) is
@@ -79,11 +80,11 @@ def default_actor() -> str:
         return "unknown"
 
 
-def current_policy_sha(policy_path: str | Path | None = None) -> str:
-    """Return the sha256 of the gate policy in force (``policy_path``, else the shipped default)."""
+def current_policy_sha() -> str:
+    """Return the sha256 of the gate policy in force (``$TOOLKIT_POLICY``, else the shipped default)."""
     from toolkit.gates import load_policy
 
-    return str(load_policy(policy_path).sha256())
+    return str(load_policy(None).sha256())
 
 
 def _verdict_self_consistent(text: str) -> bool:
@@ -115,20 +116,33 @@ def _check(checks: list[dict[str, Any]], name: str, passed: bool, detail: str) -
     return bool(passed)
 
 
-def check_promotable(model_name: str, version: str | int,
-                     policy_path: str | Path | None = None) -> dict[str, Any]:
+def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
     """Re-check, without changing anything, whether a version may become champion.
+
+    The policy checked against is the one in force (``toolkit.gates.policy.policy_in_force_path``:
+    ``$TOOLKIT_POLICY``, else the shipped default); the caller cannot choose it.
 
     Returns
     -------
-    dict with ``eligible``, ``checks`` (check, passed, detail), ``verdict_sha`` and ``policy_sha``
-    (the current policy's), ``evidence_sha``.
+    dict with ``eligible``, ``checks`` (check, passed, detail), ``verdict_sha``, ``policy_sha``
+    and ``policy`` (name, version, path of the policy in force), ``evidence_sha``.
+
+    Raises
+    ------
+    ConfigurationError
+        Unknown model or version, or the policy in force is missing or invalid.
     """
+    from toolkit.gates import load_policy
+    from toolkit.gates.policy import policy_in_force_path
+
+    policy_file = policy_in_force_path()
+    policy = load_policy(policy_file)
     info = version_info(model_name, version)
     v, tags = info["version"], info["tags"]
     checks: list[dict[str, Any]] = []
     out: dict[str, Any] = {"model": model_name, "version": v, "checks": checks, "eligible": False,
-                           "verdict_sha": tags.get("gate.verdict_sha"), "policy_sha": None,
+                           "verdict_sha": tags.get("gate.verdict_sha"), "policy_sha": str(policy.sha256()),
+                           "policy": {"name": policy.name, "version": policy.version, "path": str(policy_file)},
                            "evidence_sha": tags.get("gate.evidence_sha")}
     outcome = tags.get("gate.verdict", "not_evaluated")
     evaluated = outcome in ("passed", "failed")
@@ -167,11 +181,7 @@ def check_promotable(model_name: str, version: str | int,
                       f"({'matches' if self_ok else 'does not match'} its content), "
                       f"tags say {str(tags.get('gate.verdict_sha'))[:12]}"):
             return out
-        from toolkit.gates import load_policy
-
-        policy = load_policy(policy_path)
-        policy_sha = str(policy.sha256())
-        out["policy_sha"] = policy_sha
+        policy_sha = out["policy_sha"]
         _check(checks, "current policy", policy_sha == verdict["policy_sha"],
                f"evaluated under policy {verdict['policy_sha'][:12]}, current policy is {policy_sha[:12]}"
                + ("" if policy_sha == verdict["policy_sha"] else
@@ -256,6 +266,11 @@ def _log_cycle(model_name: str, now: pd.Timestamp, action: str, cycle_hours: flo
             "registry_run_id": run_id}
 
 
+def _policy_note(policy: dict[str, str]) -> str:
+    """Return the audit note naming the policy in force (name, version, file)."""
+    return f"policy in force: {policy['name']} version {policy['version']} ({policy['path']})"
+
+
 def _restore_alias(model_name: str, version: str | None) -> None:
     try:
         if version is None:
@@ -266,10 +281,12 @@ def _restore_alias(model_name: str, version: str | None) -> None:
         pass
 
 
-def promote(model_name: str, version: str | int, reason: str, actor: str | None = None,
-            policy_path: str | Path | None = None, clock: Clock = utc_now,
+def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = utc_now,
             audit_path: str | Path | None = None) -> dict[str, Any]:
     """Make ``version`` the champion of ``model_name`` if its verdict still holds; audit the attempt.
+
+    The verdict must hold under the policy in force (``$TOOLKIT_POLICY``, else the shipped
+    default); its name and version are written in the audit row's ``detail``.
 
     Raises
     ------
@@ -284,16 +301,16 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
     AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at="-", reason=reason)
     with registry_lock(log.path):
         previous = alias_version(model_name, CHAMPION)
-        result = check_promotable(model_name, version, policy_path)
+        result = check_promotable(model_name, version)
         v = result["version"]
         now = clock().tz_convert("UTC")
         event = AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at=now.isoformat(),
                            reason=reason, from_version=previous, to_version=v,
                            verdict_sha=result["verdict_sha"],
-                           policy_sha=result["policy_sha"], detail="")
+                           policy_sha=result["policy_sha"], detail=_policy_note(result["policy"]))
         if not result["eligible"]:
             why = _refusal(result["checks"])
-            log.append(replace(event, outcome="refused", detail=why))
+            log.append(replace(event, outcome="refused", detail=f"{why} [{event.detail}]"))
             raise PromotionRefused(f"promotion of {model_name} version {v} refused: {why}")
         info = version_info(model_name, v)
         created = pd.Timestamp(info["created_at"])
@@ -316,13 +333,14 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
             figures = _log_cycle(model_name, now, "promote", cycle_hours)
         except Exception as exc:
             _restore_alias(model_name, previous)
-            log.append(replace(event, outcome="error", detail=str(exc)[:2000]))
+            log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]} [{event.detail}]"))
             raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); champion "
                                 f"restored to {previous or 'unset'}") from exc
         row = log.append(event)
     return {"model": model_name, "promoted": True, "from_version": previous, "to_version": v, "actor": who,
             "at": now.isoformat(), "reason": reason, "verdict_sha": result["verdict_sha"],
-            "policy_sha": result["policy_sha"], "audit_id": row["id"], "checks": result["checks"], **figures}
+            "policy_sha": result["policy_sha"], "policy": result["policy"], "audit_id": row["id"],
+            "checks": result["checks"], **figures}
 
 
 def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = utc_now,

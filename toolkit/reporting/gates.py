@@ -38,7 +38,8 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
     model_name, version
         The registered version to evaluate.
     policy_path
-        Gate policy YAML; None uses the shipped default.
+        Gate policy YAML for a what-if evaluation; None uses the policy in force
+        (``$TOOLKIT_POLICY``, else the shipped default), the only one promotion accepts.
     reports
         Reports root (default ``toolkit.config.reports_dir()``); the notebook and HTML go to
         ``<reports>/gates/``.
@@ -62,6 +63,7 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
     """
     from toolkit.backtest.bundle import bundle_sha256
     from toolkit.gates import load_policy, verify_verdict_json
+    from toolkit.gates.policy import policy_in_force_path
     from toolkit.registry.versions import (
         VERDICT_FILE,
         download_evidence,
@@ -72,7 +74,7 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
 
     info = version_info(model_name, version)
     v = info["version"]
-    policy_file = Path(policy_path).resolve() if policy_path is not None else None
+    policy_file = Path(policy_path if policy_path is not None else policy_in_force_path()).resolve()
     policy = load_policy(policy_file)
     root = reports or config.reports_dir()
     stamp = (now or pd.Timestamp.now(tz="UTC")).strftime("%Y%m%dT%H%M%S%fZ")
@@ -89,7 +91,7 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
         out_dir.mkdir()
         nb = execute_template(template_path("gates"), base.parent / f"{base.name}.ipynb", {
             "model_name": model_name, "version": v,
-            "policy_path": str(policy_file) if policy_file else None,
+            "policy_path": str(policy_file),
             "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
         })
         html = render_html(nb, base.parent / f"{base.name}.html", title=f"Gates {model_name} v{v}")
