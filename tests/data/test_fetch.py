@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import ccxt
 import pandas as pd
 import pytest
 import typer
@@ -172,3 +175,26 @@ def test_rate_limit_waits_for_retry_after(emu: Emulator) -> None:
     call_with_retry(ex.public_get_ping, "ping", backoff=0.01, exchange=ex,
                     on_retry=lambda exc, d: delays.append(d))
     assert delays == [1.0] and time.monotonic() - began >= 1.0
+
+
+def test_the_client_is_closed_when_load_markets_fails(emu: Emulator, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    closed: list[int] = []
+    real_close = ccxt.binance.close
+
+    def spy(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_name != "__del__":  # explicit closes only, not ccxt's own __del__
+            closed.append(id(self))  # never keep the object itself (close() also runs in __del__)
+        return real_close(self, *args, **kwargs)
+
+    monkeypatch.setattr(ccxt.binance, "close", spy)
+    admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "http_5xx", "path": "/api/v3/exchangeInfo"}]})
+    try:
+        fetch_ohlcv("binance", "BTC/USDT", "1h", "2024-03-01", "2024-03-02", url=emu.url,
+                    store=BarStore(roots=[tmp_path]), progress=False, retries=0)
+    except TemporaryError as exc:
+        assert "load_markets" in str(exc)
+        # closed by the fetcher itself, not left to ccxt's __del__
+        assert len(closed) == 1
+    else:
+        raise AssertionError("load_markets did not fail")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +22,7 @@ import pytest
 from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.testing import admin, free_port, step_clock
+from toolkit.errors import ConfigurationError
 
 
 def _spawn(state: Path, port: int, cache: Path) -> subprocess.Popen[bytes]:
@@ -96,3 +101,33 @@ def test_in_process_restart_keeps_orders_and_clock(make_emulator: Any) -> None:
     ex2 = _client(again.port)
     assert [o["clientOrderId"] for o in ex2.fetch_open_orders("BTC/USDT")] == ["stay"]
     assert ex2.fetch_balance()["USDT"]["used"] == 500.5
+
+
+def test_a_busy_port_or_bad_faults_file_never_opens_the_state_file(make_emulator: Any, tmp_path: Path) -> None:
+    state = tmp_path / "never.sqlite"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            make_emulator(port=busy.getsockname()[1], state_path=state)
+    assert not state.exists()
+    faults = tmp_path / "faults.json"
+    faults.write_text(json.dumps({"faults": [{"kind": "no-such-fault"}]}))
+    with pytest.raises(ConfigurationError, match=r"faults\[0\]"):
+        make_emulator(faults_path=faults, state_path=state)
+    assert not state.exists()
+
+
+def test_a_failed_start_closes_the_state_file_and_the_port(make_emulator: Any, tmp_path: Path) -> None:
+    state = tmp_path / "s.sqlite"
+    make_emulator(state_path=state).stop()
+    with contextlib.closing(sqlite3.connect(state)) as db:  # a damaged state file: the clock is not a number
+        db.execute("UPDATE meta SET value='garbage' WHERE key='replay_ms'")
+        db.commit()
+    assert not Path(f"{state}-wal").exists()  # SQLite removes the WAL when the last connection closes
+    port = free_port()
+    with pytest.raises(ValueError, match="garbage"):
+        make_emulator(state_path=state, port=port)
+    assert not Path(f"{state}-wal").exists()  # so the failed start closed its connection
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # and released the port

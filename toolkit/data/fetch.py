@@ -301,7 +301,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
     if len(missing) < len(grid):
         first_gap = int(missing[0]) if len(missing) else end_ms
         resumed_from = pd.Timestamp(first_gap, unit="ms", tz="UTC").isoformat()
-    ex = client or exchange_client(exchange_id, url=url)
+    ex: Any = client
     limit = page_limit or (1000 if exchange_id == "binance" else None)
     retries_used = 0
 
@@ -312,7 +312,6 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             print(f"  retry in {delay:.1f}s after {type(exc).__name__}", file=sys.stderr)
 
     what = f"{exchange_id} {symbol} {timeframe}"
-    call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note, exchange=ex)
     cursor = int(missing[0]) if len(missing) else end_ms
     wanted = set(missing.tolist())
     pages, fetched, written = 0, 0, 0
@@ -328,6 +327,10 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             buffer.clear()
 
     try:
+        if ex is None:  # built inside the try, so a failing load_markets still closes it
+            ex = exchange_client(exchange_id, url=url)
+        call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note,
+                        exchange=ex)
         while cursor < end_ms:
             def _page(c: int = cursor) -> list[list[Any]]:
                 return ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,  # type: ignore[no-any-return]
@@ -351,9 +354,11 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             if len(buffer) >= flush_bars:
                 _flush()
     finally:
-        _flush()
-        if client is None and hasattr(ex, "close"):
-            ex.close()
+        try:
+            _flush()
+        finally:
+            if client is None and ex is not None and hasattr(ex, "close"):
+                ex.close()
     try:
         bars = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
     except DataError as exc:

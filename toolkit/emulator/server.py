@@ -218,17 +218,28 @@ class Emulator:
             start_ms = int(ts.value // 1_000_000)
         else:
             start_ms = min(f.first_ms for f in self.feeds.values()) + 1440 * MINUTE
-        self.state = State(config.state_path or default_state_path())
-        self.clock = ReplayClock(start_ms, config.speed)
-        self.engine = Engine(self.feeds, self.rules, self.state, self.clock, config.matching,
-                             dict(config.balances))
+        # everything that can fail on bad input or a busy port comes before the state file is opened
         self.faults = faults or (load_faults(config.faults_path) if config.faults_path else FaultInjector())
-        self.api = Api(self.engine, self.feeds, self.rules, config.api_key,
-                       config.api_secret.get_secret_value(), maintenance=self._in_maintenance)
         self.requests: deque[dict[str, Any]] = deque(maxlen=2000)
+        self._thread: threading.Thread | None = None
         self.httpd = _HTTPServer((config.host, config.port), _Handler)
         self.httpd.emulator = self
-        self._thread: threading.Thread | None = None
+        state: State | None = None
+        try:
+            state = State(config.state_path or default_state_path())
+            self.clock = ReplayClock(start_ms, config.speed)
+            self.engine = Engine(self.feeds, self.rules, state, self.clock, config.matching,
+                                 dict(config.balances))
+        except BaseException:
+            try:
+                if state is not None:
+                    state.db.close()  # uncommitted changes are dropped
+            finally:
+                self.httpd.server_close()
+            raise
+        self.state = state
+        self.api = Api(self.engine, self.feeds, self.rules, config.api_key,
+                       config.api_secret.get_secret_value(), maintenance=self._in_maintenance)
 
     @property
     def port(self) -> int:
@@ -309,17 +320,24 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop serving, save the clock and close the state file."""
-        if self._thread is not None:
-            self.httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.httpd.server_close()
-        with self.engine.lock:
-            if self.state.db is not None:
-                with contextlib.suppress(Exception):
-                    self.engine.sync()
-                    self.state.close()
-                self.state.db = None  # type: ignore[assignment]
+        try:
+            if self._thread is not None:
+                self.httpd.shutdown()
+                self._thread.join(timeout=5)
+                self._thread = None
+        finally:
+            self.httpd.server_close()
+            with self.engine.lock:
+                if self.state.db is not None:
+                    try:
+                        with contextlib.suppress(Exception):
+                            self.engine.sync()
+                    finally:
+                        with contextlib.suppress(Exception):
+                            self.state.close()
+                        with contextlib.suppress(Exception):
+                            self.state.db.close()  # close() failed half-way: still release the file
+                        self.state.db = None  # type: ignore[assignment]
 
     def __enter__(self) -> Emulator:
         return self.start()
