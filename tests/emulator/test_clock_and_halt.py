@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,18 @@ def test_orders_during_the_halt(make_emulator: Any, halt_store: Path) -> None:
     assert order["status"] == "open" and order["filled"] == 0
     admin(emu.url, "POST", "/admin/clock", {"advance_minutes": 2})
     assert ex.fetch_order(order["id"], "BTC/USDT")["status"] == "closed"
+
+
+def test_concurrent_clock_advances_are_never_lost() -> None:
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible to expose a read-then-write race
+    try:
+        clock = ReplayClock(0, 0)
+        threads = [threading.Thread(target=lambda: [clock.advance(1) for _ in range(2000)]) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert clock.now_ms() == 8 * 2000

@@ -49,25 +49,35 @@ class ReplayClock:
         """True when the clock moves only through :meth:`advance` or :meth:`set`."""
         return self._speed == 0
 
+    def _now(self) -> int:
+        # caller holds self._lock
+        if self._speed == 0:
+            return self._anchor_replay
+        return self._anchor_replay + int((self._wall() - self._anchor_wall) * 1000.0 * self._speed)
+
     def now_ms(self) -> int:
         """Return the current replay time in epoch milliseconds."""
         with self._lock:
-            if self._speed == 0:
-                return self._anchor_replay
-            return self._anchor_replay + int((self._wall() - self._anchor_wall) * 1000.0 * self._speed)
+            return self._now()
 
     def advance(self, ms: int) -> int:
-        """Move replay time forward by ``ms`` and return the new time."""
+        """Move replay time forward by ``ms`` and return the new time (read and update are one step)."""
         if ms < 0:
             raise ConfigurationError("advance", "a non-negative number of milliseconds", ms)
-        return self.set(self.now_ms() + int(ms))
+        with self._lock:
+            return self._jump(self._now() + int(ms))
 
     def set(self, replay_ms: int) -> int:
         """Jump to ``replay_ms`` (never backwards) and return the new time."""
-        now = self.now_ms()
-        if replay_ms < now:
-            raise ConfigurationError("clock", f"a time at or after the current replay time {now}", replay_ms)
         with self._lock:
-            self._anchor_replay = int(replay_ms)
-            self._anchor_wall = self._wall()
+            now = self._now()
+            if replay_ms < now:
+                raise ConfigurationError("clock", f"a time at or after the current replay time {now}",
+                                         replay_ms)
+            return self._jump(replay_ms)
+
+    def _jump(self, replay_ms: int) -> int:
+        # caller holds self._lock
+        self._anchor_replay = int(replay_ms)
+        self._anchor_wall = self._wall()
         return int(replay_ms)
