@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from toolkit.data.quality import data_hash
-from toolkit.gates import Evidence, GatePolicy
+from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, GatePolicy, load_policy
+from toolkit.gates.evidence import measurement_settings
 from toolkit.gates.policy import policy_from_dict
 
 
@@ -68,6 +69,7 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
         "trial_returns": pd.DataFrame(trial, index=idx, columns=[f"t{j:04d}" for j in range(n_trials)]),
     }
     extras = {
+        "settings": measurement_settings(load_policy(DEFAULT_POLICY_PATH)),
         "latency": {"samples_ns": [200_000 + 10 * k for k in range(1000)], "window_bars": 500},
         "lookahead": {"cut_points": ["x"] * 40, "decisions_compared": 1000, "mismatches": 0,
                       "max_abs_diff": 0.0, "first_mismatch": None, "recorded_mismatches": 0},

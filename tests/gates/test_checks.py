@@ -168,3 +168,18 @@ def test_drawdown_is_measured_against_the_allocation(policy: GatePolicy) -> None
     assert g.inputs["max_drawdown_pct_of_allocation"] == pytest.approx(20.0)
     assert g.inputs["max_drawdown_pct_compounded_equity"] == pytest.approx(19.0)
     assert g.inputs["max_drawdown_usdt"] == pytest.approx(20_000.0)
+
+
+# --------------------------------------------------------------------------- measurement settings, cut count
+
+
+def test_too_few_truncation_cuts_fail_the_lookahead_gate(policy: GatePolicy) -> None:
+    one_cut = with_changes(BASE, extras={"lookahead": {"cut_points": ["x"]}})
+    gate = evaluate(one_cut, policy).gate("lookahead")
+    assert not gate.passed and "1 of the 40 truncation cuts" in gate.explanation
+    assert evaluate(with_changes(BASE, extras={"lookahead": {"cut_points": ["x"] * 39}}), policy).gate(
+        "lookahead").passed is False
+    # a history with room for only 5 cuts after the warm-up (49): all 5 achievable cuts suffice
+    short = with_changes(BASE, {"bars": BASE.bundle["bars"].iloc[:55]}, extras={"lookahead": {
+        "cut_points": ["x"] * 5}})
+    assert evaluate(short, policy).gate("lookahead").passed

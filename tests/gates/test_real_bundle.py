@@ -176,3 +176,35 @@ def test_neighbours_follow_the_grid_or_a_relative_step() -> None:
     assert got == [{"fast": 32, "slow": 50}, {"fast": 48, "slow": 50}, {"fast": 40, "slow": 60}]
     assert neighbour_params({"fast": 10, "slow": 50, "allow_short": True}, {}, "ma_cross", 0.2)[0] == {
         "fast": 8, "slow": 50, "allow_short": True}
+
+
+MEASURED = {"latency": "latency", "lookahead": "lookahead", "warmup_sensitivity": "lookahead",
+            "robustness": "robustness", "cost_stress": "cost_stress"}
+
+
+@pytest.mark.parametrize(("section", "change"), [
+    ("latency", {"window_bars": 1000}), ("latency", {"min_samples": 2000}), ("lookahead", {"samples": 20}),
+    ("lookahead", {"warmup_multiples": [1.0, 3.0]}), ("robustness", {"step": 0.1}), ("cost_stress", {"factor": 3.0}),
+])
+def test_gates_measured_under_other_settings_fail(real_evidence: Evidence, policy: GatePolicy, section: str,
+                                                  change: dict[str, object]) -> None:
+    assert next(iter(change)) in real_evidence.extras["settings"][section]  # recorded by collect_evidence
+    lenient = _lenient(policy)
+    before = evaluate(real_evidence, lenient)
+    after = evaluate(real_evidence, tweak(lenient, **{section: change}))
+    stale = {name for name, sec in MEASURED.items() if sec == section}
+    for name in stale:
+        assert before.gate(name).passed
+        g = after.gate(name)
+        assert not g.passed and "measured under different settings" in g.explanation
+        assert "re-run toolkit gates" in g.explanation and next(iter(change)) in g.explanation
+    assert {g.name for g in after.gates if not g.passed} == stale
+
+
+def test_evidence_without_recorded_settings_fails_the_measured_gates(real_evidence: Evidence,
+                                                                     policy: GatePolicy) -> None:
+    extras = {k: v for k, v in real_evidence.extras.items() if k != "settings"}
+    bare = Evidence(bundle_dir=real_evidence.bundle_dir, bundle=real_evidence.bundle,
+                    bundle_sha=real_evidence.bundle_sha, extras=extras)
+    failed = set(evaluate(bare, _lenient(policy)).failed)
+    assert failed == set(MEASURED)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from toolkit.data.quality import data_hash
-from toolkit.gates.evidence import Evidence
+from toolkit.gates.evidence import Evidence, lookahead_cuts, measurement_settings
 from toolkit.gates.policy import GatePolicy
 from toolkit.gates.result import GateResult, finite, fmt, gate
 from toolkit.gates.risk import (
@@ -39,7 +39,7 @@ from toolkit.stats.sharpe import (
     sharpe_moments,
 )
 
-__all__ = ["GATES", "GateResult", "run_gates", "trial_sharpes"]
+__all__ = ["GATES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch", "trial_sharpes"]
 
 
 # --------------------------------------------------------------------------- data
@@ -265,11 +265,17 @@ def lookahead(ev: Evidence, pol: GatePolicy) -> GateResult:
     la = ev.extras["lookahead"]
     lim = pol.lookahead.max_mismatches
     bad = la["mismatches"] + la["recorded_mismatches"]
-    enough = len(la["cut_points"]) >= min(pol.lookahead.samples, 1)
+    cuts = len(la["cut_points"])
+    need = len(lookahead_cuts(int(ev.extras["warmup"]["warmup"]), len(ev.bundle["bars"]), pol.lookahead.samples))
+    enough = need >= 1 and cuts >= need
     why = (
         f"{la['mismatches']} of {la['decisions_compared']:,} decisions differ on truncated histories "
-        f"({len(la['cut_points'])} cuts); {la['recorded_mismatches']} differ from the recorded positions"
+        f"({cuts} cuts); {la['recorded_mismatches']} differ from the recorded positions"
     )
+    if not enough:
+        why = (f"only {cuts} of the {need} truncation cuts the policy asks for were checked "
+               f"({pol.lookahead.samples} requested, {need} achievable on {len(ev.bundle['bars'])} bars)"
+               if need else "no truncation cut fits after the warm-up: lookahead cannot be checked")
     return gate(
         "lookahead",
         "lookahead",
@@ -285,7 +291,7 @@ def lookahead(ev: Evidence, pol: GatePolicy) -> GateResult:
             )
         }
         | {"cuts": len(la["cut_points"])},
-        {"max_mismatches": lim, "tolerance": pol.lookahead.tolerance},
+        {"max_mismatches": lim, "tolerance": pol.lookahead.tolerance, "min_cuts": need},
         why,
     )
 
@@ -364,6 +370,45 @@ GATES: tuple[Callable[[Evidence, GatePolicy], GateResult], ...] = (
 )
 
 
+#: measured gate -> the policy section whose settings its measurement depends on
+MEASURED_BY = {
+    "latency": "latency",
+    "lookahead": "lookahead",
+    "warmup_sensitivity": "lookahead",
+    "robustness": "robustness",
+    "cost_stress": "cost_stress",
+}
+
+
+def settings_mismatch(ev: Evidence, pol: GatePolicy, section: str) -> str | None:
+    """Return why the evidence's ``section`` was measured under other settings than ``pol``'s, else None."""
+    wanted = measurement_settings(pol)[section]
+    recorded = (ev.extras.get("settings") or {}).get(section)
+    if not isinstance(recorded, dict):
+        return (f"measured under different settings: the evidence records no {section} settings, the policy "
+                f"asks for {wanted}; re-run toolkit gates")
+    diff = [f"{k} measured {recorded.get(k)!r}, policy {v!r}" for k, v in sorted(wanted.items())
+            if recorded.get(k) != v]
+    diff += [f"{k} measured {recorded[k]!r}, policy has none" for k in sorted(set(recorded) - set(wanted))]
+    if not diff:
+        return None
+    return f"measured under different settings ({section}: {'; '.join(diff)}); re-run toolkit gates"
+
+
 def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
-    """Run every gate in a fixed order."""
-    return [g(ev, pol) for g in GATES]
+    """Run every gate in a fixed order.
+
+    A measured gate (``MEASURED_BY``) fails, whatever its measurement, when the evidence
+    was measured under other settings than ``pol``'s.
+    """
+    out = []
+    for g in GATES:
+        result = g(ev, pol)
+        section = MEASURED_BY.get(result.name)
+        why = settings_mismatch(ev, pol, section) if section else None
+        if why is not None:
+            result = GateResult(result.name, result.category, False,
+                                {**result.inputs, "measured_settings": (ev.extras.get("settings") or {}).get(section)},
+                                {**result.threshold, "settings": measurement_settings(pol)[section]}, why)
+        out.append(result)
+    return out

@@ -20,6 +20,10 @@
   (adjacent grid values, or ±step for a parameter without a grid axis),
   simulated with the backtest's own costs and capital.
 
+The extra evidence also records the policy settings it was measured under
+(``settings``, see ``measurement_settings``): a gate evaluated under a policy with
+other settings fails ("measured under different settings").
+
 The extra evidence is one canonical JSON document (``gate_evidence.json``);
 ``Evidence.sha256()`` = sha256 of ``"<bundle sha256>\\n<sha256 of that document>"``.
 """
@@ -45,10 +49,21 @@ from toolkit.errors import ConfigurationError, DataError
 from toolkit.gates.policy import GatePolicy
 from toolkit.strategies import ParameterError, Strategy, make_strategy
 
-__all__ = ["EXTRAS_FILE", "Evidence", "canonical_json", "collect_evidence", "neighbour_params"]
+__all__ = [
+    "EXTRAS_FILE",
+    "MEASURED_SECTIONS",
+    "Evidence",
+    "canonical_json",
+    "collect_evidence",
+    "lookahead_cuts",
+    "measurement_settings",
+    "neighbour_params",
+]
 
 EXTRAS_FILE = "gate_evidence.json"
 EXTRAS_SCHEMA = 1
+#: the policy sections whose settings shape a measurement (recorded in the extras under ``settings``)
+MEASURED_SECTIONS = ("latency", "lookahead", "robustness", "cost_stress")
 
 
 def _clean(value: Any) -> Any:
@@ -227,13 +242,45 @@ def _evenly(lo: int, hi: int, n: int) -> list[int]:
     return sorted({round(x) for x in np.linspace(lo, hi, n)})
 
 
+def lookahead_cuts(warmup: int, n_bars: int, samples: int) -> list[int]:
+    """Return the bar indices where histories are truncated: ``samples`` evenly spaced after the warm-up.
+
+    Fewer come back when the history has room for fewer distinct cuts (all achievable ones).
+    """
+    return _evenly(int(warmup) + 1, int(n_bars) - 1, int(samples))
+
+
+def measurement_settings(policy: GatePolicy) -> dict[str, dict[str, Any]]:
+    """Return the policy settings each measured section of the evidence depends on (JSON-safe).
+
+    Thresholds are left out (they only judge a measurement); these settings change
+    what is measured, so evidence measured under other settings must be collected again.
+    """
+    settings = {
+        "latency": {
+            "min_samples": policy.latency.min_samples,
+            "warmup_calls": policy.latency.warmup_calls,
+            "window_bars": policy.latency.window_bars,
+        },
+        "lookahead": {
+            "samples": policy.lookahead.samples,
+            "warmup_multiples": list(policy.lookahead.warmup_multiples),
+            "warmup_samples": policy.lookahead.warmup_samples,
+            "tolerance": policy.lookahead.tolerance,
+        },
+        "robustness": {"step": policy.robustness.step},
+        "cost_stress": {"factor": policy.cost_stress.factor, "allocation_usdt": policy.capital.allocation_usdt},
+    }
+    return json.loads(canonical_json(settings))  # type: ignore[no-any-return]
+
+
 def check_lookahead(
     strategy: Strategy, bars: pd.DataFrame, recorded: pd.Series, policy: GatePolicy
 ) -> dict[str, Any]:
     """Compare positions on truncated histories with the full-history positions at every bar up to the cut."""
     tol = policy.lookahead.tolerance
     full = strategy.positions(bars).to_numpy(dtype="float64")
-    points = _evenly(int(strategy.warmup) + 1, len(bars) - 1, policy.lookahead.samples)
+    points = lookahead_cuts(int(strategy.warmup), len(bars), policy.lookahead.samples)
     compared = mismatches = 0
     max_diff = 0.0
     first: dict[str, Any] | None = None
@@ -408,6 +455,7 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy) -> Evidence:
     cost, robust = measure_costs_and_neighbours(bundle, policy)
     extras: dict[str, Any] = {
         "schema": EXTRAS_SCHEMA,
+        "settings": measurement_settings(policy),
         "bundle_sha256": bundle_sha256(d),
         "bundle_files": list(BUNDLE_FILES),
         "strategy": {
