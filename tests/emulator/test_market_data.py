@@ -100,15 +100,24 @@ def test_bad_interval_and_unknown_symbol(client: Any) -> None:
         client.publicGetKlines({"symbol": "DOGEUSDT", "interval": "1m"})
 
 
-def test_async_client_markets_and_klines(emu: Emulator) -> None:
-    async def run() -> tuple[int, list[list[float]]]:
+def test_async_client_markets_and_klines(emu: Emulator, small_store: Any) -> None:
+    async def run() -> tuple[int, list[list[float]], list[list[float]]]:
         ex = exchange_client(url=emu.url, async_=True, enableRateLimit=False)
         try:
             markets = await ex.load_markets()
-            return len(markets), await ex.fetch_ohlcv("ETH/USDT", "5m", since=T0 - 3_600_000, limit=12)
+            btc = await ex.fetch_ohlcv("BTC/USDT", "5m", since=T0 - 3_600_000, limit=12)
+            eth = await ex.fetch_ohlcv("ETH/USDT", "5m", since=T0 - 3_600_000, limit=12)
+            return len(markets), btc, eth
         finally:
             await ex.close()
 
-    n, rows = asyncio.run(run())
+    n, btc, eth = asyncio.run(run())
     assert n == 2
-    assert rows == []  # ETH data (2024-08) lies after the replay time: nothing has closed yet
+    # the last hour before the replay time, as twelve real 5m bars aggregated from the stored 1m bars
+    one_min = BarStore(roots=[small_store]).load("BTC/USDT", "1m", "2024-02-29T23:00", "2024-02-29T23:59")
+    expected = resample_ohlcv(one_min, "5m")
+    assert len(btc) == 12 and [r[0] for r in btc] == [int(t.value // 1_000_000) for t in expected.index]
+    got = pd.DataFrame([r[1:6] for r in btc], columns=["open", "high", "low", "close", "volume"])
+    pd.testing.assert_frame_equal(got, expected[["open", "high", "low", "close", "volume"]].reset_index(drop=True),
+                                  check_exact=False, rtol=1e-9)
+    assert eth == []  # ETH data (2024-08) lies after the replay time: nothing has closed yet

@@ -25,23 +25,26 @@ from toolkit.emulator.testing import admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
 
 
-def _spawn(state: Path, port: int, cache: Path) -> subprocess.Popen[bytes]:
+def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Start ``toolkit emulator serve`` in a child process; its stderr goes to a log file, read on failure."""
     cmd = [sys.executable, "-c", "from toolkit.emulator.cli import app; app()", "serve", "--port", str(port),
            "--speed", "0", "--start", "2024-03-01", "--state", str(state), "--balance", "USDT=50000",
            "--symbols", "BTC/USDT"]
     env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = state.parent / f"emulator-{port}.log"
+    with log.open("wb") as err:  # a file never fills up and blocks the child the way an unread pipe can
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    procs.append(proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"emulator exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise AssertionError(f"emulator exited with {proc.returncode}: {log.read_text(errors='replace')}")
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3/ping", timeout=1).read()
             return proc
         except OSError:
             time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("emulator did not start within 30 s")
+    raise AssertionError(f"emulator did not start within 30 s: {log.read_text(errors='replace')}")
 
 
 @pytest.fixture
@@ -51,7 +54,7 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
     for p in started:
         if p.poll() is None:
             p.kill()
-            p.wait(timeout=10)
+        p.wait(timeout=10)
 
 
 def _client(port: int) -> Any:
@@ -62,7 +65,7 @@ def _client(port: int) -> Any:
 def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list[Any]) -> None:
     state, cache = tmp_path / "state.sqlite", tmp_path / "cache"
     port = free_port()
-    procs.append(_spawn(state, port, cache))
+    _spawn(state, port, cache, procs)
     url = f"http://127.0.0.1:{port}"
     ex = _client(port)
     buy = ex.create_order("BTC/USDT", "market", "buy", 0.05)
@@ -74,7 +77,7 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     procs[0].wait(timeout=10)
 
     port2 = free_port()
-    procs.append(_spawn(state, port2, cache))
+    _spawn(state, port2, cache, procs)
     ex2 = _client(port2)
     assert admin(f"http://127.0.0.1:{port2}", "GET", "/admin/status")["replay_ms"] == replay
     assert ex2.fetch_balance()["info"]["balances"] == before
@@ -87,7 +90,9 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     assert int(newer["id"]) > int(rest["id"])
     procs[1].send_signal(signal.SIGINT)
     procs[1].wait(timeout=10)
-    assert procs[1].returncode == 0
+    log = (tmp_path / f"emulator-{port2}.log").read_text(errors="replace")
+    assert procs[1].returncode == 0, log
+    assert "Traceback" not in log
 
 
 def test_in_process_restart_keeps_orders_and_clock(make_emulator: Any) -> None:
