@@ -25,12 +25,13 @@ from toolkit.emulator.testing import admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
 
 
-def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]],
+           env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``toolkit emulator serve`` in a child process; its stderr goes to a log file, read on failure."""
     cmd = [sys.executable, "-c", "from toolkit.emulator.cli import app; app()", "serve", "--port", str(port),
            "--speed", "0", "--start", "2024-03-01", "--state", str(state), "--balance", "USDT=50000",
            "--symbols", "BTC/USDT"]
-    env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache)}
+    env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache), **(env_extra or {})}
     log = state.parent / f"emulator-{port}.log"
     with log.open("wb") as err:  # a file never fills up and blocks the child the way an unread pipe can
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -136,3 +137,16 @@ def test_a_failed_start_closes_the_state_file_and_the_port(make_emulator: Any, t
     assert not Path(f"{state}-wal").exists()  # so the failed start closed its connection
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # and released the port
+
+
+def test_credentials_from_the_environment_stay_out_of_the_command_line(tmp_path: Path, procs: list[Any]) -> None:
+    key, secret = "desk-key-from-env", "desk-secret-from-env-7f3a"
+    port = free_port()
+    proc = _spawn(tmp_path / "state.sqlite", port, tmp_path / "cache", procs,
+                  {"EMULATOR_API_KEY": key, "EMULATOR_API_SECRET": secret})
+    assert secret not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()  # what `ps` shows
+    url = f"http://127.0.0.1:{port}"
+    with pytest.raises(ccxt.AuthenticationError):
+        _client(port).fetch_balance()  # the default credentials are no longer accepted
+    ex = exchange_client(url=url, api_key=key, secret=secret, enableRateLimit=False)
+    assert ex.fetch_balance()["USDT"]["free"] == 50_000

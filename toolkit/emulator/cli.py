@@ -46,8 +46,10 @@ def serve(
     speed: Annotated[float, typer.Option(help="Replay minutes per wall minute (1 = real time, 0 = "
                                                "stepped through POST /admin/clock).")] = 60.0,
     faults: Annotated[Path | None, typer.Option(help="JSON faults file (see docs/emulator.md).")] = None,
-    api_key: Annotated[str, typer.Option(help="Accepted API key.")] = DEFAULT_API_KEY,
-    api_secret: Annotated[str, typer.Option(help="Accepted API secret (HMAC-SHA256).")] = DEFAULT_API_SECRET,
+    api_key: Annotated[str, typer.Option(help="Accepted API key.", envvar="EMULATOR_API_KEY")] = DEFAULT_API_KEY,
+    api_secret: Annotated[str, typer.Option(
+        help="Accepted API secret (HMAC-SHA256); prefer the environment variable, which `ps` does not show.",
+        envvar="EMULATOR_API_SECRET", show_default=False)] = DEFAULT_API_SECRET,
     balance: Annotated[list[str] | None, typer.Option(help="Starting balance ASSET=AMOUNT (repeatable); "
                                                            "used only for a new state file.")] = None,
     symbols: Annotated[str, typer.Option(help="Comma-separated ccxt symbols.")] = "BTC/USDT",
