@@ -8,6 +8,7 @@ from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from toolkit.data.store import BarStore, parse_time
@@ -47,6 +48,15 @@ def _check(engine: Engine) -> None:
         assert locked == locks.get(asset, D(0)), (asset, locked, dict(locks))
         assert free + locked == expected.get(asset, D(0)), (asset, free + locked, expected.get(asset))
     assert engine.state.balances() == {a: (f, lk) for a, (f, lk) in engine.bal.items()}
+    # one participation budget per bar, shared by every order: at most the cap of its larger reference
+    # volume (the previous bar's for takers, the bar's own for resting limits)
+    feed, share = engine.feeds["BTCUSDT"], engine.params.max_participation
+    per_bar: dict[int, Decimal] = defaultdict(Decimal)
+    for trade in engine.state.trades("BTCUSDT", limit=10**9):
+        per_bar[trade.time - trade.time % MINUTE] += trade.qty
+    for bar_ms, qty in per_bar.items():
+        j = int(np.searchsorted(feed.t, bar_ms))
+        assert qty <= D(f"{max(feed.v[j - 1], feed.v[j]) * share:.8f}"), (bar_ms, qty)
     stored_open = {o.order_id: o.locked for o in engine.state.open_orders()}
     assert stored_open == {i: o.locked for i, o in engine.open.items()}
 
@@ -147,6 +157,27 @@ def test_a_failure_mid_order_rolls_back_memory_and_sqlite(small_store: Path, tmp
         # nothing of the failed attempts leaks into the next commit
         order, _ = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D("0.5"), None, None, "works")
         assert order.order_id == 1_000_002 and order.status == "FILLED"
+        _check(engine)
+    finally:
+        engine.state.close()
+
+
+def test_orders_in_one_bar_share_its_participation_cap(small_store: Path, tmp_path: Path) -> None:
+    params = MatchingParams(max_participation=0.005)
+    engine = _engine(small_store, tmp_path / "s.sqlite", "2024-03-01T00:00:30Z", params)
+    try:
+        feed = engine.feeds["BTCUSDT"]
+        k = feed.index_at(engine.clock.now_ms())
+        cap = round_step(D(f"{feed.v[k - 1] * 0.005:.8f}"), D("0.00001"))
+        assert 0 < cap * 2 < 3  # affordable and under MARKET_LOT_SIZE
+        first, _ = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", cap * 2, None, None, None)
+        assert first.executed_qty == cap  # the whole budget of this bar
+        second, fills = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D("0.01"), None, None, None)
+        assert fills == [] and second.status == "NEW"  # nothing left in this bar
+        engine.advance(10 * MINUTE)  # later bars' budgets serve the older order first, then the newer
+        first, second = (engine.state.get_order("BTCUSDT", o.order_id) for o in (first, second))
+        assert first is not None and second is not None
+        assert first.status == second.status == "FILLED" and first.update_time <= second.update_time
         _check(engine)
     finally:
         engine.state.close()

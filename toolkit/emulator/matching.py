@@ -80,6 +80,8 @@ class Engine:
             self.bal.setdefault(r.quote, [Decimal(0), Decimal(0)])
         self.open: dict[int, Order] = {o.order_id: o for o in state.open_orders()}
         self.processed = int(state.get_meta("processed_ms") or clock.now_ms())
+        #: per symbol: (open time of the bar, quantity filled in it) -- the shared participation budget
+        self._used: dict[str, tuple[int, Decimal]] = {}
 
     # -- clock ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -100,6 +102,7 @@ class Engine:
             self.bal.setdefault(r.quote, [Decimal(0), Decimal(0)])
         self.open = {o.order_id: o for o in self.state.open_orders()}
         self.processed = int(self.state.get_meta("processed_ms") or self.processed)
+        self._used = {}
 
     def sync(self) -> int:
         """Process every bar event up to the clock's time and return that time.
@@ -146,6 +149,24 @@ class Engine:
     def _cap(self, rules: SymbolRules, vol: float) -> Decimal:
         return round_step(Decimal(f"{vol * self.params.max_participation:.8f}"), rules.step)
 
+    def _room(self, symbol: str, bar_ms: int, cap: Decimal) -> Decimal:
+        """Return what is left of ``cap`` in the bar opening at ``bar_ms`` after this symbol's fills in it."""
+        if symbol not in self._used:
+            raw = self.state.get_meta(f"bar_used:{symbol}")
+            t, q = raw.split(":") if raw else ("-1", "0")
+            self._used[symbol] = (int(t), Decimal(q))
+        t_used, used = self._used[symbol]
+        return max(Decimal(0), cap - (used if t_used == bar_ms else Decimal(0)))
+
+    def _use(self, symbol: str, bar_ms: int, fills: list[Trade]) -> None:
+        qty = sum((t.qty for t in fills), Decimal(0))
+        if not qty:
+            return
+        t_used, used = self._used.get(symbol, (-1, Decimal(0)))
+        total = (used if t_used == bar_ms else Decimal(0)) + qty
+        self._used[symbol] = (bar_ms, total)
+        self.state.set_meta(f"bar_used:{symbol}", f"{bar_ms}:{total}")
+
     def quote(self, symbol: str, lag_ms: int = 0) -> tuple[Decimal, Decimal, float]:
         """Return (bid, ask, last closed bar volume) from the last bar closed ``lag_ms`` before now."""
         with self.lock:
@@ -184,7 +205,8 @@ class Engine:
             client_id = client_id or "emu" + secrets.token_hex(10)
             if any(o.symbol == symbol and o.client_order_id == client_id for o in self.open.values()):
                 raise BinanceError(400, -2010, "Duplicate order sent.")
-            _, ref, hs, vol = self._market(symbol, now)
+            k, ref, hs, vol = self._market(symbol, now)
+            bar_ms = int(self.feeds[symbol].t[k])
             by_quote = qty is None and quote_qty is not None
             if by_quote:
                 assert quote_qty is not None
@@ -219,7 +241,7 @@ class Engine:
             self.open[order.order_id] = order
             fills: list[Trade] = []
             if marketable:
-                q = min(order.remaining, self._cap(rules, vol))
+                q = min(order.remaining, self._room(symbol, bar_ms, self._cap(rules, vol)))
                 if tif == "FOK" and q < order.orig_qty:
                     q = Decimal(0)
                 if q > 0:
@@ -227,6 +249,7 @@ class Engine:
                     if price is not None:
                         px = min(px, price) if side == "BUY" else max(px, price)
                     fills.extend(self._fill(order, q, px, now, maker=False))
+                    self._use(symbol, bar_ms, fills)
             if order.is_open and tif in ("IOC", "FOK"):
                 self._close(order, "EXPIRED", now)
             self.state.save_order(order)
@@ -373,18 +396,21 @@ class Engine:
         ref = Decimal(f"{feed.o[j]:.8f}")
         hs = max(self.params.min_half_spread_bps * 1e-4,
                  self.params.spread_coef * (feed.h[p] - feed.lo[p]) / feed.c[p])
-        room = self._cap(rules, float(feed.v[p]))
+        t_j = int(feed.t[j])
+        room = self._room(rules.symbol, t_j, self._cap(rules, float(feed.v[p])))
         for order in orders:
             q = min(order.remaining, room)
             if q <= 0:
                 break
             px = self._price(rules, order.side, ref, hs, q, float(feed.v[p]))
-            done = self._fill(order, q, px, int(feed.t[j]), maker=False)
+            done = self._fill(order, q, px, t_j, maker=False)
+            self._use(rules.symbol, t_j, done)
             room -= sum((t.qty for t in done), Decimal(0))
             self.state.save_order(order)
 
     def _on_close(self, rules: SymbolRules, feed: BarFeed, j: int, orders: list[Order]) -> None:
-        room = self._cap(rules, float(feed.v[j]))
+        t_j = int(feed.t[j])
+        room = self._room(rules.symbol, t_j, self._cap(rules, float(feed.v[j])))
         for order in orders:
             px = float(order.price)
             crossed = feed.lo[j] < px if order.side == "BUY" else feed.h[j] > px
@@ -393,6 +419,7 @@ class Engine:
             q = min(order.remaining, room)
             if q <= 0:
                 break
-            done = self._fill(order, q, order.price, int(feed.t[j]) + MINUTE - 1, maker=True)
+            done = self._fill(order, q, order.price, t_j + MINUTE - 1, maker=True)
+            self._use(rules.symbol, t_j, done)
             room -= sum((t.qty for t in done), Decimal(0))
             self.state.save_order(order)
