@@ -94,3 +94,9 @@ def test_limit_maker_that_would_take_is_rejected(client: Any) -> None:
         client.create_order("BTC/USDT", "limit", "buy", 0.001, round(last * 1.01, 2), {"postOnly": True})
     ok = client.create_order("BTC/USDT", "limit", "buy", 0.001, round(last * 0.99, 2), {"postOnly": True})
     assert ok["status"] == "open" and ok["info"]["type"] == "LIMIT_MAKER"
+
+
+def test_recv_window_above_the_limit_is_rejected(client: Any) -> None:
+    with pytest.raises(ccxt.ExchangeError, match="recvWindow must be less than 60000") as info:
+        client.fetch_balance({"recvWindow": 60_001})
+    assert '"code":-1131' in str(info.value)  # ccxt 4.5.90 maps -1131 on spot to plain ExchangeError
