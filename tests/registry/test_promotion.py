@@ -422,3 +422,79 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
     assert after == before and after["aliases"].get("champion") is None
     events = AuditLog(registry.audit).events(registry.model)
     assert [(e["outcome"], e["to_version"]) for e in events] == [("refused", "1")]
+
+
+# ----------------------------------------------------------------------------- failures half-way
+
+
+def _fail_champion_alias(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make MLflow refuse to move alias ``champion`` (an MlflowException, as a broken store raises)."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow import MlflowClient
+
+    real = MlflowClient.set_registered_model_alias
+    calls: list[str] = []
+
+    def failing(self: MlflowClient, name: str, alias: str, version: str) -> None:
+        calls.append(alias)
+        if alias == "champion":
+            raise MlflowException("simulated store failure while moving the alias")
+        real(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", failing)
+    return calls
+
+
+def test_promote_failing_half_way_restores_the_snapshot(registry: Registry) -> None:
+    """The alias move fails after the version's tags were written and ``candidate`` was consumed.
+
+    The failure is injected by monkeypatching one ``MlflowClient`` method (the brief allows it
+    here): every other call goes to the real sqlite store.
+    """
+    from toolkit.errors import RegistryError
+
+    before = reg_versions.registry_snapshot(registry.model)
+    assert before["aliases"] == {"candidate": "3"}
+    with pytest.MonkeyPatch.context() as mp:
+        calls = _fail_champion_alias(mp)
+        with pytest.raises(RegistryError, match="failed half-way"):
+            promote(registry.model, 3, reason="doomed", actor="tester")
+    assert calls == ["champion", "candidate"]  # the failed move, then candidate put back from the snapshot
+    assert reg_versions.registry_snapshot(registry.model) == before  # tags and aliases as they were
+    events = AuditLog(registry.audit).events(registry.model)
+    assert events[-1]["outcome"] == "error" and "simulated store failure" in events[-1]["detail"]
+
+
+def test_rollback_failing_half_way_restores_the_snapshot(registry: Registry) -> None:
+    """As above for rollback: the champion alias cannot move back (one MlflowClient method patched)."""
+    from toolkit.errors import RegistryError
+
+    promote(registry.model, 2, reason="first", actor="tester")
+    promote(registry.model, 3, reason="second", actor="tester")
+    before = reg_versions.registry_snapshot(registry.model)
+    with pytest.MonkeyPatch.context() as mp:
+        _fail_champion_alias(mp)
+        with pytest.raises(RegistryError, match="failed half-way"):
+            rollback(registry.model, reason="doomed", actor="tester")
+    assert reg_versions.registry_snapshot(registry.model) == before
+
+
+def test_bookkeeping_failure_after_the_alias_moved_keeps_the_promotion(registry: Registry) -> None:
+    """Logging the cycle metrics fails (``MlflowClient.log_metric`` patched to raise): the promotion stands,
+    and the failure is reported in the result and the audit row."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow import MlflowClient
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise MlflowException("simulated metric store failure")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MlflowClient, "log_metric", failing)
+        done = promote(registry.model, 2, reason="go", actor="tester")
+    assert done["promoted"] is True and "simulated metric store failure" in done["bookkeeping_error"]
+    assert reg_versions.alias_version(registry.model, "champion") == "2"
+    assert _tags(registry, "2")["promotion.state"] == "champion"
+    row = AuditLog(registry.audit).events(registry.model)[-1]
+    assert row["outcome"] == "done" and "bookkeeping failed" in row["detail"]

@@ -114,6 +114,9 @@ def promote_command(
         typer.echo(f"{model}: champion {result['from_version'] or '-'} -> {result['to_version']} by "
                    f"{result['actor']} at {result['at']} (verdict {_short(result['verdict_sha'])}, "
                    f"{result['cycle_hours']:.2f} h from registration)")
+    if result.get("bookkeeping_error"):
+        typer.echo(f"warning: promotion done, but logging the promotion-cycle figures failed: "
+                   f"{result['bookkeeping_error']}", err=True)
 
 
 def rollback_command(
@@ -136,6 +139,9 @@ def rollback_command(
     else:
         typer.echo(f"{model}: champion {result['from_version']} -> {result['to_version']} (rollback) by "
                    f"{result['actor']} at {result['at']}")
+    if result.get("bookkeeping_error"):
+        typer.echo(f"warning: rollback done, but logging the promotion-cycle figures failed: "
+                   f"{result['bookkeeping_error']}", err=True)
 
 
 def status_command(

@@ -15,6 +15,10 @@ is still written to the audit trail, which is not part of MLflow).
 
 The replaced champion is remembered on the new one (tag
 ``promotion.previous_champion``); ``rollback`` moves ``champion`` back to it.
+Both take a ``registry_snapshot`` first, write the tags, and move alias
+``champion`` last; a failure on the way restores every tag and alias from the
+snapshot. The promotion-cycle bookkeeping runs after the alias moved: its failure
+does not undo the promotion but is reported (``bookkeeping_error`` and the audit row).
 Both run under one inter-process lock and append to the audit trail; their
 figures (time from registration to promotion, promotion and rollback counts) are
 logged as metrics of a per-model run in experiment ``registry`` and as
@@ -46,6 +50,7 @@ from toolkit.registry.versions import (
     mlflow_call,
     model_aliases,
     parse_verdict,
+    registry_snapshot,
     require_model,
     utc_now,
     version_info,
@@ -271,14 +276,41 @@ def _policy_note(policy: dict[str, str]) -> str:
     return f"policy in force: {policy['name']} version {policy['version']} ({policy['path']})"
 
 
-def _restore_alias(model_name: str, version: str | None) -> None:
+def _restore_snapshot(model_name: str, snap: dict[str, Any]) -> str:
+    """Put every alias, model tag and version tag back as in ``snap``; return what happened (one line)."""
+    c = client()
     try:
-        if version is None:
-            client().delete_registered_model_alias(model_name, CHAMPION)
-        else:
-            client().set_registered_model_alias(model_name, CHAMPION, version)
-    except Exception:  # pragma: no cover - best effort; the audit row says what happened
-        pass
+        now = registry_snapshot(model_name)
+        for v, state in snap["versions"].items():
+            was, cur = state["tags"], now["versions"].get(v, {}).get("tags", {})
+            for k in sorted(set(cur) - set(was)):
+                c.delete_model_version_tag(model_name, v, k)
+            for k, val in sorted(was.items()):
+                if cur.get(k) != val:
+                    c.set_model_version_tag(model_name, v, k, val)
+        for k in sorted(set(now["model_tags"]) - set(snap["model_tags"])):
+            c.delete_registered_model_tag(model_name, k)
+        for k, val in sorted(snap["model_tags"].items()):
+            if now["model_tags"].get(k) != val:
+                c.set_registered_model_tag(model_name, k, val)
+        for alias in sorted(set(now["aliases"]) - set(snap["aliases"])):
+            c.delete_registered_model_alias(model_name, alias)
+        for alias, v in sorted(snap["aliases"].items()):
+            if now["aliases"].get(alias) != v:
+                c.set_registered_model_alias(model_name, alias, v)
+    except Exception as exc:  # report, do not mask the original failure
+        return f"restoring the tags and aliases from the snapshot ALSO failed ({exc}); check `toolkit status`"
+    return "tags and aliases restored from the snapshot taken before the change"
+
+
+def _bookkeeping(model_name: str, now: pd.Timestamp, action: str,
+                 cycle_hours: float | None) -> tuple[dict[str, Any], str | None]:
+    """Log the cycle figures after the alias moved; a failure is returned, never raised (the move stands)."""
+    try:
+        return _log_cycle(model_name, now, action, cycle_hours), None
+    except Exception as exc:
+        return ({"promotions": None, "rollbacks": None, "cycle_hours": cycle_hours, "registry_run_id": None},
+                f"{type(exc).__name__}: {exc}"[:2000])
 
 
 def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = utc_now,
@@ -315,6 +347,7 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
         info = version_info(model_name, v)
         created = pd.Timestamp(info["created_at"])
         cycle_hours = (now - created).total_seconds() / 3600.0
+        snap = registry_snapshot(model_name)  # what a failure half-way is rolled back to
         c = client()
         try:
             tags = {"promotion.state": CHAMPION, "promotion.promoted_at": now.isoformat(),
@@ -325,22 +358,24 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
                     "promotion.cycle_hours": f"{cycle_hours:.6f}"}
             for k, val in tags.items():
                 c.set_model_version_tag(model_name, v, k, val)
-            c.set_registered_model_alias(model_name, CHAMPION, v)
             if previous is not None:
                 c.set_model_version_tag(model_name, previous, "promotion.state", "retired")
             if alias_version(model_name, CANDIDATE) == v:
                 c.delete_registered_model_alias(model_name, CANDIDATE)
-            figures = _log_cycle(model_name, now, "promote", cycle_hours)
+            c.set_registered_model_alias(model_name, CHAMPION, v)  # last: the promotion takes effect here
         except Exception as exc:
-            _restore_alias(model_name, previous)
-            log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]} [{event.detail}]"))
-            raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); champion "
-                                f"restored to {previous or 'unset'}") from exc
+            restored = _restore_snapshot(model_name, snap)
+            log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
+            raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); {restored}; "
+                                f"champion is {previous or 'unset'}") from exc
+        figures, book_error = _bookkeeping(model_name, now, "promote", cycle_hours)
+        if book_error:
+            event = replace(event, detail=f"promotion-cycle bookkeeping failed: {book_error} [{event.detail}]")
         row = log.append(event)
     return {"model": model_name, "promoted": True, "from_version": previous, "to_version": v, "actor": who,
             "at": now.isoformat(), "reason": reason, "verdict_sha": result["verdict_sha"],
             "policy_sha": result["policy_sha"], "policy": result["policy"], "audit_id": row["id"],
-            "checks": result["checks"], **figures}
+            "checks": result["checks"], "bookkeeping_error": book_error, **figures}
 
 
 def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = utc_now,
@@ -379,6 +414,7 @@ def rollback(model_name: str, reason: str, actor: str | None = None, clock: Cloc
             log.append(replace(event, outcome="refused", detail=why))
             raise PromotionRefused(f"rollback of {model_name} refused: {why}")
         assert current is not None and target is not None
+        snap = registry_snapshot(model_name)  # what a failure half-way is rolled back to
         c = client()
         try:
             for k, val in {"promotion.state": "rolled_back", "rollback.rolled_back_at": now.isoformat(),
@@ -387,17 +423,19 @@ def rollback(model_name: str, reason: str, actor: str | None = None, clock: Cloc
                 c.set_model_version_tag(model_name, current, k, val)
             c.set_model_version_tag(model_name, target, "promotion.state", CHAMPION)
             c.set_model_version_tag(model_name, target, "rollback.restored_at", now.isoformat())
-            c.set_registered_model_alias(model_name, CHAMPION, target)
-            figures = _log_cycle(model_name, now, "rollback", None)
+            c.set_registered_model_alias(model_name, CHAMPION, target)  # last: the rollback takes effect here
         except Exception as exc:
-            _restore_alias(model_name, current)
-            log.append(replace(event, outcome="error", detail=str(exc)[:2000]))
-            raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); champion restored to "
+            restored = _restore_snapshot(model_name, snap)
+            log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored}"))
+            raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); {restored}; champion is "
                                 f"{current}") from exc
+        figures, book_error = _bookkeeping(model_name, now, "rollback", None)
+        if book_error:
+            event = replace(event, detail=f"promotion-cycle bookkeeping failed: {book_error}")
         row = log.append(event)
     return {"model": model_name, "rolled_back": True, "from_version": current, "to_version": target,
             "actor": who, "at": now.isoformat(), "reason": reason, "verdict_sha": event.verdict_sha,
-            "audit_id": row["id"], **figures}
+            "audit_id": row["id"], "bookkeeping_error": book_error, **figures}
 
 
 def _float(text: str | None) -> float | None:
