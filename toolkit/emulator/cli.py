@@ -68,10 +68,12 @@ def serve(
         allow_remote=allow_remote, log_requests=log_requests,
     )
     emu = Emulator(cfg)
-    status = emu.status()
-    typer.echo(f"emulator on {emu.url} | replay {status['replay_time']} at speed {cfg.speed:g} | "
-               f"state {status['state']} | symbols {', '.join(status['symbols'])}", err=True)
     try:
+        status = emu.status()
+        typer.echo(f"emulator on {emu.url} | replay {status['replay_time']} at speed {cfg.speed:g} | "
+                   f"state {status['state']} | symbols {', '.join(status['symbols'])}", err=True)
         emu.serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        emu.stop()  # idempotent: also after serve_forever's own stop
