@@ -28,6 +28,11 @@ def _tags(reg: Registry, version: str) -> dict[str, str]:
     return reg_versions.version_info(reg.model, version)["tags"]
 
 
+def _trail(reg: Registry) -> list[dict[str, object]]:
+    """Return the promote and rollback rows of the audit trail (not the candidate rows of the session build)."""
+    return [e for e in AuditLog(reg.audit).events(reg.model) if e["action"] in ("promote", "rollback")]
+
+
 # ----------------------------------------------------------------------------- reading state
 
 
@@ -130,10 +135,10 @@ def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, c
         promote(registry.model, version, reason=f"test {case}", actor="tester")
     assert f"{check}:" in str(e.value)
     assert reg_versions.registry_snapshot(registry.model) == before
-    events = AuditLog(registry.audit).events(registry.model)
+    events = _trail(registry)
     assert [(x["action"], x["outcome"], x["to_version"], x["actor"]) for x in events] == [
-        ("promote", "refused", version, "tester")]
-    assert check in events[0]["detail"]
+        ("promote", "started", version, "tester"), ("promote", "refused", version, "tester")]
+    assert check in events[1]["detail"] and events[0]["id"] in events[1]["detail"]
 
 
 def test_refusal_lists_the_reason_for_a_tightened_policy(registry: Registry, tmp_path: Path,
@@ -171,8 +176,9 @@ def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) ->
     with pytest.raises(PromotionRefused, match="nothing to roll back to"):
         rollback(registry.model, reason="only one champion ever", actor="tester")
     assert reg_versions.registry_snapshot(registry.model) == before
-    outcomes = [(x["action"], x["outcome"]) for x in AuditLog(registry.audit).events(registry.model)]
-    assert outcomes == [("rollback", "refused"), ("promote", "done"), ("rollback", "refused")]
+    outcomes = [(x["action"], x["outcome"]) for x in _trail(registry)]
+    assert outcomes == [("rollback", "started"), ("rollback", "refused"), ("promote", "started"), ("promote", "done"),
+                        ("rollback", "started"), ("rollback", "refused")]
 
 
 # ----------------------------------------------------------------------------- promote, promote, rollback
@@ -209,9 +215,10 @@ def test_promote_promote_rollback(registry: Registry) -> None:
     assert reg_versions.registry_snapshot(m) == before
 
     log = AuditLog(registry.audit)
-    assert log.verify() == 4
+    assert log.verify() == len(log.events())
+    assert [e["outcome"] for e in _trail(registry)] == ["started", "done"] * 3 + ["started", "refused"]
     done = [(e["action"], e["from_version"], e["to_version"], e["actor"], e["reason"])
-            for e in log.events(m) if e["outcome"] == "done"]
+            for e in _trail(registry) if e["outcome"] == "done"]
     assert done == [("promote", None, "2", "alice", "best OOS Sharpe"), ("promote", "2", "3", "bob", "newer data"),
                     ("rollback", "3", "2", "carol", "slippage above model")]
     assert all(pd.Timestamp(e["at"]).tzname() == "UTC" for e in log.events(m))
@@ -241,7 +248,7 @@ def test_two_promotes_racing_in_separate_processes(registry: Registry) -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     results = [json.loads(o[0]) for o in outs]
-    events = [e for e in AuditLog(registry.audit).events(registry.model) if e["action"] == "promote"]
+    events = [e for e in _trail(registry) if e["outcome"] != "started"]
     assert len(events) == 2 and all(e["outcome"] == "done" for e in events)
     first, second = events
     assert first["from_version"] is None and second["from_version"] == first["to_version"]
@@ -249,7 +256,8 @@ def test_two_promotes_racing_in_separate_processes(registry: Registry) -> None:
     assert reg_versions.alias_version(registry.model, "champion") == second["to_version"]
     assert _tags(registry, second["to_version"])["promotion.previous_champion"] == first["to_version"]
     assert {r["audit_id"] for r in results} == {first["id"], second["id"]}
-    assert AuditLog(registry.audit).verify() == 2
+    assert [e["outcome"] for e in _trail(registry)].count("started") == 2
+    assert AuditLog(registry.audit).verify() == len(AuditLog(registry.audit).events())
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -307,9 +315,9 @@ def test_verdict_under_a_what_if_policy_is_not_promotable(registry: Registry, tm
                             timeout=120)
     assert forced.returncode == 2 and "--policy" in forced.stderr
     assert reg_versions.registry_snapshot(registry.model) == before
-    events = AuditLog(registry.audit).events(registry.model)
-    assert [(e["outcome"], e["to_version"]) for e in events] == [("refused", "2")]
-    assert "policy in force: desk-default version 2026.11.1" in events[0]["detail"]
+    events = _trail(registry)
+    assert [(e["outcome"], e["to_version"]) for e in events] == [("started", "2"), ("refused", "2")]
+    assert "policy in force: desk-default version 2026.11.1" in events[1]["detail"]
 
 
 def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
@@ -420,8 +428,8 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
         promote(registry.model, 1, reason="forged", actor="mallory")
     after = reg_versions.registry_snapshot(registry.model)
     assert after == before and after["aliases"].get("champion") is None
-    events = AuditLog(registry.audit).events(registry.model)
-    assert [(e["outcome"], e["to_version"]) for e in events] == [("refused", "1")]
+    events = _trail(registry)
+    assert [(e["outcome"], e["to_version"]) for e in events] == [("started", "1"), ("refused", "1")]
 
 
 # ----------------------------------------------------------------------------- failures half-way
@@ -498,3 +506,77 @@ def test_bookkeeping_failure_after_the_alias_moved_keeps_the_promotion(registry:
     assert _tags(registry, "2")["promotion.state"] == "champion"
     row = AuditLog(registry.audit).events(registry.model)[-1]
     assert row["outcome"] == "done" and "bookkeeping failed" in row["detail"]
+
+
+# ----------------------------------------------------------------------------- audit of every attempt
+
+
+def test_attempts_that_raise_are_audited(registry: Registry, tmp_path: Path) -> None:
+    """An unknown version, and a promote that cannot get the lock (held by another real process)."""
+    from toolkit.errors import TemporaryError
+
+    with pytest.raises(ConfigurationError):
+        promote(registry.model, 42, reason="typo", actor="tester")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom toolkit.registry.audit import registry_lock\n"
+         f"with registry_lock({str(registry.audit)!r}):\n    print('held', flush=True)\n    time.sleep(20)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TemporaryError, match="still held"):
+            promote(registry.model, 2, reason="busy", actor="tester", lock_timeout=0.3)
+        with pytest.raises(TemporaryError, match="still held"):
+            rollback(registry.model, reason="busy", actor="tester", lock_timeout=0.3)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    rows = [(e["action"], e["outcome"], e["to_version"]) for e in _trail(registry)]
+    assert rows == [("promote", "started", "42"), ("promote", "error", "42"), ("promote", "started", "2"),
+                    ("promote", "error", "2"), ("rollback", "started", None), ("rollback", "error", None)]
+    errors = [e for e in _trail(registry) if e["outcome"] == "error"]
+    assert "ConfigurationError" in errors[0]["detail"] and "TemporaryError" in errors[1]["detail"]
+    assert reg_versions.alias_version(registry.model, "champion") is None
+
+
+def test_started_row_is_written_before_mlflow_changes(registry: Registry) -> None:
+    """When the champion alias moves, the trail already holds the attempt's ``started`` row."""
+    from mlflow import MlflowClient
+
+    seen: list[list[str]] = []
+    real = MlflowClient.set_registered_model_alias
+
+    def spy(self: MlflowClient, name: str, alias: str, version: str) -> None:
+        seen.append([e["outcome"] for e in _trail(registry)])
+        real(self, name, alias, version)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MlflowClient, "set_registered_model_alias", spy)
+        promote(registry.model, 2, reason="go", actor="tester")
+    assert seen == [["started"]]
+    assert [e["outcome"] for e in _trail(registry)] == ["started", "done"]
+
+
+def test_candidate_moves_are_audited(registry: Registry, tmp_path: Path) -> None:
+    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
+
+    log = AuditLog(registry.audit)
+    built = [(e["action"], e["outcome"], e["from_version"], e["to_version"]) for e in log.events(registry.model)]
+    assert built == [("candidate", "started", None, "2"), ("candidate", "done", None, "2"),
+                     ("candidate", "started", None, "3"), ("candidate", "done", "2", "3")]
+    # version 3 re-evaluated under the shipped policy fails: candidate withdrawn, and audited
+    files = reg_versions.download_gate_artifacts(registry.model, 3, tmp_path / "g")
+    bundle = reg_versions.download_evidence(registry.model, 3, tmp_path / "b")
+    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
+    assert not strict.passed
+    (tmp_path / "v" / "verdict.json").parent.mkdir()
+    (tmp_path / "v" / "verdict.json").write_text(strict.to_json(), encoding="utf-8")
+    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"],
+                                actor="gatekeeper")
+    assert reg_versions.alias_version(registry.model, "candidate") is None
+    last = log.events(registry.model)[-2:]
+    assert [(e["action"], e["outcome"], e["from_version"], e["to_version"], e["actor"]) for e in last] == [
+        ("candidate", "started", None, None, "gatekeeper"), ("candidate", "done", "3", None, "gatekeeper")]
+    assert "withdrawn" in last[1]["reason"] and last[1]["verdict_sha"] == strict.verdict_sha
+    # recording it again changes no alias, so writes no row
+    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"])
+    assert len(log.events(registry.model)) == len(built) + 2

@@ -1,7 +1,12 @@
 """The promotion audit trail: an append-only, hash-chained SQLite log, and the registry lock.
 
-Every promote and rollback attempt (done or refused) is one row: who, when (UTC),
-model, from -> to version, reason, the verdict sha and the outcome. The table
+Every promote and rollback attempt writes a ``started`` row before anything
+changes, then one row with its outcome (``done``, ``refused`` or ``error``, the
+last also when the attempt raised: unknown version, MLflow failure, lock
+timeout): who, when (UTC), model, from -> to version, reason, the verdict sha.
+Setting or withdrawing alias ``candidate`` when a verdict is recorded is audited
+the same way (action ``candidate``). A ``started`` row without an outcome row
+means the process died part-way. The table
 refuses UPDATE and DELETE (triggers), and each row carries the sha256 of its own
 content chained to the previous row's, so an edit made with another tool is
 detected by ``AuditLog.verify``. The file lives beside the local sqlite tracking
@@ -16,24 +21,27 @@ also written as version tags by ``toolkit.registry.promotion``.
 from __future__ import annotations
 
 import fcntl
+import getpass
 import hashlib
 import json
+import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from toolkit import config
 from toolkit.errors import ConfigurationError, RegistryError, TemporaryError
 
-__all__ = ["ACTIONS", "OUTCOMES", "AuditEvent", "AuditLog", "default_audit_path", "registry_lock"]
+__all__ = ["ACTIONS", "OUTCOMES", "AuditAttempt", "AuditEvent", "AuditLog", "default_actor", "default_audit_path",
+           "registry_lock"]
 
-ACTIONS = ("promote", "rollback")
-OUTCOMES = ("done", "refused", "error")
+ACTIONS = ("promote", "rollback", "candidate")
+OUTCOMES = ("started", "done", "refused", "error")
 _GENESIS = "0" * 64
 
 _SCHEMA = """
@@ -63,6 +71,17 @@ BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
 
 _FIELDS = ("id", "model", "action", "outcome", "from_version", "to_version", "actor", "at", "reason",
            "verdict_sha", "policy_sha", "detail")
+
+
+def default_actor() -> str:
+    """Return who is acting: ``$USER``, else the login name, else ``unknown``."""
+    env = os.environ.get("USER") or os.environ.get("LOGNAME")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # pragma: no cover - no passwd entry
+        return "unknown"
 
 
 def default_audit_path() -> Path:
@@ -171,6 +190,35 @@ class AuditLog:
                                     "its hash chain: the log was altered outside the toolkit")
             prev = r["sha"]
         return len(rows)
+
+
+class AuditAttempt:
+    """One audited attempt: a ``started`` row now, exactly one outcome row later (``end`` or ``fail``)."""
+
+    def __init__(self, log: AuditLog, model: str, action: str, who: str, reason: str, clock: Callable[[], Any],
+                 to_version: str | None) -> None:
+        self.log, self.clock, self.ended = log, clock, False
+        self.base = AuditEvent(model=model, action=action, outcome="started", actor=who,
+                               at=clock().tz_convert("UTC").isoformat(), reason=reason, to_version=to_version,
+                               detail="attempt started; nothing changed yet")
+        self.started = log.append(self.base)
+
+    def append(self, event: AuditEvent) -> dict[str, Any]:
+        """Write the attempt's outcome row (its detail names the ``started`` row)."""
+        note = f"attempt {self.started['id']}"
+        row = self.log.append(replace(event, detail=f"{event.detail} [{note}]" if event.detail else note))
+        self.ended = True
+        return row
+
+    def fail(self, exc: BaseException) -> None:
+        """Write an ``error`` row for an attempt that raised before writing its outcome."""
+        if self.ended:
+            return
+        at = self.clock().tz_convert("UTC").isoformat()
+        self.append(AuditEvent(model=self.base.model, action=self.base.action, outcome="error",
+                               actor=self.base.actor, at=at, reason=self.base.reason,
+                               to_version=self.base.to_version,
+                               detail=f"{type(exc).__name__}: {exc}"[:2000]))
 
 
 @contextmanager

@@ -27,9 +27,7 @@ registered-model tags.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -40,7 +38,14 @@ import pandas as pd
 
 from toolkit.backtest.bundle import bundle_sha256
 from toolkit.errors import PromotionRefused, RegistryError, ToolkitError
-from toolkit.registry.audit import AuditEvent, AuditLog, default_audit_path, registry_lock
+from toolkit.registry.audit import (
+    AuditAttempt,
+    AuditEvent,
+    AuditLog,
+    default_actor,
+    default_audit_path,
+    registry_lock,
+)
 from toolkit.registry.mlflow_store import client, ensure_experiment
 from toolkit.registry.versions import (
     alias_version,
@@ -72,17 +77,6 @@ CHAMPION = "champion"
 CANDIDATE = "candidate"
 REGISTRY_EXPERIMENT = "registry"
 Clock = Callable[[], pd.Timestamp]
-
-
-def default_actor() -> str:
-    """Return who is acting: ``$USER``, else the login name, else ``unknown``."""
-    env = os.environ.get("USER") or os.environ.get("LOGNAME")
-    if env:
-        return env
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # pragma: no cover - no passwd entry
-        return "unknown"
 
 
 def current_policy_sha() -> str:
@@ -314,7 +308,7 @@ def _bookkeeping(model_name: str, now: pd.Timestamp, action: str,
 
 
 def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = utc_now,
-            audit_path: str | Path | None = None) -> dict[str, Any]:
+            audit_path: str | Path | None = None, lock_timeout: float = 120.0) -> dict[str, Any]:
     """Make ``version`` the champion of ``model_name`` if its verdict still holds; audit the attempt.
 
     The verdict must hold under the policy in force (``$TOOLKIT_POLICY``, else the shipped
@@ -326,12 +320,28 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
         A check failed (message lists which and why); nothing in MLflow changed.
     ConfigurationError
         Unknown model or version, or an empty reason.
+    TemporaryError
+        The registry lock was not obtained within ``lock_timeout`` seconds.
+
+    Every attempt that gets past the reason check writes a ``started`` row to the audit trail before
+    anything changes, then ``done``, ``refused`` or ``error`` (also when it raised).
     """
     who = actor or default_actor()
     log = AuditLog(audit_path)
     # validate reason and actor before anything else
     AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at="-", reason=reason)
-    with registry_lock(log.path):
+    attempt = AuditAttempt(log, model_name, "promote", who, reason, clock, to_version=str(version).strip() or None)
+    try:
+        return _promote_locked(attempt, model_name, version, reason, who, clock, lock_timeout)
+    except BaseException as exc:
+        attempt.fail(exc)
+        raise
+
+
+def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, reason: str, who: str, clock: Clock,
+                    lock_timeout: float) -> dict[str, Any]:
+    log = attempt
+    with registry_lock(attempt.log.path, timeout=lock_timeout):
         previous = alias_version(model_name, CHAMPION)
         result = check_promotable(model_name, version)
         v = result["version"]
@@ -379,19 +389,32 @@ def promote(model_name: str, version: str | int, reason: str, actor: str | None 
 
 
 def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = utc_now,
-             audit_path: str | Path | None = None) -> dict[str, Any]:
+             audit_path: str | Path | None = None, lock_timeout: float = 120.0) -> dict[str, Any]:
     """Move ``champion`` back to the version it replaced (remembered at promote); audit the attempt.
 
     Raises
     ------
     PromotionRefused
         No champion, or the champion replaced nothing (or that version is gone); nothing changed.
+
+    Audited like ``promote``: a ``started`` row first, then ``done``, ``refused`` or ``error``.
     """
     who = actor or default_actor()
     log = AuditLog(audit_path)
     AuditEvent(model=model_name, action="rollback", outcome="done", actor=who, at="-", reason=reason)
+    attempt = AuditAttempt(log, model_name, "rollback", who, reason, clock, to_version=None)
+    try:
+        return _rollback_locked(attempt, model_name, reason, who, clock, lock_timeout)
+    except BaseException as exc:
+        attempt.fail(exc)
+        raise
+
+
+def _rollback_locked(attempt: AuditAttempt, model_name: str, reason: str, who: str, clock: Clock,
+                     lock_timeout: float) -> dict[str, Any]:
+    log = attempt
     require_model(model_name)
-    with registry_lock(log.path):
+    with registry_lock(attempt.log.path, timeout=lock_timeout):
         current = alias_version(model_name, CHAMPION)
         now = clock().tz_convert("UTC")
         target = None

@@ -11,7 +11,8 @@ notebook (``notebook/``); then the version gets the tags ``gate.verdict``,
 ``gate.policy_sha``, ``gate.evidence_sha``, ``gate.verdict_sha``, ``gate.run_id``,
 ``gate.evaluated_at`` and ``gate.verdict_file_sha256`` (sha256 of the verdict
 file's bytes), and alias ``candidate`` when it passed (a failed re-evaluation
-withdraws ``candidate`` from the version). The version tags are set only after
+withdraws ``candidate`` from the version; either move is written to the audit
+trail as action ``candidate``). The version tags are set only after
 every artifact is stored, and under the registry lock, so a failure leaves the
 version as it was and a concurrent promote never sees half of them.
 """
@@ -31,7 +32,7 @@ from typing import Any
 import pandas as pd
 
 from toolkit.errors import ConfigurationError, RegistryError
-from toolkit.registry.audit import registry_lock
+from toolkit.registry.audit import AuditAttempt, AuditEvent, AuditLog, default_actor, registry_lock
 from toolkit.registry.mlflow_store import client, configure, ensure_experiment
 
 __all__ = [
@@ -252,7 +253,8 @@ def parse_verdict(text: str, source: str = "verdict") -> dict[str, Any]:
 def record_verdict(model_name: str, version: str | int, verdict_path: str | Path,
                    extra_evidence: str | Path | None = None, html: str | Path | None = None,
                    notebook: str | Path | None = None,
-                   clock: Callable[[], pd.Timestamp] = utc_now) -> dict[str, Any]:
+                   clock: Callable[[], pd.Timestamp] = utc_now, actor: str | None = None,
+                   audit_path: str | Path | None = None) -> dict[str, Any]:
     """Log a gate verdict for a version: a run in experiment ``gates``, then the version's tags.
 
     Parameters
@@ -269,6 +271,10 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
         The rendered gate report and the executed notebook, attached when given.
     clock
         Returns the evaluation time (UTC) stored in ``gate.evaluated_at``.
+    actor, audit_path
+        Who records it (default ``$USER``) and the audit trail (default beside the store): setting
+        or withdrawing alias ``candidate`` is audited (action ``candidate``: ``started`` then
+        ``done`` or ``error``).
 
     Returns
     -------
@@ -328,13 +334,33 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
             "gate.run_id": run_id,
             "gate.evaluated_at": evaluated_at,
         }
-        with registry_lock():  # a promote never reads a half-updated set of gate tags
-            for key, value in version_tags.items():
-                c.set_model_version_tag(model_name, v, key, value)
-            if verdict["passed"]:
-                c.set_registered_model_alias(model_name, "candidate", v)
-            elif alias_version(model_name, "candidate") == v:
-                c.delete_registered_model_alias(model_name, "candidate")
+        log = AuditLog(audit_path)
+        with registry_lock(log.path):  # a promote never reads a half-updated set of gate tags
+            before = alias_version(model_name, "candidate")
+            after = v if verdict["passed"] else (None if before == v else before)
+            attempt = None
+            if after != before:
+                why = (f"gate verdict passed (verdict {verdict['verdict_sha'][:12]})" if after
+                       else f"re-evaluation failed (verdict {verdict['verdict_sha'][:12]}): candidate withdrawn")
+                attempt = AuditAttempt(log, model_name, "candidate", actor or default_actor(), why, clock,
+                                       to_version=after)
+            try:
+                for key, value in version_tags.items():
+                    c.set_model_version_tag(model_name, v, key, value)
+                if after is not None and after != before:
+                    c.set_registered_model_alias(model_name, "candidate", v)
+                elif after is None and before is not None:
+                    c.delete_registered_model_alias(model_name, "candidate")
+            except BaseException as exc:
+                if attempt is not None:
+                    attempt.fail(exc)
+                raise
+            if attempt is not None:
+                attempt.append(AuditEvent(
+                    model=model_name, action="candidate", outcome="done", actor=attempt.base.actor,
+                    at=clock().tz_convert("UTC").isoformat(), reason=attempt.base.reason, from_version=before,
+                    to_version=after, verdict_sha=verdict["verdict_sha"], policy_sha=verdict["policy_sha"],
+                    detail=f"candidate {before or 'unset'} -> {after or 'unset'}"))
     except Exception as exc:
         try:
             client().set_terminated(run_id, status="FAILED")
