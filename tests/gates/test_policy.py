@@ -99,3 +99,18 @@ def test_policy_in_force_comes_from_the_environment(tmp_path: Path, monkeypatch:
     with pytest.raises(ConfigurationError) as e:
         load_policy(None)
     assert e.value.field == "TOOLKIT_POLICY" and "missing.yaml" in str(e.value)
+
+
+@pytest.mark.parametrize(("section", "key", "value"), [
+    ("statistics", "min_oos_sharpe", float("nan")), ("capital", "allocation_usdt", float("inf")),
+    ("cost_stress", "min_sharpe", float("-inf")), ("robustness", "min_neighbour_ratio", float("nan")),
+])
+def test_nan_and_infinite_thresholds_are_refused(tmp_path: Path, section: str, key: str, value: float) -> None:
+    data = _default()
+    data[section][key] = value
+    path = _write(tmp_path, data)
+    assert f"{key}: {'.nan' if value != value else ('.inf' if value > 0 else '-.inf')}" in path.read_text()
+    with pytest.raises(ConfigurationError) as e:
+        load_policy(path)
+    assert e.value.field == f"{section}.{key}"
+    assert "finite" in str(e.value)

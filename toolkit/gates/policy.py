@@ -42,7 +42,7 @@ STRATEGY_TYPES = ("hft", "intraday", "swing")
 
 
 class _Section(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class CapitalPolicy(_Section):
