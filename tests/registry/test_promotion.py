@@ -288,7 +288,7 @@ def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.Captu
     assert code == 0
     st = json.loads(out)
     assert set(st) == {"model", "aliases", "champion", "candidate", "versions", "metrics", "audit", "audit_path",
-                       "audit_chain"}
+                       "audit_chain", "warnings"}
     assert st["champion"] == "2" and st["aliases"] == {"candidate": "3", "champion": "2"}
     assert [v["version"] for v in st["versions"]] == ["1", "2", "3", "4"]
     v2 = st["versions"][1]
@@ -580,3 +580,26 @@ def test_candidate_moves_are_audited(registry: Registry, tmp_path: Path) -> None
     # recording it again changes no alias, so writes no row
     reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"])
     assert len(log.events(registry.model)) == len(built) + 2
+
+
+def test_champion_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: Path) -> None:
+    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
+    from toolkit.registry.cli import format_status
+
+    promote(registry.model, 2, reason="go", actor="tester")
+    files = reg_versions.download_gate_artifacts(registry.model, 2, tmp_path / "g")
+    bundle = reg_versions.download_evidence(registry.model, 2, tmp_path / "b")
+    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
+    assert not strict.passed
+    path = tmp_path / "v" / "verdict.json"
+    path.parent.mkdir()
+    path.write_text(strict.to_json(), encoding="utf-8")
+    reg_versions.record_verdict(registry.model, 2, path, extra_evidence=files["evidence"])
+    assert _tags(registry, "2")["gate.champion_failed_reevaluation"] == "true"
+    assert reg_versions.alias_version(registry.model, "champion") == "2"  # still champion, but flagged
+    st = status(registry.model)
+    assert len(st["warnings"]) == 1 and "champion version 2 FAILED" in st["warnings"][0]
+    assert format_status(st).splitlines()[0].startswith("WARNING: champion version 2 FAILED")
+    # a passing re-evaluation clears the flag
+    reg_versions.record_verdict(registry.model, 2, files["verdict"], extra_evidence=files["evidence"])
+    assert "gate.champion_failed_reevaluation" not in _tags(registry, "2") and status(registry.model)["warnings"] == []

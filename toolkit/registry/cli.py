@@ -29,7 +29,8 @@ def _short(sha: str | None) -> str:
 
 def format_status(st: dict[str, Any]) -> str:
     """Render ``promotion.status`` output as a fixed-width table a person can read."""
-    lines = [f"model {st['model']}: champion {st['champion'] or '-'}, candidate {st['candidate'] or '-'}",
+    lines = [f"WARNING: {w}" for w in st.get("warnings", [])]
+    lines += [f"model {st['model']}: champion {st['champion'] or '-'}, candidate {st['candidate'] or '-'}",
              f"promotions {st['metrics']['promotions']}, rollbacks {st['metrics']['rollbacks']}, "
              f"last cycle {_hours(st['metrics']['last_cycle_hours'])}, "
              f"median cycle {_hours(st['metrics']['median_cycle_hours'])}",

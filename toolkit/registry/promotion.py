@@ -48,6 +48,7 @@ from toolkit.registry.audit import (
 )
 from toolkit.registry.mlflow_store import client, ensure_experiment
 from toolkit.registry.versions import (
+    CHAMPION_FAILED_TAG,
     alias_version,
     download_evidence,
     download_gate_artifacts,
@@ -473,7 +474,8 @@ def _version_row(model_name: str, v: str) -> dict[str, Any]:
         "strategy_type": t.get("strategy.type"), "evidence_sha": t.get("evidence.sha256"),
         "gate": {"verdict": t.get("gate.verdict", "not_evaluated"), "policy_sha": t.get("gate.policy_sha"),
                  "evidence_sha": t.get("gate.evidence_sha"), "verdict_sha": t.get("gate.verdict_sha"),
-                 "evaluated_at": t.get("gate.evaluated_at"), "run_id": t.get("gate.run_id")},
+                 "evaluated_at": t.get("gate.evaluated_at"), "run_id": t.get("gate.run_id"),
+                 "champion_failed_reevaluation": t.get(CHAMPION_FAILED_TAG) == "true"},
         "promotion": {"state": t.get("promotion.state"), "promoted_at": t.get("promotion.promoted_at"),
                       "promoted_by": t.get("promotion.promoted_by"), "reason": t.get("promotion.reason"),
                       "previous_champion": t.get("promotion.previous_champion") or None,
@@ -485,7 +487,10 @@ def _version_row(model_name: str, v: str) -> dict[str, Any]:
 
 
 def status(model_name: str, audit_path: str | Path | None = None, audit_limit: int = 50) -> dict[str, Any]:
-    """Return versions, aliases, verdicts, who promoted what when, and the promotion-cycle figures."""
+    """Return versions, aliases, verdicts, who promoted what when, the promotion-cycle figures and warnings.
+
+    ``warnings`` holds one line when the champion failed its latest gate re-evaluation.
+    """
     rm = require_model(model_name)
     aliases = model_aliases(model_name)
     versions = [_version_row(model_name, v) for v in list_versions(model_name)]
@@ -498,6 +503,13 @@ def status(model_name: str, audit_path: str | Path | None = None, audit_limit: i
     tags = dict(rm.tags or {})
     cycles = [r["promotion"]["cycle_hours"] for r in versions if r["promotion"]["cycle_hours"] is not None]
     events = log.events(model_name)
+    warnings = []
+    champion = aliases.get(CHAMPION)
+    for r in versions:
+        if r["version"] == champion and r["gate"]["champion_failed_reevaluation"]:
+            warnings.append(f"champion version {champion} FAILED its latest gate re-evaluation "
+                            f"(verdict {str(r['gate']['verdict_sha'])[:12]}, evaluated {r['gate']['evaluated_at']}); "
+                            f"it is still champion: re-run the gates or `toolkit rollback {model_name}`")
     return {
         "model": model_name,
         "aliases": aliases,
@@ -513,4 +525,5 @@ def status(model_name: str, audit_path: str | Path | None = None, audit_limit: i
         "audit": events[-audit_limit:] if audit_limit else events,
         "audit_path": str(log.path),
         "audit_chain": chain,
+        "warnings": warnings,
     }

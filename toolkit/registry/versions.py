@@ -12,7 +12,9 @@ notebook (``notebook/``); then the version gets the tags ``gate.verdict``,
 ``gate.evaluated_at`` and ``gate.verdict_file_sha256`` (sha256 of the verdict
 file's bytes), and alias ``candidate`` when it passed (a failed re-evaluation
 withdraws ``candidate`` from the version; either move is written to the audit
-trail as action ``candidate``). The version tags are set only after
+trail as action ``candidate``). A failed verdict for the current champion also
+tags it ``gate.champion_failed_reevaluation=true`` (the champion alias stays;
+``toolkit status`` prints a warning); a later passing verdict removes the tag. The version tags are set only after
 every artifact is stored, and under the registry lock, so a failure leaves the
 version as it was and a concurrent promote never sees half of them.
 """
@@ -36,6 +38,7 @@ from toolkit.registry.audit import AuditAttempt, AuditEvent, AuditLog, default_a
 from toolkit.registry.mlflow_store import client, configure, ensure_experiment
 
 __all__ = [
+    "CHAMPION_FAILED_TAG",
     "GATES_EXPERIMENT",
     "VERDICT_FILE",
     "alias_version",
@@ -53,6 +56,8 @@ __all__ = [
 ]
 
 GATES_EXPERIMENT = "gates"
+#: set to "true" on the champion when a re-evaluation of it failed (``toolkit status`` warns)
+CHAMPION_FAILED_TAG = "gate.champion_failed_reevaluation"
 VERDICT_FILE = "verdict.json"
 _VERDICT_KEYS = ("passed", "policy_sha", "evidence_sha", "verdict_sha")
 
@@ -347,6 +352,11 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
             try:
                 for key, value in version_tags.items():
                     c.set_model_version_tag(model_name, v, key, value)
+                if not verdict["passed"] and alias_version(model_name, "champion") == v:
+                    c.set_model_version_tag(model_name, v, CHAMPION_FAILED_TAG, "true")  # loud: status warns
+                    version_tags[CHAMPION_FAILED_TAG] = "true"
+                elif verdict["passed"] and CHAMPION_FAILED_TAG in info["tags"]:
+                    c.delete_model_version_tag(model_name, v, CHAMPION_FAILED_TAG)
                 if after is not None and after != before:
                     c.set_registered_model_alias(model_name, "candidate", v)
                 elif after is None and before is not None:
