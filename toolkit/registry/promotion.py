@@ -58,6 +58,7 @@ from toolkit.registry.versions import (
     parse_verdict,
     registry_snapshot,
     require_model,
+    restore_registry_snapshot,
     utc_now,
     version_info,
 )
@@ -271,33 +272,6 @@ def _policy_note(policy: dict[str, str]) -> str:
     return f"policy in force: {policy['name']} version {policy['version']} ({policy['path']})"
 
 
-def _restore_snapshot(model_name: str, snap: dict[str, Any]) -> str:
-    """Put every alias, model tag and version tag back as in ``snap``; return what happened (one line)."""
-    c = client()
-    try:
-        now = registry_snapshot(model_name)
-        for v, state in snap["versions"].items():
-            was, cur = state["tags"], now["versions"].get(v, {}).get("tags", {})
-            for k in sorted(set(cur) - set(was)):
-                c.delete_model_version_tag(model_name, v, k)
-            for k, val in sorted(was.items()):
-                if cur.get(k) != val:
-                    c.set_model_version_tag(model_name, v, k, val)
-        for k in sorted(set(now["model_tags"]) - set(snap["model_tags"])):
-            c.delete_registered_model_tag(model_name, k)
-        for k, val in sorted(snap["model_tags"].items()):
-            if now["model_tags"].get(k) != val:
-                c.set_registered_model_tag(model_name, k, val)
-        for alias in sorted(set(now["aliases"]) - set(snap["aliases"])):
-            c.delete_registered_model_alias(model_name, alias)
-        for alias, v in sorted(snap["aliases"].items()):
-            if now["aliases"].get(alias) != v:
-                c.set_registered_model_alias(model_name, alias, v)
-    except Exception as exc:  # report, do not mask the original failure
-        return f"restoring the tags and aliases from the snapshot ALSO failed ({exc}); check `toolkit status`"
-    return "tags and aliases restored from the snapshot taken before the change"
-
-
 def _bookkeeping(model_name: str, now: pd.Timestamp, action: str,
                  cycle_hours: float | None) -> tuple[dict[str, Any], str | None]:
     """Log the cycle figures after the alias moved; a failure is returned, never raised (the move stands)."""
@@ -375,7 +349,7 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
                 c.delete_registered_model_alias(model_name, CANDIDATE)
             c.set_registered_model_alias(model_name, CHAMPION, v)  # last: the promotion takes effect here
         except Exception as exc:
-            restored = _restore_snapshot(model_name, snap)
+            restored = restore_registry_snapshot(model_name, snap)
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
             raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); {restored}; "
                                 f"champion is {previous or 'unset'}") from exc
@@ -449,7 +423,7 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, reason: str, who: s
             c.set_model_version_tag(model_name, target, "rollback.restored_at", now.isoformat())
             c.set_registered_model_alias(model_name, CHAMPION, target)  # last: the rollback takes effect here
         except Exception as exc:
-            restored = _restore_snapshot(model_name, snap)
+            restored = restore_registry_snapshot(model_name, snap)
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored}"))
             raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); {restored}; champion is "
                                 f"{current}") from exc

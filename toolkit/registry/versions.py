@@ -51,6 +51,7 @@ __all__ = [
     "record_verdict",
     "registry_snapshot",
     "require_model",
+    "restore_registry_snapshot",
     "utc_now",
     "version_info",
 ]
@@ -396,3 +397,37 @@ def registry_snapshot(model_name: str) -> dict[str, Any]:
         "model_tags": {str(k): str(val) for k, val in sorted(dict(rm.tags or {}).items())},
         "versions": {v: {"tags": i["tags"], "aliases": i["aliases"]} for v, i in versions.items()},
     }
+
+
+def restore_registry_snapshot(model_name: str, snap: dict[str, Any]) -> str:
+    """Put every alias, model tag and version tag back as in ``snap`` (from ``registry_snapshot``).
+
+    Returns
+    -------
+    str
+        One line saying what happened; a failure to restore is reported here, never raised
+        (the caller is already handling the failure that made the restore necessary).
+    """
+    c = client()
+    try:
+        now = registry_snapshot(model_name)
+        for v, state in snap["versions"].items():
+            was, cur = state["tags"], now["versions"].get(v, {}).get("tags", {})
+            for k in sorted(set(cur) - set(was)):
+                c.delete_model_version_tag(model_name, v, k)
+            for k, val in sorted(was.items()):
+                if cur.get(k) != val:
+                    c.set_model_version_tag(model_name, v, k, val)
+        for k in sorted(set(now["model_tags"]) - set(snap["model_tags"])):
+            c.delete_registered_model_tag(model_name, k)
+        for k, val in sorted(snap["model_tags"].items()):
+            if now["model_tags"].get(k) != val:
+                c.set_registered_model_tag(model_name, k, val)
+        for alias in sorted(set(now["aliases"]) - set(snap["aliases"])):
+            c.delete_registered_model_alias(model_name, alias)
+        for alias, v in sorted(snap["aliases"].items()):
+            if now["aliases"].get(alias) != v:
+                c.set_registered_model_alias(model_name, alias, v)
+    except Exception as exc:  # report, do not mask the original failure
+        return f"restoring the tags and aliases from the snapshot ALSO failed ({exc}); check `toolkit status`"
+    return "tags and aliases restored from the snapshot taken before the change"
