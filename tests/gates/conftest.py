@@ -10,13 +10,13 @@ import pytest
 from toolkit.backtest import TrialLedger, config_from_params, run_backtest
 from toolkit.backtest.bundle import save_bundle
 from toolkit.data.quality import certify
-from toolkit.gates import Evidence, GatePolicy, collect_evidence, load_policy
+from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, GatePolicy, collect_evidence, load_policy
 from toolkit.reporting.views import bars_for
 
 
 @pytest.fixture(scope="session")
 def policy() -> GatePolicy:
-    return load_policy()
+    return load_policy(DEFAULT_POLICY_PATH)  # the shipped policy, whatever TOOLKIT_POLICY says
 
 
 @pytest.fixture(scope="session")
