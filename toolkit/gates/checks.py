@@ -406,7 +406,7 @@ def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
         result = g(ev, pol)
         section = MEASURED_BY.get(result.name)
         why = settings_mismatch(ev, pol, section) if section else None
-        if why is not None:
+        if why is not None and section is not None:
             result = GateResult(result.name, result.category, False,
                                 {**result.inputs, "measured_settings": (ev.extras.get("settings") or {}).get(section)},
                                 {**result.threshold, "settings": measurement_settings(pol)[section]}, why)
