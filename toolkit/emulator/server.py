@@ -90,6 +90,8 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
+    #: (method, path) of the API request being answered; recorded just before its answer is written
+    _pending_record: tuple[str, str] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.emulator.config.log_requests:
@@ -115,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None,
               content_type: str = "application/json") -> None:
         body = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
+        pending, self._pending_record = self._pending_record, None
+        if pending is not None:  # record before answering: a client's next request must already see it
+            self.server.emulator.record(pending[0], pending[1], status)
         lines = [f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}",
                  f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
@@ -141,8 +146,11 @@ class _Handler(BaseHTTPRequestHandler):
                 status, payload = 400, {"error": str(exc)}
             self._send(status, payload)
             return
+        self._pending_record = (method, split.path)
         status = self._api(emu, method, split.path, split.query, raw_body)
-        emu.record(method, split.path, status)
+        if self._pending_record is not None:  # no answer was sent (a dropped connection)
+            self._pending_record = None
+            emu.record(method, split.path, status)
 
     def _api(self, emu: Emulator, method: str, path: str, query: str, raw_body: str) -> int:
         fired = emu.faults.fire(method, path, emu.engine.clock.now_ms())
