@@ -19,7 +19,8 @@ model_name = "ma_cross.BTC-USDT.1h"   # registered model <strategy>.<BASE-QUOTE>
 version = 1                           # its version number
 policy_path = None                    # None: the shipped toolkit/gates/default_policy.yaml
 output_dir = None                     # receives verdict.json and gate_evidence.json (None: a temp dir)
-evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/'''
+evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/
+registry_trials = None                # trials the registry holds for this strategy and market (None: not asked)'''
 
 SETUP = '''%matplotlib inline
 import tempfile
@@ -35,7 +36,7 @@ out = Path(output_dir or tempfile.mkdtemp(prefix="gates-"))
 if evidence_dir is None:
     from toolkit.registry.versions import download_evidence
     evidence_dir = download_evidence(model_name, int(version), out / "evidence")
-evidence, verdict = evaluate_bundle(evidence_dir, policy, out)
+evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials)
 display(Markdown(plots.verdict_header(verdict, policy)))'''
 
 

@@ -183,3 +183,17 @@ def test_too_few_truncation_cuts_fail_the_lookahead_gate(policy: GatePolicy) -> 
     short = with_changes(BASE, {"bars": BASE.bundle["bars"].iloc[:55]}, extras={"lookahead": {
         "cut_points": ["x"] * 5}})
     assert evaluate(short, policy).gate("lookahead").passed
+
+
+def test_dsr_counts_the_registry_trials_when_the_ledger_shows_fewer(policy: GatePolicy) -> None:
+    ev = make_evidence()
+    ledger_n = len(ev.bundle["trials"])
+    base = next(g for g in evaluate(ev, policy).gates if g.name == "dsr")
+    more = with_changes(ev, extras={"registry_trials": ledger_n + 500})
+    deflated = next(g for g in evaluate(more, policy).gates if g.name == "dsr")
+    assert base.inputs["n_trials"] == ledger_n
+    assert deflated.inputs["n_trials"] == ledger_n + 500
+    assert deflated.inputs["n_trials_registry"] == ledger_n + 500
+    assert deflated.inputs["dsr"] < base.inputs["dsr"]
+    fewer = with_changes(ev, extras={"registry_trials": 1})  # the ledger knows more: it wins
+    assert next(g for g in evaluate(fewer, policy).gates if g.name == "dsr").inputs["n_trials"] == ledger_n

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from registry_support import Registry, lenient_policy
+from registry_support import GRIDS, Registry, lenient_policy
 
 from toolkit.backtest.bundle import BUNDLE_FILES, bundle_sha256
 from toolkit.errors import ConfigurationError, PromotionRefused
@@ -357,6 +357,10 @@ def test_gates_report_end_to_end_then_promote(registry: Registry, capsys: pytest
     bundle = reg_versions.download_evidence(m, 4, tmp_path / "b")
     again = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(registry.policy))
     assert again.to_json().encode() == files["verdict"].read_bytes()
+    # DSR's N is the registry's count (10), not the 6 trials in v4's bundle ledger
+    dsr = next(g for g in json.loads(files["verdict"].read_text())["gates"] if g["name"] == "dsr")
+    assert dsr["inputs"]["n_trials"] == dsr["inputs"]["n_trials_registry"] == 10
+    assert dsr["inputs"]["n_trials_ledger"] == 6
 
     before = reg_versions.registry_snapshot(m)
     code, _, err = _cli(["promote", m, "--version", "4", "--reason", "what-if verdict", "--actor", "erin"], capsys)
@@ -603,3 +607,14 @@ def test_champion_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: 
     # a passing re-evaluation clears the flag
     reg_versions.record_verdict(registry.model, 2, files["verdict"], extra_evidence=files["evidence"])
     assert "gate.champion_failed_reevaluation" not in _tags(registry, "2") and status(registry.model)["warnings"] == []
+
+
+def test_registry_counts_every_recorded_trial_up_to_the_version(registry: Registry) -> None:
+    """v1..v3 were recorded with 4, 2 and 2 combinations; v4 re-registers v2's bundle (2 more)."""
+    from toolkit.registry.versions import registry_trial_count
+
+    sizes = [len(g["fast"]) * len(g["slow"]) for g in GRIDS.values()]
+    assert [registry_trial_count(registry.model, v) for v in (1, 2, 3, 4)] == [
+        sizes[0], sizes[0] + sizes[1], sum(sizes), sum(sizes) + sizes[1]]
+    # v4's own bundle carries the ledger as it was at v2 (6 trials): the registry knows 10
+    assert len(pd.read_parquet(registry.bundles["pass"] / "trials.parquet")) == sizes[0] + sizes[1]

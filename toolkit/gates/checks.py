@@ -85,7 +85,11 @@ def data_quality(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
-    """Return the ledger's trial Sharpes in the chosen timeframe's per-period units, and N."""
+    """Return the ledger's trial Sharpes in the chosen timeframe's per-period units, and N.
+
+    N is the larger of the ledger's row count and the registry's count of trials
+    (``registry_trials`` in the extra evidence), so trials cannot disappear with a local ledger.
+    """
     from toolkit.data.resample import bars_per_year
 
     trials = ev.bundle["trials"]
@@ -93,7 +97,8 @@ def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
     ppy = ev.periods_per_year
     scale = np.sqrt(np.array([bars_per_year(tf) for tf in trials["timeframe"]], dtype="float64") / ppy)
     sr = trials[col].to_numpy(dtype="float64") * scale
-    return sr[np.isfinite(sr)], len(trials)
+    registry = ev.extras.get("registry_trials")
+    return sr[np.isfinite(sr)], max(len(trials), int(registry or 0))
 
 
 def _stats_inputs(ev: Evidence) -> dict[str, Any]:
@@ -159,6 +164,8 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             "sr0_per_period": sr0,
             "trial_sharpe_variance": var,
             "n_trials": n_trials,
+            "n_trials_ledger": len(ev.bundle["trials"]),
+            "n_trials_registry": ev.extras.get("registry_trials"),
             "sharpe_per_period": m["sr"],
             "trial_sharpe": pol.statistics.dsr_trial_sharpe,
         },

@@ -421,7 +421,7 @@ def measure_costs_and_neighbours(
     return cost, robust
 
 
-def collect_evidence(bundle_dir: str | Path, policy: GatePolicy) -> Evidence:
+def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials: int | None = None) -> Evidence:
     """Measure what the gates need beyond the backtest's bundle.
 
     Parameters
@@ -431,6 +431,11 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy) -> Evidence:
     policy
         The policy whose measurement settings apply (latency samples and window,
         lookahead samples, warm-up multiples, stress factor, allocation, step).
+    registry_trials
+        Trials the registry knows for this strategy and market up to this version (the sum of
+        the combinations of every backtest run recorded under the same ledger key). The
+        deflated Sharpe ratio uses the larger of this and the bundle's ledger, so a fresh or
+        swapped local ledger cannot shrink N. None when no registry was asked.
 
     Returns
     -------
@@ -469,6 +474,7 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy) -> Evidence:
         "cost_stress": cost,
         "robustness": robust,
         "latency": measure_latency(strategy, bars, policy),
+        "registry_trials": None if registry_trials is None else int(registry_trials),
     }
     extras = json.loads(canonical_json(extras))  # the exact values a reader of the file gets back
     return Evidence(bundle_dir=d, bundle=bundle, bundle_sha=extras["bundle_sha256"], extras=extras)

@@ -50,6 +50,7 @@ __all__ = [
     "parse_verdict",
     "record_verdict",
     "registry_snapshot",
+    "registry_trial_count",
     "require_model",
     "restore_registry_snapshot",
     "utc_now",
@@ -157,6 +158,38 @@ def version_info(model_name: str, version: str | int) -> dict[str, Any]:
         "created_at": _iso_ms(mv.creation_timestamp),
         "source": mv.source,
     }
+
+
+def registry_trial_count(model_name: str, version: str | int) -> int:
+    """Return the trials the registry recorded for this version's strategy and market, up to its run.
+
+    Sums the ``n_combinations`` param of every backtest run, in any experiment and including
+    deleted runs, tagged with the same ``ledger.key`` and started no later than the version's
+    own run. The gates take the larger of this and the bundle's ledger as the deflated Sharpe
+    ratio's N, so a fresh or swapped local ledger cannot hide trials.
+    """
+    from mlflow.entities import ViewType
+
+    mv = _get_version(model_name, version)
+    c = client()
+    with mlflow_call(f"reading run {mv.run_id}"):
+        run = c.get_run(mv.run_id)
+    key = run.data.tags.get("ledger.key")
+    if not key:
+        return 0
+    total, token = 0, None
+    with mlflow_call(f"counting the trials of {key}"):
+        ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
+        while True:
+            page = c.search_runs(ids, filter_string=f"tags.`ledger.key` = '{key}'",
+                                 run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+            for r in page:
+                if r.info.start_time <= run.info.start_time:
+                    total += int(r.data.params.get("n_combinations", 0) or 0)
+            token = page.token
+            if not token:
+                break
+    return total
 
 
 @contextmanager

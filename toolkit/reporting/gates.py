@@ -69,6 +69,7 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
         download_evidence,
         parse_verdict,
         record_verdict,
+        registry_trial_count,
         version_info,
     )
 
@@ -93,6 +94,7 @@ def gates_report(model_name: str, version: str | int, policy_path: str | Path | 
             "model_name": model_name, "version": v,
             "policy_path": str(policy_file),
             "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
+            "registry_trials": registry_trial_count(model_name, v),
         })
         html = render_html(nb, base.parent / f"{base.name}.html", title=f"Gates {model_name} v{v}")
         verdict_path = out_dir / VERDICT_FILE
