@@ -10,6 +10,7 @@ recorded by the compounding backtest are restated at the constant allocation
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -82,34 +83,31 @@ def _daily(ev: Evidence, pol: GatePolicy) -> pd.Series:
     return to_daily_returns(risk_returns(ev, pol))
 
 
-def var_99(ev: Evidence, pol: GatePolicy) -> GateResult:
+#: fewest UTC days a 99 % one-day VaR/CVaR is computed on (below it the figure is undefined: the gate fails)
+MIN_RISK_DAYS = 100
+
+
+def _tail_gate(ev: Evidence, pol: GatePolicy, name: str, label: str, key: str, measure: Any, lim: float) -> GateResult:
     d = _daily(ev, pol)
-    v = historical_var(d, 0.99) * 100.0
-    lim = pol.capital.var_99_1d_pct
+    v = measure(d, 0.99) * 100.0
+    enough = len(d) >= MIN_RISK_DAYS
     return gate(
-        "var_99_1d",
+        name,
         "risk",
-        finite(v) and v <= lim and len(d) >= 100,
-        {"var_pct": v, "days": len(d), "window": pol.capital.risk_window},
-        {"max_pct": lim, "min_days": 100},
-        f"99% one-day historical VaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
-        + ("" if len(d) >= 100 else " (fewer than 100 days: undefined)"),
+        finite(v) and v <= lim and enough,
+        {key: v, "days": len(d), "window": pol.capital.risk_window},
+        {"max_pct": lim, "min_days": MIN_RISK_DAYS},
+        f"99% one-day historical {label} {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
+        + ("" if enough else f" (fewer than {MIN_RISK_DAYS} days: undefined)"),
     )
+
+
+def var_99(ev: Evidence, pol: GatePolicy) -> GateResult:
+    return _tail_gate(ev, pol, "var_99_1d", "VaR", "var_pct", historical_var, pol.capital.var_99_1d_pct)
 
 
 def cvar_99(ev: Evidence, pol: GatePolicy) -> GateResult:
-    d = _daily(ev, pol)
-    v = historical_cvar(d, 0.99) * 100.0
-    lim = pol.capital.cvar_99_1d_pct
-    return gate(
-        "cvar_99_1d",
-        "risk",
-        finite(v) and v <= lim and len(d) >= 100,
-        {"cvar_pct": v, "days": len(d), "window": pol.capital.risk_window},
-        {"max_pct": lim, "min_days": 100},
-        f"99% one-day historical CVaR {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
-        + ("" if len(d) >= 100 else " (fewer than 100 days: undefined)"),
-    )
+    return _tail_gate(ev, pol, "cvar_99_1d", "CVaR", "cvar_pct", historical_cvar, pol.capital.cvar_99_1d_pct)
 
 
 def worst_day(ev: Evidence, pol: GatePolicy) -> GateResult:
