@@ -27,7 +27,8 @@ DEMO_BACKTEST: dict[str, Any] = {
 
 def run_demo(echo: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Run backtest, gates, promotion (when passed) and the report index; return what each step produced."""
-    from toolkit.registry.promotion import promote, status
+    from toolkit.registry.promotion import promote
+    from toolkit.registry.status import status
     from toolkit.reporting.backtest import backtest_report
     from toolkit.reporting.gates import gates_report
     from toolkit.reporting.notebooks import write_index

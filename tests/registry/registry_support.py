@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-__all__ = ["GRIDS", "MODEL", "Registry", "env_for", "lenient_policy", "registry", "registry_template"]
+__all__ = ["GRIDS", "MODEL", "TOOLKIT", "Registry", "audit_trail", "env_for", "lenient_policy", "registry",
+           "registry_template", "run_cli", "version_tags"]
 
 MODEL = "ma_cross.BTC-USDT.1h"
 GRIDS = {
@@ -153,3 +155,31 @@ def registry(registry_template: Registry, tmp_path: Path, monkeypatch: pytest.Mo
         monkeypatch.setenv(k, v)
     yield Registry(root=store, model=registry_template.model, policy=registry_template.policy,
                    bundles=registry_template.bundles, env={**os.environ, **env})
+
+
+# ----------------------------------------------------------------------------- helpers of the test modules
+
+TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
+
+
+def version_tags(reg: Registry, version: str) -> dict[str, str]:
+    """Return one version's tags as the registry reads them."""
+    from toolkit.registry import versions as reg_versions
+
+    return reg_versions.version_info(reg.model, version)["tags"]
+
+
+def audit_trail(reg: Registry) -> list[dict[str, object]]:
+    """Return the promote and rollback rows of the audit trail (not the candidate rows of the session build)."""
+    from toolkit.registry.audit import AuditLog
+
+    return [e for e in AuditLog(reg.audit).events(reg.model) if e["action"] in ("promote", "rollback")]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run the toolkit CLI in-process; return (exit code, stdout, stderr)."""
+    from toolkit.cli import main
+
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,37 +1,24 @@
-"""Promotion, rollback, status and the CLI against a real sqlite MLflow store and real gate verdicts."""
+"""Promotion and rollback on a real sqlite MLflow store with real verdicts: refusals, races, forgeries, failures."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from registry_support import GRIDS, Registry, lenient_policy
+from registry_support import TOOLKIT, Registry, audit_trail, lenient_policy, version_tags
 
 from toolkit.backtest.bundle import BUNDLE_FILES, bundle_sha256
 from toolkit.errors import ConfigurationError, PromotionRefused
 from toolkit.registry import versions as reg_versions
 from toolkit.registry.audit import AuditLog
-from toolkit.registry.promotion import promote, rollback, status
+from toolkit.registry.promotion import promote, rollback
+from toolkit.registry.status import status
 
 pytest_plugins = ["registry_support"]  # the session registry fixtures (see registry_support)
-
-TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
-
-
-def _tags(reg: Registry, version: str) -> dict[str, str]:
-    return reg_versions.version_info(reg.model, version)["tags"]
-
-
-def _trail(reg: Registry) -> list[dict[str, object]]:
-    """Return the promote and rollback rows of the audit trail (not the candidate rows of the session build)."""
-    return [e for e in AuditLog(reg.audit).events(reg.model) if e["action"] in ("promote", "rollback")]
-
 
 # ----------------------------------------------------------------------------- reading state
 
@@ -45,8 +32,8 @@ def test_version_state_and_evidence_download(registry: Registry, tmp_path: Path)
     assert reg_versions.alias_version(registry.model, "candidate") == "3"
     assert reg_versions.alias_version(registry.model, "champion") is None
     assert "candidate" in reg_versions.version_info(registry.model, 3)["aliases"]
-    assert _tags(registry, "1")["gate.verdict"] == "failed"
-    assert _tags(registry, "4")["gate.verdict"] == "not_evaluated"
+    assert version_tags(registry, "1")["gate.verdict"] == "failed"
+    assert version_tags(registry, "4")["gate.verdict"] == "not_evaluated"
 
     d = reg_versions.download_evidence(registry.model, 2, tmp_path / "ev")
     assert sorted(p.name for p in d.iterdir()) == sorted(BUNDLE_FILES)
@@ -72,7 +59,7 @@ def test_recorded_verdict_re_evaluates_byte_identically(registry: Registry, tmp_
     again = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(registry.policy))
     assert again.to_json().encode() == stored
     assert verify_verdict_json(stored.decode())
-    tags = _tags(registry, "2")
+    tags = version_tags(registry, "2")
     assert tags["gate.verdict_sha"] == again.verdict_sha == json.loads(stored)["verdict_sha"]
     assert tags["gate.policy_sha"] == load_policy(registry.policy).sha256()
     assert tags["gate.run_id"] and pd.Timestamp(tags["gate.evaluated_at"]).tzname() == "UTC"
@@ -90,14 +77,14 @@ def _tamper_evidence(reg: Registry) -> None:
 
 
 def _tamper_verdict_file(reg: Registry) -> None:
-    path = reg.artifacts_of(_tags(reg, "2")["gate.run_id"]) / "verdict" / "verdict.json"
+    path = reg.artifacts_of(version_tags(reg, "2")["gate.run_id"]) / "verdict" / "verdict.json"
     d = json.loads(path.read_text())
     d["gates"][0]["explanation"] += " (edited)"
     path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
 def _tamper_extras(reg: Registry) -> None:
-    path = reg.artifacts_of(_tags(reg, "2")["gate.run_id"]) / "evidence" / "gate_evidence.json"
+    path = reg.artifacts_of(version_tags(reg, "2")["gate.run_id"]) / "evidence" / "gate_evidence.json"
     d = json.loads(path.read_text())
     d["latency"]["samples_ns"][0] = 1
     path.write_text(json.dumps(d, indent=1, sort_keys=True) + "\n")
@@ -135,7 +122,7 @@ def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, c
         promote(registry.model, version, reason=f"test {case}", actor="tester")
     assert f"{check}:" in str(e.value)
     assert reg_versions.registry_snapshot(registry.model) == before
-    events = _trail(registry)
+    events = audit_trail(registry)
     assert [(x["action"], x["outcome"], x["to_version"], x["actor"]) for x in events] == [
         ("promote", "started", version, "tester"), ("promote", "refused", version, "tester")]
     assert check in events[1]["detail"] and events[0]["id"] in events[1]["detail"]
@@ -176,7 +163,7 @@ def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) ->
     with pytest.raises(PromotionRefused, match="nothing to roll back to"):
         rollback(registry.model, reason="only one champion ever", actor="tester")
     assert reg_versions.registry_snapshot(registry.model) == before
-    outcomes = [(x["action"], x["outcome"]) for x in _trail(registry)]
+    outcomes = [(x["action"], x["outcome"]) for x in audit_trail(registry)]
     assert outcomes == [("rollback", "started"), ("rollback", "refused"), ("promote", "started"), ("promote", "done"),
                         ("rollback", "started"), ("rollback", "refused")]
 
@@ -196,15 +183,15 @@ def test_promote_promote_rollback(registry: Registry) -> None:
     assert (second["from_version"], second["to_version"]) == ("2", "3")
     aliases = reg_versions.model_aliases(m)
     assert aliases == {"champion": "3"}  # candidate consumed by the promotion of version 3
-    t3 = _tags(registry, "3")
+    t3 = version_tags(registry, "3")
     assert t3["promotion.previous_champion"] == "2" and t3["promotion.promoted_by"] == "bob"
     assert t3["promotion.verdict_sha"] == t3["gate.verdict_sha"]
-    assert _tags(registry, "2")["promotion.state"] == "retired"
+    assert version_tags(registry, "2")["promotion.state"] == "retired"
 
     back = rollback(m, reason="slippage above model", actor="carol")
     assert (back["from_version"], back["to_version"]) == ("3", "2")
     assert reg_versions.alias_version(m, "champion") == "2"
-    t3, t2 = _tags(registry, "3"), _tags(registry, "2")
+    t3, t2 = version_tags(registry, "3"), version_tags(registry, "2")
     assert t3["promotion.state"] == "rolled_back" and t3["rollback.rolled_back_by"] == "carol"
     assert t3["rollback.reason"] == "slippage above model"
     assert t2["promotion.state"] == "champion"
@@ -216,9 +203,9 @@ def test_promote_promote_rollback(registry: Registry) -> None:
 
     log = AuditLog(registry.audit)
     assert log.verify() == len(log.events())
-    assert [e["outcome"] for e in _trail(registry)] == ["started", "done"] * 3 + ["started", "refused"]
+    assert [e["outcome"] for e in audit_trail(registry)] == ["started", "done"] * 3 + ["started", "refused"]
     done = [(e["action"], e["from_version"], e["to_version"], e["actor"], e["reason"])
-            for e in _trail(registry) if e["outcome"] == "done"]
+            for e in audit_trail(registry) if e["outcome"] == "done"]
     assert done == [("promote", None, "2", "alice", "best OOS Sharpe"), ("promote", "2", "3", "bob", "newer data"),
                     ("rollback", "3", "2", "carol", "slippage above model")]
     assert all(pd.Timestamp(e["at"]).tzname() == "UTC" for e in log.events(m))
@@ -248,160 +235,16 @@ def test_two_promotes_racing_in_separate_processes(registry: Registry) -> None:
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     results = [json.loads(o[0]) for o in outs]
-    events = [e for e in _trail(registry) if e["outcome"] != "started"]
+    events = [e for e in audit_trail(registry) if e["outcome"] != "started"]
     assert len(events) == 2 and all(e["outcome"] == "done" for e in events)
     first, second = events
     assert first["from_version"] is None and second["from_version"] == first["to_version"]
     assert {first["to_version"], second["to_version"]} == {"2", "3"}
     assert reg_versions.alias_version(registry.model, "champion") == second["to_version"]
-    assert _tags(registry, second["to_version"])["promotion.previous_champion"] == first["to_version"]
+    assert version_tags(registry, second["to_version"])["promotion.previous_champion"] == first["to_version"]
     assert {r["audit_id"] for r in results} == {first["id"], second["id"]}
-    assert [e["outcome"] for e in _trail(registry)].count("started") == 2
+    assert [e["outcome"] for e in audit_trail(registry)].count("started") == 2
     assert AuditLog(registry.audit).verify() == len(AuditLog(registry.audit).events())
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from toolkit.cli import main
-
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_exit_codes_and_status_json(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
-    m = registry.model
-    code, out, err = _cli(["promote", m, "--version", "1", "--reason", "x", "--json"], capsys)
-    assert code == 6 and json.loads(out)["promoted"] is False and "verdict passed" in err
-    code, _, err = _cli(["promote", m, "--version", "9", "--reason", "x"], capsys)
-    assert code == 2 and "version" in err
-    code, _, err = _cli(["status", "no.such.model"], capsys)
-    assert code == 2 and "model" in err
-    code, _, err = _cli(["rollback", m, "--reason", "x"], capsys)
-    assert code == 6 and "no champion" in err
-    code, out, _ = _cli(["promote", m, "--version", "2", "--reason", "go", "--actor", "dana"], capsys)
-    assert code == 0 and "champion - -> 2 by dana" in out
-
-    code, out, _ = _cli(["status", m, "--json"], capsys)
-    assert code == 0
-    st = json.loads(out)
-    assert set(st) == {"model", "aliases", "champion", "candidate", "versions", "metrics", "audit", "audit_path",
-                       "audit_chain", "warnings"}
-    assert st["champion"] == "2" and st["aliases"] == {"candidate": "3", "champion": "2"}
-    assert [v["version"] for v in st["versions"]] == ["1", "2", "3", "4"]
-    v2 = st["versions"][1]
-    assert set(v2) >= {"version", "created_at", "aliases", "gate", "promotion"}
-    assert v2["gate"]["verdict"] == "passed" and v2["promotion"]["promoted_by"] == "dana"
-    assert set(st["metrics"]) >= {"promotions", "rollbacks", "last_cycle_hours", "median_cycle_hours"}
-    assert st["metrics"]["promotions"] == 1 and st["audit_chain"].startswith("ok")
-    assert [(e["outcome"], e["actor"]) for e in st["audit"]][-1] == ("done", "dana")
-
-    code, out, _ = _cli(["status", m], capsys)
-    assert code == 0 and "champion 2" in out and "dana" in out
-
-
-def test_verdict_under_a_what_if_policy_is_not_promotable(registry: Registry, tmp_path: Path) -> None:
-    """Version 2 passed under the lenient policy; with the shipped policy in force it is refused,
-    and ``toolkit promote`` has no ``--policy`` to choose another (a real subprocess each)."""
-    env = {k: v for k, v in registry.env.items() if k != "TOOLKIT_POLICY"}
-    base = [TOOLKIT, "promote", registry.model, "--version", "2", "--reason", "what-if", "--actor", "tester"]
-    before = reg_versions.registry_snapshot(registry.model)
-    refused = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 6, refused.stderr
-    assert "current policy:" in refused.stderr
-    forced = subprocess.run([*base, "--policy", str(registry.policy)], env=env, capture_output=True, text=True,
-                            timeout=120)
-    assert forced.returncode == 2 and "--policy" in forced.stderr
-    assert reg_versions.registry_snapshot(registry.model) == before
-    events = _trail(registry)
-    assert [(e["outcome"], e["to_version"]) for e in events] == [("started", "2"), ("refused", "2")]
-    assert "policy in force: desk-default version 2026.11.1" in events[1]["detail"]
-
-
-def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = _cli(["promote", registry.model, "--version", "2"], capsys)  # --reason is required
-    assert code == 2 and "reason" in err
-
-
-# ----------------------------------------------------------------------------- the gate report (papermill)
-
-
-def test_gates_report_end_to_end_then_promote(registry: Registry, capsys: pytest.CaptureFixture[str],
-                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``toolkit gates --policy lenient`` is a what-if: promotable only once that policy is the one in force."""
-    from toolkit.gates import Evidence, evaluate, load_policy
-
-    m = registry.model
-    monkeypatch.delenv("TOOLKIT_POLICY")  # the shipped policy is in force; the lenient one is asked for
-    started = time.perf_counter()
-    code, out, err = _cli(["gates", m, "--version", "4", "--policy", str(registry.policy), "--json"], capsys)
-    elapsed = time.perf_counter() - started
-    assert code == 0, err
-    result = json.loads(out)
-    assert result["passed"] is True and result["candidate"] is True and elapsed < 120
-    assert reg_versions.alias_version(m, "candidate") == "4"
-    tags = _tags(registry, "4")
-    assert tags["gate.verdict"] == "passed" and tags["gate.run_id"] == result["run_id"]
-    assert tags["gate.verdict_sha"] == result["verdict_sha"]
-    run_dir = registry.artifacts_of(result["run_id"])
-    assert (run_dir / "verdict" / "verdict.json").is_file()
-    assert list((run_dir / "report").glob("*.html")) and list((run_dir / "notebook").glob("*.ipynb"))
-    html = Path(result["report_path"]).read_text()
-    assert "latency" in html.lower() and "from toolkit" not in html  # rendered without the code cells
-    index = (registry.root / "reports" / "index.jsonl").read_text().splitlines()
-    assert json.loads(index[-1])["kind"] == "gates"
-    # the recorded evidence re-evaluates to the same bytes
-    files = reg_versions.download_gate_artifacts(m, 4, tmp_path / "g")
-    bundle = reg_versions.download_evidence(m, 4, tmp_path / "b")
-    again = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(registry.policy))
-    assert again.to_json().encode() == files["verdict"].read_bytes()
-    # DSR's N is the registry's count (10), not the 6 trials in v4's bundle ledger
-    dsr = next(g for g in json.loads(files["verdict"].read_text())["gates"] if g["name"] == "dsr")
-    assert dsr["inputs"]["n_trials"] == dsr["inputs"]["n_trials_registry"] == 10
-    assert dsr["inputs"]["n_trials_ledger"] == 6
-
-    before = reg_versions.registry_snapshot(m)
-    code, _, err = _cli(["promote", m, "--version", "4", "--reason", "what-if verdict", "--actor", "erin"], capsys)
-    assert code == 6 and "current policy:" in err and load_policy().sha256()[:12] in err
-    assert reg_versions.registry_snapshot(m) == before
-
-    monkeypatch.setenv("TOOLKIT_POLICY", str(registry.policy))  # the desk adopts the lenient policy
-    done = promote(m, 4, reason="passed the gates", actor="erin")
-    assert done["to_version"] == "4" and reg_versions.model_aliases(m) == {"champion": "4"}
-
-
-def test_gates_report_refuses_altered_evidence_before_any_kernel(registry: Registry) -> None:
-    from toolkit.errors import RegistryError
-    from toolkit.reporting.gates import gates_report
-
-    run = reg_versions.version_info(registry.model, 4)["run_id"]
-    (registry.artifacts_of(run) / "evidence" / "trades.parquet").write_bytes(b"not parquet")
-    before = reg_versions.registry_snapshot(registry.model)
-    with pytest.raises(RegistryError, match="altered evidence"):
-        gates_report(registry.model, 4)
-    assert reg_versions.registry_snapshot(registry.model) == before
-    assert not (registry.root / "reports" / "gates").exists()
-
-
-def test_gates_failing_under_the_shipped_policy_exits_5_and_drops_candidate(
-        registry: Registry, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("TOOLKIT_POLICY")  # the shipped policy is in force
-    m = registry.model
-    assert reg_versions.alias_version(m, "candidate") == "3"
-    code, out, err = _cli(["gates", m, "--version", "3", "--json"], capsys)  # the shipped, stricter policy
-    assert code == 5 and "failed the gates" in err
-    result = json.loads(out)
-    assert result["passed"] is False and result["failed"]
-    assert set(result["failed"]) == {g["name"] for g in result["gates"] if not g["passed"]}
-    tags = _tags(registry, "3")
-    assert tags["gate.verdict"] == "failed" and tags["gate.run_id"] == result["run_id"]
-    assert reg_versions.alias_version(m, "candidate") is None  # a failed re-evaluation withdraws it
-    entry = json.loads((registry.root / "reports" / "index.jsonl").read_text().splitlines()[-1])
-    assert entry["status"] == "failed" and all(name in entry["summary"] for name in result["failed"])
-    with pytest.raises(PromotionRefused, match="verdict passed"):
-        promote(m, 3, reason="it passed last week", actor="tester")
 
 
 # ----------------------------------------------------------------------------- forged verdicts
@@ -425,14 +268,14 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
     forged.write_text(canonical_json(d, indent=2) + "\n", encoding="utf-8")
     assert verify_verdict_json(forged.read_text())  # self-consistent: the sha alone proves nothing
     reg_versions.record_verdict(registry.model, 1, forged, extra_evidence=files["evidence"])
-    assert _tags(registry, "1")["gate.verdict"] == "passed"
+    assert version_tags(registry, "1")["gate.verdict"] == "passed"
 
     before = reg_versions.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="does not follow from the evidence"):
         promote(registry.model, 1, reason="forged", actor="mallory")
     after = reg_versions.registry_snapshot(registry.model)
     assert after == before and after["aliases"].get("champion") is None
-    events = _trail(registry)
+    events = audit_trail(registry)
     assert [(e["outcome"], e["to_version"]) for e in events] == [("started", "1"), ("refused", "1")]
 
 
@@ -507,114 +350,6 @@ def test_bookkeeping_failure_after_the_alias_moved_keeps_the_promotion(registry:
         done = promote(registry.model, 2, reason="go", actor="tester")
     assert done["promoted"] is True and "simulated metric store failure" in done["bookkeeping_error"]
     assert reg_versions.alias_version(registry.model, "champion") == "2"
-    assert _tags(registry, "2")["promotion.state"] == "champion"
+    assert version_tags(registry, "2")["promotion.state"] == "champion"
     row = AuditLog(registry.audit).events(registry.model)[-1]
     assert row["outcome"] == "done" and "bookkeeping failed" in row["detail"]
-
-
-# ----------------------------------------------------------------------------- audit of every attempt
-
-
-def test_attempts_that_raise_are_audited(registry: Registry, tmp_path: Path) -> None:
-    """An unknown version, and a promote that cannot get the lock (held by another real process)."""
-    from toolkit.errors import TemporaryError
-
-    with pytest.raises(ConfigurationError):
-        promote(registry.model, 42, reason="typo", actor="tester")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom toolkit.registry.audit import registry_lock\n"
-         f"with registry_lock({str(registry.audit)!r}):\n    print('held', flush=True)\n    time.sleep(20)\n"],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        with pytest.raises(TemporaryError, match="still held"):
-            promote(registry.model, 2, reason="busy", actor="tester", lock_timeout=0.3)
-        with pytest.raises(TemporaryError, match="still held"):
-            rollback(registry.model, reason="busy", actor="tester", lock_timeout=0.3)
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
-    rows = [(e["action"], e["outcome"], e["to_version"]) for e in _trail(registry)]
-    assert rows == [("promote", "started", "42"), ("promote", "error", "42"), ("promote", "started", "2"),
-                    ("promote", "error", "2"), ("rollback", "started", None), ("rollback", "error", None)]
-    errors = [e for e in _trail(registry) if e["outcome"] == "error"]
-    assert "ConfigurationError" in errors[0]["detail"] and "TemporaryError" in errors[1]["detail"]
-    assert reg_versions.alias_version(registry.model, "champion") is None
-
-
-def test_started_row_is_written_before_mlflow_changes(registry: Registry) -> None:
-    """When the champion alias moves, the trail already holds the attempt's ``started`` row."""
-    from mlflow import MlflowClient
-
-    seen: list[list[str]] = []
-    real = MlflowClient.set_registered_model_alias
-
-    def spy(self: MlflowClient, name: str, alias: str, version: str) -> None:
-        seen.append([e["outcome"] for e in _trail(registry)])
-        real(self, name, alias, version)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(MlflowClient, "set_registered_model_alias", spy)
-        promote(registry.model, 2, reason="go", actor="tester")
-    assert seen == [["started"]]
-    assert [e["outcome"] for e in _trail(registry)] == ["started", "done"]
-
-
-def test_candidate_moves_are_audited(registry: Registry, tmp_path: Path) -> None:
-    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
-
-    log = AuditLog(registry.audit)
-    built = [(e["action"], e["outcome"], e["from_version"], e["to_version"]) for e in log.events(registry.model)]
-    assert built == [("candidate", "started", None, "2"), ("candidate", "done", None, "2"),
-                     ("candidate", "started", None, "3"), ("candidate", "done", "2", "3")]
-    # version 3 re-evaluated under the shipped policy fails: candidate withdrawn, and audited
-    files = reg_versions.download_gate_artifacts(registry.model, 3, tmp_path / "g")
-    bundle = reg_versions.download_evidence(registry.model, 3, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
-    assert not strict.passed
-    (tmp_path / "v" / "verdict.json").parent.mkdir()
-    (tmp_path / "v" / "verdict.json").write_text(strict.to_json(), encoding="utf-8")
-    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"],
-                                actor="gatekeeper")
-    assert reg_versions.alias_version(registry.model, "candidate") is None
-    last = log.events(registry.model)[-2:]
-    assert [(e["action"], e["outcome"], e["from_version"], e["to_version"], e["actor"]) for e in last] == [
-        ("candidate", "started", None, None, "gatekeeper"), ("candidate", "done", "3", None, "gatekeeper")]
-    assert "withdrawn" in last[1]["reason"] and last[1]["verdict_sha"] == strict.verdict_sha
-    # recording it again changes no alias, so writes no row
-    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"])
-    assert len(log.events(registry.model)) == len(built) + 2
-
-
-def test_champion_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: Path) -> None:
-    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
-    from toolkit.registry.cli import format_status
-
-    promote(registry.model, 2, reason="go", actor="tester")
-    files = reg_versions.download_gate_artifacts(registry.model, 2, tmp_path / "g")
-    bundle = reg_versions.download_evidence(registry.model, 2, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
-    assert not strict.passed
-    path = tmp_path / "v" / "verdict.json"
-    path.parent.mkdir()
-    path.write_text(strict.to_json(), encoding="utf-8")
-    reg_versions.record_verdict(registry.model, 2, path, extra_evidence=files["evidence"])
-    assert _tags(registry, "2")["gate.champion_failed_reevaluation"] == "true"
-    assert reg_versions.alias_version(registry.model, "champion") == "2"  # still champion, but flagged
-    st = status(registry.model)
-    assert len(st["warnings"]) == 1 and "champion version 2 FAILED" in st["warnings"][0]
-    assert format_status(st).splitlines()[0].startswith("WARNING: champion version 2 FAILED")
-    # a passing re-evaluation clears the flag
-    reg_versions.record_verdict(registry.model, 2, files["verdict"], extra_evidence=files["evidence"])
-    assert "gate.champion_failed_reevaluation" not in _tags(registry, "2") and status(registry.model)["warnings"] == []
-
-
-def test_registry_counts_every_recorded_trial_up_to_the_version(registry: Registry) -> None:
-    """v1..v3 were recorded with 4, 2 and 2 combinations; v4 re-registers v2's bundle (2 more)."""
-    from toolkit.registry.versions import registry_trial_count
-
-    sizes = [len(g["fast"]) * len(g["slow"]) for g in GRIDS.values()]
-    assert [registry_trial_count(registry.model, v) for v in (1, 2, 3, 4)] == [
-        sizes[0], sizes[0] + sizes[1], sum(sizes), sum(sizes) + sizes[1]]
-    # v4's own bundle carries the ledger as it was at v2 (6 trials): the registry knows 10
-    assert len(pd.read_parquet(registry.bundles["pass"] / "trials.parquet")) == sizes[0] + sizes[1]

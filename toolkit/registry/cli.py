@@ -150,7 +150,7 @@ def status_command(
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Show versions, aliases, verdicts, who promoted what when, and the promotion-cycle figures."""
-    from toolkit.registry.promotion import status
+    from toolkit.registry.status import status
 
     st = status(model)
     if json_output:

@@ -1,4 +1,4 @@
-"""Promote, roll back and report: the registry enforces the gate verdict (MLflow 3 aliases).
+"""Promote and roll back: the registry enforces the gate verdict (MLflow 3 aliases).
 
 ``promote`` moves alias ``champion`` to a version only when, re-checked at that
 moment: the version was evaluated; its verdict passed; the verdict file in the
@@ -21,8 +21,8 @@ snapshot. The promotion-cycle bookkeeping runs after the alias moved: its failur
 does not undo the promotion but is reported (``bookkeeping_error`` and the audit row).
 Both run under one inter-process lock and append to the audit trail; their
 figures (time from registration to promotion, promotion and rollback counts) are
-logged as metrics of a per-model run in experiment ``registry`` and as
-registered-model tags.
+logged by ``toolkit.registry.status.record_cycle``, and ``toolkit.registry.status.status``
+reports them.
 """
 
 from __future__ import annotations
@@ -43,18 +43,17 @@ from toolkit.registry.audit import (
     AuditEvent,
     AuditLog,
     default_actor,
-    default_audit_path,
     registry_lock,
 )
-from toolkit.registry.mlflow_store import client, ensure_experiment
+from toolkit.registry.mlflow_store import client
+from toolkit.registry.status import record_cycle
 from toolkit.registry.versions import (
-    CHAMPION_FAILED_TAG,
+    CANDIDATE,
+    CHAMPION,
     alias_version,
     download_evidence,
     download_gate_artifacts,
     list_versions,
-    mlflow_call,
-    model_aliases,
     parse_verdict,
     registry_snapshot,
     require_model,
@@ -66,18 +65,13 @@ from toolkit.registry.versions import (
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
-    "REGISTRY_EXPERIMENT",
     "check_promotable",
     "current_policy_sha",
     "default_actor",
     "promote",
     "rollback",
-    "status",
 ]
 
-CHAMPION = "champion"
-CANDIDATE = "candidate"
-REGISTRY_EXPERIMENT = "registry"
 Clock = Callable[[], pd.Timestamp]
 
 
@@ -230,56 +224,9 @@ def _refusal(checks: list[dict[str, Any]]) -> str:
     return "; ".join(f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]) or "not eligible"
 
 
-def _registry_run(model_name: str) -> str:
-    c = client()
-    with mlflow_call("opening experiment 'registry'"):
-        exp = ensure_experiment(REGISTRY_EXPERIMENT)
-        found = c.search_runs([exp], filter_string=f"tags.model = '{model_name}'", max_results=1,
-                              order_by=["attributes.start_time ASC"])
-        if found:
-            return str(found[0].info.run_id)
-        run = c.create_run(exp, run_name=f"{model_name} promotion cycle",
-                           tags={"model": model_name, "toolkit.kind": "registry"})
-        c.set_terminated(run.info.run_id, status="FINISHED")
-        return str(run.info.run_id)
-
-
-def _log_cycle(model_name: str, now: pd.Timestamp, action: str, cycle_hours: float | None) -> dict[str, Any]:
-    """Count the action on the model's tags and log the cycle figures as metrics of its registry run."""
-    c = client()
-    tags = dict(require_model(model_name).tags or {})
-    promotions = int(tags.get("registry.promotions", 0)) + (action == "promote")
-    rollbacks = int(tags.get("registry.rollbacks", 0)) + (action == "rollback")
-    run_id = tags.get("registry.run_id") or _registry_run(model_name)
-    ts = int(now.value // 1_000_000)
-    step = promotions + rollbacks
-    with mlflow_call(f"logging promotion metrics of {model_name}"):
-        c.log_metric(run_id, "promotions.total", float(promotions), timestamp=ts, step=step)
-        c.log_metric(run_id, "rollbacks.total", float(rollbacks), timestamp=ts, step=step)
-        new_tags = {"registry.promotions": str(promotions), "registry.rollbacks": str(rollbacks),
-                    "registry.run_id": run_id}
-        if cycle_hours is not None:
-            c.log_metric(run_id, "promotion.cycle_hours", cycle_hours, timestamp=ts, step=promotions)
-            new_tags["registry.last_cycle_hours"] = f"{cycle_hours:.6f}"
-        for k, val in new_tags.items():
-            c.set_registered_model_tag(model_name, k, val)
-    return {"promotions": promotions, "rollbacks": rollbacks, "cycle_hours": cycle_hours,
-            "registry_run_id": run_id}
-
-
 def _policy_note(policy: dict[str, str]) -> str:
     """Return the audit note naming the policy in force (name, version, file)."""
     return f"policy in force: {policy['name']} version {policy['version']} ({policy['path']})"
-
-
-def _bookkeeping(model_name: str, now: pd.Timestamp, action: str,
-                 cycle_hours: float | None) -> tuple[dict[str, Any], str | None]:
-    """Log the cycle figures after the alias moved; a failure is returned, never raised (the move stands)."""
-    try:
-        return _log_cycle(model_name, now, action, cycle_hours), None
-    except Exception as exc:
-        return ({"promotions": None, "rollbacks": None, "cycle_hours": cycle_hours, "registry_run_id": None},
-                f"{type(exc).__name__}: {exc}"[:2000])
 
 
 def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = utc_now,
@@ -353,7 +300,7 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
             raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); {restored}; "
                                 f"champion is {previous or 'unset'}") from exc
-        figures, book_error = _bookkeeping(model_name, now, "promote", cycle_hours)
+        figures, book_error = record_cycle(model_name, now, "promote", cycle_hours)
         if book_error:
             event = replace(event, detail=f"promotion-cycle bookkeeping failed: {book_error} [{event.detail}]")
         row = log.append(event)
@@ -427,77 +374,10 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, reason: str, who: s
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored}"))
             raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); {restored}; champion is "
                                 f"{current}") from exc
-        figures, book_error = _bookkeeping(model_name, now, "rollback", None)
+        figures, book_error = record_cycle(model_name, now, "rollback", None)
         if book_error:
             event = replace(event, detail=f"promotion-cycle bookkeeping failed: {book_error}")
         row = log.append(event)
     return {"model": model_name, "rolled_back": True, "from_version": current, "to_version": target,
             "actor": who, "at": now.isoformat(), "reason": reason, "verdict_sha": event.verdict_sha,
             "audit_id": row["id"], "bookkeeping_error": book_error, **figures}
-
-
-def _float(text: str | None) -> float | None:
-    return float(text) if text else None
-
-
-def _version_row(model_name: str, v: str) -> dict[str, Any]:
-    info = version_info(model_name, v)
-    t = info["tags"]
-    return {
-        "version": v, "created_at": info["created_at"], "run_id": info["run_id"], "aliases": info["aliases"],
-        "strategy_type": t.get("strategy.type"), "evidence_sha": t.get("evidence.sha256"),
-        "gate": {"verdict": t.get("gate.verdict", "not_evaluated"), "policy_sha": t.get("gate.policy_sha"),
-                 "evidence_sha": t.get("gate.evidence_sha"), "verdict_sha": t.get("gate.verdict_sha"),
-                 "evaluated_at": t.get("gate.evaluated_at"), "run_id": t.get("gate.run_id"),
-                 "champion_failed_reevaluation": t.get(CHAMPION_FAILED_TAG) == "true"},
-        "promotion": {"state": t.get("promotion.state"), "promoted_at": t.get("promotion.promoted_at"),
-                      "promoted_by": t.get("promotion.promoted_by"), "reason": t.get("promotion.reason"),
-                      "previous_champion": t.get("promotion.previous_champion") or None,
-                      "cycle_hours": _float(t.get("promotion.cycle_hours")),
-                      "rolled_back_at": t.get("rollback.rolled_back_at"),
-                      "rolled_back_by": t.get("rollback.rolled_back_by"),
-                      "rollback_reason": t.get("rollback.reason")},
-    }
-
-
-def status(model_name: str, audit_path: str | Path | None = None, audit_limit: int = 50) -> dict[str, Any]:
-    """Return versions, aliases, verdicts, who promoted what when, the promotion-cycle figures and warnings.
-
-    ``warnings`` holds one line when the champion failed its latest gate re-evaluation.
-    """
-    rm = require_model(model_name)
-    aliases = model_aliases(model_name)
-    versions = [_version_row(model_name, v) for v in list_versions(model_name)]
-    log = AuditLog(audit_path if audit_path is not None else default_audit_path())
-    try:
-        n = log.verify()
-        chain = f"ok ({n} rows)"
-    except RegistryError as exc:
-        chain = f"broken: {exc}"
-    tags = dict(rm.tags or {})
-    cycles = [r["promotion"]["cycle_hours"] for r in versions if r["promotion"]["cycle_hours"] is not None]
-    events = log.events(model_name)
-    warnings = []
-    champion = aliases.get(CHAMPION)
-    for r in versions:
-        if r["version"] == champion and r["gate"]["champion_failed_reevaluation"]:
-            warnings.append(f"champion version {champion} FAILED its latest gate re-evaluation "
-                            f"(verdict {str(r['gate']['verdict_sha'])[:12]}, evaluated {r['gate']['evaluated_at']}); "
-                            f"it is still champion: re-run the gates or `toolkit rollback {model_name}`")
-    return {
-        "model": model_name,
-        "aliases": aliases,
-        "champion": aliases.get(CHAMPION),
-        "candidate": aliases.get(CANDIDATE),
-        "versions": versions,
-        "metrics": {"promotions": int(tags.get("registry.promotions", 0)),
-                    "rollbacks": int(tags.get("registry.rollbacks", 0)),
-                    "last_cycle_hours": float(tags["registry.last_cycle_hours"])
-                    if tags.get("registry.last_cycle_hours") else None,
-                    "median_cycle_hours": float(pd.Series(cycles).median()) if cycles else None,
-                    "registry_run_id": tags.get("registry.run_id")},
-        "audit": events[-audit_limit:] if audit_limit else events,
-        "audit_path": str(log.path),
-        "audit_chain": chain,
-        "warnings": warnings,
-    }

@@ -38,6 +38,8 @@ from toolkit.registry.audit import AuditAttempt, AuditEvent, AuditLog, default_a
 from toolkit.registry.mlflow_store import client, configure, ensure_experiment
 
 __all__ = [
+    "CANDIDATE",
+    "CHAMPION",
     "CHAMPION_FAILED_TAG",
     "GATES_EXPERIMENT",
     "VERDICT_FILE",
@@ -59,6 +61,8 @@ __all__ = [
 
 GATES_EXPERIMENT = "gates"
 #: set to "true" on the champion when a re-evaluation of it failed (``toolkit status`` warns)
+CHAMPION = "champion"
+CANDIDATE = "candidate"
 CHAMPION_FAILED_TAG = "gate.champion_failed_reevaluation"
 VERDICT_FILE = "verdict.json"
 _VERDICT_KEYS = ("passed", "policy_sha", "evidence_sha", "verdict_sha")
@@ -375,26 +379,26 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
         }
         log = AuditLog(audit_path)
         with registry_lock(log.path):  # a promote never reads a half-updated set of gate tags
-            before = alias_version(model_name, "candidate")
+            before = alias_version(model_name, CANDIDATE)
             after = v if verdict["passed"] else (None if before == v else before)
             attempt = None
             if after != before:
                 why = (f"gate verdict passed (verdict {verdict['verdict_sha'][:12]})" if after
                        else f"re-evaluation failed (verdict {verdict['verdict_sha'][:12]}): candidate withdrawn")
-                attempt = AuditAttempt(log, model_name, "candidate", actor or default_actor(), why, clock,
+                attempt = AuditAttempt(log, model_name, CANDIDATE, actor or default_actor(), why, clock,
                                        to_version=after)
             try:
                 for key, value in version_tags.items():
                     c.set_model_version_tag(model_name, v, key, value)
-                if not verdict["passed"] and alias_version(model_name, "champion") == v:
+                if not verdict["passed"] and alias_version(model_name, CHAMPION) == v:
                     c.set_model_version_tag(model_name, v, CHAMPION_FAILED_TAG, "true")  # loud: status warns
                     version_tags[CHAMPION_FAILED_TAG] = "true"
                 elif verdict["passed"] and CHAMPION_FAILED_TAG in info["tags"]:
                     c.delete_model_version_tag(model_name, v, CHAMPION_FAILED_TAG)
                 if after is not None and after != before:
-                    c.set_registered_model_alias(model_name, "candidate", v)
+                    c.set_registered_model_alias(model_name, CANDIDATE, v)
                 elif after is None and before is not None:
-                    c.delete_registered_model_alias(model_name, "candidate")
+                    c.delete_registered_model_alias(model_name, CANDIDATE)
             except BaseException as exc:
                 if attempt is not None:
                     attempt.fail(exc)
