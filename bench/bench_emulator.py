@@ -26,9 +26,9 @@ from typing import Any
 
 import ccxt
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.testing import free_port, step_clock
+from toolkit.exchange import exchange_client
 
 RESULTS = Path(__file__).resolve().parent / "results" / "emulator.json"
 

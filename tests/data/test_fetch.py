@@ -15,12 +15,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from toolkit.data.fetch import call_with_retry, exchange_client, fetch_ohlcv
+from toolkit.data.fetch import call_with_retry, fetch_ohlcv
 from toolkit.data.fetch_cli import fetch_command
 from toolkit.data.store import BarStore
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.emulator.testing import admin, make_store
 from toolkit.errors import ConfigurationError, DataError, TemporaryError
+from toolkit.exchange import exchange_client
 
 COLS = ["open", "high", "low", "close", "volume"]
 

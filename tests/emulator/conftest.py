@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.emulator.testing import make_store
+from toolkit.exchange import exchange_client
 
 START = "2024-03-01"
 

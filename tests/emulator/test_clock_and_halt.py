@@ -12,12 +12,12 @@ import ccxt
 import pandas as pd
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.data.store import BarStore, read_bars_file
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.clock import ReplayClock
 from toolkit.emulator.testing import admin
 from toolkit.errors import ConfigurationError
+from toolkit.exchange import exchange_client
 
 HALT = Path(__file__).resolve().parents[1] / "fixtures" / "BTCUSDT_1m_2023-03-24_halt.parquet"
 

@@ -10,8 +10,8 @@ from typing import Any
 import ccxt
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from toolkit.exchange import exchange_client
 
 
 def _client(emu: Emulator, key: str = DEFAULT_API_KEY, secret: str = DEFAULT_API_SECRET, **kw: Any) -> Any:

@@ -13,10 +13,10 @@ from typing import Any
 import ccxt
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, load_faults
 from toolkit.emulator.testing import admin, step_clock
 from toolkit.errors import ConfigurationError
+from toolkit.exchange import exchange_client
 
 
 def _faults(emu: Emulator, *rules: dict[str, Any]) -> None:

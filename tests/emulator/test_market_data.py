@@ -9,12 +9,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.data.resample import resample_ohlcv
 from toolkit.data.store import BarStore
 from toolkit.emulator import Emulator
 from toolkit.emulator.filters import load_rules
 from toolkit.emulator.testing import admin, step_clock
+from toolkit.exchange import exchange_client
 
 T0 = int(pd.Timestamp("2024-03-01", tz="UTC").value // 1_000_000)
 

@@ -9,9 +9,9 @@ from typing import Any
 import ccxt
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
 from toolkit.emulator.testing import step_clock
+from toolkit.exchange import exchange_client
 
 D = Decimal
 

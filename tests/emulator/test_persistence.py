@@ -19,10 +19,10 @@ from typing import Any
 import ccxt
 import pytest
 
-from toolkit.data.fetch import exchange_client
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.testing import admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
+from toolkit.exchange import exchange_client
 
 
 def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]],

@@ -17,80 +17,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import ccxt
-import ccxt.async_support as ccxt_async
 import numpy as np
 import pandas as pd
 
 from toolkit.data.resample import timeframe_minutes
 from toolkit.data.store import BarStore, parse_time
 from toolkit.errors import ConfigurationError, DataError, TemporaryError, ToolkitError
+from toolkit.exchange.client import exchange_client
 
-__all__ = ["BINANCE_API", "FetchResult", "call_with_retry", "exchange_client", "fetch_ohlcv"]
+__all__ = ["FetchResult", "call_with_retry", "fetch_ohlcv"]
 
-#: The host that ``url`` replaces in every string of ccxt's ``urls['api']``.
-BINANCE_API = "https://api.binance.com"
-#: ccxt options that keep ``load_markets()`` on the spot exchangeInfo endpoint alone.
-SPOT_OPTIONS: dict[str, Any] = {
-    "defaultType": "spot", "fetchMarkets": ["spot"], "fetchCurrencies": False, "fetchMargins": False,
-}
-#: Constructor keys passed to ccxt as they are; any other keyword goes into ``options``.
-CLIENT_KEYS = {"timeout", "enableRateLimit", "rateLimit", "verbose", "headers", "proxies", "userAgent"}
 TEMPORARY = (ccxt.NetworkError,)  # RequestTimeout, ExchangeNotAvailable, DDoSProtection, RateLimitExceeded…
 
 T = TypeVar("T")
-
-
-def exchange_client(exchange_id: str = "binance", url: str | None = None, api_key: str | None = None,
-                    secret: str | None = None, async_: bool = False, **options: Any) -> Any:
-    """Return a ccxt exchange (sync, or ``ccxt.async_support`` with ``async_=True``).
-
-    Parameters
-    ----------
-    exchange_id
-        A ccxt exchange id such as ``binance``.
-    url
-        Base URL of a Binance-compatible server (the loopback emulator): it
-        replaces ``https://api.binance.com`` in every string of ``urls['api']``,
-        and the client is restricted to spot (``defaultType='spot'``,
-        ``fetchMarkets=['spot']``, ``fetchCurrencies=False``, ``fetchMargins=False``).
-    api_key, secret
-        Credentials; none for public data.
-    options
-        ``timeout``, ``enableRateLimit``, ``rateLimit``, ``verbose``, ``headers``,
-        ``proxies`` and ``userAgent`` go to the constructor; anything else into
-        ccxt's ``options``.
-
-    Raises
-    ------
-    ConfigurationError
-        For an unknown exchange id, or ``url`` with an exchange other than binance.
-    """
-    module = ccxt_async if async_ else ccxt
-    if exchange_id not in ccxt.exchanges:
-        raise ConfigurationError("exchange", "a ccxt exchange id such as binance", exchange_id)
-    if url is not None and exchange_id != "binance":
-        raise ConfigurationError("url", "only with exchange 'binance' (the emulator speaks Binance's API)",
-                                 exchange_id)
-    cfg: dict[str, Any] = {"enableRateLimit": True}
-    extra: dict[str, Any] = {}
-    for key, value in options.items():
-        (cfg if key in CLIENT_KEYS else extra)[key] = value
-    if api_key is not None:
-        cfg["apiKey"] = api_key
-    if secret is not None:
-        cfg["secret"] = secret
-    if url is not None:
-        extra = {**SPOT_OPTIONS, **extra}
-    if extra:
-        cfg["options"] = extra
-    client = getattr(module, exchange_id)(cfg)
-    if url is not None:
-        base = url.rstrip("/")
-        api = client.urls["api"]
-        for name, value in list(api.items()):
-            if isinstance(value, str):
-                api[name] = value.replace(BINANCE_API, base)
-    return client
 
 
 @dataclass
