@@ -12,6 +12,7 @@ from typing import Any
 import ccxt
 import ccxt.async_support as ccxt_async
 
+from toolkit.clock import Clock
 from toolkit.errors import ConfigurationError
 
 __all__ = ["BINANCE_API", "CLIENT_KEYS", "SPOT_OPTIONS", "exchange_client"]
@@ -28,7 +29,7 @@ CLIENT_KEYS = {"timeout", "enableRateLimit", "rateLimit", "verbose", "headers", 
 
 def exchange_client(exchange_id: str = "binance", url: str | None = None, api_key: str | None = None,
                     secret: str | None = None, async_: bool = False, sandbox: bool = False,
-                    **options: Any) -> Any:
+                    clock: Clock | None = None, **options: Any) -> Any:
     """Return a ccxt exchange (sync, or ``ccxt.async_support`` with ``async_=True``).
 
     Parameters
@@ -44,6 +45,10 @@ def exchange_client(exchange_id: str = "binance", url: str | None = None, api_ke
         Credentials; none for public data. They stay inside the client object.
     sandbox
         Use the exchange's own test venue (ccxt ``set_sandbox_mode(True)``, Binance's spot testnet).
+    clock
+        Sign requests (``timestamp``) with this clock instead of the local wall clock. For a
+        venue whose time does not run at wall speed (the emulator replaying bars stepped or
+        accelerated); against a real exchange, use ``adjustForTimeDifference=True`` instead.
     options
         ``timeout``, ``enableRateLimit``, ``rateLimit``, ``verbose``, ``headers``,
         ``proxies`` and ``userAgent`` go to the constructor; anything else into
@@ -79,6 +84,8 @@ def exchange_client(exchange_id: str = "binance", url: str | None = None, api_ke
     client = getattr(module, exchange_id)(cfg)
     if sandbox:
         client.set_sandbox_mode(True)
+    if clock is not None:
+        client.nonce = clock.now_ms  # ccxt's binance signs ``timestamp=self.nonce()``
     if url is not None:
         base = url.rstrip("/")
         api = client.urls["api"]
