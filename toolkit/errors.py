@@ -20,6 +20,7 @@ __all__ = [
     "TemporaryError",
     "ToolkitError",
     "ValidationError",
+    "from_pydantic",
 ]
 
 
@@ -83,3 +84,31 @@ class ExecutionFailed(ToolkitError):
     """A notebook or subprocess failed; the message names the failing step."""
 
     exit_code = 7
+
+
+def from_pydantic(exc: Any, prefix: str = "", known: Any = None, root: str = "config") -> ConfigurationError:
+    """Return the ``ConfigurationError`` for the first error of a ``pydantic.ValidationError``.
+
+    The field is ``prefix.loc`` (pydantic's location, ``[key]`` parts dropped; ``root`` when both
+    are empty, i.e. a model-level check without a prefix); an unknown key
+    says which keys are known (``known``, any iterable of names) or that unknown keys are errors;
+    a missing key says it is required; a validator's own ``ConfigurationError`` is returned as
+    raised (and an error with the same ``field/expected/found`` shape, such as a strategy's
+    ``ParameterError``, converted); otherwise pydantic's message, lower-cased, is what was expected.
+    """
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "[key]")
+    field = ".".join(p for p in (prefix, loc) if p) or root
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigurationError):
+        return cause
+    if cause is not None and all(hasattr(cause, a) for a in ("field", "expected", "found")):
+        return ConfigurationError(cause.field, cause.expected, cause.found)  # e.g. a strategy's ParameterError
+    if err["type"] == "extra_forbidden":
+        expected = (f"a known key: {sorted(known)}" if known is not None
+                    else "no such key (unknown keys are errors)")
+        return ConfigurationError(field, expected, err.get("input"))
+    if err["type"] == "missing":
+        return ConfigurationError(field, "a value (required)", "nothing")
+    msg = str(cause) if cause is not None else str(err["msg"])
+    return ConfigurationError(field, msg[:1].lower() + msg[1:], err.get("input"))

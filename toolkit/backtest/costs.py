@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pydantic
 
+from toolkit.data.store import quote_volume
+
 __all__ = ["CostModel", "corwin_schultz_spread", "participation", "slippage_rates"]
 
 
@@ -73,10 +75,7 @@ class BarCostInputs:
     def from_bars(cls, bars: pd.DataFrame, model: CostModel) -> BarCostInputs:
         spread = corwin_schultz_spread(bars).rolling(model.spread_window, min_periods=1).median()
         sigma = np.log(bars["close"]).diff().rolling(model.spread_window, min_periods=2).std()
-        if "quote_volume" in bars.columns:
-            qv = bars["quote_volume"].to_numpy(dtype="float64")
-        else:
-            qv = (bars["volume"] * bars["close"]).to_numpy(dtype="float64")
+        qv = quote_volume(bars).to_numpy()
         prev = np.concatenate([[np.nan], qv[:-1]])
         return cls(
             spread=spread.shift(1).fillna(0.0).to_numpy(),

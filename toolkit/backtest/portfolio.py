@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from toolkit.data.store import quote_volume
+
 __all__ = ["SimResult", "simulate"]
 
 
@@ -108,7 +110,6 @@ def _orders(pf: object, slippage: np.ndarray, bars: pd.DataFrame) -> pd.DataFram
         "slippage": slippage[pos],
     })
     out["notional"] = out["size"] * out["price"]
-    qv = bars["quote_volume"] if "quote_volume" in bars.columns else bars["volume"] * bars["close"]
-    prev_qv = qv.shift(1).to_numpy()[pos]
+    prev_qv = quote_volume(bars).shift(1).to_numpy()[pos]
     out["participation"] = np.where(prev_qv > 0, out["notional"] / prev_qv, np.nan)
     return out.reset_index(drop=True)

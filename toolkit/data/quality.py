@@ -29,7 +29,8 @@ import pandas as pd
 import pydantic
 
 from toolkit.data.resample import BAR_COLUMNS, timeframe_minutes
-from toolkit.errors import ConfigurationError, DataError, DataQualityError
+from toolkit.data.store import parse_time
+from toolkit.errors import ConfigurationError, DataError, DataQualityError, from_pydantic
 
 __all__ = ["DataCertificate", "QualityCheck", "QualityThresholds", "certify", "data_hash"]
 
@@ -84,13 +85,7 @@ class QualityThresholds(pydantic.BaseModel):
         try:
             return cls(**given)
         except pydantic.ValidationError as exc:
-            err = exc.errors()[0]
-            name = ".".join(str(p) for p in err["loc"]) or "thresholds"
-            expected = (
-                f"one of {', '.join(cls.model_fields)}" if err["type"] == "extra_forbidden"
-                else err["msg"].lower()
-            )
-            raise ConfigurationError(f"quality.{name}", expected, err.get("input")) from None
+            raise from_pydantic(exc, "quality", known=cls.model_fields) from None
 
 
 @dataclass(frozen=True)
@@ -128,6 +123,8 @@ class DataCertificate:
     checks: tuple[QualityCheck, ...]
     data_hash: str
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    requested_start: str | None = None
+    requested_end: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -164,6 +161,7 @@ class DataCertificate:
             "last_bar": self.last_bar, "n_bars": self.n_bars, "expected_bars": self.expected_bars,
             "passed": self.passed, "failed": self.failed, "data_hash": self.data_hash,
             "thresholds": self.thresholds.model_dump(),
+            "requested_start": self.requested_start, "requested_end": self.requested_end,
             "checks": [c.to_dict() for c in self.checks],
         })
 
@@ -177,6 +175,8 @@ class DataCertificate:
             f"Data quality: {self.symbol} {self.timeframe}  {'PASSED' if self.passed else 'FAILED'}",
             f"  bars      {self.n_bars} of {self.expected_bars} expected "
             f"({self.first_bar or '-'} to {self.last_bar or '-'})",
+            *([f"  requested {self.requested_start or 'first bar'} to {self.requested_end or 'last bar'}"]
+              if self.requested_start or self.requested_end else []),
             f"  data_hash {self.data_hash}",
             "",
             f"  {'check':<20} {'value':>12} {'limit':>14} {'count':>9}  result",
@@ -237,13 +237,15 @@ def _hash_arrays(ts: np.ndarray, values: np.ndarray) -> str:
 
 
 def certify(bars: pd.DataFrame, symbol: str, timeframe: str,
-            thresholds: QualityThresholds | None = None) -> DataCertificate:
+            thresholds: QualityThresholds | None = None, start: object = None,
+            end: object = None) -> DataCertificate:
     """Measure the quality of a bar frame and return its certificate.
 
     Duplicated or out-of-order rows are counted, then the frame is put in time
     order (the last of duplicated rows kept) for the other checks. The expected
-    bars are the slots of the 24/7 grid from the first to the last bar; grid
-    slots are aligned to the epoch (UTC midnight) when the timeframe divides a
+    bars are the slots of the 24/7 grid from ``start`` (else the first bar) to
+    ``end`` (else the last bar), so bars missing at either end of a requested
+    range count as missing; grid slots are aligned to the epoch (UTC midnight) when the timeframe divides a
     day, else to the first bar. Outlier returns are the log close-to-close
     returns between adjacent bars (never across a gap) whose robust z-score
     ``|r - median| / (1.4826 * MAD)`` exceeds ``outlier_z``.
@@ -256,6 +258,9 @@ def certify(bars: pd.DataFrame, symbol: str, timeframe: str,
         What the frame claims to be, e.g. ``BTC/USDT`` and ``1m``.
     thresholds
         Limits; the defaults when omitted.
+    start, end
+        The range that was asked for (inclusive; a bare date as ``end`` is the whole
+        day): the expected bars run from it, not from the bars that happen to exist.
 
     Raises
     ------
@@ -266,6 +271,9 @@ def certify(bars: pd.DataFrame, symbol: str, timeframe: str,
     """
     th = thresholds or QualityThresholds()
     step = timeframe_minutes(timeframe) * _NS_PER_MIN
+    t0, t1 = parse_time(start, "start"), parse_time(end, "end", end=True)
+    if t0 is not None and t1 is not None and t1 < t0:
+        raise ConfigurationError("end", f"a time at or after start {t0}", end)
     ts_raw, vals_raw = _canonical_arrays(bars, "certify")
     digest = _hash_arrays(ts_raw, vals_raw)
     n_rows = len(ts_raw)
@@ -304,12 +312,19 @@ def certify(bars: pd.DataFrame, symbol: str, timeframe: str,
         [{"timestamp": _iso(ts[i])} for i in off[:_MAX_EXAMPLES]])
     on = np.flatnonzero((ts - anchor) % step == 0)
     slots = (ts[on] - anchor) // step
-    expected = int(slots[-1] - slots[0] + 1) if len(slots) else 0
-    missing = expected - len(slots)
-    gap_len = np.diff(slots) - 1 if len(slots) > 1 else np.zeros(0, dtype=np.int64)
+    # the requested range's first and last slots (ceil / floor onto the grid), else the data's own
+    lo_slot = -(-(int(t0.value) - anchor) // step) if t0 is not None else (int(slots[0]) if len(slots) else 0)
+    hi_slot = (int(t1.value) - anchor) // step if t1 is not None else (int(slots[-1]) if len(slots) else -1)
+    inside = slots[(slots >= lo_slot) & (slots <= hi_slot)]
+    expected = max(0, hi_slot - lo_slot + 1)
+    missing = expected - len(inside)
+    # gaps between the range's bounds and the bars, as between bars: (first missing slot, length)
+    edges = np.concatenate([[lo_slot - 1], inside, [hi_slot + 1]])
+    gap_len = np.diff(edges) - 1
     gap_at = np.flatnonzero(gap_len > 0)
-    gap_examples = [{"timestamp": _iso(ts[on[i]] + step), "bars": int(gap_len[i]),
-                     "after": _iso(ts[on[i]])} for i in _longest(gap_len[gap_at], gap_at)]
+    gap_examples = [{"timestamp": _iso(int(edges[i] + 1) * step + anchor), "bars": int(gap_len[i]),
+                     "after": _iso(int(edges[i]) * step + anchor) if i > 0 else "start of the requested range"}
+                    for i in _longest(gap_len[gap_at], gap_at)]
     add("missing_bars", missing, missing / expected if expected else 0.0, th.max_missing_share,
         gap_examples)
     add("longest_gap", len(gap_at), int(gap_len.max()) if len(gap_at) else 0, th.max_gap_bars,
@@ -347,6 +362,8 @@ def certify(bars: pd.DataFrame, symbol: str, timeframe: str,
         symbol=symbol, timeframe=timeframe,
         first_bar=_iso(ts[0]) if n else None, last_bar=_iso(ts[-1]) if n else None,
         n_bars=n, expected_bars=expected, checks=tuple(checks), data_hash=digest, thresholds=th,
+        requested_start=t0.isoformat() if t0 is not None else None,
+        requested_end=t1.isoformat() if t1 is not None else None,
     )
 
 

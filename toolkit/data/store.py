@@ -28,9 +28,11 @@ from toolkit.errors import ConfigurationError, DataError
 
 __all__ = [
     "BarStore",
+    "epoch_unit",
     "load_bars",
     "load_bars_file",
     "parse_time",
+    "quote_volume",
     "read_bars_file",
     "symbol_key",
     "validate_bars",
@@ -46,14 +48,41 @@ def symbol_key(symbol: str) -> str:
     return f"{parts[0]}-{parts[1]}"
 
 
+def quote_volume(bars: pd.DataFrame) -> pd.Series:
+    """Return each bar's quote-asset turnover: ``quote_volume`` when the bars have it, else ``volume × close``."""
+    if "quote_volume" in bars.columns:
+        return bars["quote_volume"].astype("float64")
+    return (bars["volume"] * bars["close"]).astype("float64")
+
+
+def epoch_unit(magnitude: float) -> str:
+    """Return the unit of an integer epoch by its size: ``s``, ``ms`` (Binance), ``us`` (Binance from 2025) or ``ns``.
+
+    Seconds stay below 1e11 until the year 5138, milliseconds below 1e14, microseconds below 1e17.
+    """
+    m = abs(float(magnitude))
+    return "s" if m < 1e11 else "ms" if m < 1e14 else "us" if m < 1e17 else "ns"
+
+
 def parse_time(value: object, name: str, *, end: bool = False) -> pd.Timestamp | None:
     """Parse a user time to a UTC timestamp.
 
     A date without a time means the whole day: as ``start`` it is that midnight;
-    as ``end`` it is the last instant of that day (the day is included).
+    as ``end`` it is the last instant of that day (the day is included). An integer
+    (or a string of digits) is an epoch whose unit is told by its size (:func:`epoch_unit`):
+    ``1704067200``, ``1704067200000`` and ``1704067200000000`` are all 2024-01-01.
     """
     if value is None or value == "":
         return None
+    if isinstance(value, bool):
+        raise ConfigurationError(name, "a date such as 2024-01-31, an ISO timestamp or an epoch", value)
+    text = value.strip() if isinstance(value, str) else None
+    if isinstance(value, int | np.integer) or (text and text.lstrip("-").isdigit() and len(text.lstrip("-")) > 8):
+        number = int(value if text is None else text)  # type: ignore[arg-type]
+        try:
+            return pd.Timestamp(number, unit=epoch_unit(number), tz="UTC")
+        except (ValueError, OverflowError) as exc:
+            raise ConfigurationError(name, "an epoch in seconds, milliseconds or microseconds", value) from exc
     try:
         ts = pd.Timestamp(value)  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
@@ -102,8 +131,9 @@ def _frame_from_table(frame: pd.DataFrame, source: str) -> pd.DataFrame:
         raise DataError(f"{source}: expected a 'timestamp' column, found {list(frame.columns)}")
     ts = frame["timestamp"]
     if pd.api.types.is_numeric_dtype(ts):
-        # integer epochs: milliseconds (Binance) or microseconds (Binance from 2025)
-        unit = "us" if float(ts.max()) > 1e14 else "ms"
+        # integer epochs: seconds, milliseconds (Binance), microseconds (Binance from 2025) or nanoseconds
+        finite = ts[np.isfinite(ts.astype("float64"))]
+        unit = epoch_unit(float(finite.abs().max())) if len(finite) else "ms"
         idx = pd.to_datetime(ts, unit=unit, utc=True)
     else:
         try:

@@ -9,8 +9,6 @@ that differ only in comments, key order or ``1`` vs ``1.0`` have the same hash.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -18,7 +16,8 @@ from typing import Any, Literal
 
 import pydantic
 
-from toolkit.errors import ConfigurationError
+from toolkit.canonical import canonical_json, sha256_hex
+from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
@@ -176,13 +175,11 @@ class GatePolicy(_Section):
 
     def canonical_json(self) -> str:
         """Return the canonical JSON form: sorted keys, compact, floats as floats."""
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=False
-        )
+        return canonical_json(self.model_dump(mode="json"), ascii_only=True)
 
     def sha256(self) -> str:
         """Return the sha256 of ``canonical_json()`` (the policy's identity)."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return sha256_hex(self.canonical_json())
 
     def latency_budget_ms(self, strategy_type: str) -> float:
         """Return the p99 budget of ``strategy_type`` (hft, intraday or swing)."""
@@ -214,18 +211,7 @@ def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
     try:
         return GatePolicy(**data)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"] if p != "[key]") or "policy"
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            raise ConfigurationError(
-                field, "no such key (unknown keys are errors)", err.get("input")
-            ) from None
-        if kind == "missing":
-            raise ConfigurationError(field, "a value (required)", "nothing") from None
-        cause = err.get("ctx", {}).get("error")
-        msg = str(cause) if cause is not None else err["msg"]
-        raise ConfigurationError(field, msg[0].lower() + msg[1:], err.get("input")) from None
+        raise from_pydantic(exc, root="policy") from None
 
 
 def policy_in_force_path() -> Path:

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import fcntl
 import getpass
-import hashlib
-import json
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from toolkit import config
+from toolkit.canonical import canonical_json, sha256_hex
+from toolkit.clock import Clock
 from toolkit.errors import ConfigurationError, RegistryError, TemporaryError
 
 __all__ = ["ACTIONS", "OUTCOMES", "AuditAttempt", "AuditEvent", "AuditLog", "default_actor", "default_audit_path",
@@ -118,8 +118,8 @@ class AuditEvent:
 
 
 def _content_sha(prev_sha: str, row: dict[str, Any]) -> str:
-    body = json.dumps({k: row.get(k) for k in _FIELDS}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256((prev_sha + "\n" + body).encode("utf-8")).hexdigest()
+    body = canonical_json({k: row.get(k) for k in _FIELDS}, ascii_only=True)  # ASCII escapes since the first row
+    return sha256_hex(prev_sha + "\n" + body)
 
 
 class AuditLog:
@@ -195,11 +195,11 @@ class AuditLog:
 class AuditAttempt:
     """One audited attempt: a ``started`` row now, exactly one outcome row later (``end`` or ``fail``)."""
 
-    def __init__(self, log: AuditLog, model: str, action: str, who: str, reason: str, clock: Callable[[], Any],
+    def __init__(self, log: AuditLog, model: str, action: str, who: str, reason: str, clock: Clock,
                  to_version: str | None) -> None:
         self.log, self.clock, self.ended = log, clock, False
         self.base = AuditEvent(model=model, action=action, outcome="started", actor=who,
-                               at=clock().tz_convert("UTC").isoformat(), reason=reason, to_version=to_version,
+                               at=clock.now().isoformat(), reason=reason, to_version=to_version,
                                detail="attempt started; nothing changed yet")
         self.started = log.append(self.base)
 
@@ -214,7 +214,7 @@ class AuditAttempt:
         """Write an ``error`` row for an attempt that raised before writing its outcome."""
         if self.ended:
             return
-        at = self.clock().tz_convert("UTC").isoformat()
+        at = self.clock.now().isoformat()
         self.append(AuditEvent(model=self.base.model, action=self.base.action, outcome="error",
                                actor=self.base.actor, at=at, reason=self.base.reason,
                                to_version=self.base.to_version,

@@ -190,6 +190,25 @@ def sharpe_ratio(
     return float(np.mean(excess) / std * math.sqrt(ppy))
 
 
+def sharpe_ratios(returns: np.ndarray, periods_per_year: float = 1.0) -> np.ndarray:
+    """Compute :func:`sharpe_ratio` of every column of a 2-D array of per-bar returns at once.
+
+    A column with fewer than 2 rows or without variation gives ``nan``, as ``sharpe_ratio`` does.
+    """
+    ppy = check_periods_per_year(periods_per_year)
+    arr = np.asarray(returns, dtype="float64")
+    if arr.ndim != 2:
+        raise ValueError(f"returns: expected a 2-D array (bars x columns), found {arr.ndim} dimension(s)")
+    if arr.shape[0] < 2:
+        return np.full(arr.shape[1], np.nan)
+    mu = arr.mean(axis=0)
+    sd = arr.std(axis=0, ddof=1)
+    flat = np.ptp(arr, axis=0) == 0.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((sd > 0) & ~flat & np.isfinite(sd), mu / sd * math.sqrt(ppy), np.nan)
+    return out
+
+
 def sortino_ratio(returns: pd.Series | np.ndarray, periods_per_year: float, target: float = 0.0) -> float:
     """Compute the annualised Sortino ratio.
 
