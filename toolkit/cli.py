@@ -1,22 +1,25 @@
-"""The ``toolkit`` command line: thin wrappers over toolkit functions.
+"""The ``toolkit`` command line: one entry point mounting each area's thin commands.
 
-Every command has ``--help``; most have ``--json`` for machine output. Errors are
-mapped to exit codes in one place (``main``): a ``ToolkitError`` prints its
-message on stderr and exits with its class's code; nothing else decides.
+Errors are mapped to exit codes in one place (``main``): a ``ToolkitError`` prints its
+message on stderr and exits with its class's code; a usage error exits 2 with click's
+message; Ctrl-C exits 130 with one line. With ``--json``, a failure also prints a JSON
+error object on stdout (unless the command already printed its own JSON document), so a
+script always gets JSON there. A command's own exit status (``toolkit data check`` exits
+1 when the certificate fails) reaches the process.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from toolkit.cli_support import emit, json_emitted, reset
 from toolkit.errors import ToolkitError
 
-__all__ = ["app", "main"]
+__all__ = ["app", "cli", "main"]
 
 app = typer.Typer(help="Research-to-production toolkit for a digital-asset trading desk.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -24,131 +27,84 @@ data_app = typer.Typer(help="Market data: quality certificates and fetching.", n
 report_app = typer.Typer(help="Rendered reports.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(report_app, name="report")
-
-
-def _emit(payload: dict[str, Any], as_json: bool, human: str) -> None:
-    if as_json:
-        typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    else:
-        typer.echo(human)
-
-
-def _register_optional() -> None:
-    """Mount the commands of areas that provide them (data check/fetch, emulator, gates)."""
-    from toolkit.data.quality_cli import check_command
-
-    data_app.command("check", help="Certify bars: gaps, duplicates, OHLC consistency, flat runs, outliers.")(
-        check_command)
-    try:
-        from toolkit.data.fetch_cli import fetch_command
-    except ImportError:  # pragma: no cover - area not installed
-        pass
-    else:
-        data_app.command("fetch", help="Fetch OHLCV through ccxt into the bar store (resumable).")(fetch_command)
-    try:
-        from toolkit.emulator.cli import app as emulator_app
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        app.add_typer(emulator_app, name="emulator", help="The loopback Binance-compatible exchange emulator.")
-    try:
-        from toolkit.registry.cli import register as register_gates
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        register_gates(app)
-
-
-def _params(items: list[str] | None) -> dict[str, Any]:
-    from toolkit.backtest.config import parse_grid
-
-    return {k: v[0] for k, v in parse_grid(items).items()} if items else {}
-
-
-@app.command()
-def backtest(
-    strategy: Annotated[str, typer.Option(help="ma_cross | donchian | bollinger")],
-    symbol: Annotated[str, typer.Option(help="ccxt symbol")] = "BTC/USDT",
-    timeframe: Annotated[str, typer.Option(help="bar timeframe (1m, 15m, 1h, 4h, 1d …)")] = "15m",
-    start: Annotated[str | None, typer.Option(help="first day (UTC)")] = None,
-    end: Annotated[str | None, typer.Option(help="last day (UTC), included")] = None,
-    grid: Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,… (repeatable)")] = None,
-    param: Annotated[list[str] | None, typer.Option(help="fixed NAME=VALUE (repeatable)")] = None,
-    taker_fee: Annotated[float | None, typer.Option(help="taker fee fraction (0.001 = 0.1%)")] = None,
-    maker_fee: Annotated[float | None, typer.Option(help="maker fee fraction")] = None,
-    spread_share: Annotated[float | None, typer.Option(help="share of the bar spread estimate paid")] = None,
-    impact_coef: Annotated[float | None, typer.Option(help="square-root impact constant")] = None,
-    capital: Annotated[float | None, typer.Option(help="capital allocation (quote currency)")] = None,
-    split: Annotated[float | None, typer.Option(help="in-sample share (0-1)")] = None,
-    experiment: Annotated[str | None, typer.Option(help="MLflow experiment")] = None,
-    model_name: Annotated[str | None, typer.Option(help="registered model name")] = None,
-    bars_file: Annotated[Path | None, typer.Option(help="backtest this OHLCV file (Parquet/CSV)")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
-) -> None:
-    """Run the backtest template (papermill), render its HTML report and register the version in MLflow."""
-    from toolkit.reporting.backtest import backtest_report
-
-    params: dict[str, Any] = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe,
-                              "start": start, "end": end}
-    optional = {"taker_fee": taker_fee, "maker_fee": maker_fee, "spread_share": spread_share,
-                "impact_coef": impact_coef, "capital": capital, "split": split, "experiment": experiment,
-                "model_name": model_name, "bars_file": str(bars_file) if bars_file else None}
-    params.update({k: v for k, v in optional.items() if v is not None})
-    if grid is not None:
-        params["grid"] = grid
-    if param:
-        params["params"] = _params(param)
-    result = backtest_report(params, progress=not json_output)
-    m = result["metrics"]
-    _emit(result, json_output,
-          f"registered {result['model_name']} version {result['model_version']} (run {result['run_id']})\n"
-          f"chosen {result['chosen']}: OOS Sharpe {m['sharpe']:.2f}, return {m['total_return']:.2%}, "
-          f"max drawdown {m['max_drawdown']:.2%}, {int(m['trade_count'])} trades\n"
-          f"report {result['report_path']}")
+INTERRUPTED = 130
+_registered = {"done": False}
 
 
 @report_app.command("index")
 def report_index(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Rebuild reports/index.html from the report log."""
-    from toolkit.reporting.notebooks import write_index
+    from toolkit.reporting.index import write_index
 
     path = write_index()
-    _emit({"index": str(path)}, json_output, f"index {path}")
+    emit({"index": str(path)}, json_output, f"index {path}")
 
 
-@app.command()
-def demo(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Run the main job on the bundled data: backtest, gates, promotion, index of reports."""
-    from toolkit.demo import run_demo
+def _register() -> None:
+    """Mount the commands of every area (once)."""
+    if _registered["done"]:
+        return
+    from toolkit.data.fetch_cli import fetch_command
+    from toolkit.data.quality_cli import check_command
+    from toolkit.emulator.cli import app as emulator_app
+    from toolkit.registry.cli import register as register_registry
+    from toolkit.workflows.cli import register as register_workflows
 
-    result = run_demo(echo=None if json_output else typer.echo)
-    if json_output:
-        typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+    data_app.command("check", help="Certify bars: gaps, duplicates, OHLC consistency, flat runs, outliers.")(
+        check_command)
+    data_app.command("fetch", help="Fetch OHLCV through ccxt into the bar store (resumable).")(fetch_command)
+    app.add_typer(emulator_app, name="emulator", help="The loopback Binance-compatible exchange emulator.")
+    register_workflows(app)
+    register_registry(app)
+    _registered["done"] = True
+
+
+def _error_object(kind: str, message: str, code: int, exc: BaseException | None = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"type": kind, "message": message, "exit_code": code}
+    for name in ("field", "expected", "found"):
+        if exc is not None and hasattr(exc, name):
+            err[name] = getattr(exc, name)
+    return {"error": err}
+
+
+def _fail(as_json: bool, kind: str, message: str, code: int, exc: BaseException | None = None) -> int:
+    typer.echo(f"error: {message}", err=True)
+    if as_json and not json_emitted():
+        typer.echo(json.dumps(_error_object(kind, message, code, exc), indent=2, sort_keys=True, default=str))
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map toolkit errors to exit codes and clear messages."""
+    """Run the CLI and return the process exit status."""
     from toolkit.strategies import ParameterError
 
-    _register_optional()
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args
+    reset()
+    _register()
     try:
-        app(args=argv, standalone_mode=False)
-    except (ToolkitError, ParameterError) as exc:
-        code = exc.exit_code if isinstance(exc, ToolkitError) else 2
-        typer.echo(f"error: {exc}", err=True)
-        return code
+        rv = app(args=args, standalone_mode=False, prog_name="toolkit")
+    except ToolkitError as exc:
+        return _fail(as_json, type(exc).__name__, str(exc), exc.exit_code, exc)
+    except ParameterError as exc:
+        return _fail(as_json, "ConfigurationError", str(exc), 2, exc)
+    except (KeyboardInterrupt, typer.Abort):
+        return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 130
-    except Exception as exc:  # usage errors: typer 0.29 vendors click as typer._click, so match by shape
+    except Exception as exc:  # usage errors: typer vendors click as typer._click, so match by shape
         show, usage_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(usage_code, int):
             show()
+            if as_json and not json_emitted():
+                fmt = getattr(exc, "format_message", None)
+                message = str(fmt() if callable(fmt) else exc)
+                typer.echo(json.dumps(_error_object("UsageError", message, usage_code), indent=2, sort_keys=True))
             return usage_code
         raise
-    return 0
+    if rv == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130) and returns it
+        return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
+    return int(rv) if isinstance(rv, int) else 0
 
 
 def cli() -> None:

@@ -34,7 +34,7 @@ from toolkit.gates import plots
 policy = load_policy(policy_path)
 out = Path(output_dir or tempfile.mkdtemp(prefix="gates-"))
 if evidence_dir is None:
-    from toolkit.registry.versions import download_evidence
+    from toolkit.registry.adapter import download_evidence
     evidence_dir = download_evidence(model_name, int(version), out / "evidence")
 evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials)
 display(Markdown(plots.verdict_header(verdict, policy)))'''
@@ -73,10 +73,15 @@ def gates() -> nbformat.NotebookNode:
     return nb
 
 
+def notebooks() -> dict[Path, nbformat.NotebookNode]:
+    """Return every notebook this script writes, by path (``tests/test_templates.py`` compares them)."""
+    return {ROOT / "templates" / "gates.ipynb": gates()}
+
+
 def main() -> int:
-    out = ROOT / "templates" / "gates.ipynb"
-    nbformat.write(gates(), str(out))
-    print(f"wrote {out}")
+    for path, nb in notebooks().items():
+        nbformat.write(nb, str(path))
+        print(f"wrote {path}")
     return 0
 
 

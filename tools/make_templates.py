@@ -44,6 +44,7 @@ model_name = None                              # default: <strategy>.<BASE-QUOTE
 bars_file = None                               # a Parquet/CSV OHLCV file instead of the store
 output_dir = None                              # where the evidence bundle goes (None: a temp dir)
 register = False                               # True: log to MLflow from this notebook (JupyterLab use)
+allow_failed_quality = False                   # True: register even if the bars fail their certificate
 progress = True''')
     params.metadata["tags"] = ["parameters"]
     return notebook([
@@ -65,7 +66,7 @@ cfg = config_from_params(
 bars = views.bars_for(cfg)
 display(Markdown(views.backtest_header(cfg, bars)))'''),
         new_markdown_cell("## Data quality"),
-        new_code_cell('''certificate = certify(bars, cfg.symbol, cfg.timeframe)
+        new_code_cell('''certificate = certify(bars, cfg.symbol, cfg.timeframe, start=cfg.start, end=cfg.end)
 print(certificate.to_table())'''),
         new_code_cell('''result = run_backtest(cfg, bars, progress=progress)
 display(Markdown("## Result\\n\\n" + views.chosen_summary(result)))
@@ -82,8 +83,8 @@ display(plots.sweep_table(result))'''),
 display(result.trades.head(20))'''),
         new_code_cell('''bundle = save_bundle(result, bars, certificate.to_dict(), output_dir or views.temp_bundle_dir())
 if register:
-    from toolkit.registry.mlflow_store import record_backtest
-    recorded = record_backtest(bundle)
+    from toolkit.registry.record import record_backtest
+    recorded = record_backtest(bundle, allow_failed_quality=allow_failed_quality)
     display(Markdown(f"Registered **{recorded.model_name}** version {recorded.model_version} (run {recorded.run_id})."))'''),
     ])
 
@@ -111,7 +112,7 @@ from toolkit.reporting import plots
 from toolkit.strategies import make_strategy
 
 bars = load_bars(symbol, timeframe, start, end)
-print(certify(bars, symbol, timeframe).to_table())'''),
+print(certify(bars, symbol, timeframe, start=start, end=end).to_table())'''),
         new_markdown_cell("## One parameter set, by hand\n\nPositions are decided on each bar's close "
                           "and executed at the next bar's open."),
         new_code_cell('''first = {k: v[0] for k, v in grid.items()}
@@ -131,16 +132,21 @@ display(Markdown(f"{result.n_trials} trials recorded so far for {strategy} on {s
                           "renders the HTML report and registers a new version in MLflow. The CLI equivalent is "
                           "`toolkit backtest --strategy ... --grid ...`."),
         new_code_cell('''if launch:
-    from toolkit.reporting.backtest import backtest_report
+    from toolkit.workflows.backtest import run_backtest_workflow
 
-    run = backtest_report(dict(strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid))
-    display(Markdown(f"Registered **{run['model_name']}** v{run['model_version']}: report `{run['report_path']}`"))'''),
+    run = run_backtest_workflow(dict(strategy=strategy, symbol=symbol, timeframe=timeframe, start=start, end=end, grid=grid))
+    display(Markdown(f"Registered **{run.model_name}** v{run.model_version}: report `{run.report_path}`"))'''),
     ])
 
 
+def notebooks() -> dict[Path, nbformat.NotebookNode]:
+    """Return every notebook this script writes, by path (``tests/test_templates.py`` compares them)."""
+    return {ROOT / "templates" / "backtest.ipynb": backtest(),
+            ROOT / "notebooks" / "explore_strategy.ipynb": explore()}
+
+
 def main() -> int:
-    for path, nb in ((ROOT / "templates" / "backtest.ipynb", backtest()),
-                     (ROOT / "notebooks" / "explore_strategy.ipynb", explore())):
+    for path, nb in notebooks().items():
         nbformat.write(nb, str(path))
         print(f"wrote {path}")
     return 0

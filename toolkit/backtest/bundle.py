@@ -19,16 +19,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from toolkit.backtest.config import BacktestConfig
-from toolkit.backtest.engine import BacktestResult
 from toolkit.errors import DataError
 
-__all__ = ["BUNDLE_FILES", "bundle_sha256", "clean_json", "load_bundle", "save_bundle"]
+if TYPE_CHECKING:  # the engine (and vectorbt behind it) is not needed to read a bundle
+    from toolkit.backtest.engine import BacktestResult
+
+__all__ = ["BUNDLE_FILES", "Bundle", "bundle_sha256", "clean_json", "load_bundle", "save_bundle"]
 
 BUNDLE_FILES = ("backtest.json", "returns.parquet", "trades.parquet", "orders.parquet", "sweep.parquet",
                 "trial_returns.parquet", "trials.parquet", "bars.parquet", "data_certificate.json")
@@ -93,19 +96,56 @@ def _strategy_type(name: str) -> str:
     return get_strategy(name).strategy_type
 
 
-def load_bundle(directory: str | Path) -> dict[str, Any]:
-    """Read a bundle back: ``backtest.json`` as a dict plus one DataFrame per Parquet file."""
+@dataclass(frozen=True, eq=False)
+class Bundle:
+    """A backtest's evidence read back from its directory (``backtest.json`` fields and the Parquet tables)."""
+
+    config: BacktestConfig
+    config_sha256: str
+    backtest_id: str
+    created_at: str
+    data_hash: str
+    split_at: str
+    chosen: dict[str, Any]
+    chosen_index: int
+    metrics: dict[str, Any]
+    metrics_is: dict[str, Any]
+    benchmark: dict[str, Any]
+    n_trials: int
+    n_trials_run: int
+    model_name: str
+    strategy_type: str
+    certificate: dict[str, Any]
+    returns: pd.DataFrame
+    trades: pd.DataFrame
+    orders: pd.DataFrame
+    sweep: pd.DataFrame
+    trial_returns: pd.DataFrame
+    trials: pd.DataFrame
+    bars: pd.DataFrame
+
+
+_JSON_FIELDS = ("config_sha256", "backtest_id", "created_at", "data_hash", "split_at", "chosen", "chosen_index",
+                "metrics", "metrics_is", "benchmark", "n_trials", "n_trials_run", "model_name", "strategy_type")
+
+
+def load_bundle(directory: str | Path) -> Bundle:
+    """Read a bundle back; raise ``DataError`` naming what is missing or malformed."""
     d = Path(directory)
     missing = [f for f in BUNDLE_FILES if not (d / f).is_file()]
     if missing:
         raise DataError(f"evidence bundle {d}: expected files {list(BUNDLE_FILES)}, missing {missing}")
-    out: dict[str, Any] = json.loads((d / "backtest.json").read_text())
-    out["config"] = BacktestConfig(**out["config"])
-    out["certificate"] = json.loads((d / "data_certificate.json").read_text())
-    for f in BUNDLE_FILES:
-        if f.endswith(".parquet"):
-            out[f.removesuffix(".parquet")] = pd.read_parquet(d / f)
-    return out
+    try:
+        doc: dict[str, Any] = json.loads((d / "backtest.json").read_text())
+        certificate = json.loads((d / "data_certificate.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"evidence bundle {d}: expected JSON documents, found invalid JSON ({exc})") from exc
+    absent = [k for k in ("config", *_JSON_FIELDS) if k not in doc]
+    if absent:
+        raise DataError(f"evidence bundle {d}: backtest.json expected fields {absent}, found none")
+    tables = {f.removesuffix(".parquet"): pd.read_parquet(d / f) for f in BUNDLE_FILES if f.endswith(".parquet")}
+    return Bundle(config=BacktestConfig(**doc["config"]), certificate=certificate,
+                  **{k: doc[k] for k in _JSON_FIELDS}, **tables)
 
 
 def bundle_sha256(directory: str | Path) -> str:

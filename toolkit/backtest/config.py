@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from typing import Any
 
 import pydantic
 
 from toolkit.backtest.costs import CostModel
+from toolkit.canonical import canonical_sha256
 from toolkit.data.resample import timeframe_minutes
 from toolkit.data.store import parse_time, symbol_key
-from toolkit.errors import ConfigurationError
+from toolkit.errors import ConfigurationError, from_pydantic
+from toolkit.naming import validate_model_name
 from toolkit.strategies import ParameterError, get_strategy
 
 __all__ = ["BacktestConfig", "config_from_params", "parse_grid"]
@@ -50,6 +50,11 @@ class BacktestConfig(pydantic.BaseModel):
     def _symbol(cls, v: str) -> str:
         return symbol_key(v).replace("-", "/")
 
+    @pydantic.field_validator("model_name")
+    @classmethod
+    def _model_name(cls, v: str | None) -> str | None:
+        return None if v is None else validate_model_name(v)
+
     @pydantic.field_validator("timeframe")
     @classmethod
     def _timeframe(cls, v: str) -> str:
@@ -63,6 +68,11 @@ class BacktestConfig(pydantic.BaseModel):
         if t0 is not None and t1 is not None and t1 <= t0:
             raise ConfigurationError("end", f"a date after start ({self.start})", self.end)
         names = get_strategy(self.strategy).param_names()
+        both = sorted(set(self.params) & set(self.grid))
+        if both:
+            raise ConfigurationError(f"params.{both[0]}", "a parameter either fixed (params/--param) or swept "
+                                     "(grid/--grid), not both", {"params": self.params[both[0]],
+                                                                "grid": self.grid[both[0]]})
         for key in [*self.params, *self.grid]:
             if key not in names:
                 raise ConfigurationError(f"grid/params.{key}", f"a parameter of {self.strategy}: {names}", key)
@@ -80,8 +90,7 @@ class BacktestConfig(pydantic.BaseModel):
 
     def sha256(self) -> str:
         """Return the sha256 of the canonical JSON form (the config's identity)."""
-        text = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return canonical_sha256(self.model_dump(mode="json"), ascii_only=True)
 
     def combinations(self) -> list[dict[str, GridValue]]:
         """Return the valid parameter sets of the grid, in grid order.
@@ -115,7 +124,14 @@ def parse_grid(items: list[str] | dict[str, Any] | None) -> dict[str, list[GridV
         name, sep, values = item.partition("=")
         if not sep or not name.strip() or not values.strip():
             raise ConfigurationError("grid", "NAME=V1,V2,... such as fast=5,10,20", item)
-        grid[name.strip()] = [_scalar(v.strip()) for v in values.split(",")]
+        key = name.strip()
+        if key in grid:
+            raise ConfigurationError(f"grid.{key}", "each name once (list every value in one NAME=V1,V2,...)",
+                                     item)
+        raw = [v.strip() for v in values.split(",")]
+        if any(not v for v in raw):
+            raise ConfigurationError(f"grid.{key}", "comma-separated values without empty entries", item)
+        grid[key] = [_scalar(v) for v in raw]
     return grid
 
 
@@ -145,14 +161,5 @@ def config_from_params(**params: Any) -> BacktestConfig:
     try:
         return BacktestConfig(**params)
     except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "config"
-        if err["type"] == "extra_forbidden":
-            known = sorted(set(BacktestConfig.model_fields) | set(CostModel.model_fields))
-            raise ConfigurationError(field, f"a known parameter: {known}", err.get("input")) from None
-        cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, ConfigurationError):
-            raise cause from None
-        if isinstance(cause, ParameterError):
-            raise ConfigurationError(cause.field, cause.expected, cause.found) from None
-        raise ConfigurationError(field, err["msg"].lower(), err.get("input")) from None
+        known = set(BacktestConfig.model_fields) | set(CostModel.model_fields)
+        raise from_pydantic(exc, known=known) from None

@@ -20,10 +20,11 @@ from toolkit.backtest.config import BacktestConfig, GridValue
 from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
 from toolkit.backtest.portfolio import simulate
+from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.data.quality import data_hash
 from toolkit.data.resample import bars_per_year, timeframe_minutes
 from toolkit.errors import DataError
-from toolkit.stats.metrics import sharpe_ratio, summary
+from toolkit.stats.metrics import sharpe_ratio, sharpe_ratios, summary
 from toolkit.strategies import make_strategy
 
 __all__ = ["CHUNK", "BacktestResult", "run_backtest", "sweep_returns"]
@@ -101,19 +102,12 @@ def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo],
     return returns, details
 
 
-def _per_period_sharpe(r: np.ndarray) -> np.ndarray:
-    mu = r.mean(axis=0)
-    sd = r.std(axis=0, ddof=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, mu / sd, np.nan)
-
-
 def _evidence_frequency(timeframe: str) -> str:
     return f"{max(timeframe_minutes(timeframe), 60)}min"
 
 
 def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | None = None,
-                 progress: bool = True, now: pd.Timestamp | None = None) -> BacktestResult:
+                 progress: bool = True, clock: Clock = SYSTEM_CLOCK) -> BacktestResult:
     """Sweep the grid, choose in-sample, report out-of-sample, and record every trial.
 
     Parameters
@@ -126,8 +120,8 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
         Trial ledger to append to (default: ``TrialLedger()``).
     progress
         Show a progress bar over the combinations.
-    now
-        The clock (UTC) stamped on the result and the ledger rows.
+    clock
+        The clock whose time (UTC) is stamped on the result and the ledger rows.
     """
     combos = cfg.combinations()
     n_split = int(len(bars) * cfg.split)
@@ -138,8 +132,8 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
         )
     ppy = bars_per_year(cfg.timeframe)
     returns, _ = sweep_returns(cfg, bars, combos, progress=progress)
-    sr_is = _per_period_sharpe(returns[:n_split])
-    sr_oos = _per_period_sharpe(returns[n_split:])
+    sr_is = sharpe_ratios(returns[:n_split])
+    sr_oos = sharpe_ratios(returns[n_split:])
     best = int(np.nanargmax(np.where(np.isnan(sr_is), -np.inf, sr_is))) if np.isfinite(sr_is).any() else 0
 
     # the chosen column again, with its trades and orders
@@ -174,7 +168,7 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
     trial_returns = (1.0 + trial).resample(freq, label="left", closed="left", origin="epoch").prod() - 1.0
     trial_returns = trial_returns.astype("float32")
 
-    now = now if now is not None else pd.Timestamp.now(tz="UTC")
+    now = clock.now()
     backtest_id = uuid.uuid4().hex
     dhash = data_hash(bars)
     key = ledger_key(cfg.strategy, cfg.symbol)

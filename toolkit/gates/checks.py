@@ -46,9 +46,9 @@ __all__ = ["GATES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch
 
 
 def data_quality(ev: Evidence, pol: GatePolicy) -> GateResult:
-    cert = ev.bundle["certificate"]
-    recomputed = data_hash(ev.bundle["bars"])
-    hashes = {"bars": recomputed, "backtest": ev.bundle["data_hash"], "certificate": cert.get("data_hash")}
+    cert = ev.bundle.certificate
+    recomputed = data_hash(ev.bundle.bars)
+    hashes = {"bars": recomputed, "backtest": ev.bundle.data_hash, "certificate": cert.get("data_hash")}
     match = len(set(hashes.values())) == 1
     cert_ok = bool(cert.get("passed"))
     passed = (cert_ok or not pol.data.require_certificate_passed) and (
@@ -92,7 +92,7 @@ def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
     """
     from toolkit.data.resample import bars_per_year
 
-    trials = ev.bundle["trials"]
+    trials = ev.bundle.trials
     col = "sharpe_oos" if pol.statistics.dsr_trial_sharpe == "oos" else "sharpe_is"
     ppy = ev.periods_per_year
     scale = np.sqrt(np.array([bars_per_year(tf) for tf in trials["timeframe"]], dtype="float64") / ppy)
@@ -164,7 +164,7 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             "sr0_per_period": sr0,
             "trial_sharpe_variance": var,
             "n_trials": n_trials,
-            "n_trials_ledger": len(ev.bundle["trials"]),
+            "n_trials_ledger": len(ev.bundle.trials),
             "n_trials_registry": ev.extras.get("registry_trials"),
             "sharpe_per_period": m["sr"],
             "trial_sharpe": pol.statistics.dsr_trial_sharpe,
@@ -192,7 +192,7 @@ def mintrl(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def pbo(ev: Evidence, pol: GatePolicy) -> GateResult:
-    mat = ev.bundle["trial_returns"].to_numpy(dtype="float64")
+    mat = ev.bundle.trial_returns.to_numpy(dtype="float64")
     s = pol.statistics.pbo_splits
     lim = pol.statistics.max_pbo
     if mat.shape[1] < 2 or mat.shape[0] < 2 * s:
@@ -224,7 +224,7 @@ def pbo(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def min_trades(ev: Evidence, pol: GatePolicy) -> GateResult:
-    n = len(ev.bundle["trades"])
+    n = len(ev.bundle.trades)
     lim = pol.statistics.min_trades
     return gate(
         "min_trades",
@@ -273,7 +273,7 @@ def lookahead(ev: Evidence, pol: GatePolicy) -> GateResult:
     lim = pol.lookahead.max_mismatches
     bad = la["mismatches"] + la["recorded_mismatches"]
     cuts = len(la["cut_points"])
-    need = len(lookahead_cuts(int(ev.extras["warmup"]["warmup"]), len(ev.bundle["bars"]), pol.lookahead.samples))
+    need = len(lookahead_cuts(int(ev.extras["warmup"]["warmup"]), len(ev.bundle.bars), pol.lookahead.samples))
     enough = need >= 1 and cuts >= need
     why = (
         f"{la['mismatches']} of {la['decisions_compared']:,} decisions differ on truncated histories "
@@ -281,7 +281,7 @@ def lookahead(ev: Evidence, pol: GatePolicy) -> GateResult:
     )
     if not enough:
         why = (f"only {cuts} of the {need} truncation cuts the policy asks for were checked "
-               f"({pol.lookahead.samples} requested, {need} achievable on {len(ev.bundle['bars'])} bars)"
+               f"({pol.lookahead.samples} requested, {need} achievable on {len(ev.bundle.bars)} bars)"
                if need else "no truncation cut fits after the warm-up: lookahead cannot be checked")
     return gate(
         "lookahead",

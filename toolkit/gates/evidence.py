@@ -42,11 +42,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from toolkit.backtest.bundle import BUNDLE_FILES, bundle_sha256, load_bundle
+from toolkit.backtest.bundle import BUNDLE_FILES, Bundle, bundle_sha256, load_bundle
 from toolkit.backtest.config import BacktestConfig
+from toolkit.canonical import canonical_json as _canonical_json
 from toolkit.data.resample import bars_per_year
 from toolkit.errors import ConfigurationError, DataError
 from toolkit.gates.policy import GatePolicy
+from toolkit.stats.metrics import sharpe_ratio
 from toolkit.strategies import ParameterError, Strategy, make_strategy
 
 __all__ = [
@@ -86,10 +88,7 @@ def _clean(value: Any) -> Any:
 
 def canonical_json(value: Any, indent: int | None = None) -> str:
     """Return deterministic JSON: sorted keys, floats at 12 significant digits, NaN -> null, inf -> "inf"."""
-    seps = (",", ":") if indent is None else (",", ": ")
-    return json.dumps(
-        _clean(value), sort_keys=True, separators=seps, indent=indent, allow_nan=False, ensure_ascii=False
-    )
+    return _canonical_json(_clean(value), indent=indent)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,21 +108,21 @@ class Evidence:
     """
 
     bundle_dir: Path
-    bundle: dict[str, Any]
+    bundle: Bundle
     bundle_sha: str
     extras: dict[str, Any]
 
     @property
     def config(self) -> BacktestConfig:
-        return self.bundle["config"]  # type: ignore[no-any-return]
+        return self.bundle.config
 
     @property
     def strategy_type(self) -> str:
-        return str(self.bundle["strategy_type"])
+        return str(self.bundle.strategy_type)
 
     @property
     def split_at(self) -> pd.Timestamp:
-        return pd.Timestamp(self.bundle["split_at"])
+        return pd.Timestamp(self.bundle.split_at)
 
     @property
     def periods_per_year(self) -> float:
@@ -132,7 +131,7 @@ class Evidence:
     @property
     def returns(self) -> pd.Series:
         """Return the chosen configuration's per-bar returns over the whole period."""
-        return self.bundle["returns"]["return"].astype("float64")  # type: ignore[no-any-return]
+        return self.bundle.returns["return"].astype("float64")  # type: ignore[no-any-return]
 
     @property
     def oos_returns(self) -> pd.Series:
@@ -366,21 +365,19 @@ def neighbour_params(
 
 def _oos_stats(r: np.ndarray, oos: np.ndarray, ppy: float) -> dict[str, float]:
     x = r[oos]
-    sd = float(np.std(x, ddof=1)) if x.size > 1 else math.nan
-    sharpe = float(np.mean(x) / sd * math.sqrt(ppy)) if sd and sd > 0 else math.nan
-    return {"sharpe_oos_annual": sharpe, "total_return_oos": float(np.prod(1.0 + x) - 1.0)}
+    return {"sharpe_oos_annual": sharpe_ratio(x, ppy), "total_return_oos": float(np.prod(1.0 + x) - 1.0)}
 
 
 def measure_costs_and_neighbours(
-    bundle: dict[str, Any], policy: GatePolicy
+    bundle: Bundle, policy: GatePolicy
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Re-simulate the chosen configuration under stressed costs, and its neighbours under base costs."""
     from toolkit.backtest.engine import sweep_returns
 
-    cfg: BacktestConfig = bundle["config"]
-    bars: pd.DataFrame = bundle["bars"]
-    chosen = dict(bundle["chosen"])
-    oos = np.asarray(bars.index >= pd.Timestamp(bundle["split_at"]))
+    cfg: BacktestConfig = bundle.config
+    bars: pd.DataFrame = bundle.bars
+    chosen = dict(bundle.chosen)
+    oos = np.asarray(bars.index >= pd.Timestamp(bundle.split_at))
     ppy = float(bars_per_year(cfg.timeframe))
 
     alloc = policy.capital.allocation_usdt
@@ -398,7 +395,7 @@ def measure_costs_and_neighbours(
 
     neighbours = neighbour_params(chosen, cfg.grid, cfg.strategy, policy.robustness.step)
     r, _ = sweep_returns(cfg, bars, [chosen, *neighbours])
-    recorded = bundle["returns"]["return"].to_numpy(dtype="float64")
+    recorded = bundle.returns["return"].to_numpy(dtype="float64")
     rows = []
     axes = {k for k, v in cfg.grid.items() if len(set(map(str, v))) > 1}
     for j, params in enumerate(neighbours, start=1):
@@ -451,12 +448,12 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
     """
     d = Path(bundle_dir)
     bundle = load_bundle(d)
-    cfg: BacktestConfig = bundle["config"]
+    cfg: BacktestConfig = bundle.config
     try:
-        strategy = make_strategy(cfg.strategy, dict(bundle["chosen"]))
+        strategy = make_strategy(cfg.strategy, dict(bundle.chosen))
     except ParameterError as exc:
         raise ConfigurationError(exc.field, exc.expected, exc.found) from None
-    bars: pd.DataFrame = bundle["bars"]
+    bars: pd.DataFrame = bundle.bars
     cost, robust = measure_costs_and_neighbours(bundle, policy)
     extras: dict[str, Any] = {
         "schema": EXTRAS_SCHEMA,
@@ -465,11 +462,11 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
         "bundle_files": list(BUNDLE_FILES),
         "strategy": {
             "name": cfg.strategy,
-            "params": dict(bundle["chosen"]),
+            "params": dict(bundle.chosen),
             "warmup": int(strategy.warmup),
-            "type": bundle["strategy_type"],
+            "type": bundle.strategy_type,
         },
-        "lookahead": check_lookahead(strategy, bars, bundle["returns"]["position"], policy),
+        "lookahead": check_lookahead(strategy, bars, bundle.returns["position"], policy),
         "warmup": check_warmup(strategy, bars, policy),
         "cost_stress": cost,
         "robustness": robust,

@@ -106,7 +106,7 @@ def dsr_figure(evidence: Evidence, policy: GatePolicy) -> Figure:
 
 def pbo_figure(evidence: Evidence, policy: GatePolicy) -> Figure:
     """Plot the histogram of CSCV logits (left of 0 = the in-sample winner under the OOS median)."""
-    mat = evidence.bundle["trial_returns"].to_numpy(dtype="float64")
+    mat = evidence.bundle.trial_returns.to_numpy(dtype="float64")
     fig, ax = plt.subplots(figsize=(9, 3.4))
     s = policy.statistics.pbo_splits
     if mat.shape[1] < 2 or mat.shape[0] < 2 * s:

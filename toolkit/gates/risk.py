@@ -125,7 +125,7 @@ def worst_day(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def exposure(ev: Evidence, pol: GatePolicy) -> GateResult:
-    pos = ev.bundle["returns"]["position"].to_numpy(dtype="float64")
+    pos = ev.bundle.returns["position"].to_numpy(dtype="float64")
     gross = float(np.nanmax(np.abs(pos))) if pos.size else 0.0
     lim = pol.capital.max_gross_exposure
     return gate(
@@ -140,8 +140,8 @@ def exposure(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 def realised_leverage(ev: Evidence) -> pd.Series:
     """Return gross position notional / equity at each bar's close, from the recorded fills."""
-    bars = ev.bundle["bars"]
-    orders = ev.bundle["orders"]
+    bars = ev.bundle.bars
+    orders = ev.bundle.orders
     signed = np.where(orders["side"].astype(str) == "buy", 1.0, -1.0) * orders["size"].to_numpy(
         dtype="float64"
     )
@@ -162,7 +162,7 @@ def leverage(ev: Evidence, pol: GatePolicy) -> GateResult:
         {
             "max_gross_notional_over_equity": lev,
             "at": lev_series.idxmax() if len(lev_series) else None,
-            "orders": len(ev.bundle["orders"]),
+            "orders": len(ev.bundle.orders),
         },
         {"max": lim},
         f"gross notional reached {fmt(lev, '.3f')}x equity (at closes, from the fills) vs limit {lim:.2f}x",
@@ -176,7 +176,7 @@ def order_scale(ev: Evidence, pol: GatePolicy) -> np.ndarray:
     the desk trades a constant allocation, so an order is rescaled by
     ``allocation / equity before the order's bar``.
     """
-    orders = ev.bundle["orders"]
+    orders = ev.bundle.orders
     r = ev.returns.to_numpy(dtype="float64")
     equity_before = float(ev.config.capital) * np.concatenate([[1.0], np.cumprod(1.0 + r)[:-1]])
     pos = ev.returns.index.get_indexer(pd.DatetimeIndex(orders["timestamp"]))
@@ -186,7 +186,7 @@ def order_scale(ev: Evidence, pol: GatePolicy) -> np.ndarray:
 
 def order_notional(ev: Evidence, pol: GatePolicy) -> GateResult:
     scale = order_scale(ev, pol)
-    recorded = ev.bundle["orders"]["notional"].to_numpy(dtype="float64")
+    recorded = ev.bundle.orders["notional"].to_numpy(dtype="float64")
     n = np.abs(recorded) * scale
     worst = float(np.nanmax(n)) if n.size else 0.0
     lim = pol.capital.max_order_notional_usdt
@@ -207,7 +207,7 @@ def order_notional(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def capacity(ev: Evidence, pol: GatePolicy) -> GateResult:
-    p = ev.bundle["orders"]["participation"].to_numpy(dtype="float64") * order_scale(ev, pol)
+    p = ev.bundle.orders["participation"].to_numpy(dtype="float64") * order_scale(ev, pol)
     p = np.where(np.isnan(p), np.inf, p)  # an order after a zero-volume bar has unbounded participation
     worst = float(p.max()) if p.size else 0.0
     p99 = float(np.percentile(p[np.isfinite(p)], 99)) if np.isfinite(p).any() else math.nan

@@ -133,18 +133,18 @@ def evaluate(evidence: Evidence, policy: GatePolicy) -> Verdict:
     b = evidence.bundle
     cfg = evidence.config
     subject = {
-        "model_name": b.get("model_name"),
-        "backtest_id": b.get("backtest_id"),
-        "backtest_created_at": b.get("created_at"),
+        "model_name": b.model_name,
+        "backtest_id": b.backtest_id,
+        "backtest_created_at": b.created_at,
         "strategy": cfg.strategy,
         "strategy_type": evidence.strategy_type,
         "symbol": cfg.symbol,
         "timeframe": cfg.timeframe,
-        "params": b.get("chosen"),
-        "config_sha256": b.get("config_sha256"),
-        "data_hash": b.get("data_hash"),
-        "split_at": b.get("split_at"),
-        "n_trials": b.get("n_trials"),
+        "params": b.chosen,
+        "config_sha256": b.config_sha256,
+        "data_hash": b.data_hash,
+        "split_at": b.split_at,
+        "n_trials": b.n_trials,
     }
     return Verdict(
         passed=all(g.passed for g in gates),

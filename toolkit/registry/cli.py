@@ -1,30 +1,21 @@
-"""``toolkit gates | promote | rollback | status``: thin wrappers over the registry functions.
+"""``toolkit promote | rollback | status``: thin wrappers over the registry functions.
 
-Exit codes come from the error classes (``toolkit.cli.main`` maps them): a failed
-verdict exits with ``GateFailed`` (5), a refused promote or rollback with
-``PromotionRefused`` (6), an unknown model or version with ``ConfigurationError``
-(2). With ``--json`` the JSON document is printed on stdout before such an exit.
+Exit codes come from the error classes (``toolkit.cli.main`` maps them): a refused
+promote or rollback exits with ``PromotionRefused`` (6), an unknown model or version
+with ``ConfigurationError`` (2). With ``--json`` a failure prints a JSON error object on
+stdout (``toolkit.cli.main``). ``toolkit gates`` is a workflow (``toolkit.workflows.cli``).
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from toolkit.errors import GateFailed, PromotionRefused
+from toolkit.cli_support import emit
+from toolkit.cli_support import short as _short
 
 __all__ = ["format_status", "register"]
-
-
-def _echo_json(payload: dict[str, Any]) -> None:
-    typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
-
-
-def _short(sha: str | None) -> str:
-    return sha[:12] if sha else "-"
 
 
 def format_status(st: dict[str, Any]) -> str:
@@ -61,34 +52,6 @@ def _hours(h: float | None) -> str:
     return "-" if h is None else f"{h:.2f} h"
 
 
-def gates_command(
-    model: Annotated[str, typer.Argument(help="registered model name")],
-    version: Annotated[str, typer.Option("--version", help="model version")],
-    policy: Annotated[Path | None, typer.Option(
-        "--policy", help="gate policy YAML for a what-if evaluation (default: the policy in force, "
-                         "$TOOLKIT_POLICY or shipped); only a verdict under the policy in force is promotable")]
-    = None,
-    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
-) -> None:
-    """Evaluate the promotion gates of a version (papermill report), record the verdict in MLflow."""
-    from toolkit.reporting.gates import gates_report
-
-    result = gates_report(model, version, policy_path=policy)
-    if json_output:
-        _echo_json(result)
-    else:
-        lines = [f"{model} version {result['version']}: verdict {result['verdict']} "
-                 f"(verdict sha {_short(result['verdict_sha'])}, policy {_short(result['policy_sha'])})"]
-        for g in result["gates"]:
-            lines.append(f"  {'PASS' if g.get('passed') else 'FAIL'}  {g.get('name', '?'):<28} "
-                         f"{g.get('explanation', '')}")
-        lines.append(f"report {result['report_path']}")
-        typer.echo("\n".join(lines))
-    if not result["passed"]:
-        failed = [g.get("name", "?") for g in result["gates"] if not g.get("passed")]
-        raise GateFailed(f"{model} version {result['version']} failed the gates: {', '.join(failed)}")
-
-
 def promote_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
     version: Annotated[str, typer.Option("--version", help="model version to make champion")],
@@ -103,14 +66,9 @@ def promote_command(
     """
     from toolkit.registry.promotion import promote
 
-    try:
-        result = promote(model, version, reason, actor=actor)
-    except PromotionRefused as exc:
-        if json_output:
-            _echo_json({"model": model, "version": version, "promoted": False, "refused": str(exc)})
-        raise
+    result = promote(model, version, reason, actor=actor)
     if json_output:
-        _echo_json(result)
+        emit(result, True, "")
     else:
         typer.echo(f"{model}: champion {result['from_version'] or '-'} -> {result['to_version']} by "
                    f"{result['actor']} at {result['at']} (verdict {_short(result['verdict_sha'])}, "
@@ -129,14 +87,9 @@ def rollback_command(
     """Move alias champion back to the version the current champion replaced; audit it."""
     from toolkit.registry.promotion import rollback
 
-    try:
-        result = rollback(model, reason, actor=actor)
-    except PromotionRefused as exc:
-        if json_output:
-            _echo_json({"model": model, "rolled_back": False, "refused": str(exc)})
-        raise
+    result = rollback(model, reason, actor=actor)
     if json_output:
-        _echo_json(result)
+        emit(result, True, "")
     else:
         typer.echo(f"{model}: champion {result['from_version']} -> {result['to_version']} (rollback) by "
                    f"{result['actor']} at {result['at']}")
@@ -153,15 +106,11 @@ def status_command(
     from toolkit.registry.status import status
 
     st = status(model)
-    if json_output:
-        _echo_json(st)
-    else:
-        typer.echo(format_status(st))
+    emit(st, json_output, format_status(st) if not json_output else "")
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``gates``, ``promote``, ``rollback`` and ``status`` commands to ``app``."""
-    app.command("gates")(gates_command)
+    """Add the ``promote``, ``rollback`` and ``status`` commands to ``app``."""
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
     app.command("status")(status_command)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,10 @@ from typing import Any
 import pandas as pd
 
 from toolkit.backtest.bundle import bundle_sha256
+from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.errors import PromotionRefused, RegistryError, ToolkitError
+from toolkit.registry import adapter
+from toolkit.registry.adapter import CANDIDATE, CHAMPION
 from toolkit.registry.audit import (
     AuditAttempt,
     AuditEvent,
@@ -45,22 +47,8 @@ from toolkit.registry.audit import (
     default_actor,
     registry_lock,
 )
-from toolkit.registry.mlflow_store import client
 from toolkit.registry.status import record_cycle
-from toolkit.registry.versions import (
-    CANDIDATE,
-    CHAMPION,
-    alias_version,
-    download_evidence,
-    download_gate_artifacts,
-    list_versions,
-    parse_verdict,
-    registry_snapshot,
-    require_model,
-    restore_registry_snapshot,
-    utc_now,
-    version_info,
-)
+from toolkit.registry.verdicts import parse_verdict
 
 __all__ = [
     "CANDIDATE",
@@ -71,8 +59,6 @@ __all__ = [
     "promote",
     "rollback",
 ]
-
-Clock = Callable[[], pd.Timestamp]
 
 
 def current_policy_sha() -> str:
@@ -132,8 +118,8 @@ def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
 
     policy_file = policy_in_force_path()
     policy = load_policy(policy_file)
-    info = version_info(model_name, version)
-    v, tags = info["version"], info["tags"]
+    info = adapter.version_info(model_name, version)
+    v, tags = info.version, info.tags
     checks: list[dict[str, Any]] = []
     out: dict[str, Any] = {"model": model_name, "version": v, "checks": checks, "eligible": False,
                            "verdict_sha": tags.get("gate.verdict_sha"), "policy_sha": str(policy.sha256()),
@@ -149,11 +135,11 @@ def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="toolkit-promote-") as tmp:
         root = Path(tmp)
         try:
-            gate_files = download_gate_artifacts(model_name, v, root / "gates")
+            gate_files = adapter.download_gate_artifacts(model_name, v, root / "gates")
         except RegistryError as exc:
             _check(checks, "verdict file", False, str(exc))
             return out
-        raw = gate_files["verdict"].read_bytes()
+        raw = gate_files.verdict.read_bytes()
         file_sha = hashlib.sha256(raw).hexdigest()
         if not _check(checks, "verdict file", file_sha == tags.get("gate.verdict_file_sha256"),
                       f"sha256 of the stored verdict.json is {file_sha[:12]}, recorded "
@@ -165,25 +151,25 @@ def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
             _check(checks, "verdict content", False, str(exc))
             return out
         self_ok = _verdict_self_consistent(raw.decode("utf-8"))
-        consistent = (verdict["passed"] is True and self_ok
-                      and verdict["verdict_sha"] == tags.get("gate.verdict_sha")
-                      and verdict["policy_sha"] == tags.get("gate.policy_sha")
-                      and verdict["evidence_sha"] == tags.get("gate.evidence_sha")
-                      and verdict.get("bundle_sha", tags.get("evidence.sha256")) == tags.get("evidence.sha256"))
+        consistent = (verdict.passed is True and self_ok
+                      and verdict.verdict_sha == tags.get("gate.verdict_sha")
+                      and verdict.policy_sha == tags.get("gate.policy_sha")
+                      and verdict.evidence_sha == tags.get("gate.evidence_sha")
+                      and (verdict.bundle_sha or tags.get("evidence.sha256")) == tags.get("evidence.sha256"))
         if not _check(checks, "verdict content", consistent,
-                      f"verdict.json says passed={verdict['passed']}, "
-                      f"verdict_sha {verdict['verdict_sha'][:12]} "
+                      f"verdict.json says passed={verdict.passed}, "
+                      f"verdict_sha {verdict.verdict_sha[:12]} "
                       f"({'matches' if self_ok else 'does not match'} its content), "
                       f"tags say {str(tags.get('gate.verdict_sha'))[:12]}"):
             return out
         policy_sha = out["policy_sha"]
-        _check(checks, "current policy", policy_sha == verdict["policy_sha"],
-               f"evaluated under policy {verdict['policy_sha'][:12]}, current policy is {policy_sha[:12]}"
-               + ("" if policy_sha == verdict["policy_sha"] else
+        _check(checks, "current policy", policy_sha == verdict.policy_sha,
+               f"evaluated under policy {verdict.policy_sha[:12]}, current policy is {policy_sha[:12]}"
+               + ("" if policy_sha == verdict.policy_sha else
                   f"; re-run `toolkit gates {model_name} --version {v}`"))
         bundle_dir = root / "evidence"
         try:
-            download_evidence(model_name, v, bundle_dir)
+            adapter.download_evidence(model_name, v, bundle_dir)
             bundle = bundle_sha256(bundle_dir)
         except (ToolkitError, OSError) as exc:
             _check(checks, "evidence intact", False, f"backtest evidence unreadable: {exc}")
@@ -193,17 +179,17 @@ def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
                       f"{str(tags.get('evidence.sha256'))[:12]}"):
             return out
         try:
-            recomputed = _evidence_sha(bundle_dir, gate_files["evidence"])
+            recomputed = _evidence_sha(bundle_dir, gate_files.evidence)
         except (ToolkitError, OSError, ValueError) as exc:
             _check(checks, "evidence matches verdict", False, f"evidence unreadable by the gates: {exc}")
             return out
-        if not _check(checks, "evidence matches verdict", recomputed == verdict["evidence_sha"],
+        if not _check(checks, "evidence matches verdict", recomputed == verdict.evidence_sha,
                       f"evidence hashes to {str(recomputed)[:12]}, "
-                      f"verdict was computed on {verdict['evidence_sha'][:12]}"):
+                      f"verdict was computed on {verdict.evidence_sha[:12]}"):
             return out
         if all(c["passed"] for c in checks):  # only a verdict that passed every integrity check is re-run
             try:
-                again = _reevaluate(bundle_dir, gate_files["evidence"], policy)
+                again = _reevaluate(bundle_dir, gate_files.evidence, policy)
             except (ToolkitError, OSError, ValueError, KeyError, TypeError) as exc:
                 again = None
                 detail = f"re-evaluation failed: {exc}"
@@ -214,7 +200,7 @@ def check_promotable(model_name: str, version: str | int) -> dict[str, Any]:
                           "verdict does not follow from the evidence under the policy in force (re-evaluating "
                           "it gives a different verdict)")
             _check(checks, "verdict reproduces", follows, detail)
-    champion = alias_version(model_name, CHAMPION)
+    champion = adapter.alias_version(model_name, CHAMPION)
     _check(checks, "not already champion", champion != v, f"champion is {champion or 'unset'}")
     out["eligible"] = all(c["passed"] for c in checks)
     return out
@@ -229,7 +215,7 @@ def _policy_note(policy: dict[str, str]) -> str:
     return f"policy in force: {policy['name']} version {policy['version']} ({policy['path']})"
 
 
-def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = utc_now,
+def promote(model_name: str, version: str | int, reason: str, actor: str | None = None, clock: Clock = SYSTEM_CLOCK,
             audit_path: str | Path | None = None, lock_timeout: float = 120.0) -> dict[str, Any]:
     """Make ``version`` the champion of ``model_name`` if its verdict still holds; audit the attempt.
 
@@ -264,10 +250,10 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
                     lock_timeout: float) -> dict[str, Any]:
     log = attempt
     with registry_lock(attempt.log.path, timeout=lock_timeout):
-        previous = alias_version(model_name, CHAMPION)
+        previous = adapter.alias_version(model_name, CHAMPION)
         result = check_promotable(model_name, version)
         v = result["version"]
-        now = clock().tz_convert("UTC")
+        now = clock.now()
         event = AuditEvent(model=model_name, action="promote", outcome="done", actor=who, at=now.isoformat(),
                            reason=reason, from_version=previous, to_version=v,
                            verdict_sha=result["verdict_sha"],
@@ -276,11 +262,10 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
             why = _refusal(result["checks"])
             log.append(replace(event, outcome="refused", detail=f"{why} [{event.detail}]"))
             raise PromotionRefused(f"promotion of {model_name} version {v} refused: {why}")
-        info = version_info(model_name, v)
-        created = pd.Timestamp(info["created_at"])
+        info = adapter.version_info(model_name, v)
+        created = pd.Timestamp(info.created_at)
         cycle_hours = (now - created).total_seconds() / 3600.0
-        snap = registry_snapshot(model_name)  # what a failure half-way is rolled back to
-        c = client()
+        snap = adapter.registry_snapshot(model_name)  # what a failure half-way is rolled back to
         try:
             tags = {"promotion.state": CHAMPION, "promotion.promoted_at": now.isoformat(),
                     "promotion.promoted_by": who, "promotion.reason": reason[:4000],
@@ -289,14 +274,14 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
                     "promotion.policy_sha": result["policy_sha"], "promotion.audit_id": event.id,
                     "promotion.cycle_hours": f"{cycle_hours:.6f}"}
             for k, val in tags.items():
-                c.set_model_version_tag(model_name, v, k, val)
+                adapter.set_version_tag(model_name, v, k, val)
             if previous is not None:
-                c.set_model_version_tag(model_name, previous, "promotion.state", "retired")
-            if alias_version(model_name, CANDIDATE) == v:
-                c.delete_registered_model_alias(model_name, CANDIDATE)
-            c.set_registered_model_alias(model_name, CHAMPION, v)  # last: the promotion takes effect here
+                adapter.set_version_tag(model_name, previous, "promotion.state", "retired")
+            if adapter.alias_version(model_name, CANDIDATE) == v:
+                adapter.delete_alias(model_name, CANDIDATE)
+            adapter.set_alias(model_name, CHAMPION, v)  # last: the promotion takes effect here
         except Exception as exc:
-            restored = restore_registry_snapshot(model_name, snap)
+            restored = adapter.restore_registry_snapshot(model_name, snap)
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
             raise RegistryError(f"promotion of {model_name} version {v} failed half-way ({exc}); {restored}; "
                                 f"champion is {previous or 'unset'}") from exc
@@ -310,7 +295,7 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
             "checks": result["checks"], "bookkeeping_error": book_error, **figures}
 
 
-def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = utc_now,
+def rollback(model_name: str, reason: str, actor: str | None = None, clock: Clock = SYSTEM_CLOCK,
              audit_path: str | Path | None = None, lock_timeout: float = 120.0) -> dict[str, Any]:
     """Move ``champion`` back to the version it replaced (remembered at promote); audit the attempt.
 
@@ -335,22 +320,22 @@ def rollback(model_name: str, reason: str, actor: str | None = None, clock: Cloc
 def _rollback_locked(attempt: AuditAttempt, model_name: str, reason: str, who: str, clock: Clock,
                      lock_timeout: float) -> dict[str, Any]:
     log = attempt
-    require_model(model_name)
+    adapter.require_model(model_name)
     with registry_lock(attempt.log.path, timeout=lock_timeout):
-        current = alias_version(model_name, CHAMPION)
-        now = clock().tz_convert("UTC")
+        current = adapter.alias_version(model_name, CHAMPION)
+        now = clock.now()
         target = None
         why = ""
         if current is None:
             why = f"{model_name} has no champion"
         else:
-            target = version_info(model_name, current)["tags"].get("promotion.previous_champion") or None
+            target = adapter.version_info(model_name, current).tags.get("promotion.previous_champion") or None
             if target is None:
                 why = (f"champion version {current} replaced no earlier approved version: "
                        "nothing to roll back to")
-            elif target not in list_versions(model_name):
+            elif target not in adapter.list_versions(model_name):
                 why = f"the previous champion, version {target}, no longer exists"
-        target_tags = version_info(model_name, target)["tags"] if target and not why else {}
+        target_tags = adapter.version_info(model_name, target).tags if target and not why else {}
         event = AuditEvent(model=model_name, action="rollback", outcome="done", actor=who, at=now.isoformat(),
                            reason=reason, from_version=current, to_version=target,
                            verdict_sha=target_tags.get("gate.verdict_sha"),
@@ -359,18 +344,17 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, reason: str, who: s
             log.append(replace(event, outcome="refused", detail=why))
             raise PromotionRefused(f"rollback of {model_name} refused: {why}")
         assert current is not None and target is not None
-        snap = registry_snapshot(model_name)  # what a failure half-way is rolled back to
-        c = client()
+        snap = adapter.registry_snapshot(model_name)  # what a failure half-way is rolled back to
         try:
             for k, val in {"promotion.state": "rolled_back", "rollback.rolled_back_at": now.isoformat(),
                            "rollback.rolled_back_by": who, "rollback.reason": reason[:4000],
                            "rollback.audit_id": event.id}.items():
-                c.set_model_version_tag(model_name, current, k, val)
-            c.set_model_version_tag(model_name, target, "promotion.state", CHAMPION)
-            c.set_model_version_tag(model_name, target, "rollback.restored_at", now.isoformat())
-            c.set_registered_model_alias(model_name, CHAMPION, target)  # last: the rollback takes effect here
+                adapter.set_version_tag(model_name, current, k, val)
+            adapter.set_version_tag(model_name, target, "promotion.state", CHAMPION)
+            adapter.set_version_tag(model_name, target, "rollback.restored_at", now.isoformat())
+            adapter.set_alias(model_name, CHAMPION, target)  # last: the rollback takes effect here
         except Exception as exc:
-            restored = restore_registry_snapshot(model_name, snap)
+            restored = adapter.restore_registry_snapshot(model_name, snap)
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored}"))
             raise RegistryError(f"rollback of {model_name} failed half-way ({exc}); {restored}; champion is "
                                 f"{current}") from exc

@@ -15,18 +15,10 @@ from typing import Any
 import pandas as pd
 
 from toolkit.errors import RegistryError
+from toolkit.registry import adapter
+from toolkit.registry.adapter import CANDIDATE, CHAMPION
 from toolkit.registry.audit import AuditLog, default_audit_path
-from toolkit.registry.mlflow_store import client, ensure_experiment
-from toolkit.registry.versions import (
-    CANDIDATE,
-    CHAMPION,
-    CHAMPION_FAILED_TAG,
-    list_versions,
-    mlflow_call,
-    model_aliases,
-    require_model,
-    version_info,
-)
+from toolkit.registry.verdicts import CHAMPION_FAILED_TAG
 
 __all__ = ["REGISTRY_EXPERIMENT", "record_cycle", "status"]
 
@@ -34,38 +26,33 @@ REGISTRY_EXPERIMENT = "registry"
 
 
 def _registry_run(model_name: str) -> str:
-    c = client()
-    with mlflow_call("opening experiment 'registry'"):
-        exp = ensure_experiment(REGISTRY_EXPERIMENT)
-        found = c.search_runs([exp], filter_string=f"tags.model = '{model_name}'", max_results=1,
+    exp = adapter.ensure_experiment(REGISTRY_EXPERIMENT)
+    found = adapter.find_runs(exp, f"tags.model = '{model_name}'", max_results=1,
                               order_by=["attributes.start_time ASC"])
-        if found:
-            return str(found[0].info.run_id)
-        run = c.create_run(exp, run_name=f"{model_name} promotion cycle",
-                           tags={"model": model_name, "toolkit.kind": "registry"})
-        c.set_terminated(run.info.run_id, status="FINISHED")
-        return str(run.info.run_id)
+    if found:
+        return found[0]
+    run_id = adapter.create_run(exp, f"{model_name} promotion cycle", {"model": model_name, "toolkit.kind": "registry"})
+    adapter.end_run(run_id, "FINISHED")
+    return run_id
 
 
 def _log_cycle(model_name: str, now: pd.Timestamp, action: str, cycle_hours: float | None) -> dict[str, Any]:
     """Count the action on the model's tags and log the cycle figures as metrics of its registry run."""
-    c = client()
-    tags = dict(require_model(model_name).tags or {})
+    tags = adapter.model_tags(model_name)
     promotions = int(tags.get("registry.promotions", 0)) + (action == "promote")
     rollbacks = int(tags.get("registry.rollbacks", 0)) + (action == "rollback")
     run_id = tags.get("registry.run_id") or _registry_run(model_name)
     ts = int(now.value // 1_000_000)
     step = promotions + rollbacks
-    with mlflow_call(f"logging promotion metrics of {model_name}"):
-        c.log_metric(run_id, "promotions.total", float(promotions), timestamp=ts, step=step)
-        c.log_metric(run_id, "rollbacks.total", float(rollbacks), timestamp=ts, step=step)
-        new_tags = {"registry.promotions": str(promotions), "registry.rollbacks": str(rollbacks),
-                    "registry.run_id": run_id}
-        if cycle_hours is not None:
-            c.log_metric(run_id, "promotion.cycle_hours", cycle_hours, timestamp=ts, step=promotions)
-            new_tags["registry.last_cycle_hours"] = f"{cycle_hours:.6f}"
-        for k, val in new_tags.items():
-            c.set_registered_model_tag(model_name, k, val)
+    adapter.log_metric(run_id, "promotions.total", float(promotions), timestamp=ts, step=step)
+    adapter.log_metric(run_id, "rollbacks.total", float(rollbacks), timestamp=ts, step=step)
+    new_tags = {"registry.promotions": str(promotions), "registry.rollbacks": str(rollbacks),
+                "registry.run_id": run_id}
+    if cycle_hours is not None:
+        adapter.log_metric(run_id, "promotion.cycle_hours", cycle_hours, timestamp=ts, step=promotions)
+        new_tags["registry.last_cycle_hours"] = f"{cycle_hours:.6f}"
+    for k, val in new_tags.items():
+        adapter.set_model_tag(model_name, k, val)
     return {"promotions": promotions, "rollbacks": rollbacks, "cycle_hours": cycle_hours,
             "registry_run_id": run_id}
 
@@ -85,10 +72,10 @@ def _float(text: str | None) -> float | None:
 
 
 def _version_row(model_name: str, v: str) -> dict[str, Any]:
-    info = version_info(model_name, v)
-    t = info["tags"]
+    info = adapter.version_info(model_name, v)
+    t = info.tags
     return {
-        "version": v, "created_at": info["created_at"], "run_id": info["run_id"], "aliases": info["aliases"],
+        "version": v, "created_at": info.created_at, "run_id": info.run_id, "aliases": list(info.aliases),
         "strategy_type": t.get("strategy.type"), "evidence_sha": t.get("evidence.sha256"),
         "gate": {"verdict": t.get("gate.verdict", "not_evaluated"), "policy_sha": t.get("gate.policy_sha"),
                  "evidence_sha": t.get("gate.evidence_sha"), "verdict_sha": t.get("gate.verdict_sha"),
@@ -109,16 +96,15 @@ def status(model_name: str, audit_path: str | Path | None = None, audit_limit: i
 
     ``warnings`` holds one line when the champion failed its latest gate re-evaluation.
     """
-    rm = require_model(model_name)
-    aliases = model_aliases(model_name)
-    versions = [_version_row(model_name, v) for v in list_versions(model_name)]
+    aliases = adapter.model_aliases(model_name)
+    tags = adapter.model_tags(model_name)
+    versions = [_version_row(model_name, v) for v in adapter.list_versions(model_name)]
     log = AuditLog(audit_path if audit_path is not None else default_audit_path())
     try:
         n = log.verify()
         chain = f"ok ({n} rows)"
     except RegistryError as exc:
         chain = f"broken: {exc}"
-    tags = dict(rm.tags or {})
     cycles = [r["promotion"]["cycle_hours"] for r in versions if r["promotion"]["cycle_hours"] is not None]
     events = log.events(model_name)
     warnings = []

@@ -1,9 +1,12 @@
 """MLflow models-from-code entry point for a strategy version.
 
-This file is logged as the model's code; the ``strategies`` package travels with
-it through ``code_paths``. It imports nothing from the toolkit, so a version
-loads without this repository's checkout. ``model_config`` names the strategy
-and its parameters.
+This file is logged as the model's code; the strategies package travels with it
+through ``code_paths`` under a top-level name unique to its code
+(``model_config["strategies_package"]``, ``desk_strategies_<sha12>``), so versions
+whose strategy code differs load side by side in one process and never collide with
+another package called ``strategies``. It imports nothing from the toolkit, so a
+version loads without this repository's checkout. ``model_config`` names the
+strategy and its parameters.
 
 ``predict(bars)`` takes closed bars (a ``timestamp`` column or a datetime index,
 plus open/high/low/close/volume) and returns the target position decided on
@@ -24,10 +27,11 @@ class StrategyModel(PythonModel):
     """A registered strategy version: bars in, target positions out."""
 
     def load_context(self, context: Any) -> None:
-        from strategies import make_strategy  # the copy shipped in code_paths
+        import importlib
 
         cfg = context.model_config
-        self.strategy = make_strategy(cfg["strategy"], dict(cfg["params"]))
+        package = importlib.import_module(cfg.get("strategies_package", "strategies"))  # shipped in code_paths
+        self.strategy = package.make_strategy(cfg["strategy"], dict(cfg["params"]))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         bars = model_input

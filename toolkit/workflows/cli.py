@@ -1,0 +1,110 @@
+"""``toolkit backtest | gates | demo``: thin wrappers over the workflows.
+
+Exit codes come from the error classes (``toolkit.cli.main`` maps them): a failed verdict
+exits with ``GateFailed`` (5) after printing the verdict; bad input with
+``ConfigurationError`` (2); data that fails its certificate with ``DataQualityError`` (3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolkit.cli_support import emit, short
+from toolkit.errors import GateFailed
+
+__all__ = ["backtest_command", "demo_command", "gates_command", "register"]
+
+
+def _fixed(items: list[str] | None) -> dict[str, Any]:
+    from toolkit.backtest.config import parse_grid
+
+    return {k: v[0] for k, v in parse_grid(items).items()} if items else {}
+
+
+def backtest_command(
+    strategy: Annotated[str, typer.Option(help="ma_cross | donchian | bollinger")],
+    symbol: Annotated[str, typer.Option(help="ccxt symbol")] = "BTC/USDT",
+    timeframe: Annotated[str, typer.Option(help="bar timeframe (1m, 15m, 1h, 4h, 1d …)")] = "15m",
+    start: Annotated[str | None, typer.Option(help="first day (UTC)")] = None,
+    end: Annotated[str | None, typer.Option(help="last day (UTC), included")] = None,
+    grid: Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,… (repeatable, each name once)")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="fixed NAME=VALUE (repeatable, each name once)")] = None,
+    taker_fee: Annotated[float | None, typer.Option(help="taker fee fraction (0.001 = 0.1%)")] = None,
+    maker_fee: Annotated[float | None, typer.Option(help="maker fee fraction")] = None,
+    spread_share: Annotated[float | None, typer.Option(help="share of the bar spread estimate paid")] = None,
+    impact_coef: Annotated[float | None, typer.Option(help="square-root impact constant")] = None,
+    capital: Annotated[float | None, typer.Option(help="capital allocation (quote currency)")] = None,
+    split: Annotated[float | None, typer.Option(help="in-sample share (0-1)")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment")] = None,
+    model_name: Annotated[str | None, typer.Option(help="registered model name")] = None,
+    bars_file: Annotated[Path | None, typer.Option(help="backtest this OHLCV file (Parquet/CSV)")] = None,
+    allow_failed_quality: Annotated[bool, typer.Option(
+        help="register even when the bars fail their data-quality certificate (tagged data.quality=failed)")]
+    = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Run the backtest template (papermill), render its HTML report and register the version in MLflow."""
+    from toolkit.workflows.backtest import run_backtest_workflow
+
+    params: dict[str, Any] = {"strategy": strategy, "symbol": symbol, "timeframe": timeframe,
+                              "start": start, "end": end}
+    optional = {"taker_fee": taker_fee, "maker_fee": maker_fee, "spread_share": spread_share,
+                "impact_coef": impact_coef, "capital": capital, "split": split, "experiment": experiment,
+                "model_name": model_name, "bars_file": str(bars_file) if bars_file is not None else None}
+    params.update({k: v for k, v in optional.items() if v is not None})
+    if grid is not None:
+        params["grid"] = grid
+    if param:
+        params["params"] = _fixed(param)
+    run = run_backtest_workflow(params, progress=not json_output, allow_failed_quality=allow_failed_quality)
+    m = run.metrics
+    for warning in run.warnings:
+        typer.echo(f"WARNING: {warning}", err=True)
+    emit(run.to_dict(), json_output,
+         f"registered {run.model_name} version {run.model_version} (run {run.run_id})\n"
+         f"chosen {run.chosen}: OOS Sharpe {m['sharpe']:.2f}, return {m['total_return']:.2%}, "
+         f"max drawdown {m['max_drawdown']:.2%}, {int(m['trade_count'])} trades\n"
+         f"report {run.report_path}")
+
+
+def gates_command(
+    model: Annotated[str, typer.Argument(help="registered model name")],
+    version: Annotated[str, typer.Option("--version", help="model version")],
+    policy: Annotated[Path | None, typer.Option(
+        "--policy", help="gate policy YAML for a what-if evaluation: reported, never recorded (default: the "
+                         "policy in force, $TOOLKIT_POLICY or shipped, whose verdict is recorded)")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Evaluate the promotion gates of a version (papermill report); record the verdict in MLflow."""
+    from toolkit.workflows.gates import run_gates_workflow
+
+    result = run_gates_workflow(model, version, policy_path=policy)
+    lines = [f"{model} version {result.version}: verdict {result.verdict} "
+             f"(verdict sha {short(result.verdict_sha)}, policy {short(result.policy_sha)})"
+             + ("" if result.recorded else " — WHAT-IF under another policy: not recorded in the registry")]
+    for g in result.gates:
+        lines.append(f"  {'PASS' if g.get('passed') else 'FAIL'}  {g.get('name', '?'):<28} "
+                     f"{g.get('explanation', '')}")
+    lines.append(f"report {result.report_path}")
+    emit(result.to_dict(), json_output, "\n".join(lines))
+    if not result.passed:
+        raise GateFailed(f"{model} version {result.version} failed the gates: {', '.join(result.failed)}")
+
+
+def demo_command(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Run the main job on the bundled data: backtest, gates, promotion, index of reports."""
+    from toolkit.workflows.demo import run_demo
+
+    result = run_demo(echo=None if json_output else typer.echo)
+    if json_output:
+        emit(result, True, "")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``backtest``, ``gates`` and ``demo`` commands to ``app``."""
+    app.command("backtest")(backtest_command)
+    app.command("gates")(gates_command)
+    app.command("demo")(demo_command)
