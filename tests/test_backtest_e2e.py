@@ -125,41 +125,102 @@ def test_ledger_counts_a_rerun(backtest: dict, store: Path) -> None:
 
 def _bars_file(tmp_path: Path, corrupt: str) -> Path:
     frame = pd.read_parquet(ROOT / "toolkit/data/bundled/bars/BTC-USDT/1h/2017-08_2025-11.parquet")
-    frame = frame[(frame["timestamp"] >= "2024-01-01") & (frame["timestamp"] < "2024-03-01")]
+    frame = frame[(frame["timestamp"] >= "2024-01-01") & (frame["timestamp"] < "2024-03-01")].reset_index(drop=True)
     path = tmp_path / f"bars-{corrupt}.parquet"
     if corrupt == "nan":
-        frame.loc[frame.index[100], "close"] = np.nan
-        frame.to_parquet(path)
-    elif corrupt == "garbage":
-        frame.to_parquet(path)
+        frame.loc[100, "close"] = np.nan
+    elif corrupt == "high_below_low":
+        frame.loc[100, "high"] = frame.loc[100, "low"] - 10.0
+    elif corrupt == "negative_volume":
+        frame.loc[100, "volume"] = -1.0
+    elif corrupt == "off_grid":
+        frame.loc[100, "timestamp"] = frame.loc[100, "timestamp"] + pd.Timedelta(minutes=7)
+    elif corrupt == "mostly_missing":  # 84 % of the hours gone, in blocks (the file is still hourly)
+        frame = frame[np.arange(len(frame)) % 100 < 16].reset_index(drop=True)
+    frame.to_parquet(path)
+    if corrupt == "garbage":
         path.write_bytes(b"PAR1" + os.urandom(512))
     return path
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
+def _fresh_store(root: Path) -> None:
+    """Create the (empty) tracking database first, so "nothing recorded" is checked against a real store."""
+    client = _client(root)
+    assert client.search_experiments() is not None
+    assert (root / "mlflow.db").is_file()
+
+
+def _assert_nothing_recorded(root: Path) -> None:
+    from mlflow.entities import ViewType
+
+    client = _client(root)
+    assert client.search_registered_models() == []
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    assert client.search_runs(experiments, run_view_type=ViewType.ALL) == []
+
+
+LONG_NAME = "m" * 300
+BAD_INPUT = [
     (["--strategy", "nope"], 2, "strategy: expected one of"),
     (["--strategy", "ma_cross", "--start", "2024-02-31"], 2, "start: expected a date"),
     (["--strategy", "ma_cross", "--start", "2024-03-01", "--end", "2024-01-01"], 2, "end: expected a date after"),
     (["--strategy", "ma_cross", "--start", "2031-01-01", "--end", "2031-02-01"], 3, "found none"),
     (["--strategy", "ma_cross", "--grid", "fats=5"], 2, "fats"),
+    (["--strategy", "ma_cross", "--grid", "fast=5", "--grid", "fast=10"], 2, "grid.fast: expected each name once"),
+    (["--strategy", "ma_cross", "--grid", "fast=5,10", "--param", "fast=5"], 2, "params.fast: expected a parameter "
+     "either fixed"),
+    (["--strategy", "ma_cross", "--model-name", "../../etc/x"], 2, "model_name: expected"),
+    (["--strategy", "ma_cross", "--model-name", LONG_NAME], 2, "model_name: expected"),
+    (["--strategy", "ma_cross", "--model-name", ""], 2, "model_name: expected"),
+    (["--strategy", "ma_cross", "--timeframe", "15m", "--start", "2024-04-01", "--end", "2024-06-30"], 3,
+     "missing_bars"),
     (["--strategy", "ma_cross", "--bars-file", "{nan}"], 3, "expected finite prices"),
     (["--strategy", "ma_cross", "--bars-file", "{garbage}"], 3, "expected a readable Parquet"),
+    (["--strategy", "ma_cross", "--timeframe", "1h", "--bars-file", "{high_below_low}"], 3, "ohlc_violations"),
+    (["--strategy", "ma_cross", "--timeframe", "1h", "--bars-file", "{negative_volume}"], 3, "nonpositive"),
+    (["--strategy", "ma_cross", "--timeframe", "1h", "--bars-file", "{off_grid}"], 3, "off_grid"),
+    (["--strategy", "ma_cross", "--timeframe", "1h", "--bars-file", "{mostly_missing}"], 3, "missing_bars"),
+    (["--strategy", "ma_cross", "--bars-file", "no/such/file.csv"], 2, "bars_file: expected an existing"),
     (["--strategy", "ma_cross", "--timeframe", "1d", "--start", "2024-01-01", "--end", "2024-01-20"], 7,
      "at least 30 bars on each side"),
-])
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), BAD_INPUT, ids=[" ".join(a[1:])[:60] for a, _, _ in BAD_INPUT])
 def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, message: str, tmp_path: Path) -> None:
-    args = [a.replace("{nan}", str(_bars_file(tmp_path, "nan"))).replace("{garbage}",
-            str(_bars_file(tmp_path, "garbage"))) for a in args]
+    for kind in ("nan", "garbage", "high_below_low", "negative_volume", "off_grid", "mostly_missing"):
+        args = [a.replace("{" + kind + "}", str(_bars_file(tmp_path, kind))) if "{" + kind + "}" in a else a
+                for a in args]
+    _fresh_store(tmp_path)
     proc = _run(["backtest", *args, "--json"], _env(tmp_path))
     assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
     assert message in proc.stderr
-    assert proc.stdout.strip() == ""
-    db = tmp_path / "mlflow.db"
-    if db.exists():
-        client = _client(tmp_path)
-        assert client.search_registered_models() == []
-        runs = mlflow.search_runs(search_all_experiments=True)
-        assert len(runs) == 0
+    error = json.loads(proc.stdout)["error"]  # --json: a JSON error object on stdout, for scripts
+    assert error["exit_code"] == code and message in error["message"]
+    assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # a clear line, not a traceback
+    _assert_nothing_recorded(tmp_path)
+    if code != 7:  # refused before a kernel started: no report files either (a failed cell keeps its notebook)
+        assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.ipynb"))
+        assert not (tmp_path / "trials.db").exists()  # no trial was run, none recorded
+    assert not (ROOT.parent / "etc").exists()
+
+
+def test_relative_bars_file_and_failed_quality_registered_on_request(tmp_path: Path) -> None:
+    """A relative --bars-file is the caller's; bars failing their certificate register only when asked, loudly."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    _bars_file(cwd, "high_below_low").rename(cwd / "my_bars.parquet")
+    proc = subprocess.run([*TOOLKIT, "backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--grid", "fast=5",
+                           "--grid", "slow=30", "--bars-file", "my_bars.parquet", "--allow-failed-quality", "--json"],
+                          cwd=cwd, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = json.loads(proc.stdout)
+    assert run["data_quality"] == "failed" and "ohlc_violations" in run["warnings"][0]
+    assert "WARNING" in proc.stderr and "ohlc_violations" in proc.stderr
+    version = _client(tmp_path).get_model_version(run["model_name"], run["model_version"])
+    assert version.tags["data.quality"] == "failed"
+    params = _client(tmp_path).get_run(run["run_id"]).data.params
+    assert params["start"] == "" or params["start"] == "None"  # the whole file was used
 
 
 def test_version_loads_and_predicts_without_the_toolkit_package(backtest: dict, store: Path, tmp_path: Path) -> None:

@@ -86,9 +86,9 @@ def test_too_few_bars_for_the_split_is_a_data_error(bars: pd.DataFrame, tmp_path
 def test_bundle_round_trip_and_hash(result, bars: pd.DataFrame, tmp_path: Path) -> None:
     d = save_bundle(result, bars, certify(bars, "BTC/USDT", "1h").to_dict(), tmp_path / "b")
     loaded = load_bundle(d)
-    assert loaded["chosen"] == result.chosen
-    assert loaded["config"] == result.config
-    pd.testing.assert_series_equal(loaded["returns"]["return"], result.returns, check_freq=False)
+    assert loaded.chosen == result.chosen
+    assert loaded.config == result.config
+    pd.testing.assert_series_equal(loaded.returns["return"], result.returns, check_freq=False)
     sha = bundle_sha256(d)
     (d / "trades.parquet").write_bytes((d / "trades.parquet").read_bytes() + b"x")
     assert bundle_sha256(d) != sha

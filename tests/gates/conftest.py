@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from toolkit.backtest import TrialLedger, config_from_params, run_backtest
 from toolkit.backtest.bundle import save_bundle
+from toolkit.clock import ManualClock
 from toolkit.data.quality import certify
 from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, GatePolicy, collect_evidence, load_policy
 from toolkit.reporting.views import bars_for
@@ -27,7 +27,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              grid={"fast": [5, 10, 20], "slow": [50, 100, 200]})
     bars = bars_for(cfg)
     result = run_backtest(cfg, bars, ledger=TrialLedger(root / "t.db"), progress=False,
-                          now=pd.Timestamp("2026-01-02T03:04:05Z"))
+                          clock=ManualClock("2026-01-02T03:04:05Z"))
     return save_bundle(result, bars, certify(bars, cfg.symbol, cfg.timeframe).to_dict(), root / "bundle")
 
 

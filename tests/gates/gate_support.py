@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from toolkit.backtest.bundle import Bundle
 from toolkit.data.quality import data_hash
 from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, GatePolicy, load_policy
 from toolkit.gates.evidence import measurement_settings
@@ -59,15 +61,16 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
                            "price": [bars["open"].iloc[1]], "notional": [100_000.0], "participation": [0.005]})
     cfg = BacktestConfig(strategy="ma_cross", timeframe="1h", capital=100_000.0, params={"fast": 10, "slow": 50})
     dh = data_hash(bars)
-    bundle = {
-        "config": cfg, "chosen": {"fast": 10, "slow": 50}, "strategy_type": "intraday",
-        "split_at": split_at.isoformat(),
-        "data_hash": dh, "model_name": "ma_cross.BTC-USDT.1h", "backtest_id": "hand", "n_trials": n_trials,
-        "certificate": {"passed": True, "failed": [], "data_hash": dh, "n_bars": n, "expected_bars": n},
-        "bars": bars, "returns": pd.DataFrame({"return": r, "position": pos}, index=idx),
-        "trades": trade_frame, "orders": orders, "trials": trials,
-        "trial_returns": pd.DataFrame(trial, index=idx, columns=[f"t{j:04d}" for j in range(n_trials)]),
-    }
+    bundle = Bundle(
+        config=cfg, config_sha256=cfg.sha256(), chosen={"fast": 10, "slow": 50}, chosen_index=0,
+        strategy_type="intraday", split_at=split_at.isoformat(), created_at="2026-01-01T00:00:00+00:00",
+        data_hash=dh, model_name="ma_cross.BTC-USDT.1h", backtest_id="hand", n_trials=n_trials,
+        n_trials_run=n_trials, metrics={}, metrics_is={}, benchmark={},
+        certificate={"passed": True, "failed": [], "data_hash": dh, "n_bars": n, "expected_bars": n},
+        bars=bars, returns=pd.DataFrame({"return": r, "position": pos}, index=idx),
+        trades=trade_frame, orders=orders, trials=trials, sweep=pd.DataFrame(),
+        trial_returns=pd.DataFrame(trial, index=idx, columns=[f"t{j:04d}" for j in range(n_trials)]),
+    )
     extras = {
         "settings": measurement_settings(load_policy(DEFAULT_POLICY_PATH)),
         "latency": {"samples_ns": [200_000 + 10 * k for k in range(1000)], "window_bars": 500},
@@ -86,8 +89,7 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
 def with_changes(ev: Evidence, bundle: dict[str, Any] | None = None,
                  extras: dict[str, Any] | None = None) -> Evidence:
     """Return a copy of ``ev`` with top-level bundle entries / extras sections replaced."""
-    b = dict(ev.bundle)
-    b.update(bundle or {})
+    b = dataclasses.replace(ev.bundle, **(bundle or {}))
     e = copy.deepcopy(ev.extras)
     for k, v in (extras or {}).items():
         e[k] = {**e[k], **v} if isinstance(v, dict) else v

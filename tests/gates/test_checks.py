@@ -16,14 +16,14 @@ BASE = make_evidence()
 
 
 def _returns_with(ev: Evidence, at: int, value: float) -> Evidence:
-    r = ev.bundle["returns"].copy()
+    r = ev.bundle.returns.copy()
     r.iloc[at, r.columns.get_loc("return")] = value
     return with_changes(ev, {"returns": r})
 
 
 def _orders(**cols: object) -> Callable[[Evidence], Evidence]:
     def f(ev: Evidence) -> Evidence:
-        o = ev.bundle["orders"].copy()
+        o = ev.bundle.orders.copy()
         for k, v in cols.items():
             o[k] = v
         return with_changes(ev, {"orders": o})
@@ -32,7 +32,7 @@ def _orders(**cols: object) -> Callable[[Evidence], Evidence]:
 
 def _zero_mean_trials(ev: Evidence) -> Evidence:
     # every trial ends with the same total: whatever wins in-sample must lose out-of-sample
-    m = ev.bundle["trial_returns"].copy()
+    m = ev.bundle.trial_returns.copy()
     return with_changes(ev, {"trial_returns": m - m.mean()})
 
 
@@ -44,14 +44,14 @@ def _noisy_ledger(ev: Evidence) -> Evidence:
 
 
 def _tampered_bars(ev: Evidence) -> Evidence:
-    bars = ev.bundle["bars"].copy()
+    bars = ev.bundle.bars.copy()
     bars.iloc[5, bars.columns.get_loc("close")] *= 1.01
     return with_changes(ev, {"bars": bars})
 
 
 def _position(value: float) -> Callable[[Evidence], Evidence]:
     def f(ev: Evidence) -> Evidence:
-        r = ev.bundle["returns"].copy()
+        r = ev.bundle.returns.copy()
         r.iloc[100, r.columns.get_loc("position")] = value
         return with_changes(ev, {"returns": r})
     return f
@@ -59,14 +59,14 @@ def _position(value: float) -> Callable[[Evidence], Evidence]:
 
 FAILING: list[tuple[str, str, Callable[[Evidence], Evidence]]] = [
     ("data_quality", "certificate failed", lambda e: with_changes(e, {"certificate": {
-        **e.bundle["certificate"], "passed": False, "failed": ["gaps"]}})),
+        **e.bundle.certificate, "passed": False, "failed": ["gaps"]}})),
     ("data_quality", "bars differ from the certified ones", _tampered_bars),
     ("oos_sharpe", "no drift", lambda e: make_evidence(drift=0.0)),
     ("psr", "negative drift", lambda e: make_evidence(drift=-1e-4)),
     ("dsr", "1000 trials with a wide Sharpe spread", _noisy_ledger),
     ("min_track_record", "a weak edge", lambda e: make_evidence(drift=3e-5)),
     ("pbo", "in-sample winners lose out of sample", _zero_mean_trials),
-    ("pbo", "a single trial", lambda e: with_changes(e, {"trial_returns": e.bundle["trial_returns"].iloc[:, :1]})),
+    ("pbo", "a single trial", lambda e: with_changes(e, {"trial_returns": e.bundle.trial_returns.iloc[:, :1]})),
     ("min_trades", "3 trades", lambda e: make_evidence(trades=3)),
     ("max_drawdown", "a 30% loss in one bar", lambda e: _returns_with(e, 6000, -0.30)),
     ("var_99_1d", "daily volatility of ~10%", lambda e: make_evidence(vol=0.02, drift=2e-3)),
@@ -139,7 +139,7 @@ def test_thresholds_come_from_the_policy(policy: GatePolicy) -> None:
 def test_allocation_scales_orders(policy: GatePolicy) -> None:
     big = tweak(policy, capital={"allocation_usdt": 1_000_000.0})
     # the one order (100k at bar 1) is restated against the equity before it: capital * (1 + r0)
-    r0 = float(BASE.bundle["returns"]["return"].iloc[0])
+    r0 = float(BASE.bundle.returns["return"].iloc[0])
     scale = 1_000_000.0 / (100_000.0 * (1.0 + r0))
     g = evaluate(BASE, big).gate("order_notional")
     assert g.inputs["max_order_notional_usdt"] == pytest.approx(100_000.0 * scale)
@@ -148,7 +148,7 @@ def test_allocation_scales_orders(policy: GatePolicy) -> None:
 
 def test_orders_are_restated_at_a_constant_allocation(policy: GatePolicy) -> None:
     # equity doubled before a 200k order: at the 100k allocation that order is 100k
-    r = BASE.bundle["returns"].copy()
+    r = BASE.bundle.returns.copy()
     r["return"] = 0.0
     r.iloc[0, r.columns.get_loc("return")] = 1.0
     idx = r.index
@@ -161,7 +161,7 @@ def test_orders_are_restated_at_a_constant_allocation(policy: GatePolicy) -> Non
 
 def test_drawdown_is_measured_against_the_allocation(policy: GatePolicy) -> None:
     # two bars of -10% then flat: 20% of a constant allocation (not 19% of compounded equity)
-    r = BASE.bundle["returns"].copy()
+    r = BASE.bundle.returns.copy()
     r["return"] = 0.0
     r.iloc[10:12, r.columns.get_loc("return")] = -0.10
     g = evaluate(with_changes(BASE, {"returns": r}), policy).gate("max_drawdown")
@@ -180,14 +180,14 @@ def test_too_few_truncation_cuts_fail_the_lookahead_gate(policy: GatePolicy) -> 
     assert evaluate(with_changes(BASE, extras={"lookahead": {"cut_points": ["x"] * 39}}), policy).gate(
         "lookahead").passed is False
     # a history with room for only 5 cuts after the warm-up (49): all 5 achievable cuts suffice
-    short = with_changes(BASE, {"bars": BASE.bundle["bars"].iloc[:55]}, extras={"lookahead": {
+    short = with_changes(BASE, {"bars": BASE.bundle.bars.iloc[:55]}, extras={"lookahead": {
         "cut_points": ["x"] * 5}})
     assert evaluate(short, policy).gate("lookahead").passed
 
 
 def test_dsr_counts_the_registry_trials_when_the_ledger_shows_fewer(policy: GatePolicy) -> None:
     ev = make_evidence()
-    ledger_n = len(ev.bundle["trials"])
+    ledger_n = len(ev.bundle.trials)
     base = next(g for g in evaluate(ev, policy).gates if g.name == "dsr")
     more = with_changes(ev, extras={"registry_trials": ledger_n + 500})
     deflated = next(g for g in evaluate(more, policy).gates if g.name == "dsr")

@@ -80,8 +80,8 @@ def test_gate_inputs_match_independent_computation(real_evidence: Evidence, poli
     oos = real_evidence.oos_returns
     assert v.gate("oos_sharpe").inputs["sharpe_oos_annual"] == pytest.approx(sharpe_ratio(oos, 365 * 24), rel=1e-9)
     assert v.gate("psr").inputs["psr"] == pytest.approx(probabilistic_sharpe_ratio(oos), rel=1e-9)
-    assert v.gate("dsr").inputs["n_trials"] == len(real_evidence.bundle["trials"])
-    assert v.gate("min_trades").inputs["trades_oos"] == len(real_evidence.bundle["trades"])
+    assert v.gate("dsr").inputs["n_trials"] == len(real_evidence.bundle.trials)
+    assert v.gate("min_trades").inputs["trades_oos"] == len(real_evidence.bundle.trades)
     lat = np.asarray(real_evidence.extras["latency"]["samples_ns"]) / 1e6
     assert v.gate("latency").inputs["p99_ms"] == pytest.approx(np.percentile(lat, 99), rel=1e-9)
 
@@ -155,9 +155,9 @@ class _Recursive(MACross):
 
 
 def test_lookahead_and_recursion_caught_on_real_bars(real_evidence: Evidence, policy: GatePolicy) -> None:
-    bars = real_evidence.bundle["bars"]
-    rec = real_evidence.bundle["returns"]["position"]
-    honest = MACross(**real_evidence.bundle["chosen"])
+    bars = real_evidence.bundle.bars
+    rec = real_evidence.bundle.returns["position"]
+    honest = MACross(**real_evidence.bundle.chosen)
     assert check_lookahead(honest, bars, rec, policy)["mismatches"] == 0
     peek = check_lookahead(_Peeking(fast=5, slow=50), bars, rec, policy)
     assert peek["mismatches"] > 0 and peek["first_mismatch"] is not None

@@ -79,10 +79,11 @@ class Registry:
 
     def artifacts_of(self, run_id: str) -> Path:
         """Return the local directory holding a run's artifacts."""
-        from toolkit.registry.mlflow_store import client, configure
+        from mlflow import MlflowClient
+        from toolkit.registry.adapter import configure
 
         configure()
-        uri = client().get_run(run_id).info.artifact_uri
+        uri = MlflowClient().get_run(run_id).info.artifact_uri
         return Path(uri.removeprefix("file://"))
 
 
@@ -94,8 +95,8 @@ def registry_template(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     from toolkit.backtest.ledger import TrialLedger
     from toolkit.data.quality import certify
     from toolkit.gates import collect_evidence, evaluate, load_policy
-    from toolkit.registry.mlflow_store import record_backtest
-    from toolkit.registry.versions import record_verdict
+    from toolkit.registry.record import record_backtest
+    from toolkit.registry.verdicts import record_verdict
     from toolkit.reporting.views import bars_for
 
     root = tmp_path_factory.mktemp("registry")
@@ -164,9 +165,9 @@ TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 
 def version_tags(reg: Registry, version: str) -> dict[str, str]:
     """Return one version's tags as the registry reads them."""
-    from toolkit.registry import versions as reg_versions
+    from toolkit.registry import adapter
 
-    return reg_versions.version_info(reg.model, version)["tags"]
+    return dict(adapter.version_info(reg.model, version).tags)
 
 
 def audit_trail(reg: Registry) -> list[dict[str, object]]:

@@ -13,10 +13,11 @@ from registry_support import TOOLKIT, Registry, audit_trail, lenient_policy, ver
 
 from toolkit.backtest.bundle import BUNDLE_FILES, bundle_sha256
 from toolkit.errors import ConfigurationError, PromotionRefused
-from toolkit.registry import versions as reg_versions
+from toolkit.registry import adapter
 from toolkit.registry.audit import AuditLog
 from toolkit.registry.promotion import promote, rollback
 from toolkit.registry.status import status
+from toolkit.registry.verdicts import record_verdict
 
 pytest_plugins = ["registry_support"]  # the session registry fixtures (see registry_support)
 
@@ -24,39 +25,39 @@ pytest_plugins = ["registry_support"]  # the session registry fixtures (see regi
 
 
 def test_version_state_and_evidence_download(registry: Registry, tmp_path: Path) -> None:
-    info = reg_versions.version_info(registry.model, 2)
-    assert info["version"] == "2" and info["run_id"]
-    assert info["tags"]["gate.verdict"] == "passed"
-    assert reg_versions.list_versions(registry.model) == ["1", "2", "3", "4"]
-    assert reg_versions.model_aliases(registry.model) == {"candidate": "3"}  # the last version that passed
-    assert reg_versions.alias_version(registry.model, "candidate") == "3"
-    assert reg_versions.alias_version(registry.model, "champion") is None
-    assert "candidate" in reg_versions.version_info(registry.model, 3)["aliases"]
+    info = adapter.version_info(registry.model, 2)
+    assert info.version == "2" and info.run_id
+    assert info.tags["gate.verdict"] == "passed"
+    assert adapter.list_versions(registry.model) == ["1", "2", "3", "4"]
+    assert adapter.model_aliases(registry.model) == {"candidate": "3"}  # the last version that passed
+    assert adapter.alias_version(registry.model, "candidate") == "3"
+    assert adapter.alias_version(registry.model, "champion") is None
+    assert "candidate" in adapter.version_info(registry.model, 3).aliases
     assert version_tags(registry, "1")["gate.verdict"] == "failed"
     assert version_tags(registry, "4")["gate.verdict"] == "not_evaluated"
 
-    d = reg_versions.download_evidence(registry.model, 2, tmp_path / "ev")
+    d = adapter.download_evidence(registry.model, 2, tmp_path / "ev")
     assert sorted(p.name for p in d.iterdir()) == sorted(BUNDLE_FILES)
-    assert bundle_sha256(d) == info["tags"]["evidence.sha256"] == bundle_sha256(registry.bundles["pass"])
+    assert bundle_sha256(d) == info.tags["evidence.sha256"] == bundle_sha256(registry.bundles["pass"])
 
     with pytest.raises(ConfigurationError) as e:
-        reg_versions.version_info(registry.model, 99)
+        adapter.version_info(registry.model, 99)
     assert e.value.field == "version" and "['1', '2', '3', '4']" in str(e.value)
     with pytest.raises(ConfigurationError) as e:
-        reg_versions.version_info("no.such.model", 1)
+        adapter.version_info("no.such.model", 1)
     assert e.value.field == "model"
     with pytest.raises(ConfigurationError) as e:
-        reg_versions.version_info(registry.model, "two")
+        adapter.version_info(registry.model, "two")
     assert e.value.field == "version"
 
 
 def test_recorded_verdict_re_evaluates_byte_identically(registry: Registry, tmp_path: Path) -> None:
     from toolkit.gates import Evidence, evaluate, load_policy, verify_verdict_json
 
-    files = reg_versions.download_gate_artifacts(registry.model, 2, tmp_path / "gates")
-    bundle = reg_versions.download_evidence(registry.model, 2, tmp_path / "bundle")
-    stored = files["verdict"].read_bytes()
-    again = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(registry.policy))
+    files = adapter.download_gate_artifacts(registry.model, 2, tmp_path / "gates")
+    bundle = adapter.download_evidence(registry.model, 2, tmp_path / "bundle")
+    stored = files.verdict.read_bytes()
+    again = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(registry.policy))
     assert again.to_json().encode() == stored
     assert verify_verdict_json(stored.decode())
     tags = version_tags(registry, "2")
@@ -69,7 +70,7 @@ def test_recorded_verdict_re_evaluates_byte_identically(registry: Registry, tmp_
 
 
 def _tamper_evidence(reg: Registry) -> None:
-    run = reg_versions.version_info(reg.model, 2)["run_id"]
+    run = adapter.version_info(reg.model, 2).run_id
     path = reg.artifacts_of(run) / "evidence" / "returns.parquet"
     frame = pd.read_parquet(path)
     frame.iloc[-1, frame.columns.get_loc("return")] += 0.01  # one bar's return edited after registration
@@ -91,10 +92,8 @@ def _tamper_extras(reg: Registry) -> None:
 
 
 def _flip_failed_tag(reg: Registry) -> None:
-    from toolkit.registry.mlflow_store import client, configure
-
-    configure()  # mlflow's global URI may still point at another test's store
-    client().set_model_version_tag(reg.model, "1", "gate.verdict", "passed")
+    adapter.configure()  # mlflow's global URI may still point at another test's store
+    adapter.set_version_tag(reg.model, "1", "gate.verdict", "passed")
 
 
 REFUSALS = {
@@ -117,11 +116,11 @@ def test_promotion_refused_changes_nothing(registry: Registry, tmp_path: Path, c
         prepare(registry)
     if stale:  # the desk tightened one threshold after the version was evaluated
         monkeypatch.setenv("TOOLKIT_POLICY", str(lenient_policy(tmp_path / "tightened.yaml", min_psr=0.6)))
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused) as e:
         promote(registry.model, version, reason=f"test {case}", actor="tester")
     assert f"{check}:" in str(e.value)
-    assert reg_versions.registry_snapshot(registry.model) == before
+    assert adapter.registry_snapshot(registry.model) == before
     events = audit_trail(registry)
     assert [(x["action"], x["outcome"], x["to_version"], x["actor"]) for x in events] == [
         ("promote", "started", version, "tester"), ("promote", "refused", version, "tester")]
@@ -153,16 +152,16 @@ def test_bad_input_is_named(registry: Registry) -> None:
 
 
 def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) -> None:
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="has no champion"):
         rollback(registry.model, reason="no champion yet", actor="tester")
-    assert reg_versions.registry_snapshot(registry.model) == before
+    assert adapter.registry_snapshot(registry.model) == before
 
     promote(registry.model, 2, reason="first champion", actor="tester")
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="nothing to roll back to"):
         rollback(registry.model, reason="only one champion ever", actor="tester")
-    assert reg_versions.registry_snapshot(registry.model) == before
+    assert adapter.registry_snapshot(registry.model) == before
     outcomes = [(x["action"], x["outcome"]) for x in audit_trail(registry)]
     assert outcomes == [("rollback", "started"), ("rollback", "refused"), ("promote", "started"), ("promote", "done"),
                         ("rollback", "started"), ("rollback", "refused")]
@@ -172,16 +171,16 @@ def test_rollback_with_nothing_to_roll_back_to_is_refused(registry: Registry) ->
 
 
 def test_promote_promote_rollback(registry: Registry) -> None:
-    from toolkit.registry.mlflow_store import client
+    from mlflow import MlflowClient
 
     m = registry.model
     first = promote(m, 2, reason="best OOS Sharpe", actor="alice")
     assert (first["from_version"], first["to_version"]) == (None, "2")
-    assert reg_versions.alias_version(m, "champion") == "2"
-    assert reg_versions.alias_version(m, "candidate") == "3"  # untouched: it points at another version
+    assert adapter.alias_version(m, "champion") == "2"
+    assert adapter.alias_version(m, "candidate") == "3"  # untouched: it points at another version
     second = promote(m, "3", reason="newer data", actor="bob")
     assert (second["from_version"], second["to_version"]) == ("2", "3")
-    aliases = reg_versions.model_aliases(m)
+    aliases = adapter.model_aliases(m)
     assert aliases == {"champion": "3"}  # candidate consumed by the promotion of version 3
     t3 = version_tags(registry, "3")
     assert t3["promotion.previous_champion"] == "2" and t3["promotion.promoted_by"] == "bob"
@@ -190,16 +189,16 @@ def test_promote_promote_rollback(registry: Registry) -> None:
 
     back = rollback(m, reason="slippage above model", actor="carol")
     assert (back["from_version"], back["to_version"]) == ("3", "2")
-    assert reg_versions.alias_version(m, "champion") == "2"
+    assert adapter.alias_version(m, "champion") == "2"
     t3, t2 = version_tags(registry, "3"), version_tags(registry, "2")
     assert t3["promotion.state"] == "rolled_back" and t3["rollback.rolled_back_by"] == "carol"
     assert t3["rollback.reason"] == "slippage above model"
     assert t2["promotion.state"] == "champion"
     # version 2 replaced nothing: a second rollback is refused and changes nothing
-    before = reg_versions.registry_snapshot(m)
+    before = adapter.registry_snapshot(m)
     with pytest.raises(PromotionRefused):
         rollback(m, reason="again", actor="carol")
-    assert reg_versions.registry_snapshot(m) == before
+    assert adapter.registry_snapshot(m) == before
 
     log = AuditLog(registry.audit)
     assert log.verify() == len(log.events())
@@ -215,12 +214,12 @@ def test_promote_promote_rollback(registry: Registry) -> None:
     st = status(m)
     assert st["champion"] == "2" and st["metrics"]["promotions"] == 2 and st["metrics"]["rollbacks"] == 1
     cycle = st["metrics"]["last_cycle_hours"]
-    created = pd.Timestamp(reg_versions.version_info(m, 3)["created_at"])
+    created = pd.Timestamp(adapter.version_info(m, 3).created_at)
     promoted = pd.Timestamp(second["at"])
     assert cycle == pytest.approx((promoted - created).total_seconds() / 3600, abs=1e-5)
-    history = client().get_metric_history(st["metrics"]["registry_run_id"], "promotion.cycle_hours")
+    history = MlflowClient().get_metric_history(st["metrics"]["registry_run_id"], "promotion.cycle_hours")
     assert [h.step for h in history] == [1, 2]
-    rollbacks = client().get_metric_history(st["metrics"]["registry_run_id"], "rollbacks.total")
+    rollbacks = MlflowClient().get_metric_history(st["metrics"]["registry_run_id"], "rollbacks.total")
     assert max(h.value for h in rollbacks) == 1.0
 
 
@@ -240,7 +239,7 @@ def test_two_promotes_racing_in_separate_processes(registry: Registry) -> None:
     first, second = events
     assert first["from_version"] is None and second["from_version"] == first["to_version"]
     assert {first["to_version"], second["to_version"]} == {"2", "3"}
-    assert reg_versions.alias_version(registry.model, "champion") == second["to_version"]
+    assert adapter.alias_version(registry.model, "champion") == second["to_version"]
     assert version_tags(registry, second["to_version"])["promotion.previous_champion"] == first["to_version"]
     assert {r["audit_id"] for r in results} == {first["id"], second["id"]}
     assert [e["outcome"] for e in audit_trail(registry)].count("started") == 2
@@ -255,8 +254,8 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
     from toolkit.gates import verify_verdict_json
     from toolkit.gates.evidence import canonical_json
 
-    files = reg_versions.download_gate_artifacts(registry.model, 1, tmp_path / "gates")
-    d = json.loads(files["verdict"].read_text())
+    files = adapter.download_gate_artifacts(registry.model, 1, tmp_path / "gates")
+    d = json.loads(files.verdict.read_text())
     assert d["passed"] is False
     d.update(passed=True, verdict="passed", failed=[])
     for g in d["gates"]:
@@ -267,13 +266,13 @@ def test_forged_verdict_with_a_recomputed_sha_is_refused(registry: Registry, tmp
     forged.parent.mkdir()
     forged.write_text(canonical_json(d, indent=2) + "\n", encoding="utf-8")
     assert verify_verdict_json(forged.read_text())  # self-consistent: the sha alone proves nothing
-    reg_versions.record_verdict(registry.model, 1, forged, extra_evidence=files["evidence"])
+    record_verdict(registry.model, 1, forged, extra_evidence=files.evidence)
     assert version_tags(registry, "1")["gate.verdict"] == "passed"
 
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     with pytest.raises(PromotionRefused, match="does not follow from the evidence"):
         promote(registry.model, 1, reason="forged", actor="mallory")
-    after = reg_versions.registry_snapshot(registry.model)
+    after = adapter.registry_snapshot(registry.model)
     assert after == before and after["aliases"].get("champion") is None
     events = audit_trail(registry)
     assert [(e["outcome"], e["to_version"]) for e in events] == [("started", "1"), ("refused", "1")]
@@ -309,14 +308,14 @@ def test_promote_failing_half_way_restores_the_snapshot(registry: Registry) -> N
     """
     from toolkit.errors import RegistryError
 
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     assert before["aliases"] == {"candidate": "3"}
     with pytest.MonkeyPatch.context() as mp:
         calls = _fail_champion_alias(mp)
         with pytest.raises(RegistryError, match="failed half-way"):
             promote(registry.model, 3, reason="doomed", actor="tester")
     assert calls == ["champion", "candidate"]  # the failed move, then candidate put back from the snapshot
-    assert reg_versions.registry_snapshot(registry.model) == before  # tags and aliases as they were
+    assert adapter.registry_snapshot(registry.model) == before  # tags and aliases as they were
     events = AuditLog(registry.audit).events(registry.model)
     assert events[-1]["outcome"] == "error" and "simulated store failure" in events[-1]["detail"]
 
@@ -327,12 +326,12 @@ def test_rollback_failing_half_way_restores_the_snapshot(registry: Registry) -> 
 
     promote(registry.model, 2, reason="first", actor="tester")
     promote(registry.model, 3, reason="second", actor="tester")
-    before = reg_versions.registry_snapshot(registry.model)
+    before = adapter.registry_snapshot(registry.model)
     with pytest.MonkeyPatch.context() as mp:
         _fail_champion_alias(mp)
         with pytest.raises(RegistryError, match="failed half-way"):
             rollback(registry.model, reason="doomed", actor="tester")
-    assert reg_versions.registry_snapshot(registry.model) == before
+    assert adapter.registry_snapshot(registry.model) == before
 
 
 def test_bookkeeping_failure_after_the_alias_moved_keeps_the_promotion(registry: Registry) -> None:
@@ -349,7 +348,7 @@ def test_bookkeeping_failure_after_the_alias_moved_keeps_the_promotion(registry:
         mp.setattr(MlflowClient, "log_metric", failing)
         done = promote(registry.model, 2, reason="go", actor="tester")
     assert done["promoted"] is True and "simulated metric store failure" in done["bookkeeping_error"]
-    assert reg_versions.alias_version(registry.model, "champion") == "2"
+    assert adapter.alias_version(registry.model, "champion") == "2"
     assert version_tags(registry, "2")["promotion.state"] == "champion"
     row = AuditLog(registry.audit).events(registry.model)[-1]
     assert row["outcome"] == "done" and "bookkeeping failed" in row["detail"]

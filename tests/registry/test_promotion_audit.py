@@ -11,10 +11,11 @@ import pytest
 from registry_support import GRIDS, Registry, audit_trail, version_tags
 
 from toolkit.errors import ConfigurationError
-from toolkit.registry import versions as reg_versions
+from toolkit.registry import adapter
 from toolkit.registry.audit import AuditLog
 from toolkit.registry.promotion import promote, rollback
 from toolkit.registry.status import status
+from toolkit.registry.verdicts import record_verdict
 
 pytest_plugins = ["registry_support"]  # the session registry fixtures (see registry_support)
 
@@ -45,7 +46,7 @@ def test_attempts_that_raise_are_audited(registry: Registry, tmp_path: Path) -> 
                     ("promote", "error", "2"), ("rollback", "started", None), ("rollback", "error", None)]
     errors = [e for e in audit_trail(registry) if e["outcome"] == "error"]
     assert "ConfigurationError" in errors[0]["detail"] and "TemporaryError" in errors[1]["detail"]
-    assert reg_versions.alias_version(registry.model, "champion") is None
+    assert adapter.alias_version(registry.model, "champion") is None
 
 
 def test_started_row_is_written_before_mlflow_changes(registry: Registry) -> None:
@@ -74,21 +75,21 @@ def test_candidate_moves_are_audited(registry: Registry, tmp_path: Path) -> None
     assert built == [("candidate", "started", None, "2"), ("candidate", "done", None, "2"),
                      ("candidate", "started", None, "3"), ("candidate", "done", "2", "3")]
     # version 3 re-evaluated under the shipped policy fails: candidate withdrawn, and audited
-    files = reg_versions.download_gate_artifacts(registry.model, 3, tmp_path / "g")
-    bundle = reg_versions.download_evidence(registry.model, 3, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
+    files = adapter.download_gate_artifacts(registry.model, 3, tmp_path / "g")
+    bundle = adapter.download_evidence(registry.model, 3, tmp_path / "b")
+    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(DEFAULT_POLICY_PATH))
     assert not strict.passed
     (tmp_path / "v" / "verdict.json").parent.mkdir()
     (tmp_path / "v" / "verdict.json").write_text(strict.to_json(), encoding="utf-8")
-    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"],
+    record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files.evidence,
                                 actor="gatekeeper")
-    assert reg_versions.alias_version(registry.model, "candidate") is None
+    assert adapter.alias_version(registry.model, "candidate") is None
     last = log.events(registry.model)[-2:]
     assert [(e["action"], e["outcome"], e["from_version"], e["to_version"], e["actor"]) for e in last] == [
         ("candidate", "started", None, None, "gatekeeper"), ("candidate", "done", "3", None, "gatekeeper")]
     assert "withdrawn" in last[1]["reason"] and last[1]["verdict_sha"] == strict.verdict_sha
     # recording it again changes no alias, so writes no row
-    reg_versions.record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files["evidence"])
+    record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files.evidence)
     assert len(log.events(registry.model)) == len(built) + 2
 
 
@@ -97,28 +98,28 @@ def test_champion_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: 
     from toolkit.registry.cli import format_status
 
     promote(registry.model, 2, reason="go", actor="tester")
-    files = reg_versions.download_gate_artifacts(registry.model, 2, tmp_path / "g")
-    bundle = reg_versions.download_evidence(registry.model, 2, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files["evidence"]), load_policy(DEFAULT_POLICY_PATH))
+    files = adapter.download_gate_artifacts(registry.model, 2, tmp_path / "g")
+    bundle = adapter.download_evidence(registry.model, 2, tmp_path / "b")
+    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(DEFAULT_POLICY_PATH))
     assert not strict.passed
     path = tmp_path / "v" / "verdict.json"
     path.parent.mkdir()
     path.write_text(strict.to_json(), encoding="utf-8")
-    reg_versions.record_verdict(registry.model, 2, path, extra_evidence=files["evidence"])
+    record_verdict(registry.model, 2, path, extra_evidence=files.evidence)
     assert version_tags(registry, "2")["gate.champion_failed_reevaluation"] == "true"
-    assert reg_versions.alias_version(registry.model, "champion") == "2"  # still champion, but flagged
+    assert adapter.alias_version(registry.model, "champion") == "2"  # still champion, but flagged
     st = status(registry.model)
     assert len(st["warnings"]) == 1 and "champion version 2 FAILED" in st["warnings"][0]
     assert format_status(st).splitlines()[0].startswith("WARNING: champion version 2 FAILED")
     # a passing re-evaluation clears the flag
-    reg_versions.record_verdict(registry.model, 2, files["verdict"], extra_evidence=files["evidence"])
+    record_verdict(registry.model, 2, files.verdict, extra_evidence=files.evidence)
     assert "gate.champion_failed_reevaluation" not in version_tags(registry, "2")
     assert status(registry.model)["warnings"] == []
 
 
 def test_registry_counts_every_recorded_trial_up_to_the_version(registry: Registry) -> None:
     """v1..v3 were recorded with 4, 2 and 2 combinations; v4 re-registers v2's bundle (2 more)."""
-    from toolkit.registry.versions import registry_trial_count
+    from toolkit.registry.adapter import registry_trial_count
 
     sizes = [len(g["fast"]) * len(g["slow"]) for g in GRIDS.values()]
     assert [registry_trial_count(registry.model, v) for v in (1, 2, 3, 4)] == [
