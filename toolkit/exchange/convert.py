@@ -93,7 +93,9 @@ REACTIONS: dict[type[ccxt.BaseError], type[ExchangeCallError]] = {
     ccxt.MarketClosed: MarketClosedRejected,
     ccxt.OperationRejected: ExchangeRejected,
     ccxt.NoChange: ExchangeRejected,
+    ccxt.MarginModeAlreadySet: ExchangeRejected,
     ccxt.InvalidAddress: ExchangeRejected,
+    ccxt.AddressPending: ExchangeRejected,
 }
 
 #: Binance facts ccxt does not express in its classes: (ccxt class, test on (message, code), toolkit class).

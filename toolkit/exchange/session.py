@@ -184,9 +184,9 @@ class ExchangeSession:
         return self._read("fetch_balance",  # type: ignore[no-any-return]
                           lambda: self.client.fetch_balance(dict(params or {})))
 
-    def fetch_open_orders(self, symbol: str | None = None) -> list[Order]:
-        """Return the open orders (of ``symbol``, or all)."""
-        rows = self._read(f"fetch_open_orders {symbol or '*'}", lambda: self.client.fetch_open_orders(symbol))
+    def fetch_open_orders(self, symbol: str) -> list[Order]:
+        """Return the open orders of ``symbol`` (one symbol per call: Binance weighs all-symbol queries 40×)."""
+        rows = self._read(f"fetch_open_orders {symbol}", lambda: self.client.fetch_open_orders(symbol))
         return [Order.from_ccxt(r) for r in rows]
 
     def fetch_orders(self, symbol: str) -> list[Order]:
