@@ -7,6 +7,7 @@ the Binance code and the family's exit code.
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from typing import Any
 
@@ -214,6 +215,18 @@ def test_order_calls_turn_ambiguous_failures_into_outcome_unknown() -> None:
     assert type(refused) is RateLimited and refused.status == 429  # refused, not ambiguous
     stale = convert(ccxt.InvalidNonce('binance {"code":-1021}'), "place_order", idempotent=False)
     assert type(stale).__name__ == "TimestampRejected" and isinstance(stale, ExchangeRejected)
+
+
+def test_errors_survive_pickling_with_their_fields() -> None:
+    """A runner may hand errors across processes (journal writer, alerting)."""
+    lost = convert(ccxt.NetworkError("binance POST http://127.0.0.1/api/v3/order"), "place_order", exchange="binance",
+                   idempotent=False, client_order_id="p-1", symbol="BTC/USDT")
+    lost.attempts = 1
+    again = pickle.loads(pickle.dumps(lost))
+    assert type(again) is OutcomeUnknown and str(again) == str(lost)
+    assert error_fields(again) == error_fields(lost) and again.client_order_id == "p-1"
+    symbol = pickle.loads(pickle.dumps(convert(ccxt.BadSymbol("binance DOGE/USDT"), "fetch_ohlcv")))
+    assert isinstance(symbol, ConfigurationError) and symbol.field == "symbol" and symbol.exit_code == 2
 
 
 def test_exchange_call_passes_other_exceptions_through() -> None:
