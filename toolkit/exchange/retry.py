@@ -95,7 +95,8 @@ class Retrier:
     def __repr__(self) -> str:
         return f"Retrier({self.policy!r})"
 
-    def call(self, fn: Callable[[], T], operation: str, *, client: Any = None, exchange: str | None = None) -> T:
+    def call(self, fn: Callable[[], T], operation: str, *, client: Any = None, exchange: str | None = None,
+             resync_clock: bool = True) -> T:
         """Return ``fn()``; convert ccxt errors at the call and retry what is temporary.
 
         Parameters
@@ -109,6 +110,8 @@ class Retrier:
             ``load_time_difference()`` resyncs the clock after ``InvalidNonce``.
         exchange
             The exchange id for messages when there is no client.
+        resync_clock
+            On ``InvalidNonce``, resync the client's clock once and call once more.
 
         Raises
         ------
@@ -132,10 +135,11 @@ class Retrier:
             try:
                 return self._retrying(operation)(attempt)
             except ClockOutOfSync as exc:
-                if client is None or not hasattr(client, "load_time_difference"):
+                if not resync_clock or client is None or not hasattr(client, "load_time_difference"):
                     raise
                 self._notify(RetryEvent(operation, tries, exc, 0.0))
-                self.call(client.load_time_difference, "load_time_difference", client=client, exchange=exchange)
+                self.call(client.load_time_difference, "load_time_difference", client=client, exchange=exchange,
+                          resync_clock=False)
                 return self._retrying(operation)(attempt)
         except ExchangeCallError as exc:
             if exc.operation == operation:  # not a failed resync, which counts its own attempts
@@ -161,7 +165,8 @@ class Retrier:
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome is not None else None
-            assert isinstance(exc, ExchangeCallError)  # only converted errors are retried
+            if not isinstance(exc, ExchangeCallError):  # unreachable: only converted errors are retried
+                return
             seconds = state.next_action.sleep if state.next_action is not None else 0.0
             self._notify(RetryEvent(operation, state.attempt_number, exc, float(seconds)))
 
