@@ -1,10 +1,13 @@
-"""The ccxt fetcher against the loopback emulator: full fetch, resume after interruption, retries."""
+"""The fetcher against the loopback emulator: full fetch, resume after interruption, retries, CLI exit codes.
+
+The retry policy itself (backoff, Retry-After, clock resync) is tested in ``tests/exchange``.
+"""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,13 +18,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from toolkit.data.fetch import call_with_retry, fetch_ohlcv
+from toolkit.data.fetch import fetch_ohlcv
 from toolkit.data.fetch_cli import fetch_command
 from toolkit.data.store import BarStore
-from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
+from toolkit.emulator import Emulator, EmulatorConfig
 from toolkit.emulator.testing import admin, make_store
 from toolkit.errors import ConfigurationError, DataError, TemporaryError
-from toolkit.exchange import exchange_client
+from toolkit.exchange import ExchangeConfig, ExchangeSession, RetryPolicy, exchange_client
+from toolkit.exchange.errors import ExchangeTemporaryError, UnknownSymbol
 
 COLS = ["open", "high", "low", "close", "volume"]
 
@@ -68,9 +72,11 @@ def test_interrupted_fetch_resumes_without_gaps_or_duplicates(emu: Emulator, sou
     # the exchange goes down for good after the first page
     admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "http_5xx", "path": "/api/v3/klines",
                                                            "skip": 1}]})
-    with pytest.raises(TemporaryError, match="ExchangeNotAvailable"):
+    with pytest.raises(TemporaryError, match="ExchangeNotAvailable") as info:
         fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-01", "2024-03-03", url=emu.url, store=store,
                     progress=False, retries=2, backoff=0.01)
+    assert isinstance(info.value, ExchangeTemporaryError) and info.value.attempts == 3
+    assert info.value.exit_code == 75
     partial = store.load("BTC/USDT", "1m", "2024-03-01", "2024-03-02")
     assert len(partial) == 1000  # what arrived before the failure was kept
     assert admin(emu.url, "GET", "/admin/faults")["counts"] == {"http_5xx": 3}
@@ -98,9 +104,10 @@ def test_temporary_errors_are_retried(emu: Emulator, tmp_path: Path) -> None:
 
 def test_bad_input_is_a_configuration_error(emu: Emulator, tmp_path: Path) -> None:
     store = BarStore(roots=[tmp_path])
-    with pytest.raises(ConfigurationError, match="symbol"):
+    with pytest.raises(ConfigurationError, match="symbol") as info:
         fetch_ohlcv("binance", "DOGE/USDT", "1m", "2024-03-01", "2024-03-02", url=emu.url, store=store,
                     progress=False)
+    assert isinstance(info.value, UnknownSymbol) and info.value.field == "symbol" and info.value.exit_code == 2
     with pytest.raises(ConfigurationError, match="until"):
         fetch_ohlcv("binance", "BTC/USDT", "1m", "2024-03-02", "2024-03-01", url=emu.url, store=store)
     with pytest.raises(ConfigurationError, match="exchange"):
@@ -151,33 +158,6 @@ def test_a_range_the_exchange_cannot_fill_is_a_data_error(emu: Emulator, tmp_pat
     assert len(store.load("BTC/USDT", "1m", "2024-03-03", "2024-03-03")) == 1440  # what exists is kept
 
 
-def test_invalid_nonce_syncs_the_clock_once_then_retries_once(emu: Emulator) -> None:
-    admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "clock_skew", "skew_ms": -30_000}]})
-    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, timeout=5000)
-    ex.load_markets()
-    with pytest.raises(ConfigurationError, match="clock"):  # without the client: no retry at all
-        call_with_retry(ex.fetch_balance, "balance", backoff=0.01)
-    admin(emu.url, "DELETE", "/admin/requests")
-    delays: list[float] = []
-    balance = call_with_retry(ex.fetch_balance, "balance", backoff=0.01, exchange=ex,
-                              on_retry=lambda exc, d: delays.append(d))
-    assert balance["USDT"]["free"] == 100_000
-    paths = [r["path"] for r in admin(emu.url, "GET", "/admin/requests")]
-    assert paths == ["/api/v3/account", "/api/v3/time", "/api/v3/account"]
-    assert delays == []  # no backoff sleep: a clock problem is not a temporary outage
-
-
-def test_rate_limit_waits_for_retry_after(emu: Emulator) -> None:
-    admin(emu.url, "POST", "/admin/faults", {"faults": [
-        {"kind": "rate_limit", "path": "/api/v3/ping", "times": 1, "retry_after": 1}]})
-    ex = exchange_client(url=emu.url, enableRateLimit=False, timeout=5000)
-    delays: list[float] = []
-    began = time.monotonic()
-    call_with_retry(ex.public_get_ping, "ping", backoff=0.01, exchange=ex,
-                    on_retry=lambda exc, d: delays.append(d))
-    assert delays == [1.0] and time.monotonic() - began >= 1.0
-
-
 def test_the_client_is_closed_when_load_markets_fails(emu: Emulator, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     closed: list[int] = []
@@ -199,3 +179,36 @@ def test_the_client_is_closed_when_load_markets_fails(emu: Emulator, tmp_path: P
         assert len(closed) == 1
     else:
         raise AssertionError("load_markets did not fail")
+
+
+def test_fetch_through_a_given_session_leaves_it_open(emu: Emulator, tmp_path: Path) -> None:
+    sleeps: list[float] = []
+    admin(emu.url, "POST", "/admin/faults", {"faults": [
+        {"kind": "rate_limit", "path": "/api/v3/klines", "times": 1, "retry_after": 2}]})
+    config = ExchangeConfig(url=emu.url, rate_limit=False, retry=RetryPolicy(initial_wait=0.01, jitter=0))
+    with ExchangeSession(config, sleep=sleeps.append) as session:
+        result = fetch_ohlcv("binance", "BTC/USDT", "1h", "2024-03-01", "2024-03-02",
+                             store=BarStore(roots=[tmp_path]), progress=False, session=session)
+        assert result.retries == 1 and result.bars_fetched == 24
+        assert sleeps == [2.0]  # the server's Retry-After, through the session's injected sleep
+        assert not session.closed and session.fetch_time() > 0  # still usable
+    assert session.closed
+
+
+def _toolkit(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``toolkit`` entry point (the process exit status is what a scheduler sees)."""
+    exe = Path(sys.executable).with_name("toolkit")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_exit_codes_bad_symbol_and_exhausted_retries(emu: Emulator) -> None:
+    common = ["data", "fetch", "--timeframe", "15m", "--since", "2024-03-01", "--until", "2024-03-02", "--url",
+              emu.url]
+    bad = _toolkit(*common, "--symbol", "DOGE/USDT")
+    assert bad.returncode == 2, bad.stderr
+    assert "symbol: expected a symbol listed by the exchange" in bad.stderr and "DOGE/USDT" in bad.stderr
+    admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "http_5xx", "path": "/api/v3/klines"}]})
+    down = _toolkit(*common, "--symbol", "BTC/USDT", "--retries", "1")
+    assert down.returncode == 75, down.stderr
+    assert "after 2 attempts" in down.stderr and "ExchangeNotAvailable" in down.stderr
+    assert admin(emu.url, "GET", "/admin/faults")["counts"] == {"http_5xx": 2}

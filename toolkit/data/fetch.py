@@ -1,35 +1,29 @@
-"""The ccxt adapter of the data area: an exchange client factory and a resumable OHLCV fetcher.
+"""The resumable OHLCV fetcher: pages bars from an exchange into the bar store.
 
-This is the only module under ``toolkit.data`` that imports ccxt. ccxt errors are
-converted at the call into ``toolkit.errors`` classes; only temporary ones
-(network errors, timeouts, rate limits, maintenance) are retried, with a bounded
-exponential backoff that honours the server's ``Retry-After``; ``InvalidNonce``
-syncs the clock once (``load_time_difference``) and is retried once. Retrying is
-for idempotent calls only.
+It only fetches. The exchange is reached through ``toolkit.exchange.ExchangeSession``,
+which builds the ccxt client, converts ccxt errors at the call and retries the
+(idempotent) market-data reads with bounded backoff honouring ``Retry-After``; nothing
+under ``toolkit.data`` imports ccxt.
 """
 
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-import ccxt
 import numpy as np
 import pandas as pd
 
 from toolkit.data.resample import timeframe_minutes
 from toolkit.data.store import BarStore, parse_time
-from toolkit.errors import ConfigurationError, DataError, TemporaryError, ToolkitError
-from toolkit.exchange.client import exchange_client
+from toolkit.errors import ConfigurationError, DataError
+from toolkit.exchange import ExchangeConfig, ExchangeSession, RetryEvent, RetryPolicy
 
-__all__ = ["FetchResult", "call_with_retry", "fetch_ohlcv"]
+__all__ = ["FetchResult", "fetch_ohlcv"]
 
-TEMPORARY = (ccxt.NetworkError,)  # RequestTimeout, ExchangeNotAvailable, DDoSProtection, RateLimitExceeded…
-
-T = TypeVar("T")
+#: A ``Retry-After`` longer than this is not waited for (a batch fetch can wait longer than a live bot).
+MAX_RETRY_AFTER = 300.0
 
 
 @dataclass
@@ -57,102 +51,6 @@ class FetchResult:
         return asdict(self)
 
 
-def _convert(exc: Exception, what: str) -> ToolkitError:
-    if isinstance(exc, ccxt.InvalidNonce):
-        return ConfigurationError("clock", "a local clock within recvWindow of the exchange's "
-                                  "(call load_time_difference() or sync the clock)", f"{what}: {exc}")
-    if isinstance(exc, TEMPORARY):
-        return TemporaryError(f"{what}: temporary exchange failure ({type(exc).__name__}): {exc}")
-    if isinstance(exc, ccxt.BadSymbol):
-        return ConfigurationError("symbol", "a symbol listed by the exchange", f"{what}: {exc}")
-    if isinstance(exc, ccxt.AuthenticationError):
-        return ConfigurationError("credentials", "a valid API key and secret", f"{what}: {exc}")
-    if isinstance(exc, ccxt.NotSupported):
-        return ConfigurationError("exchange", "an exchange that supports fetch_ohlcv", f"{what}: {exc}")
-    return DataError(f"{what}: the exchange refused ({type(exc).__name__}): {exc}")
-
-
-def _retry_after(exchange: Any) -> float | None:
-    """Return the ``Retry-After`` seconds of the client's last response (a 418/429), if any."""
-    headers = getattr(exchange, "last_response_headers", None) or {}
-    for key, value in dict(headers).items():
-        if str(key).lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def call_with_retry(fn: Callable[[], T], what: str, retries: int = 5, backoff: float = 0.5,
-                    max_backoff: float = 8.0,
-                    on_retry: Callable[[Exception, float], None] | None = None, *,
-                    exchange: Any = None, max_retry_after: float = 300.0) -> T:
-    """Call ``fn``; retry temporary ccxt errors with bounded exponential backoff.
-
-    For **idempotent calls only** (market data, balances, order queries): a
-    request that timed out may have been executed, so retrying an order
-    placement or a cancel can act twice.
-
-    Parameters
-    ----------
-    fn
-        The call, without arguments.
-    what
-        What is being done, for error messages.
-    retries, backoff, max_backoff
-        Further attempts after the first, the first delay and the largest delay in seconds.
-    on_retry
-        Called with the error and the delay before each retry.
-    exchange
-        The ccxt client ``fn`` uses. With it, ``InvalidNonce`` calls
-        ``exchange.load_time_difference()`` once and retries once at once (without
-        it, ``InvalidNonce`` is not retried), and a 418/429 waits the server's
-        ``Retry-After`` (from ``exchange.last_response_headers``) when longer than the backoff.
-    max_retry_after
-        A ``Retry-After`` longer than this many seconds is not waited for: the
-        call fails with ``TemporaryError`` at once.
-
-    Raises
-    ------
-    TemporaryError
-        When every attempt failed temporarily, or the server asked for a longer wait than allowed.
-    ConfigurationError
-        ``InvalidNonce`` that a clock sync did not cure, bad symbol or credentials.
-    DataError
-        Other permanent failures (converted from ccxt at once, never retried).
-    """
-    delay = backoff
-    synced = False
-    attempt = 0
-    while True:
-        try:
-            return fn()
-        except ccxt.InvalidNonce as exc:
-            if synced or exchange is None or not hasattr(exchange, "load_time_difference"):
-                raise _convert(exc, what) from exc
-            synced = True
-            try:
-                exchange.load_time_difference()
-            except ccxt.BaseError as sync_exc:
-                raise _convert(sync_exc, f"{what} load_time_difference") from sync_exc
-        except ccxt.BaseError as exc:
-            if not isinstance(exc, TEMPORARY) or attempt >= retries:
-                raise _convert(exc, what) from exc
-            wait = delay
-            if isinstance(exc, ccxt.DDoSProtection) and exchange is not None:
-                asked = _retry_after(exchange)
-                if asked is not None and asked > max_retry_after:
-                    raise TemporaryError(f"{what}: the exchange asks to wait {asked:.0f} s (Retry-After), "
-                                         f"more than max_retry_after={max_retry_after:.0f} s: {exc}") from exc
-                wait = max(wait, asked or 0.0)
-            if on_retry is not None:
-                on_retry(exc, wait)
-            time.sleep(wait)
-            attempt += 1
-            delay = min(max_backoff, delay * 2)
-
-
 def _certify(bars: pd.DataFrame, symbol: str, timeframe: str) -> Any:
     # THE single call site of the data-quality certificate (toolkit/data/quality.py).
     try:
@@ -171,9 +69,9 @@ def _frame(rows: list[list[Any]]) -> pd.DataFrame:
 
 def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, until: object,
                 url: str | None = None, store: BarStore | None = None, progress: bool = True, *,
-                client: Any = None, page_limit: int | None = None, flush_bars: int = 5000,
-                retries: int = 5, backoff: float = 0.5) -> FetchResult:
-    """Fetch OHLCV bars with ccxt into the bar store, fetching only the bars it does not hold yet.
+                session: ExchangeSession | None = None, client: Any = None, page_limit: int | None = None,
+                flush_bars: int = 5000, retries: int = 5, backoff: float = 0.5) -> FetchResult:
+    """Fetch OHLCV bars through the exchange adapter into the bar store, fetching only the bars it lacks.
 
     The expected open times are the ``timeframe`` grid in ``[since, until)``;
     the fetch starts at the first of them missing from the store (a hole
@@ -193,15 +91,18 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         Target store (bars are written to its last root); default ``BarStore()``.
     progress
         Print one line per page to stderr.
+    session
+        An open exchange session to fetch through (left open; ``exchange_id``, ``url``,
+        ``retries`` and ``backoff`` are then ignored). Otherwise one is opened and closed here.
     client
-        An existing ccxt client (otherwise one is built with :func:`exchange_client`).
+        An existing ccxt client for the session opened here (left open).
     page_limit
         Bars per request (default 1000 on binance, the exchange's default elsewhere).
     flush_bars
         Write to the store whenever this many new bars are buffered, so an
         interrupted fetch keeps what it got and the next run resumes after it.
     retries, backoff
-        Attempts per request for temporary errors and the first delay in seconds.
+        Further attempts per request after a temporary error, and the first backoff in seconds.
 
     Returns
     -------
@@ -212,14 +113,15 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
     Raises
     ------
     ConfigurationError
-        Bad symbol, timeframe or dates.
+        Bad timeframe or dates; an unknown symbol (``UnknownSymbol``, field ``symbol``).
     TemporaryError
-        The exchange stayed unreachable or rate-limited after the retries (what
-        was fetched before is stored; run again to resume).
+        The exchange stayed unreachable or rate-limited after the retries
+        (``ExchangeTemporaryError``; what was fetched before is stored; run again to resume).
+    ExchangeRejected, ExchangeOperationalError
+        The exchange refused the request, or answered in a way only a human can fix.
     DataError
-        The exchange refused the request, or the stored bars after the fetch do
-        not reach from ``since`` to ``until`` minus one bar (e.g. a range
-        before the listing or after the exchange's newest bar).
+        The stored bars after the fetch do not reach from ``since`` to ``until`` minus
+        one bar (e.g. a range before the listing or after the exchange's newest bar).
     """
     store = store or BarStore()
     step_ms = timeframe_minutes(timeframe) * 60_000
@@ -240,17 +142,15 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
     if len(missing) < len(grid):
         first_gap = int(missing[0]) if len(missing) else end_ms
         resumed_from = pd.Timestamp(first_gap, unit="ms", tz="UTC").isoformat()
-    ex: Any = client
-    limit = page_limit or (1000 if exchange_id == "binance" else None)
-    retries_used = 0
+    exchange_name = session.exchange if session is not None else exchange_id
+    limit = page_limit or (1000 if exchange_name == "binance" else None)
 
-    def _note(exc: Exception, delay: float) -> None:
-        nonlocal retries_used
-        retries_used += 1
+    def _note(event: RetryEvent) -> None:
         if progress:
-            print(f"  retry in {delay:.1f}s after {type(exc).__name__}", file=sys.stderr)
+            print(f"  retry in {event.wait:.1f}s after {event.error.ccxt_class or type(event.error).__name__}",
+                  file=sys.stderr)
 
-    what = f"{exchange_id} {symbol} {timeframe}"
+    what = f"{exchange_name} {symbol} {timeframe}"
     cursor = int(missing[0]) if len(missing) else end_ms
     wanted = set(missing.tolist())
     pages, fetched, written = 0, 0, 0
@@ -265,17 +165,17 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             written += len(frame)
             buffer.clear()
 
+    own = session is None
+    retried_before = 0
     try:
-        if ex is None:  # built inside the try, so a failing load_markets still closes it
-            ex = exchange_client(exchange_id, url=url)
-        call_with_retry(ex.load_markets, f"{what} load_markets", retries, backoff, on_retry=_note,
-                        exchange=ex)
+        if session is None:  # opened inside the try, so a failing load_markets still closes it
+            policy = RetryPolicy(attempts=retries + 1, initial_wait=backoff, max_retry_after=MAX_RETRY_AFTER)
+            session = ExchangeSession(ExchangeConfig(exchange=exchange_id, url=url, retry=policy), client=client,
+                                      on_retry=_note)
+        retried_before = session.retrier.retries
+        session.load_markets()
         while cursor < end_ms:
-            def _page(c: int = cursor) -> list[list[Any]]:
-                return ex.fetch_ohlcv(symbol, timeframe, since=c, limit=limit,  # type: ignore[no-any-return]
-                                      params={"until": end_ms - 1})
-
-            page = call_with_retry(_page, f"{what} fetch_ohlcv", retries, backoff, on_retry=_note, exchange=ex)
+            page = session.fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit, params={"until": end_ms - 1})
             pages += 1
             seen = [r for r in page if cursor <= r[0] < end_ms]
             if not seen:
@@ -296,8 +196,9 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         try:
             _flush()
         finally:
-            if client is None and ex is not None and hasattr(ex, "close"):
-                ex.close()
+            if own and session is not None:
+                session.close()
+    retries_used = session.retrier.retries - retried_before
     try:
         bars = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
     except DataError as exc:
@@ -310,7 +211,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
             f"{bars.index[-1].isoformat()} (the exchange has no bars for the rest)")
     cert = _certify(bars, symbol, timeframe)
     return FetchResult(
-        exchange=exchange_id, symbol=symbol, timeframe=timeframe, since=t0.isoformat(), until=t1.isoformat(),
+        exchange=exchange_name, symbol=symbol, timeframe=timeframe, since=t0.isoformat(), until=t1.isoformat(),
         resumed_from=resumed_from, pages=pages, bars_fetched=fetched, bars_written=written,
         retries=retries_used, first=bars.index[0].isoformat(), last=bars.index[-1].isoformat(),
         files=sorted(files), certificate=None if cert is None else cert.to_dict(),

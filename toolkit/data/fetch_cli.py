@@ -20,10 +20,16 @@ def fetch_command(
     timeframe: Annotated[str, typer.Option("--timeframe", help="Bar size: 1m, 5m, 1h, 1d …")] = "1m",
     url: Annotated[str | None, typer.Option("--url", help="Binance-compatible base URL, e.g. the "
                                                          "emulator at http://127.0.0.1:8899.")] = None,
+    retries: Annotated[int, typer.Option("--retries", min=0,
+                                         help="Further attempts per request after a temporary error.")] = 5,
     json_: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Fetch OHLCV bars with ccxt into the bar store (resumable), then certify their quality."""
-    result = fetch_ohlcv(exchange, symbol, timeframe, since, until, url=url, progress=not json_)
+    """Fetch OHLCV bars through the exchange adapter into the bar store (resumable), then certify their quality.
+
+    Exit codes: 2 for a bad input (an unknown symbol included), 75 when the exchange
+    stayed unreachable or rate-limited (run again to resume), 8/9 when it refused.
+    """
+    result = fetch_ohlcv(exchange, symbol, timeframe, since, until, url=url, progress=not json_, retries=retries)
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
