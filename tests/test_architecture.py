@@ -23,6 +23,8 @@ ADAPTERS = {
     "papermill": {"reporting/notebooks.py"},
     "nbconvert": {"reporting/notebooks.py"},
     "vectorbt": {"backtest/portfolio.py"},
+    "ccxt": {"exchange/client.py", "exchange/convert.py"},
+    "tenacity": {"exchange/retry.py"},
 }
 
 

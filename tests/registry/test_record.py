@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.entities import ViewType
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
 from toolkit.errors import DataQualityError, RegistryError
 from toolkit.registry import adapter, record
 

@@ -78,7 +78,7 @@ def parse_time(value: object, name: str, *, end: bool = False) -> pd.Timestamp |
         raise ConfigurationError(name, "a date such as 2024-01-31, an ISO timestamp or an epoch", value)
     text = value.strip() if isinstance(value, str) else None
     if isinstance(value, int | np.integer) or (text and text.lstrip("-").isdigit() and len(text.lstrip("-")) > 8):
-        number = int(value if text is None else text)  # type: ignore[arg-type]
+        number = int(text) if text is not None else int(value)  # type: ignore[call-overload]
         try:
             return pd.Timestamp(number, unit=epoch_unit(number), tz="UTC")
         except (ValueError, OverflowError) as exc:
