@@ -28,7 +28,7 @@ demo: $(STAMP) ## Run the main job on the bundled data with the local sqlite MLf
 test: $(STAMP) ## Run the test suite (everything but the slow marker)
 	$(PY) -m pytest -m "not slow" -q
 
-test-slow: $(STAMP) ## Run the slow suites too (soak, many crash points)
+test-slow: $(STAMP) ## Run everything, the slow marker too (full-size computations, soak)
 	$(PY) -m pytest -q
 
 lint: $(STAMP) ## ruff on the code
@@ -44,6 +44,7 @@ bench: $(STAMP) ## Run the benchmarks under bench/ (results in bench/results/, q
 	$(PY) bench/bench_sweep.py
 	$(PY) bench/bench_gates.py
 	$(PY) bench/bench_emulator.py
+	$(PY) bench/bench_data.py
 
 clean: ## Remove generated reports and the local MLflow store (keeps .venv)
 	rm -rf reports mlflow/mlflow.db mlflow/artifacts mlflow/trials.db mlflow/audit.db mlflow/audit.db.lock

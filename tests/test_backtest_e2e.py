@@ -106,6 +106,18 @@ def test_registered_version_predicts_the_backtest_positions(backtest: dict, stor
     assert np.abs(predicted).max() == 1.0
 
 
+def test_the_version_carries_its_signature(backtest: dict, store: Path) -> None:
+    from mlflow.models import get_model_info
+
+    _client(store)
+    info = get_model_info(backtest["model_uri"])
+    inputs = {c["name"]: c["type"] for c in info.signature.inputs.to_dict()}
+    outputs = {c["name"]: c["type"] for c in info.signature.outputs.to_dict()}
+    assert inputs == {"timestamp": "datetime", "open": "double", "high": "double", "low": "double",
+                      "close": "double", "volume": "double"}
+    assert outputs == {"position": "double"}
+
+
 def test_executed_notebook_passes_nbval(backtest: dict) -> None:
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                            backtest["notebook_path"], "--nbval-kernel-name", "desk-toolkit"],

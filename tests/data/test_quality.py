@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -247,15 +246,37 @@ def test_halt_day_fails_for_the_right_reasons(halt_file: Path) -> None:
     assert "FAILED" in table and "2023-03-24T12:40:00Z" in table and "longest_gap" in table
 
 
-def test_year_of_1m_bars_certifies_fast() -> None:
-    months = load_bars("BTC/USDT", "1m", "2024-01-01", "2024-04-30")
-    year = pd.concat([months.set_axis(months.index + pd.Timedelta(days=121 * k)) for k in range(3)])
-    certify(year.iloc[:1000], "BTC/USDT", "1m")  # warm imports
-    t0 = time.perf_counter()
-    cert = certify(year, "BTC/USDT", "1m")
-    elapsed = time.perf_counter() - t0
-    assert cert.n_bars == 3 * len(months)
-    assert elapsed < 2.0, f"certify of {len(year)} bars took {elapsed:.2f} s"
+def test_a_requested_range_beyond_the_data_counts_the_missing_bars() -> None:
+    """15m 2024-04-01..06-30 holds 30 days of bundled bars: 2,880 of 8,736 expected, the rest missing."""
+    bars = load_bars("BTC/USDT", "15m", "2024-04-01", "2024-06-30")
+    whole = certify(bars, "BTC/USDT", "15m")
+    assert whole.passed and whole.expected_bars == len(bars) == 2880  # judged on itself it looks complete
+    asked = certify(bars, "BTC/USDT", "15m", start="2024-04-01", end="2024-06-30")
+    assert not asked.passed and asked.expected_bars == 91 * 96
+    assert asked.check("missing_bars").count == 91 * 96 - 2880
+    assert asked.check("longest_gap").value == 91 * 96 - 2880
+    gap = asked.check("missing_bars").examples[0]
+    assert gap["timestamp"] == "2024-05-01T00:00:00Z" and gap["after"] == "2024-04-30T23:45:00Z"
+    assert asked.to_dict()["requested_end"].startswith("2024-06-30T23:59:59")
+
+
+def test_bars_missing_before_the_data_starts_count_too() -> None:
+    bars = load_bars("BTC/USDT", "1h", "2024-01-02", "2024-01-31")
+    cert = certify(bars, "BTC/USDT", "1h", start="2024-01-01", end="2024-01-31")
+    assert cert.expected_bars == 31 * 24 and cert.check("missing_bars").count == 24
+    assert cert.check("missing_bars").examples[0]["after"] == "start of the requested range"
+
+
+def test_epoch_times_are_read_by_their_magnitude(tmp_path: Path) -> None:
+    from toolkit.data.store import parse_time, read_bars_file
+
+    want = pd.Timestamp("2024-01-01", tz="UTC")
+    assert {parse_time(v, "start") for v in (1704067200, "1704067200000", 1704067200000000)} == {want}
+    bars = load_bars("BTC/USDT", "1h", "2024-01-01", "2024-01-02").reset_index()
+    for unit, scale in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        frame = bars.assign(timestamp=bars["timestamp"].astype("int64") // scale)
+        frame.to_csv(tmp_path / f"{unit}.csv", index=False)
+        assert read_bars_file(tmp_path / f"{unit}.csv").index[0] == want, unit
 
 
 # ----------------------------------------------------------------------------- serialisation

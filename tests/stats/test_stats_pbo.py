@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import numpy as np
 import pandas as pd
@@ -126,10 +125,12 @@ def test_input_errors(matrix: np.ndarray, splits: object, field: str, fragment: 
 
 
 @pytest.mark.slow
-def test_full_size_is_fast() -> None:
+def test_full_size_noise_is_not_overfit_evidence() -> None:
+    """At the gates' full size (1,000 trials, 16 splits: 12,870 combinations) pure noise gives PBO near 1/2.
+
+    Its speed is measured by ``bench/bench_data.py`` (a benchmark, not an assertion here).
+    """
     x = np.random.default_rng(0).normal(0, 0.01, (2000, 1000))
-    start = time.perf_counter()
     result = pbo_cscv(x, n_splits=16)
-    elapsed = time.perf_counter() - start
     assert result.n_combinations == 12_870
-    assert elapsed < 15.0, f"pbo_cscv took {elapsed:.1f} s on 2000 x 1000, S=16"
+    assert 0.3 < result.pbo < 0.7, result.pbo

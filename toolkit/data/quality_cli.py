@@ -75,6 +75,6 @@ def check_command(
             bars = bars[bars.index <= t1]
         if bars.empty:
             raise DataError(f"{bars_file}: expected bars between {t0} and {t1}, found none")
-    cert = certify(bars, symbol, timeframe, thresholds)
+    cert = certify(bars, symbol, timeframe, thresholds, start=start, end=end)
     typer.echo(cert.to_json() if json_output else cert.to_table())
     raise typer.Exit(0 if cert.passed else 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,11 @@ def execute_template(template: str | Path, output: str | Path, parameters: dict[
         A parameter the template does not declare.
     ExecutionFailed
         A cell raised; the message carries the cell's error (the output notebook,
-        with papermill's error banner, is still written).
+        with papermill's error banner, is still written). When the kernel itself died,
+        the message quotes the end of its log.
+
+    The kernel's own stderr (start-up warnings, the traceback of an interrupted cell after
+    Ctrl-C) goes to a log file instead of the terminal; it is quoted only when it matters.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -80,20 +85,45 @@ def execute_template(template: str | Path, output: str | Path, parameters: dict[
     out.parent.mkdir(parents=True, exist_ok=True)
     env_before = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
+    fd, log_name = tempfile.mkstemp(prefix="toolkit-kernel-", suffix=".log")
+    os.close(fd)
+    log = Path(log_name)
     try:
         papermill.execute_notebook(
             str(template), str(out), parameters=parameters, kernel_name=kernel_name(),
             progress_bar=progress, cwd=str(cwd or config.PROJECT_ROOT),
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            kernel_manager_class=_kernel_manager_logging_to(log),
         )
     except PapermillExecutionError as exc:
         raise ExecutionFailed(
             f"{Path(template).name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
             f"(executed notebook kept at {out})"
         ) from None
+    except RuntimeError as exc:  # nbclient: the kernel died or never started
+        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise ExecutionFailed(f"{Path(template).name}: the kernel failed ({exc}); its log ends: "
+                              + (" | ".join(tail) or "(empty)")) from None
     finally:
+        log.unlink(missing_ok=True)
         if env_before is None:
             os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
     return out
+
+
+def _kernel_manager_logging_to(log: Path) -> type:
+    """Return a kernel manager class that starts the kernel with its stderr appended to ``log``."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggingKernelManager(AsyncKernelManager):  # type: ignore[misc]
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with log.open("ab") as stderr:  # the child keeps its own copy of the descriptor
+                kw["stderr"] = stderr
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+
+        _launch_kernel = _async_launch_kernel
+
+    return LoggingKernelManager
 
 
 def render_html(notebook: str | Path, target: str | Path, title: str | None = None) -> Path:

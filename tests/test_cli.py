@@ -1,0 +1,104 @@
+"""The installed ``toolkit`` entry point: exit statuses reach the shell, JSON errors reach stdout, Ctrl-C is clean.
+
+Each test runs the console script that ``pip install`` put in ``.venv/bin`` in a real
+child process (not the typer app in-process), because that is what scripts and CI call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
+HALT_DAY = ROOT / "tests" / "fixtures" / "BTCUSDT_1m_2023-03-24_halt.parquet"
+
+
+def _env(root: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "TOOLKIT_ARTIFACTS": str(root / "artifacts"), "TOOLKIT_LEDGER": str(root / "trials.db"),
+            "TOOLKIT_REPORTS_DIR": str(root / "reports"), "TOOLKIT_AUDIT": str(root / "audit.db")}
+
+
+def _toolkit(args: list[str], root: Path, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TOOLKIT, *args], env=_env(root), cwd=root, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_entry_point_is_installed() -> None:
+    assert Path(TOOLKIT).is_file() and os.access(TOOLKIT, os.X_OK)
+
+
+def test_data_check_exit_status_follows_the_certificate(tmp_path: Path) -> None:
+    bad = _toolkit(["data", "check", "--timeframe", "1m", "--bars-file", str(HALT_DAY)], tmp_path)
+    assert bad.returncode == 1, bad.stderr  # the halt day fails its certificate: a script must see it
+    assert "FAILED" in bad.stdout and "longest_gap" in bad.stdout
+    good = _toolkit(["data", "check", "--timeframe", "1h", "--start", "2024-01-01", "--end", "2024-01-31"],
+                    tmp_path)
+    assert good.returncode == 0, good.stderr
+    assert "PASSED" in good.stdout
+    asked = _toolkit(["data", "check", "--timeframe", "15m", "--start", "2024-04-01", "--end", "2024-06-30",
+                      "--json"], tmp_path)
+    cert = json.loads(asked.stdout)
+    assert asked.returncode == 1 and "missing_bars" in cert["failed"]  # the requested range, not the data's
+
+
+@pytest.mark.parametrize(("args", "code", "kind"), [
+    (["status", "no.such.model", "--json"], 2, "ConfigurationError"),
+    (["promote", "m", "--version", "1", "--json"], 2, "UsageError"),  # --reason is required
+    (["backtest", "--strategy", "ma_cross", "--grid", "fast=5", "--grid", "fast=6", "--json"], 2,
+     "ConfigurationError"),
+    (["data", "check", "--bars-file", "nothing.csv", "--json"], 3, "DataError"),
+])
+def test_a_failing_json_command_prints_a_json_error_object(args: list[str], code: int, kind: str,
+                                                          tmp_path: Path) -> None:
+    proc = _toolkit(args, tmp_path)
+    assert proc.returncode == code, proc.stderr
+    error = json.loads(proc.stdout)["error"]
+    assert error["type"] == kind and error["exit_code"] == code and error["message"]
+    assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_during_a_backtest_exits_130_with_one_line_and_keeps_nothing(tmp_path: Path) -> None:
+    """SIGINT to the whole foreground process group (what a terminal sends) while the template runs."""
+    proc = subprocess.Popen([TOOLKIT, "backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start",
+                             "2024-01-01", "--end", "2024-03-31", "--json"], env=_env(tmp_path), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "reports").rglob("*.ipynb")):  # papermill has started the kernel
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the template never started"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted (Ctrl-C); nothing half-written was kept"]
+    assert json.loads(out)["error"]["exit_code"] == 130
+    assert not [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]  # no half-written report
+    assert not (tmp_path / "mlflow.db").exists() or _runs(tmp_path) == 0
+    with pytest.raises(ProcessLookupError):  # nothing of the process group (the kernel) is left running
+        os.killpg(proc.pid, 0)
+
+
+def _runs(root: Path) -> int:
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    c = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    return len(c.search_runs([e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)],
+                             run_view_type=ViewType.ALL))
