@@ -96,8 +96,9 @@ def test_ctrl_c_during_a_backtest_exits_130_with_one_line_and_keeps_nothing(tmp_
 
 
 def _runs(root: Path) -> int:
-    from mlflow import MlflowClient
     from mlflow.entities import ViewType
+
+    from mlflow import MlflowClient
 
     c = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     return len(c.search_runs([e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)],
