@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -155,11 +156,17 @@ def _bars_file(tmp_path: Path, corrupt: str) -> Path:
     return path
 
 
-def _fresh_store(root: Path) -> None:
-    """Create the (empty) tracking database first, so "nothing recorded" is checked against a real store."""
-    client = _client(root)
-    assert client.search_experiments() is not None
-    assert (root / "mlflow.db").is_file()
+@pytest.fixture(scope="module")
+def empty_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty tracking database, created once (MLflow's schema migrations take seconds)."""
+    root = tmp_path_factory.mktemp("empty-store")
+    assert _client(root).search_experiments() is not None
+    return root / "mlflow.db"
+
+
+def _fresh_store(root: Path, empty: Path) -> None:
+    """Start from an existing empty tracking database, so "nothing recorded" is checked against a real store."""
+    shutil.copyfile(empty, root / "mlflow.db")
 
 
 def _assert_nothing_recorded(root: Path) -> None:
@@ -199,17 +206,27 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize(("args", "code", "message"), BAD_INPUT, ids=[" ".join(a[1:])[:60] for a, _, _ in BAD_INPUT])
-def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, message: str, tmp_path: Path) -> None:
+def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, message: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch, empty_store: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Through ``toolkit.cli.main`` in this process (``tests/test_cli.py`` runs the installed command)."""
+    from toolkit.cli import main
+
     for kind in ("nan", "garbage", "high_below_low", "negative_volume", "off_grid", "mostly_missing"):
         args = [a.replace("{" + kind + "}", str(_bars_file(tmp_path, kind))) if "{" + kind + "}" in a else a
                 for a in args]
-    _fresh_store(tmp_path)
-    proc = _run(["backtest", *args, "--json"], _env(tmp_path))
-    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
-    assert message in proc.stderr
-    error = json.loads(proc.stdout)["error"]  # --json: a JSON error object on stdout, for scripts
+    _fresh_store(tmp_path, empty_store)
+    for key, value in _env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    returncode = main(["backtest", *args, "--json"])
+    out, err = capsys.readouterr()
+    assert returncode == code, (returncode, err[-2000:])
+    assert message in err
+    error = json.loads(out)["error"]  # --json: a JSON error object on stdout, for scripts
     assert error["exit_code"] == code and message in error["message"]
-    assert len(proc.stderr.strip().splitlines()) <= 2, proc.stderr  # a clear line, not a traceback
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
     _assert_nothing_recorded(tmp_path)
     if code != 7:  # refused before a kernel started: no report files either (a failed cell keeps its notebook)
         assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.ipynb"))

@@ -28,7 +28,8 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     out = proc.stdout
     for step in ("1/4 backtest", "2/4 gates", "3/4 promote", "4/4 index"):
         assert step in out, out
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version("ma_cross.BTC-USDT.15m", "1")
     verdict = version.tags["gate.verdict"]
     assert verdict in ("passed", "failed") and version.tags["data.quality"] == "passed"
@@ -50,6 +51,6 @@ def test_the_template_registers_from_the_notebook(tmp_path: Path, monkeypatch: p
         "grid": {"fast": [5], "slow": [30]}, "register": True, "output_dir": str(tmp_path / "bundle"),
         "progress": False})
     assert "Registered **ma_cross.BTC-USDT.1h** version 1" in nb.read_text()
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    version = client.get_model_version("ma_cross.BTC-USDT.1h", "1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("ma_cross.BTC-USDT.1h", "1")
     assert version.tags["gate.verdict"] == "not_evaluated" and version.tags["strategies.package"]

@@ -3,6 +3,12 @@
 Every error carries typed fields and a message that says what was expected and
 what was found. The CLI maps each class to an exit code in one place
 (``toolkit.cli``); nothing else decides how an error is reported.
+
+Exit codes: 1 ``ToolkitError`` (and a check that ran and failed), 2 ``ConfigurationError``,
+3 ``DataError``, 4 ``RegistryError``, 5 ``GateFailed``, 6 ``PromotionRefused``,
+7 ``ExecutionFailed``, 75 ``TemporaryError``; the exchange adapter adds 8 (rejected),
+9 (operational: halt) and 10 (outcome unknown: reconcile) in ``toolkit.exchange.errors``;
+130 is an interruption (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def _everything(store: Path) -> dict[str, Any]:
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exps = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)]
     runs = c.search_runs(exps, run_view_type=ViewType.ALL) if exps else []
-    return {"models": {m.name: sorted(v.version for v in c.search_model_versions(f"name = '{m.name}'"))
+    return {"models": {m.name: sorted(str(v.version) for v in c.search_model_versions(f"name = '{m.name}'"))
                        for m in c.search_registered_models()},
             "runs": sorted((r.info.run_id, r.info.status, r.info.lifecycle_stage) for r in runs)}
 

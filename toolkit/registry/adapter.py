@@ -460,11 +460,12 @@ def registry_trial_count(model_name: str, version: str | int) -> int:
 
 
 def purge_failed_recording(run_id: str | None, model_name: str, version: str | None, model_was_new: bool) -> str:
-    """Remove what a failed recording left: the version, the registered model it created, the run.
+    """Remove what a failed recording left: the version, the registered model it created, the run and its model.
 
-    The run is deleted and, on a SQL tracking store (sqlite, PostgreSQL), purged with its
-    artifacts, as ``mlflow gc`` would. Returns a line saying what was removed; a failure
-    to clean up is reported in it, never raised (the caller is raising the original error).
+    The run and the logged model (MLflow 3 keeps a model's files apart from its run) are
+    deleted and, on a SQL tracking store (sqlite, PostgreSQL), purged with their local
+    artifacts, as ``mlflow gc`` would. Returns a line saying what was removed; a failure to
+    clean up is reported in it, never raised (the caller is raising the original error).
     """
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
     from mlflow.tracking._tracking_service.utils import _get_store
@@ -479,12 +480,20 @@ def purge_failed_recording(run_id: str | None, model_name: str, version: str | N
             c.delete_registered_model(model_name)
             done.append(f"model {model_name!r}")
         if run_id is not None:
-            artifact_uri = c.get_run(run_id).info.artifact_uri
-            c.delete_run(run_id)
+            run = c.get_run(run_id)
             store = _get_store()
-            if isinstance(store, SqlAlchemyStore):
+            purge = isinstance(store, SqlAlchemyStore)
+            for logged in c.search_logged_models([run.info.experiment_id],
+                                                 filter_string=f"source_run_id = '{run_id}'"):
+                c.delete_logged_model(logged.model_id)
+                if purge:
+                    store._hard_delete_logged_model(logged.model_id)  # what `mlflow gc` does
+                    _remove_local_artifacts(logged.artifact_location)
+                done.append(f"logged model {logged.model_id}")
+            c.delete_run(run_id)
+            if purge:
                 store._hard_delete_run(run_id)  # what `mlflow gc` does; no public call exists
-                _remove_local_artifacts(artifact_uri)
+                _remove_local_artifacts(run.info.artifact_uri)
                 done.append(f"run {run_id} (purged)")
             else:
                 done.append(f"run {run_id} (deleted; `mlflow gc` purges it)")

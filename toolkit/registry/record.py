@@ -77,9 +77,9 @@ def _strategies_sha(directory: Path) -> str:
     return h.hexdigest()
 
 
-def strategies_package_name(directory: Path = STRATEGIES_DIR) -> str:
+def strategies_package_name(directory: Path | None = None) -> str:
     """Return the top-level name the strategies code ships under: ``desk_strategies_<sha256[:12]>``."""
-    return f"desk_strategies_{_strategies_sha(directory)[:12]}"
+    return f"desk_strategies_{_strategies_sha(directory or STRATEGIES_DIR)[:12]}"
 
 
 def _requirements() -> list[str]:
