@@ -19,7 +19,8 @@ PACKAGE = ROOT / "toolkit"
 
 #: outside system -> the only modules (paths under toolkit/) allowed to import it
 ADAPTERS = {
-    "mlflow": {"registry/adapter.py", "registry/strategy_model.py"},  # the latter runs inside the model
+    "mlflow": {"registry/adapter/models.py", "registry/adapter/runs.py",
+               "registry/strategy_model.py"},  # the last one runs inside the model
     "papermill": {"reporting/notebooks.py"},
     "nbconvert": {"reporting/notebooks.py"},
     "vectorbt": {"backtest/portfolio.py"},
