@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,19 +24,13 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_support import machine, timed  # noqa: E402
 
 from toolkit.data.quality import certify  # noqa: E402
 from toolkit.data.store import load_bars  # noqa: E402
 from toolkit.stats.pbo import pbo_cscv  # noqa: E402
-
-
-def _timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main() -> int:
@@ -49,12 +40,12 @@ def main() -> int:
     months = load_bars("BTC/USDT", "1m", "2024-01-01", "2024-04-30")
     year = pd.concat([months.set_axis(months.index + pd.Timedelta(days=121 * k)) for k in range(3)])
     certify(year.iloc[:1000], "BTC/USDT", "1m")  # warm imports
-    cert_s = _timed(lambda: certify(year, "BTC/USDT", "1m"), args.repeat)
+    cert_s = timed(lambda: certify(year, "BTC/USDT", "1m"), args.repeat)
     x = np.random.default_rng(0).normal(0, 0.01, (2000, 1000))
-    pbo_s = _timed(lambda: pbo_cscv(x, n_splits=16), args.repeat)
+    pbo_s = timed(lambda: pbo_cscv(x, n_splits=16), args.repeat)
     result = {
         "date": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "certify": {"bars": len(year), "median_s": round(statistics.median(cert_s), 3),
                     "all_s": [round(s, 3) for s in cert_s], "goal_s": 2.0},
         "pbo_cscv": {"shape": [2000, 1000], "splits": 16, "median_s": round(statistics.median(pbo_s), 3),

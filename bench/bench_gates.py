@@ -33,6 +33,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_support import timed  # noqa: E402
 
 from toolkit.backtest import TrialLedger, config_from_params, run_backtest  # noqa: E402
 from toolkit.backtest.bundle import save_bundle  # noqa: E402
@@ -62,15 +65,6 @@ def build_bundle(directory: Path, trials: int) -> tuple[Path, int, float]:
     return bundle, len(result.sweep), took
 
 
-def _time(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1000)
@@ -84,9 +78,9 @@ def main() -> int:
         bundle, n_trials, sweep_s = build_bundle(root, args.trials)
         evidence = collect_evidence(bundle, policy)          # warm-up pass (imports, numba caches)
         evaluate(evidence, policy)
-        collect = _time(lambda: collect_evidence(bundle, policy), args.repeat)
-        evaluate_s = _time(lambda: evaluate(evidence, policy), args.repeat)
-        total = _time(lambda: evaluate_bundle(bundle, policy, root / "out"), args.repeat)
+        collect = timed(lambda: collect_evidence(bundle, policy), args.repeat)
+        evaluate_s = timed(lambda: evaluate(evidence, policy), args.repeat)
+        total = timed(lambda: evaluate_bundle(bundle, policy, root / "out"), args.repeat)
         verdict = evaluate(evidence, policy)
         pbo_gate = verdict.gate("pbo")
         bars = pd.read_parquet(bundle / "trial_returns.parquet").shape
