@@ -49,8 +49,8 @@ def emu(make_emulator: Callable[..., Emulator]) -> Emulator:
 @pytest.fixture
 def client(emu: Emulator) -> Any:
     """A real sync ccxt binance client pointed at the emulator (client-side rate limiter off)."""
-    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
-                         enableRateLimit=False, timeout=5000)
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
+                         enableRateLimit=False, timeout=60_000)
     ex.load_markets()
     return ex
 

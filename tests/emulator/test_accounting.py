@@ -32,6 +32,14 @@ def _engine(store: Path, state_path: Path, start: str, params: MatchingParams) -
     return Engine(feeds, rules, State(state_path), clock, params, dict(START))
 
 
+def _advance(engine: Engine, ms: int) -> None:
+    """Step the engine's replay clock and process the bars passed."""
+    clock = engine.clock
+    assert isinstance(clock, ReplayClock)
+    clock.advance(ms)
+    engine.sync()
+
+
 def _check(engine: Engine) -> None:
     """Free >= 0, locked == open orders' locks, totals == start + trades - fees, SQLite == memory."""
     locks: dict[str, Decimal] = defaultdict(Decimal)
@@ -90,7 +98,7 @@ def _random_session(engine: Engine, rng: random.Random, steps: int) -> int:
                 order = rng.choice(list(engine.open.values()))
                 engine.cancel("BTCUSDT", order.order_id, None)
             else:
-                engine.advance(rng.randint(1, 20) * MINUTE)
+                _advance(engine, rng.randint(1, 20) * MINUTE)
         except BinanceError:
             engine.state.commit()
         _check(engine)
@@ -118,7 +126,7 @@ def test_market_buy_stops_when_its_lock_runs_out(small_store: Path, tmp_path: Pa
         order, fills = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D(5), None, None, None)
         lock = engine.bal["USDT"][1] + sum(t.quote_qty + t.commission for t in fills)
         assert engine.bal["USDT"][0] < 20_000  # little free money left besides the lock
-        engine.advance(120 * MINUTE)
+        _advance(engine, 120 * MINUTE)
         _check(engine)
         done = engine.state.get_order("BTCUSDT", order.order_id)
         assert done is not None and done.status == "EXPIRED"
@@ -174,7 +182,7 @@ def test_orders_in_one_bar_share_its_participation_cap(small_store: Path, tmp_pa
         assert first.executed_qty == cap  # the whole budget of this bar
         second, fills = engine.place("BTCUSDT", "BUY", "MARKET", "GTC", D("0.01"), None, None, None)
         assert fills == [] and second.status == "NEW"  # nothing left in this bar
-        engine.advance(10 * MINUTE)  # later bars' budgets serve the older order first, then the newer
+        _advance(engine, 10 * MINUTE)  # later bars' budgets serve the older order first, then the newer
         first, second = (engine.state.get_order("BTCUSDT", o.order_id) for o in (first, second))
         assert first is not None and second is not None
         assert first.status == second.status == "FILLED" and first.update_time <= second.update_time

@@ -14,7 +14,7 @@ import ccxt
 import pytest
 
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, load_faults
-from toolkit.emulator.testing import admin, step_clock
+from toolkit.emulator.testing import FollowerClock, admin, step_clock
 from toolkit.errors import ConfigurationError
 from toolkit.exchange import exchange_client
 
@@ -91,13 +91,18 @@ def test_drop_only_after_an_accepted_order(emu: Emulator, client: Any) -> None:
     assert _counts(emu) == {}
 
 
-def test_clock_skew_then_time_difference_recovers(emu: Emulator, client: Any) -> None:
+def test_clock_skew_then_a_follower_resync_recovers(emu: Emulator) -> None:
+    follower = FollowerClock(emu.url)
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=follower,
+                         enableRateLimit=False)
+    assert ex.fetch_balance()["USDT"]["free"] == 100000
     _faults(emu, {"kind": "clock_skew", "skew_ms": -30_000})  # the server's clock runs 30 s behind
     with pytest.raises(ccxt.InvalidNonce):
-        client.fetch_balance()
-    client.load_time_difference()
-    assert client.fetch_balance()["USDT"]["free"] == 100000
-    assert _counts(emu)["clock_skew"] >= 3
+        ex.fetch_balance()
+    assert ex.fetch_time() == emu.clock.now_ms() - 30_000  # /api/v3/time shows the skewed clock
+    follower.sync()  # what load_time_difference() does for a wall-clock client
+    assert ex.fetch_balance()["USDT"]["free"] == 100000
+    assert _counts(emu)["clock_skew"] >= 4
 
 
 def test_maintenance_window_on_the_replay_clock(emu: Emulator, client: Any) -> None:
@@ -142,7 +147,7 @@ def test_faults_file(make_emulator: Any, tmp_path: Path) -> None:
     path = tmp_path / "faults.json"
     path.write_text(json.dumps({"seed": 3, "faults": [{"kind": "rate_limit", "path": "/api/v3/time"}]}))
     emu = make_emulator(faults_path=path)
-    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
                          enableRateLimit=False)
     with pytest.raises(ccxt.DDoSProtection):
         ex.fetch_time()
@@ -164,6 +169,7 @@ def test_async_client_sees_dropped_order_and_rate_limit(emu: Emulator) -> None:
 
     async def run() -> dict[str, Any]:
         ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, async_=True,
+                             clock=emu.clock,
                              enableRateLimit=False)
         try:
             await ex.load_markets()

@@ -94,7 +94,7 @@ def test_resting_limit_fills_as_maker_when_price_crosses(emu: Emulator, client: 
 
 def test_large_market_order_fills_partially_across_bars(make_emulator: Any) -> None:
     emu = make_emulator(balances={"USDT": D(10_000_000)})
-    client = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+    client = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
                              enableRateLimit=False)
     vol = client.fetch_ohlcv("BTC/USDT", "1m", limit=1)[0][5]
     qty = round(vol * 0.4, 3)  # more than the 25 % participation cap of one bar, under MARKET_LOT_SIZE
@@ -131,6 +131,7 @@ def test_fetch_orders_and_trades_history(client: Any) -> None:
 def test_async_create_fetch_cancel(emu: Emulator) -> None:
     async def run() -> tuple[str, str, str]:
         ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, async_=True,
+                             clock=emu.clock,
                              enableRateLimit=False)
         try:
             await ex.load_markets()

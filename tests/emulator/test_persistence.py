@@ -20,7 +20,7 @@ import ccxt
 import pytest
 
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from toolkit.emulator.testing import admin, free_port, step_clock
+from toolkit.emulator.testing import FollowerClock, admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
 from toolkit.exchange import exchange_client
 
@@ -58,9 +58,11 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         p.wait(timeout=10)
 
 
-def _client(port: int) -> Any:
-    return exchange_client(url=f"http://127.0.0.1:{port}", api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
-                           enableRateLimit=False)
+def _client(port: int, clock: FollowerClock | None = None) -> Any:
+    """A ccxt client of an emulator in another process, signing with a follower of its replay clock."""
+    url = f"http://127.0.0.1:{port}"
+    return exchange_client(url=url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+                           clock=clock or FollowerClock(url), enableRateLimit=False, timeout=60_000)
 
 
 def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list[Any]) -> None:
@@ -68,9 +70,10 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     port = free_port()
     _spawn(state, port, cache, procs)
     url = f"http://127.0.0.1:{port}"
-    ex = _client(port)
+    follower = FollowerClock(url)
+    ex = _client(port, follower)
     buy = ex.create_order("BTC/USDT", "market", "buy", 0.05)
-    step_clock(url, 30)
+    step_clock(url, 30, follower)
     rest = ex.create_order("BTC/USDT", "limit", "sell", 0.02, 99_000, {"clientOrderId": "keep-me"})
     before = ex.fetch_balance()["info"]["balances"]
     replay = admin(url, "GET", "/admin/status")["replay_ms"]
@@ -148,5 +151,5 @@ def test_credentials_from_the_environment_stay_out_of_the_command_line(tmp_path:
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ccxt.AuthenticationError):
         _client(port).fetch_balance()  # the default credentials are no longer accepted
-    ex = exchange_client(url=url, api_key=key, secret=secret, enableRateLimit=False)
+    ex = exchange_client(url=url, api_key=key, secret=secret, clock=FollowerClock(url), enableRateLimit=False)
     assert ex.fetch_balance()["USDT"]["free"] == 50_000

@@ -35,8 +35,8 @@ class Request:
     raw_query: str
     raw_body: str
     api_key: str | None
-    wall_ms: int
-    skew_ms: int = 0
+    #: the server's time for this request: replay time, shifted by a clock_skew fault
+    server_ms: int
     lag_ms: int = 0
 
 
@@ -119,7 +119,7 @@ class Api:
         H = Callable[[Request], Any]
         self.public: dict[tuple[str, str], H] = {
             ("GET", "/api/v3/ping"): lambda r: {},
-            ("GET", "/api/v3/time"): lambda r: {"serverTime": r.wall_ms + r.skew_ms},
+            ("GET", "/api/v3/time"): lambda r: {"serverTime": r.server_ms},
             ("GET", "/api/v3/exchangeInfo"): self.exchange_info,
             ("GET", "/api/v3/klines"): self.klines,
             ("GET", "/api/v3/uiKlines"): self.klines,
@@ -167,7 +167,7 @@ class Api:
         assert window is not None
         if window > 60000 or window <= 0:
             raise BinanceError(400, -1131, "recvWindow must be less than 60000")
-        server = req.wall_ms + req.skew_ms
+        server = req.server_ms
         if ts >= server + 1000:
             raise BinanceError(400, -1021,
                                "Timestamp for this request was 1000ms ahead of the server's time.")
@@ -201,7 +201,7 @@ class Api:
         wanted = list(self.rules)
         if req.params.get("symbol"):
             wanted = [self._rules(req.params).symbol]
-        return {"timezone": "UTC", "serverTime": req.wall_ms + req.skew_ms, "rateLimits": RATE_LIMITS,
+        return {"timezone": "UTC", "serverTime": req.server_ms, "rateLimits": RATE_LIMITS,
                 "exchangeFilters": [], "symbols": [self.rules[s].info for s in wanted]}
 
     def klines(self, req: Request) -> list[list[object]]:

@@ -30,7 +30,7 @@ from typing import Annotated
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.emulator.clock import ReplayClock
+from toolkit.clock import Clock
 from toolkit.emulator.errors import BinanceError, insufficient_balance, market_closed, unknown_order
 from toolkit.emulator.feed import MINUTE, BarFeed
 from toolkit.emulator.filters import SymbolRules, round_step
@@ -59,7 +59,7 @@ class Engine:
     """Orders, fills and balances over replayed bars; every public method is thread-safe."""
 
     def __init__(self, feeds: dict[str, BarFeed], rules: dict[str, SymbolRules], state: State,
-                 clock: ReplayClock, params: MatchingParams | None = None,
+                 clock: Clock, params: MatchingParams | None = None,
                  balances: dict[str, Decimal] | None = None) -> None:
         self.feeds, self.rules, self.state, self.clock = feeds, rules, state, clock
         self.params = params or MatchingParams()
@@ -70,10 +70,6 @@ class Engine:
             state.set_meta("replay_ms", clock.now_ms())
             state.set_meta("processed_ms", clock.now_ms())
             state.commit()
-        else:
-            saved = int(state.get_meta("replay_ms") or 0)
-            if saved > clock.now_ms():
-                clock.set(saved)
         self.bal: dict[str, list[Decimal]] = {a: [f, lk] for a, (f, lk) in state.balances().items()}
         for r in rules.values():
             self.bal.setdefault(r.base, [Decimal(0), Decimal(0)])
@@ -120,12 +116,6 @@ class Engine:
                 self.state.set_meta("replay_ms", now)
                 self.state.commit()
             return max(now, self.processed)
-
-    def advance(self, ms: int) -> int:
-        """Move a (stepped or running) clock forward by ``ms`` and process the bars passed."""
-        with self.lock:
-            self.clock.advance(ms)
-            return self.sync()
 
     # -- prices -------------------------------------------------------------------------------------
     def _market(self, symbol: str, now: int) -> tuple[int, Decimal, float, float]:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from toolkit import config
 from toolkit.data.store import BarStore, parse_time
 from toolkit.emulator.api import Api, Request
-from toolkit.emulator.clock import ReplayClock
+from toolkit.emulator.clock import ReplayClock, SteppableClock
 from toolkit.emulator.errors import BinanceError
 from toolkit.emulator.faults import FaultInjector, load_faults, parse_rules
 from toolkit.emulator.feed import MINUTE, load_feed
@@ -182,8 +182,8 @@ class _Handler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(query, keep_blank_values=True))
         params.update(parse_qsl(raw_body, keep_blank_values=True))
         req = Request(method=method, path=path, params=params, raw_query=query, raw_body=raw_body,
-                      api_key=self.headers.get("X-MBX-APIKEY"), wall_ms=int(time.time() * 1000),
-                      skew_ms=skew, lag_ms=lag)
+                      api_key=self.headers.get("X-MBX-APIKEY"),
+                      server_ms=emu.clock.now_ms() + skew, lag_ms=lag)
         headers: dict[str, str] = {}
         try:
             status, payload = 200, emu.api.handle(req)
@@ -210,9 +210,13 @@ class Emulator:
         The emulator's settings.
     faults
         An injector to use instead of the one built from ``config.faults_path``.
+    clock
+        The replay clock to run on (e.g. a ``toolkit.clock.ManualClock``) instead of a
+        :class:`ReplayClock` built from ``config.start`` and ``config.speed``.
     """
 
-    def __init__(self, config: EmulatorConfig, faults: FaultInjector | None = None) -> None:
+    def __init__(self, config: EmulatorConfig, faults: FaultInjector | None = None,
+                 clock: SteppableClock | None = None) -> None:
         if not _is_loopback(config.host) and not config.allow_remote:
             raise ConfigurationError("host", "a loopback address (127.0.0.1) unless allow_remote is set",
                                      config.host)
@@ -235,7 +239,10 @@ class Emulator:
         state: State | None = None
         try:
             state = State(config.state_path or default_state_path())
-            self.clock = ReplayClock(start_ms, config.speed)
+            self.clock: SteppableClock = clock or ReplayClock(start_ms, config.speed)
+            saved = state.get_meta("replay_ms")
+            if saved is not None and int(saved) > self.clock.now_ms():
+                self.clock.set(int(saved))  # a state file continues from its own clock (never backwards)
             self.engine = Engine(self.feeds, self.rules, state, self.clock, config.matching,
                                  dict(config.balances))
         except BaseException:
@@ -248,6 +255,11 @@ class Emulator:
         self.state = state
         self.api = Api(self.engine, self.feeds, self.rules, config.api_key,
                        config.api_secret.get_secret_value(), maintenance=self._in_maintenance)
+
+    @property
+    def speed(self) -> float:
+        """Replay ms per wall ms of the clock (0 when stepped; 0 for a clock without a speed)."""
+        return float(getattr(self.clock, "speed", 0.0))
 
     @property
     def port(self) -> int:
@@ -271,13 +283,18 @@ class Emulator:
         """Return the clock, data ranges, balances and fault counters."""
         now = self.engine.sync()
         return {
-            "replay_ms": now, "replay_time": _iso(now), "speed": self.clock.speed,
-            "stepped": self.clock.stepped,
+            "replay_ms": now, "replay_time": _iso(now), "speed": self.speed, "stepped": self.speed == 0,
             "symbols": {r.unified: {"first": _iso(self.feeds[s].first_ms),
                                     "last": _iso(self.feeds[s].last_ms)} for s, r in self.rules.items()},
             "open_orders": len(self.engine.open), "state": str(self.state.path),
             "faults": self.faults.snapshot()["counts"], "requests": len(self.requests),
         }
+
+    def advance(self, ms: int) -> int:
+        """Move the replay clock forward by ``ms``, process the bars passed and return the new time."""
+        with self.engine.lock:
+            self.clock.advance(ms)
+            return self.engine.sync()
 
     def admin(self, method: str, path: str, query: dict[str, str], body: str) -> tuple[int, Any]:
         """Serve ``/admin/*``: status, clock stepping, fault rules and the request log."""
@@ -289,10 +306,10 @@ class Emulator:
                 ts = parse_time(doc["to"], "to")
                 assert ts is not None
                 target = int(ts.value // 1_000_000)
-                self.engine.advance(max(0, target - self.clock.now_ms()))
+                self.advance(max(0, target - self.clock.now_ms()))
             else:
                 step = int(doc.get("advance_ms", 0)) + int(doc.get("advance_minutes", 0)) * MINUTE
-                self.engine.advance(step)
+                self.advance(step)
             return 200, self.status()
         if path == "/admin/faults":
             if method == "GET":
