@@ -66,12 +66,16 @@ def test_orders_during_the_halt(make_emulator: Any, halt_store: Path) -> None:
         ex.create_order("BTC/USDT", "market", "buy", 0.001)
     last = ex.fetch_ohlcv("BTC/USDT", "1m", limit=1)[0][0]
     assert pd.Timestamp(last, unit="ms", tz="UTC") == pd.Timestamp("2023-03-24T12:39:00Z")
-    # at 14:00 trading resumes; the last closed bar (12:39) is a zero-volume halt bar: nothing fills at once
+    # at 14:00 trading resumes; the last closed bar (12:39) is a zero-volume halt bar: the book is empty, and a
+    # market order never rests -- it expires unfilled (Binance expires what a market order cannot fill)
     admin(emu.url, "POST", "/admin/clock", {"to": "2023-03-24T14:00:10Z"})
+    assert ex.fetch_order_book("BTC/USDT")["asks"] == []
     order = ex.create_order("BTC/USDT", "market", "buy", 0.001)
-    assert order["status"] == "open" and order["filled"] == 0
-    admin(emu.url, "POST", "/admin/clock", {"advance_minutes": 2})
-    assert ex.fetch_order(order["id"], "BTC/USDT")["status"] == "closed"
+    assert order["status"] == "expired" and order["filled"] == 0
+    assert ex.fetch_balance()["USDT"]["free"] == 100000  # nothing spent, nothing locked
+    admin(emu.url, "POST", "/admin/clock", {"advance_minutes": 2})  # 14:00 traded: the book is back
+    assert ex.fetch_order(order["id"], "BTC/USDT")["status"] == "expired"
+    assert ex.create_order("BTC/USDT", "market", "buy", 0.001)["status"] == "closed"
 
 
 def test_concurrent_clock_advances_are_never_lost() -> None:
@@ -100,7 +104,7 @@ def test_server_time_exchange_info_and_order_times_are_replay_time(emu: Emulator
 
 
 def test_my_trades_since_server_now_minus_an_hour(emu: Emulator, client: Any) -> None:
-    ids = [client.create_order("BTC/USDT", "market", side, 0.001)["id"] for side in ("buy", "sell")]
+    ids = [client.create_order("BTC/USDT", "market", side, 0.001)["id"] for side in ("buy", "buy")]
     admin(emu.url, "POST", "/admin/clock", {"advance_minutes": 20})
     since = client.fetch_time() - 3_600_000
     assert [t["order"] for t in client.fetch_my_trades("BTC/USDT", since=since)] == ids
