@@ -327,9 +327,10 @@ class EngineCore:
                     pending = self._on_close(symbol, feed, j)
                     prev_close = t_j + MINUTE
 
-    def _stops(self, symbol: str, before: int) -> list[Order]:
+    def _stops(self, symbol: str, until: int) -> list[Order]:
+        """Return the untriggered stop orders of ``symbol`` placed at or before ``until``, oldest first."""
         return sorted((o for o in self.open.values() if o.symbol == symbol and o.is_stop and not o.is_working
-                       and o.time < before), key=lambda o: o.order_id)
+                       and o.time <= until), key=lambda o: o.order_id)
 
     def _trigger(self, order: Order, when: int) -> None:
         order.working_time = when
@@ -373,7 +374,7 @@ class EngineCore:
         if feed.v[j] <= 0:
             return  # a halt bar: nothing trades, nothing triggers
         price = view.last
-        for order in self._stops(symbol, t_j):
+        for order in self._stops(symbol, t_j - 1):  # placed before this open (at it, the open was checked)
             if order.is_open and not order.is_working and (
                     price >= order.stop_price if order.triggers_upwards else price <= order.stop_price):
                 self._trigger(order, t_j)
