@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.emulator.testing import make_store
 from toolkit.exchange import exchange_client
@@ -27,16 +28,18 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_emulator(small_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
     """Return a factory of started emulators (BTC/USDT, stepped clock at 2024-03-01); all stopped at teardown.
 
+    ``wall_clock`` is the clock the rate-limit windows run on (tests give a ManualClock).
+
     The bundled BTC (2024-01..04) and ETH (2024-07-26..08-25) bars do not overlap, and an
     emulator refuses a start outside any symbol's data, so ETH runs in emulators of its own.
     """
     started: list[Emulator] = []
 
-    def _make(**overrides: Any) -> Emulator:
+    def _make(wall_clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Emulator:
         cfg: dict[str, Any] = {"port": 0, "speed": 0, "start": START, "state_path": tmp_path / "state.sqlite",
                                "store_roots": (small_store,), "symbols": ("BTC/USDT",)}
         cfg.update(overrides)
-        emu = Emulator(EmulatorConfig(**cfg)).start()
+        emu = Emulator(EmulatorConfig(**cfg), wall_clock=wall_clock).start()
         started.append(emu)
         return emu
 
