@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_support import PROCESS_TIMEOUT_S
 
 from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
@@ -63,3 +65,16 @@ def client(emu: Emulator) -> Any:
     ex.load_markets()
     return ex
 
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts; any still running at teardown is killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=PROCESS_TIMEOUT_S)

@@ -143,16 +143,16 @@ def test_wall_speed_replay_with_ccxt_adjust_for_time_difference(make_emulator: A
 
 
 def test_accelerated_replay_needs_a_follower_signing_clock(make_emulator: Any) -> None:
-    emu = make_emulator(speed=300)  # five replay minutes per wall second
+    emu = make_emulator(speed=100)  # 100 replay ms per wall ms
     keys = {"api_key": DEFAULT_API_KEY, "secret": DEFAULT_API_SECRET, "enableRateLimit": False,
-            "recvWindow": 60_000}  # the follower may lag by a round trip x 300: use Binance's widest window
+            "recvWindow": 60_000}  # the follower may lag by a round trip x 100: use Binance's widest window
     follower = FollowerClock(emu.url)
-    assert follower.speed == 300
+    assert follower.speed == 100
     adjusted = exchange_client(url=emu.url, adjustForTimeDifference=True, **keys)
     adjusted.load_markets()
     following = exchange_client(url=emu.url, clock=follower, **keys)
     frozen = exchange_client(url=emu.url, clock=FollowerClock(emu.url, speed=0), **keys)
-    time.sleep(0.3)  # 90 replay seconds: outside even a 60 s window for a constant-offset client
+    time.sleep(0.7)  # 70 replay seconds: outside even a 60 s window for a constant-offset client
     assert _balance_or_nonce(adjusted) == "InvalidNonce"
     assert _balance_or_nonce(frozen) == "InvalidNonce"
     assert _balance_or_nonce(following) == "ok"

@@ -22,7 +22,7 @@ def _client(emu: Emulator, key: str = DEFAULT_API_KEY, secret: str = DEFAULT_API
 
 def _raw(url: str) -> tuple[int, dict[str, Any]]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=60) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())

@@ -4,58 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
+from emulator_support import spawn_emulator
 
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.testing import FollowerClock, admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
 from toolkit.exchange import exchange_client
-
-
-def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]],
-           env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``toolkit emulator serve`` in a child process; its stderr goes to a log file, read on failure."""
-    cmd = [sys.executable, "-c", "from toolkit.emulator.cli import app; app()", "serve", "--port", str(port),
-           "--speed", "0", "--start", "2024-03-01", "--state", str(state), "--balance", "USDT=50000",
-           "--symbols", "BTC/USDT"]
-    env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache), **(env_extra or {})}
-    log = state.parent / f"emulator-{port}.log"
-    with log.open("wb") as err:  # a file never fills up and blocks the child the way an unread pipe can
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    procs.append(proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"emulator exited with {proc.returncode}: {log.read_text(errors='replace')}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3/ping", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"emulator did not start within 30 s: {log.read_text(errors='replace')}")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
 
 
 def _client(port: int, clock: FollowerClock | None = None) -> Any:
@@ -68,7 +30,7 @@ def _client(port: int, clock: FollowerClock | None = None) -> Any:
 def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list[Any]) -> None:
     state, cache = tmp_path / "state.sqlite", tmp_path / "cache"
     port = free_port()
-    _spawn(state, port, cache, procs)
+    spawn_emulator(state, port, cache, procs)
     url = f"http://127.0.0.1:{port}"
     follower = FollowerClock(url)
     ex = _client(port, follower)
@@ -78,10 +40,10 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     before = ex.fetch_balance()["info"]["balances"]
     replay = admin(url, "GET", "/admin/status")["replay_ms"]
     procs[0].send_signal(signal.SIGKILL)  # no clean shutdown: durability comes from per-request commits
-    procs[0].wait(timeout=10)
+    procs[0].wait(timeout=60)
 
     port2 = free_port()
-    _spawn(state, port2, cache, procs)
+    spawn_emulator(state, port2, cache, procs)
     ex2 = _client(port2)
     assert admin(f"http://127.0.0.1:{port2}", "GET", "/admin/status")["replay_ms"] == replay
     assert ex2.fetch_balance()["info"]["balances"] == before
@@ -93,7 +55,7 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     newer = ex2.create_order("BTC/USDT", "market", "sell", 0.01)
     assert int(newer["id"]) > int(rest["id"])
     procs[1].send_signal(signal.SIGINT)
-    procs[1].wait(timeout=10)
+    procs[1].wait(timeout=60)
     log = (tmp_path / f"emulator-{port2}.log").read_text(errors="replace")
     assert procs[1].returncode == 0, log
     assert "Traceback" not in log
@@ -145,7 +107,7 @@ def test_a_failed_start_closes_the_state_file_and_the_port(make_emulator: Any, t
 def test_credentials_from_the_environment_stay_out_of_the_command_line(tmp_path: Path, procs: list[Any]) -> None:
     key, secret = "desk-key-from-env", "desk-secret-from-env-7f3a"
     port = free_port()
-    proc = _spawn(tmp_path / "state.sqlite", port, tmp_path / "cache", procs,
+    proc = spawn_emulator(tmp_path / "state.sqlite", port, tmp_path / "cache", procs,
                   {"EMULATOR_API_KEY": key, "EMULATOR_API_SECRET": secret})
     assert secret not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()  # what `ps` shows
     url = f"http://127.0.0.1:{port}"

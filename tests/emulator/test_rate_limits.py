@@ -11,6 +11,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import ccxt
@@ -143,8 +144,8 @@ def test_rate_limits_can_be_switched_off(make_emulator: Any, wall: ManualClock) 
 class _Fast:
     """The wall clock running ``factor`` times faster (a minute of rate-limit windows in 60/factor seconds)."""
 
-    def __init__(self, factor: float) -> None:
-        self.factor, self.t0, self.skipped = factor, time.time(), 0.0
+    def __init__(self) -> None:
+        self.factor, self.t0, self.skipped = 1.0, time.time(), 0.0
 
     def now_ms(self) -> int:
         return int((self.t0 + (time.time() - self.t0) * self.factor + self.skipped) * 1000)
@@ -153,32 +154,42 @@ class _Fast:
         raise NotImplementedError
 
 
-def test_ccxt_own_limiter_keeps_a_polling_bot_under_the_weight_limit(make_emulator: Any) -> None:
-    factor = 20.0  # the limiter's minute lasts 3 s; ccxt's rateLimit (50 ms per unit of cost) shrinks alike
-    fast = _Fast(factor)
-    emu = make_emulator(wall_clock=fast)
+async def _bot(emu: Emulator, rate_limit_ms: float | None, seconds: float) -> tuple[int, int, str]:
+    """Poll balance (20), open orders (6), klines (2) and a ticker (2) for ``seconds``; return the peak used
+    weight, the loops run and how it ended. ``rate_limit_ms`` None runs without ccxt's limiter."""
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
+                         async_=True, enableRateLimit=rate_limit_ms is not None, rateLimit=rate_limit_ms or 50,
+                         timeout=60_000)
+    peak, loops = 0, 0
+    try:
+        await ex.load_markets()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await ex.fetch_balance()
+            await ex.fetch_open_orders("BTC/USDT")
+            await ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
+            await ex.fetch_ticker("BTC/USDT")
+            peak = max(peak, int(ex.last_response_headers.get("X-MBX-USED-WEIGHT-1M", 0)))
+            loops += 1
+    except ccxt.DDoSProtection as exc:
+        return peak, loops, str(exc)
+    finally:
+        await ex.close()
+    return peak, loops, "ok"
 
-    async def bot(rate_limited: bool, seconds: float) -> tuple[int, str]:
-        ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
-                             async_=True, enableRateLimit=rate_limited, rateLimit=50 / factor)
-        peak = 0
-        try:
-            await ex.load_markets()
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:  # balance (20), open orders (6), the last klines (2), a ticker (2)
-                await ex.fetch_balance()
-                await ex.fetch_open_orders("BTC/USDT")
-                await ex.fetch_ohlcv("BTC/USDT", "1m", limit=5)
-                await ex.fetch_ticker("BTC/USDT")
-                peak = max(peak, int(ex.last_response_headers["X-MBX-USED-WEIGHT-1M"]))
-        except ccxt.DDoSProtection as exc:
-            return peak, str(exc)
-        finally:
-            await ex.close()
-        return peak, "ok"
 
-    peak, outcome = asyncio.run(bot(True, 6.0))  # two limiter minutes
-    assert outcome == "ok" and 3000 <= peak <= 6000  # paced by ccxt's limiter, under Binance's 6000
+def test_ccxt_own_limiter_keeps_a_polling_bot_under_the_weight_limit(make_emulator: Any, tmp_path: Path) -> None:
+    # how fast can this machine run the bot? (30 weight a loop); speed the limiter's clock up so that, unpaced,
+    # the bot would use twice the limit in a limiter minute -- whatever the load on the machine
+    probe = make_emulator(rate_limits=False, state_path=tmp_path / "probe.sqlite")
+    _, loops, _ = asyncio.run(_bot(probe, None, 1.0))
+    factor = min(20.0, max(1.0, loops * 30 * 60 / (2 * 6000)))
+    fast = _Fast()
+    emu = make_emulator(wall_clock=fast, state_path=tmp_path / "paced.sqlite")
+    fast.t0, fast.factor = time.time(), factor
+    peak, _, outcome = asyncio.run(_bot(emu, 50 / factor, 120 / factor))  # two limiter minutes, ccxt pacing
+    # paced by ccxt's limiter: under 6000, and at least half of it (unpaced, the bot would use 12000)
+    assert outcome == "ok" and 3000 <= peak <= 6000, (factor, peak)
     fast.skipped += 60.0  # a fresh limiter minute
-    _, outcome = asyncio.run(bot(False, 6.0))  # the same bot without ccxt's limiter ...
-    assert "-1003" in outcome  # ... runs into Binance's 429 (-1003)
+    _, _, outcome = asyncio.run(_bot(emu, None, 120 / factor))  # the same bot without ccxt's limiter ...
+    assert "-1003" in outcome, factor  # ... runs into Binance's 429

@@ -16,8 +16,9 @@ from toolkit.errors import ConfigurationError
 
 __all__ = ["app", "parse_balances", "parse_symbols", "serve"]
 
+# no pretty tracebacks: they print local variables, the API secret among them
 app = typer.Typer(help="The loopback Binance spot emulator (paper trading, tests, fault injection).",
-                  no_args_is_help=True)
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 
 
 def parse_balances(items: list[str]) -> dict[str, Decimal]:
