@@ -115,3 +115,53 @@ def test_credentials_from_the_environment_stay_out_of_the_command_line(tmp_path:
         _client(port).fetch_balance()  # the default credentials are no longer accepted
     ex = exchange_client(url=url, api_key=key, secret=secret, clock=FollowerClock(url), enableRateLimit=False)
     assert ex.fetch_balance()["USDT"]["free"] == 50_000
+
+
+_OLD_ORDERS = """CREATE TABLE orders (
+    order_id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, client_order_id TEXT NOT NULL,
+    side TEXT NOT NULL, type TEXT NOT NULL, time_in_force TEXT NOT NULL, price TEXT NOT NULL,
+    orig_qty TEXT NOT NULL, executed_qty TEXT NOT NULL, cum_quote TEXT NOT NULL, status TEXT NOT NULL,
+    time INTEGER NOT NULL, update_time INTEGER NOT NULL, locked TEXT NOT NULL, lock_asset TEXT NOT NULL,
+    orig_quote_qty TEXT NOT NULL)"""
+
+
+def test_a_state_file_of_the_previous_release_is_migrated(make_emulator: Any, tmp_path: Path) -> None:
+    state = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(state)) as db:  # the schema before stop orders and order lists
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE balances (asset TEXT PRIMARY KEY, free TEXT NOT NULL, locked TEXT NOT NULL)")
+        db.execute(_OLD_ORDERS)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("replay_ms", "1709251200000"),
+                                                          ("processed_ms", "1709251200000")])
+        db.executemany("INSERT INTO balances VALUES (?, ?, ?)", [("USDT", "99500", "500"), ("BTC", "0", "0")])
+        db.execute("INSERT INTO orders VALUES (1000001, 'BTCUSDT', 'old', 'BUY', 'LIMIT', 'GTC', '50000', '0.01', "
+                   "'0', '0', 'NEW', 1709251200000, 1709251200000, '500', 'USDT', '0')")
+        db.commit()
+    emu = make_emulator(state_path=state)
+    ex = _client(emu.port)
+    (order,) = ex.fetch_open_orders("BTC/USDT")
+    assert order["clientOrderId"] == "old" and order["info"]["isWorking"] is True
+    assert order["info"]["workingTime"] == 1709251200000 and order["info"]["orderListId"] == -1
+    assert ex.cancel_order(order["id"], "BTC/USDT")["status"] == "canceled"
+    assert ex.fetch_balance()["USDT"]["free"] == 100000
+
+
+def test_stop_orders_and_order_lists_survive_a_restart(make_emulator: Any) -> None:
+    emu = make_emulator(balances={"USDT": 100000, "BTC": 1})
+    ex = _client(emu.port)
+    last = ex.fetch_ticker("BTC/USDT")["last"]
+    stop = ex.create_order("BTC/USDT", "limit", "sell", 0.1, round(last * 0.98, 2),
+                           {"stopLossPrice": round(last * 0.99, 2)})
+    oco = ex.privatePostOrderListOco({
+        "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.2", "aboveType": "LIMIT_MAKER",
+        "abovePrice": f"{last * 1.05:.2f}", "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": f"{last * 0.95:.2f}",
+        "belowPrice": f"{last * 0.94:.2f}", "belowTimeInForce": "GTC"})
+    emu.stop()
+    again = make_emulator(balances={"USDT": 1})
+    ex2 = _client(again.port)
+    assert sorted(o["id"] for o in ex2.fetch_open_orders("BTC/USDT")) == sorted(
+        [stop["id"], *(str(o["orderId"]) for o in oco["orders"])])
+    assert ex2.fetch_balance()["BTC"]["used"] == 0.3  # 0.1 for the stop, 0.2 once for the OCO
+    assert ex2.privateGetOpenOrderList()[0]["orderListId"] == oco["orderListId"]
+    ex2.privateDeleteOrderList({"symbol": "BTCUSDT", "orderListId": oco["orderListId"]})
+    assert ex2.fetch_balance()["BTC"]["used"] == 0.1

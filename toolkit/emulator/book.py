@@ -14,7 +14,9 @@ Prices are held as integer ticks and quantities as integer steps, so walks are e
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
@@ -43,19 +45,19 @@ class BookSide:
         """Total quantity of the side, in steps."""
         return sum(self.sizes)
 
-    def visible(self, taken: int, limit: int | None = None) -> list[Fill]:
-        """Return the levels left after ``taken`` steps were taken from the top (at most ``limit``)."""
-        out: list[Fill] = []
+    def levels_after(self, taken: int) -> Iterator[Fill]:
+        """Yield the levels left after ``taken`` steps were taken from the top, best first."""
         skip = taken
         for price, size in zip(self.prices, self.sizes, strict=True):
             if skip >= size:
                 skip -= size
                 continue
-            out.append(Fill(price, size - skip))
+            yield Fill(price, size - skip)
             skip = 0
-            if limit is not None and len(out) >= limit:
-                break
-        return out
+
+    def visible(self, taken: int, limit: int | None = None) -> list[Fill]:
+        """Return the levels left after ``taken`` steps were taken from the top (at most ``limit``)."""
+        return list(itertools.islice(self.levels_after(taken), limit))
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class Book:
         left_qty = qty
         left_budget = budget
         buy = taker_side == "BUY"
-        for level in self.side(taker_side).visible(taken):
+        for level in self.side(taker_side).levels_after(taken):
             if limit is not None and (level.price > limit if buy else level.price < limit):
                 return fills, False
             take = level.qty

@@ -108,6 +108,40 @@ class EngineCore:
         self._used: dict[str, tuple[int, Decimal]] = {}
         #: per symbol: (open time of the bar, steps taken from its bids, steps taken from its asks)
         self._taken: dict[str, tuple[int, int, int]] = {}
+        # the unit of work: changes are written to SQLite once, at the commit that ends each public call
+        self._dirty_orders: dict[int, Order] = {}
+        self._dirty_assets: set[str] = set()
+        self._dirty_meta: dict[str, str] = {}
+        self._ids: dict[str, int] = {}
+
+    def _commit(self) -> None:
+        """Write the changed orders, balances and settings, then commit (one transaction per call)."""
+        for key, value in self._dirty_meta.items():
+            self.state.set_meta(key, value)
+        for asset in self._dirty_assets:
+            free, locked = self.bal[asset]
+            self.state.set_balance(asset, free, locked)
+        for order in self._dirty_orders.values():
+            self.state.save_order(order)
+        self._dirty_meta, self._dirty_assets, self._dirty_orders = {}, set(), {}
+        self.state.commit()
+
+    def _save(self, order: Order) -> None:
+        self._dirty_orders[order.order_id] = order
+
+    def _next_id(self, key: str, first: int) -> int:
+        """Return and advance a persistent counter (written at the commit)."""
+        if key not in self._ids:
+            raw = self.state.get_meta(key)
+            self._ids[key] = first if raw is None else int(raw)
+        value = self._ids[key]
+        self._ids[key] = value + 1
+        self._dirty_meta[key] = str(value + 1)
+        return value
+
+    def _lookup(self, symbol: str, order_id: int) -> Order | None:
+        """Return an order by id: open, changed in this call, or stored."""
+        return self.open.get(order_id) or self._dirty_orders.get(order_id) or self.state.get_order(symbol, order_id)
 
     # -- transactions and the clock -------------------------------------------------------------
     @contextlib.contextmanager
@@ -133,9 +167,8 @@ class EngineCore:
                 if self.open:
                     self._process(self.processed, now)
                 self.processed = now
-                self.state.set_meta("processed_ms", now)
-                self.state.set_meta("replay_ms", now)
-                self.state.commit()
+                self._dirty_meta["processed_ms"] = self._dirty_meta["replay_ms"] = str(now)
+                self._commit()
             return max(now, self.processed)
 
     # -- the market ---------------------------------------------------------------------------------
@@ -183,7 +216,7 @@ class EngineCore:
         else:
             bids += steps
         self._taken[symbol] = (bar_ms, bids, asks)
-        self.state.set_meta(f"book_taken:{symbol}", f"{bar_ms}:{bids}:{asks}")
+        self._dirty_meta[f"book_taken:{symbol}"] = f"{bar_ms}:{bids}:{asks}"
 
     def _room(self, symbol: str, bar_ms: int, volume: float) -> Decimal:
         """Return what is left of the resting-order budget of the bar opening at ``bar_ms``."""
@@ -199,14 +232,14 @@ class EngineCore:
         t_used, used = self._used.get(symbol, (-1, ZERO))
         total = (used if t_used == bar_ms else ZERO) + qty
         self._used[symbol] = (bar_ms, total)
-        self.state.set_meta(f"bar_used:{symbol}", f"{bar_ms}:{total}")
+        self._dirty_meta[f"bar_used:{symbol}"] = f"{bar_ms}:{total}"
 
     # -- balances -----------------------------------------------------------------------------------
     def _move(self, asset: str, free: Decimal, locked: Decimal) -> None:
         entry = self.bal.setdefault(asset, [ZERO, ZERO])
         entry[0] += free
         entry[1] += locked
-        self.state.set_balance(asset, entry[0], entry[1])
+        self._dirty_assets.add(asset)
 
     def free(self, asset: str) -> Decimal:
         """Return the free amount of ``asset`` (no bar processing)."""
@@ -249,7 +282,7 @@ class EngineCore:
         order.cum_quote += quote
         order.update_time = stamp
         order.status = "FILLED" if order.remaining == 0 else "PARTIALLY_FILLED"
-        trade = Trade(id=self.state.next_id("next_trade_id", 1), order_id=order.order_id, symbol=order.symbol,
+        trade = Trade(id=self._next_id("next_trade_id", 1), order_id=order.order_id, symbol=order.symbol,
                       price=price, qty=qty, quote_qty=quote, commission=fee, commission_asset=fee_asset,
                       time=stamp, is_buyer=order.side == "BUY", is_maker=maker)
         self.state.save_trade(trade)
@@ -261,7 +294,7 @@ class EngineCore:
                 if excess > 0:
                     order.locked -= excess
                     self._move(rules.quote, excess, -excess)
-            self.state.save_order(order)
+            self._save(order)
         if first and self.on_first_fill is not None:
             self.on_first_fill()
         return trade
@@ -285,7 +318,7 @@ class EngineCore:
         order.status = status
         order.update_time = max(order.update_time, when)
         self.open.pop(order.order_id, None)
-        self.state.save_order(order)
+        self._save(order)
 
     # -- order lists (OCO) --------------------------------------------------------------------------
     def _fire_list(self, order: Order, when: int) -> None:
@@ -335,7 +368,7 @@ class EngineCore:
     def _trigger(self, order: Order, when: int) -> None:
         order.working_time = when
         order.update_time = max(order.update_time, when)
-        self.state.save_order(order)
+        self._save(order)
         if order.order_list_id >= 0:
             self._fire_list(order, when)
 

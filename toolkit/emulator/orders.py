@@ -60,7 +60,7 @@ class Engine(EngineCore):
         if self.free(lock_asset) < lock:
             raise insufficient_balance()
         order = Order(
-            order_id=self.state.next_id("next_order_id", 1_000_001), symbol=rules.symbol,
+            order_id=self._next_id("next_order_id", 1_000_001), symbol=rules.symbol,
             client_order_id=client_id, side=side, type=type_, time_in_force=tif, price=price or ZERO,
             orig_qty=qty, executed_qty=ZERO, cum_quote=ZERO, status="NEW", time=now, update_time=now,
             locked=lock, lock_asset=lock_asset, orig_quote_qty=quote_qty or ZERO, stop_price=stop_price or ZERO,
@@ -68,7 +68,7 @@ class Engine(EngineCore):
         )
         self._move(lock_asset, -lock, lock)
         self.open[order.order_id] = order
-        self.state.save_order(order)
+        self._save(order)
         return order
 
     def _limit_lock(self, rules: SymbolRules, side: str, qty: Decimal, price: Decimal) -> tuple[Decimal, str]:
@@ -94,7 +94,7 @@ class Engine(EngineCore):
             else:
                 assert qty is not None and price is not None
                 order, fills = self._place_limit(rules, view, book, side, type_, tif, qty, price, cid, now)
-            self.state.commit()
+            self._commit()
             return order, fills
 
     def _place_market(self, rules: SymbolRules, view: MarketView, book: Book, side: str, qty: Decimal | None,
@@ -204,7 +204,7 @@ class Engine(EngineCore):
             lock, asset = self._limit_lock(rules, side, qty, max(p for p in prices if p is not None))
             if self.free(asset) < lock:
                 raise insufficient_balance()
-            list_id = self.state.next_id("next_order_list_id", 1)
+            list_id = self._next_id("next_order_list_id", 1)
             orders: list[Order] = []
             for leg, _ in legs:
                 tif = leg.time_in_force if leg.type.endswith("_LIMIT") else "GTC"
@@ -216,7 +216,7 @@ class Engine(EngineCore):
                             order_ids=[o.order_id for o in orders])
             self.lists[list_id] = lst
             self.state.save_order_list(lst)
-            self.state.commit()
+            self._commit()
             return lst, orders
 
     def cancel_list(self, symbol: str, list_id: int | None, client_id: str | None) -> tuple[OrderList, list[Order]]:
@@ -228,13 +228,13 @@ class Engine(EngineCore):
             if not found:
                 raise BinanceError(400, -2011, "Unknown order sent.")
             lst, orders = self._cancel_list(found[0], now)
-            self.state.commit()
+            self._commit()
             return lst, orders
 
     def _cancel_list(self, lst: OrderList, now: int) -> tuple[OrderList, list[Order]]:
         orders = []
         for order_id in lst.order_ids:
-            order = self.open.get(order_id) or self.state.get_order(lst.symbol, order_id)
+            order = self._lookup(lst.symbol, order_id)
             assert order is not None
             if order.is_open:
                 self._close(order, "CANCELED", now)
@@ -255,7 +255,7 @@ class Engine(EngineCore):
                 self._cancel_list(lst, now)
             else:
                 self._close(order, "CANCELED", now)
-            self.state.commit()
+            self._commit()
             return order
 
     def cancel_all(self, symbol: str) -> tuple[list[Order], list[tuple[OrderList, list[Order]]]]:
@@ -266,7 +266,7 @@ class Engine(EngineCore):
             single = [o for o in list(self.open.values()) if o.symbol == symbol and o.order_list_id < 0]
             for order in single:
                 self._close(order, "CANCELED", now)
-            self.state.commit()
+            self._commit()
             return sorted(single, key=lambda o: o.order_id), lists
 
     def _find_open(self, symbol: str, order_id: int | None, client_id: str | None) -> Order | None:
@@ -298,7 +298,7 @@ class Engine(EngineCore):
         """Return the orders of a list as they are now."""
         out = []
         for order_id in lst.order_ids:
-            order = self.open.get(order_id) or self.state.get_order(lst.symbol, order_id)
+            order = self._lookup(lst.symbol, order_id)
             assert order is not None
             out.append(order)
         return out

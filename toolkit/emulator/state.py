@@ -149,11 +149,18 @@ def _row_trade(row: sqlite3.Row) -> Trade:
     return Trade(**data)
 
 
+_ORDER_COLS = [f.name for f in fields(Order)]
+_TRADE_COLS = [f.name for f in fields(Trade)]
+_INSERT_ORDER = (f"INSERT OR REPLACE INTO orders ({', '.join(_ORDER_COLS)}) "
+                 f"VALUES ({', '.join(':' + c for c in _ORDER_COLS)})")
+_INSERT_TRADE = f"INSERT INTO trades ({', '.join(_TRADE_COLS)}) VALUES ({', '.join(':' + c for c in _TRADE_COLS)})"
+
+
 def _params(obj: Order | Trade) -> dict[str, object]:
     out: dict[str, object] = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        out[f.name] = str(v) if isinstance(v, Decimal) else v
+    for name in _ORDER_COLS if isinstance(obj, Order) else _TRADE_COLS:
+        v = getattr(obj, name)
+        out[name] = str(v) if isinstance(v, Decimal) else v
     return out
 
 
@@ -228,11 +235,7 @@ class State:
     # -- orders -----------------------------------------------------------------------------------
     def save_order(self, order: Order) -> None:
         """Insert or replace an order."""
-        cols = [f.name for f in fields(Order)]
-        self.db.execute(
-            f"INSERT OR REPLACE INTO orders ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-            _params(order),
-        )
+        self.db.execute(_INSERT_ORDER, _params(order))
 
     def get_order(self, symbol: str, order_id: int | None = None,
                   client_order_id: str | None = None) -> Order | None:
@@ -274,11 +277,7 @@ class State:
     # -- trades -----------------------------------------------------------------------------------
     def save_trade(self, trade: Trade) -> None:
         """Insert a fill."""
-        cols = [f.name for f in fields(Trade)]
-        self.db.execute(
-            f"INSERT INTO trades ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-            _params(trade),
-        )
+        self.db.execute(_INSERT_TRADE, _params(trade))
 
     def trades(self, symbol: str, order_id: int | None = None, from_id: int | None = None,
                start: int | None = None, end: int | None = None, limit: int = 500) -> list[Trade]:
