@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ccxt
 import pytest
 from emulator_support import PROCESS_TIMEOUT_S, spawn_emulator
 
@@ -95,6 +96,15 @@ def test_requests_racing_a_stop_get_no_500(make_emulator: Any, caplog: pytest.Lo
     assert all(s in (200, 503) for s in statuses), failures  # served, or refused cleanly while stopping
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged
     assert set(threading.enumerate()) == before
+
+
+def test_a_request_after_stopping_began_is_a_retryable_503(make_emulator: Any) -> None:
+    emu = make_emulator()
+    ex = exchange_client(url=emu.url, enableRateLimit=False, timeout=60_000)
+    assert ex.fetch_time() == emu.clock.now_ms()
+    assert emu.gate.close(PROCESS_TIMEOUT_S)  # what stop() does first: refuse new requests
+    with pytest.raises(ccxt.ExchangeNotAvailable):  # a 503 without a Binance code: ccxt's retryable error
+        ex.fetch_time()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

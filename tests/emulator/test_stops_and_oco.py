@@ -210,3 +210,19 @@ def test_the_legacy_oco_endpoint_places_a_limit_maker_and_a_stop_leg(trader: Any
                                   "stopLimitTimeInForce": "GTC"})
     assert sorted(r["type"] for r in res["orderReports"]) == ["LIMIT_MAKER", "STOP_LOSS_LIMIT"]
     assert len(ex.fetch_open_orders("BTC/USDT")) == 2 and _locked(ex, "BTC") == D("0.1")
+
+
+def test_a_stop_loss_market_sell_fills_at_the_book_when_triggered(trader: Any, small_store: Path) -> None:
+    emu, ex = trader
+    last = ex.fetch_ticker("BTC/USDT")["last"]
+    stop = round(last * 0.995, 2)
+    placed = ex.fetch_time()
+    order = ex.create_order("BTC/USDT", "market", "sell", 0.1, None, {"stopLossPrice": stop})
+    assert order["info"]["type"] == "STOP_LOSS" and order["status"] == "open" and _locked(ex, "BTC") == D("0.1")
+    step_clock(emu.url, 12 * 60)
+    triggered = _trigger_time(_bars(small_store, placed, 12 * 60), placed, stop, True)
+    done = ex.fetch_order(order["id"], "BTC/USDT")
+    trades = ex.fetch_my_trades("BTC/USDT", params={"orderId": order["id"]})
+    assert done["info"]["workingTime"] == triggered and done["status"] == "closed" and done["filled"] == 0.1
+    assert trades[0]["timestamp"] == triggered + 1 and {t["takerOrMaker"] for t in trades} == {"taker"}
+    assert _locked(ex, "BTC") == 0

@@ -143,8 +143,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw_body = self.rfile.read(length).decode() if length else ""
         if not emu.gate.enter():  # stopping: answer without touching the engine, and hang up
-            self.close_connection = True
-            self._send(503, {"code": -1016, "msg": "This service is no longer available."})
+            self.close_connection = True  # a bare 503, like a gateway's: the client may retry elsewhere/later
+            self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", content_type="text/html")
             return
         try:
             if split.path.startswith("/admin/"):

@@ -12,9 +12,10 @@ the replay speed. Tests give a ``toolkit.clock.ManualClock`` and step it.
   ``X-MBX-ORDER-COUNT-1D``.
 * A request over a weight limit is answered 429, code -1003, with ``Retry-After``
   (seconds to the end of the window); an order over an order limit 429, code -1015,
-  without ``Retry-After`` (as documented). A client that keeps sending in a window
-  after its 429s is banned: 418, code -1003, ``Retry-After`` until the ban ends; bans
-  last 2 minutes, doubling for each further ban up to 3 days.
+  without ``Retry-After`` (as documented). A client that keeps sending is banned: after
+  ``ban_after`` (3) 429s in one window, the next request over the limit gets 418, code
+  -1003, ``Retry-After`` until the ban ends; bans last 2 minutes, doubling for each
+  further ban up to 3 days.
 * Orders count when accepted; an order's first fill takes it off the counts of the
   current windows (Binance's "unfilled order count", FAQ order_count_decrement).
 """
@@ -148,7 +149,7 @@ class RateLimiter:
     enabled
         False counts nothing and refuses nothing (throughput benchmarks); headers still go out.
     ban_after
-        Requests refused with 429 in one window after which the next one bans the IP.
+        429s in one window after which the next request over the limit bans the IP.
     """
 
     def __init__(self, clock: Clock, limits: list[Limit] | None = None, enabled: bool = True,
