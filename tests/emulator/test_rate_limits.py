@@ -138,6 +138,7 @@ def test_rate_limits_can_be_switched_off(make_emulator: Any, wall: ManualClock) 
     last = ex.fetch_ticker("BTC/USDT")["last"]
     for i in range(60):
         ex.create_order("BTC/USDT", "limit", "buy", 0.001, round(last * 0.9, 2) - i)
+        assert "X-MBX-ORDER-COUNT-10S" not in ex.last_response_headers
     assert len(ex.fetch_open_orders("BTC/USDT")) == 60
 
 

@@ -54,10 +54,6 @@ class Api:
         self.signed: dict[tuple[str, str], H] = self.trading.routes()
 
     # -- dispatch -----------------------------------------------------------------------------------
-    def known(self, method: str, path: str) -> bool:
-        """True when ``method path`` is an endpoint (for the request-weight count)."""
-        return (method, path) in self.public or (method, path) in self.signed
-
     def handle(self, req: Request) -> Any:
         """Run the handler of ``req``; raise ``BinanceError`` for every error answer."""
         key = (req.method, req.path)

@@ -35,7 +35,7 @@ log = logging.getLogger("toolkit.emulator")
 
 
 def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses."""
+    """Return whether ``host`` is ``localhost`` or a loopback address."""
     if host == "localhost":
         return True
     try:

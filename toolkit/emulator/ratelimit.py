@@ -226,15 +226,16 @@ class RateLimiter:
         """Count accepted orders; return the ``X-MBX-ORDER-COUNT-*`` headers."""
         now = self.clock.now_ms()
         with self._lock:
-            out = {}
+            out: dict[str, str] = {}
+            if not self.enabled:
+                return out
             for limit in self.limits:
                 if limit.type == "ORDERS":
-                    count = self._add(limit, now, orders if self.enabled else 0)
-                    out[f"X-MBX-ORDER-COUNT-{limit.suffix}"] = str(count)
+                    out[f"X-MBX-ORDER-COUNT-{limit.suffix}"] = str(self._add(limit, now, orders))
             return out
 
     def filled(self) -> None:
-        """An order got its first fill: take it off the current windows' order counts."""
+        """Take an order off the current windows' order counts at its first fill."""
         now = self.clock.now_ms()
         with self._lock:
             if self.enabled:

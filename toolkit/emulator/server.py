@@ -184,7 +184,7 @@ class Emulator:
 
     @contextlib.contextmanager
     def counting_fills(self, active: bool) -> Iterator[list[int]]:
-        """Within an order request, count first fills instead of decrementing the order count at once."""
+        """Count the first fills of an order request instead of decrementing the order count at once."""
         counter = [0]
         self._local.first_fills = counter if active else None
         try:

@@ -275,7 +275,7 @@ class Trading:
         return self._list_json(lst, orders, reports=_RESULT_KEYS)
 
     def new_oco(self, req: Request) -> dict[str, Any]:
-        """``POST /api/v3/orderList/oco``: ``above*`` and ``below*`` legs."""
+        """Place an OCO from ``above*`` and ``below*`` legs (``POST /api/v3/orderList/oco``)."""
 
         p = req.params
         legs = []
@@ -295,7 +295,7 @@ class Trading:
         return self._oco(p, legs[0], legs[1])
 
     def new_oco_legacy(self, req: Request) -> dict[str, Any]:
-        """``POST /api/v3/order/oco`` (deprecated by Binance): a LIMIT_MAKER and a stop-loss leg."""
+        """Place an OCO the deprecated way (``POST /api/v3/order/oco``): a LIMIT_MAKER and a stop-loss leg."""
 
         p = req.params
         price, stop = dec(p, "price"), dec(p, "stopPrice")
