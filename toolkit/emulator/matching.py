@@ -116,11 +116,10 @@ class EngineCore:
 
     def _commit(self) -> None:
         """Write the changed orders, balances and settings, then commit (one transaction per call)."""
-        for key, value in self._dirty_meta.items():
-            self.state.set_meta(key, value)
-        for asset in self._dirty_assets:
-            free, locked = self.bal[asset]
-            self.state.set_balance(asset, free, locked)
+        if self._dirty_meta:
+            self.state.set_metas(self._dirty_meta)
+        if self._dirty_assets:
+            self.state.set_balances({a: (self.bal[a][0], self.bal[a][1]) for a in self._dirty_assets})
         for order in self._dirty_orders.values():
             self.state.save_order(order)
         self._dirty_meta, self._dirty_assets, self._dirty_orders = {}, set(), {}

@@ -214,6 +214,10 @@ class State:
         """Store a setting."""
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    def set_metas(self, values: dict[str, str]) -> None:
+        """Store several settings at once."""
+        self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
     def next_id(self, key: str, first: int) -> int:
         """Return and advance a persistent counter."""
         raw = self.get_meta(key)
@@ -231,6 +235,11 @@ class State:
         """Store one asset's free and locked amounts."""
         self.db.execute("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
                         (asset, str(free), str(locked)))
+
+    def set_balances(self, values: dict[str, tuple[Decimal, Decimal]]) -> None:
+        """Store several assets' free and locked amounts at once."""
+        self.db.executemany("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
+                            [(a, str(f), str(lk)) for a, (f, lk) in values.items()])
 
     # -- orders -----------------------------------------------------------------------------------
     def save_order(self, order: Order) -> None:
