@@ -20,6 +20,15 @@ DEFAULT_API_KEY = "emulator-api-key"
 DEFAULT_API_SECRET = "emulator-api-secret"
 
 
+#: What each validated field expects, for the ConfigurationError's message (pydantic's text otherwise).
+_EXPECTED = {
+    "port": "a TCP port, an integer 0..65535 (0: any free port)",
+    "speed": "a finite number >= 0 (replay minutes per wall minute; 0 = stepped)",
+    "symbols": "at least one symbol such as BTC/USDT, none empty",
+    "balances": "ASSET=AMOUNT with a finite amount >= 0",
+}
+
+
 def default_state_path() -> Path:
     """Return the default state file (next to the user's bar cache)."""
     return config.cache_dir().parent / "emulator" / "state.sqlite"
@@ -78,4 +87,4 @@ class EmulatorConfig(BaseModel):
             found = err.get("input")
             if isinstance(found, float) and not math.isfinite(found):
                 found = str(found)
-            raise ConfigurationError(field, err["msg"], found) from exc
+            raise ConfigurationError(field, _EXPECTED.get(field, err["msg"]), found) from exc
