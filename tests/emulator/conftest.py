@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from emulator_support import PROCESS_TIMEOUT_S
 
+from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 from toolkit.emulator.testing import make_store
 from toolkit.exchange import exchange_client
@@ -25,20 +28,28 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def make_emulator(small_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
-    """Return a factory of started emulators (stepped clock at 2024-03-01); all stopped at teardown."""
+    """Return a factory of started emulators (BTC/USDT, stepped clock at 2024-03-01); all stopped at teardown.
+
+    ``wall_clock`` is the clock the rate-limit windows run on (tests give a ManualClock).
+
+    The bundled BTC (2024-01..04) and ETH (2024-07-26..08-25) bars do not overlap, and an
+    emulator refuses a start outside any symbol's data, so ETH runs in emulators of its own.
+    """
     started: list[Emulator] = []
 
-    def _make(**overrides: Any) -> Emulator:
+    def _make(wall_clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Emulator:
         cfg: dict[str, Any] = {"port": 0, "speed": 0, "start": START, "state_path": tmp_path / "state.sqlite",
-                               "store_roots": (small_store,), "symbols": ("BTC/USDT", "ETH/USDT")}
+                               "store_roots": (small_store,), "symbols": ("BTC/USDT",)}
         cfg.update(overrides)
-        emu = Emulator(EmulatorConfig(**cfg)).start()
+        emu = Emulator(EmulatorConfig(**cfg), wall_clock=wall_clock).start()
         started.append(emu)
         return emu
 
-    yield _make
-    for emu in started:
-        emu.stop()
+    try:
+        yield _make
+    finally:
+        for emu in started:
+            emu.stop()
 
 
 @pytest.fixture
@@ -49,8 +60,21 @@ def emu(make_emulator: Callable[..., Emulator]) -> Emulator:
 @pytest.fixture
 def client(emu: Emulator) -> Any:
     """A real sync ccxt binance client pointed at the emulator (client-side rate limiter off)."""
-    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
-                         enableRateLimit=False, timeout=5000)
+    ex = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
+                         enableRateLimit=False, timeout=60_000)
     ex.load_markets()
     return ex
 
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts; any still running at teardown is killed and reaped."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+            p.wait(timeout=PROCESS_TIMEOUT_S)

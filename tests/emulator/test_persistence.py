@@ -4,81 +4,46 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ccxt
 import pytest
+from emulator_support import spawn_emulator
 
 from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET
-from toolkit.emulator.testing import admin, free_port, step_clock
+from toolkit.emulator.testing import FollowerClock, admin, free_port, step_clock
 from toolkit.errors import ConfigurationError
 from toolkit.exchange import exchange_client
 
 
-def _spawn(state: Path, port: int, cache: Path, procs: list[subprocess.Popen[bytes]],
-           env_extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``toolkit emulator serve`` in a child process; its stderr goes to a log file, read on failure."""
-    cmd = [sys.executable, "-c", "from toolkit.emulator.cli import app; app()", "serve", "--port", str(port),
-           "--speed", "0", "--start", "2024-03-01", "--state", str(state), "--balance", "USDT=50000",
-           "--symbols", "BTC/USDT"]
-    env = {**os.environ, "TOOLKIT_DATA_DIR": str(cache), **(env_extra or {})}
-    log = state.parent / f"emulator-{port}.log"
-    with log.open("wb") as err:  # a file never fills up and blocks the child the way an unread pipe can
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
-    procs.append(proc)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"emulator exited with {proc.returncode}: {log.read_text(errors='replace')}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3/ping", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"emulator did not start within 30 s: {log.read_text(errors='replace')}")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait(timeout=10)
-
-
-def _client(port: int) -> Any:
-    return exchange_client(url=f"http://127.0.0.1:{port}", api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
-                           enableRateLimit=False)
+def _client(port: int, clock: FollowerClock | None = None) -> Any:
+    """A ccxt client of an emulator in another process, signing with a follower of its replay clock."""
+    url = f"http://127.0.0.1:{port}"
+    return exchange_client(url=url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET,
+                           clock=clock or FollowerClock(url), enableRateLimit=False, timeout=60_000)
 
 
 def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list[Any]) -> None:
     state, cache = tmp_path / "state.sqlite", tmp_path / "cache"
     port = free_port()
-    _spawn(state, port, cache, procs)
+    spawn_emulator(state, port, cache, procs)
     url = f"http://127.0.0.1:{port}"
-    ex = _client(port)
+    follower = FollowerClock(url)
+    ex = _client(port, follower)
     buy = ex.create_order("BTC/USDT", "market", "buy", 0.05)
-    step_clock(url, 30)
+    step_clock(url, 30, follower)
     rest = ex.create_order("BTC/USDT", "limit", "sell", 0.02, 99_000, {"clientOrderId": "keep-me"})
     before = ex.fetch_balance()["info"]["balances"]
     replay = admin(url, "GET", "/admin/status")["replay_ms"]
     procs[0].send_signal(signal.SIGKILL)  # no clean shutdown: durability comes from per-request commits
-    procs[0].wait(timeout=10)
+    procs[0].wait(timeout=60)
 
     port2 = free_port()
-    _spawn(state, port2, cache, procs)
+    spawn_emulator(state, port2, cache, procs)
     ex2 = _client(port2)
     assert admin(f"http://127.0.0.1:{port2}", "GET", "/admin/status")["replay_ms"] == replay
     assert ex2.fetch_balance()["info"]["balances"] == before
@@ -90,7 +55,7 @@ def test_killed_process_restarts_with_the_same_state(tmp_path: Path, procs: list
     newer = ex2.create_order("BTC/USDT", "market", "sell", 0.01)
     assert int(newer["id"]) > int(rest["id"])
     procs[1].send_signal(signal.SIGINT)
-    procs[1].wait(timeout=10)
+    procs[1].wait(timeout=60)
     log = (tmp_path / f"emulator-{port2}.log").read_text(errors="replace")
     assert procs[1].returncode == 0, log
     assert "Traceback" not in log
@@ -106,7 +71,7 @@ def test_in_process_restart_keeps_orders_and_clock(make_emulator: Any) -> None:
     assert again.status()["replay_time"] == "2024-03-01T01:30:00Z"
     ex2 = _client(again.port)
     assert [o["clientOrderId"] for o in ex2.fetch_open_orders("BTC/USDT")] == ["stay"]
-    assert ex2.fetch_balance()["USDT"]["used"] == 500.5
+    assert ex2.fetch_balance()["USDT"]["used"] == 500  # price x qty
 
 
 def test_a_busy_port_or_bad_faults_file_never_opens_the_state_file(make_emulator: Any, tmp_path: Path) -> None:
@@ -114,7 +79,7 @@ def test_a_busy_port_or_bad_faults_file_never_opens_the_state_file(make_emulator
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        with pytest.raises(OSError):
+        with pytest.raises(ConfigurationError, match="port: expected a free TCP port"):
             make_emulator(port=busy.getsockname()[1], state_path=state)
     assert not state.exists()
     faults = tmp_path / "faults.json"
@@ -142,11 +107,61 @@ def test_a_failed_start_closes_the_state_file_and_the_port(make_emulator: Any, t
 def test_credentials_from_the_environment_stay_out_of_the_command_line(tmp_path: Path, procs: list[Any]) -> None:
     key, secret = "desk-key-from-env", "desk-secret-from-env-7f3a"
     port = free_port()
-    proc = _spawn(tmp_path / "state.sqlite", port, tmp_path / "cache", procs,
+    proc = spawn_emulator(tmp_path / "state.sqlite", port, tmp_path / "cache", procs,
                   {"EMULATOR_API_KEY": key, "EMULATOR_API_SECRET": secret})
     assert secret not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()  # what `ps` shows
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ccxt.AuthenticationError):
         _client(port).fetch_balance()  # the default credentials are no longer accepted
-    ex = exchange_client(url=url, api_key=key, secret=secret, enableRateLimit=False)
+    ex = exchange_client(url=url, api_key=key, secret=secret, clock=FollowerClock(url), enableRateLimit=False)
     assert ex.fetch_balance()["USDT"]["free"] == 50_000
+
+
+_OLD_ORDERS = """CREATE TABLE orders (
+    order_id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, client_order_id TEXT NOT NULL,
+    side TEXT NOT NULL, type TEXT NOT NULL, time_in_force TEXT NOT NULL, price TEXT NOT NULL,
+    orig_qty TEXT NOT NULL, executed_qty TEXT NOT NULL, cum_quote TEXT NOT NULL, status TEXT NOT NULL,
+    time INTEGER NOT NULL, update_time INTEGER NOT NULL, locked TEXT NOT NULL, lock_asset TEXT NOT NULL,
+    orig_quote_qty TEXT NOT NULL)"""
+
+
+def test_a_state_file_of_the_previous_release_is_migrated(make_emulator: Any, tmp_path: Path) -> None:
+    state = tmp_path / "old.sqlite"
+    with contextlib.closing(sqlite3.connect(state)) as db:  # the schema before stop orders and order lists
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE balances (asset TEXT PRIMARY KEY, free TEXT NOT NULL, locked TEXT NOT NULL)")
+        db.execute(_OLD_ORDERS)
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("replay_ms", "1709251200000"),
+                                                          ("processed_ms", "1709251200000")])
+        db.executemany("INSERT INTO balances VALUES (?, ?, ?)", [("USDT", "99500", "500"), ("BTC", "0", "0")])
+        db.execute("INSERT INTO orders VALUES (1000001, 'BTCUSDT', 'old', 'BUY', 'LIMIT', 'GTC', '50000', '0.01', "
+                   "'0', '0', 'NEW', 1709251200000, 1709251200000, '500', 'USDT', '0')")
+        db.commit()
+    emu = make_emulator(state_path=state)
+    ex = _client(emu.port)
+    (order,) = ex.fetch_open_orders("BTC/USDT")
+    assert order["clientOrderId"] == "old" and order["info"]["isWorking"] is True
+    assert order["info"]["workingTime"] == 1709251200000 and order["info"]["orderListId"] == -1
+    assert ex.cancel_order(order["id"], "BTC/USDT")["status"] == "canceled"
+    assert ex.fetch_balance()["USDT"]["free"] == 100000
+
+
+def test_stop_orders_and_order_lists_survive_a_restart(make_emulator: Any) -> None:
+    emu = make_emulator(balances={"USDT": 100000, "BTC": 1})
+    ex = _client(emu.port)
+    last = ex.fetch_ticker("BTC/USDT")["last"]
+    stop = ex.create_order("BTC/USDT", "limit", "sell", 0.1, round(last * 0.98, 2),
+                           {"stopLossPrice": round(last * 0.99, 2)})
+    oco = ex.privatePostOrderListOco({
+        "symbol": "BTCUSDT", "side": "SELL", "quantity": "0.2", "aboveType": "LIMIT_MAKER",
+        "abovePrice": f"{last * 1.05:.2f}", "belowType": "STOP_LOSS_LIMIT", "belowStopPrice": f"{last * 0.95:.2f}",
+        "belowPrice": f"{last * 0.94:.2f}", "belowTimeInForce": "GTC"})
+    emu.stop()
+    again = make_emulator(balances={"USDT": 1})
+    ex2 = _client(again.port)
+    assert sorted(o["id"] for o in ex2.fetch_open_orders("BTC/USDT")) == sorted(
+        [stop["id"], *(str(o["orderId"]) for o in oco["orders"])])
+    assert ex2.fetch_balance()["BTC"]["used"] == 0.3  # 0.1 for the stop, 0.2 once for the OCO
+    assert ex2.privateGetOpenOrderList()[0]["orderListId"] == oco["orderListId"]
+    ex2.privateDeleteOrderList({"symbol": "BTCUSDT", "orderListId": oco["orderListId"]})
+    assert ex2.fetch_balance()["BTC"]["used"] == 0.1

@@ -1,9 +1,14 @@
 """The replay clock: real-time, accelerated, or stepped by tests.
 
-Replay time is the market's time (inside the bundled data); it is distinct from
-the wall clock that signs requests. ``speed=1`` replays in real time,
-``speed=60`` runs a minute of bars per second, ``speed=0`` stands still until
+Replay time is the market's time (inside the bundled data). It is the emulator's
+one clock: server time (``/api/v3/time``), order, trade and kline times and the
+signature window all read it. ``speed=1`` replays at wall speed, ``speed=60``
+runs a minute of bars per wall second, ``speed=0`` stands still until
 :meth:`ReplayClock.advance` is called (tests step it through the admin endpoint).
+
+:class:`ReplayClock` satisfies :class:`toolkit.clock.Clock`; anything that also
+has ``advance`` and ``set`` (:class:`SteppableClock`, e.g. ``toolkit.clock.ManualClock``)
+can drive an emulator.
 """
 
 from __future__ import annotations
@@ -11,10 +16,27 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
+import pandas as pd
+
+from toolkit.clock import Clock, ms_to_timestamp
 from toolkit.errors import ConfigurationError
 
-__all__ = ["ReplayClock"]
+__all__ = ["ReplayClock", "SteppableClock"]
+
+
+@runtime_checkable
+class SteppableClock(Clock, Protocol):
+    """A :class:`~toolkit.clock.Clock` that can be moved forward (never back)."""
+
+    def advance(self, ms: int) -> int:
+        """Move forward by ``ms`` milliseconds and return the new time."""
+        ...
+
+    def set(self, when: int) -> int:
+        """Jump to ``when`` (epoch ms, not before now) and return it."""
+        ...
 
 
 class ReplayClock:
@@ -31,8 +53,8 @@ class ReplayClock:
     """
 
     def __init__(self, start_ms: int, speed: float, wall: Callable[[], float] = time.time) -> None:
-        if speed < 0:
-            raise ConfigurationError("speed", "a number >= 0 (0 = stepped)", speed)
+        if not speed >= 0 or speed == float("inf"):
+            raise ConfigurationError("speed", "a finite number >= 0 (0 = stepped)", speed)
         self._wall = wall
         self._speed = float(speed)
         self._anchor_replay = int(start_ms)
@@ -60,6 +82,10 @@ class ReplayClock:
         with self._lock:
             return self._now()
 
+    def now(self) -> pd.Timestamp:
+        """Return the current replay time as a tz-aware UTC timestamp."""
+        return ms_to_timestamp(self.now_ms())
+
     def advance(self, ms: int) -> int:
         """Move replay time forward by ``ms`` and return the new time (read and update are one step)."""
         if ms < 0:
@@ -67,17 +93,19 @@ class ReplayClock:
         with self._lock:
             return self._jump(self._now() + int(ms))
 
-    def set(self, replay_ms: int) -> int:
-        """Jump to ``replay_ms`` (never backwards) and return the new time."""
+    def set(self, when: int) -> int:
+        """Jump to ``when`` (epoch ms, never backwards) and return the new time."""
         with self._lock:
             now = self._now()
-            if replay_ms < now:
-                raise ConfigurationError("clock", f"a time at or after the current replay time {now}",
-                                         replay_ms)
-            return self._jump(replay_ms)
+            if when < now:
+                raise ConfigurationError("clock", f"a time at or after the current replay time {now}", when)
+            return self._jump(when)
 
     def _jump(self, replay_ms: int) -> int:
         # caller holds self._lock
         self._anchor_replay = int(replay_ms)
         self._anchor_wall = self._wall()
         return int(replay_ms)
+
+    def __repr__(self) -> str:
+        return f"ReplayClock({self.now().isoformat()}, speed={self._speed:g})"

@@ -3,7 +3,8 @@
 The newest bundled ``exchangeInfo`` snapshot of each symbol is served as is
 (minus the empty placeholder keys of the normalised dump); the same filters
 decide whether an order passes: PRICE_FILTER, LOT_SIZE / MARKET_LOT_SIZE,
-PERCENT_PRICE_BY_SIDE, NOTIONAL (or the older MIN_NOTIONAL) and MAX_NUM_ORDERS.
+PERCENT_PRICE_BY_SIDE, NOTIONAL (or the older MIN_NOTIONAL), MAX_NUM_ORDERS and
+MAX_NUM_ALGO_ORDERS (open stop orders per symbol).
 """
 
 from __future__ import annotations
@@ -60,23 +61,30 @@ class SymbolRules:
     ask_up: Decimal = ZERO
     ask_down: Decimal = ZERO
     max_num_orders: int = 200
+    max_num_algo_orders: int = 0
 
     @property
     def unified(self) -> str:
         """Return the ccxt symbol, e.g. ``BTC/USDT``."""
         return f"{self.base}/{self.quote}"
 
-    def check(self, order_type: str, side: str, qty: Decimal, price: Decimal | None,
-              ref_price: Decimal, open_orders: int) -> None:
-        """Raise ``BinanceError`` (-1013 / -2010) when an order breaks a filter."""
-        if price is not None:
-            if price <= 0 or (self.max_price > 0 and price > self.max_price) or price < self.min_price:
+    def check(self, order_type: str, side: str, qty: Decimal, price: Decimal | None, ref_price: Decimal,
+              open_orders: int, stop_price: Decimal | None = None, open_algo: int = 0) -> None:
+        """Raise ``BinanceError`` (-1013 / -2010) when an order breaks a filter.
+
+        ``open_orders`` and ``open_algo`` count the symbol's open orders and open stop orders
+        before this one (MAX_NUM_ORDERS, MAX_NUM_ALGO_ORDERS).
+        """
+        for value in (price, stop_price):
+            if value is None:
+                continue
+            if value <= 0 or (self.max_price > 0 and value > self.max_price) or value < self.min_price:
                 raise filter_failure("PRICE_FILTER")
-            if self.tick > 0 and (price - self.min_price) % self.tick != 0:
+            if self.tick > 0 and (value - self.min_price) % self.tick != 0:
                 raise filter_failure("PRICE_FILTER")
         if qty <= 0 or qty < self.min_qty or (self.max_qty > 0 and qty > self.max_qty):
             raise filter_failure("LOT_SIZE")
-        if self.step > 0 and (qty - self.min_qty) % self.step != 0:
+        if self.step > 0 and qty % self.step != 0:  # Binance since 2023-03: quantity % stepSize == 0
             raise filter_failure("LOT_SIZE")
         if order_type == "MARKET" and self.market_max_qty > 0 and qty > self.market_max_qty:
             raise filter_failure("MARKET_LOT_SIZE")
@@ -90,6 +98,17 @@ class SymbolRules:
                 raise filter_failure("NOTIONAL")
         if open_orders >= self.max_num_orders:
             raise BinanceError(400, -2010, "Filter failure: MAX_NUM_ORDERS")
+        if stop_price is not None and self.max_num_algo_orders > 0 and open_algo >= self.max_num_algo_orders:
+            raise BinanceError(400, -2010, "Filter failure: MAX_NUM_ALGO_ORDERS")
+
+    def check_quote_order(self, quote_qty: Decimal, ref_price: Decimal) -> None:
+        """Raise -1013 when a ``quoteOrderQty`` market order's value breaks NOTIONAL."""
+        if quote_qty <= 0 or (self.min_notional_market and quote_qty < self.min_notional):
+            raise filter_failure("NOTIONAL")
+        if self.max_notional > 0 and quote_qty > self.max_notional:
+            raise filter_failure("NOTIONAL")
+        if self.market_max_qty > 0 and ref_price > 0 and quote_qty / ref_price > self.market_max_qty:
+            raise filter_failure("MARKET_LOT_SIZE")
 
 
 def _clean(entry: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +142,8 @@ def _parse(entry: dict[str, Any]) -> SymbolRules:
                    "ask_up": _dec(f.get("askMultiplierUp")), "ask_down": _dec(f.get("askMultiplierDown"))}
         elif kind == "MAX_NUM_ORDERS":
             kw["max_num_orders"] = int(f.get("maxNumOrders") or 200)
+        elif kind == "MAX_NUM_ALGO_ORDERS":
+            kw["max_num_algo_orders"] = int(f.get("maxNumAlgoOrders") or 0)
     return SymbolRules(symbol=entry["symbol"], base=entry["baseAsset"], quote=entry["quoteAsset"],
                        info=entry, **kw)
 

@@ -1,48 +1,50 @@
-"""The matching engine: replayed bars in, fills and balances out.
+"""The matching engine's core: replayed bars in, books, fills and balances out.
 
-Model (see docs/emulator.md for the table):
+Model (docs/emulator.md, "Matching model", has the table):
 
-* The replay time ``T`` lies inside the minute of the *forming* bar ``k``; the
-  client sees only bars closed before ``T``. The reference price is the open of
-  bar ``k`` (the first trade of the minute, known at ``T``).
-* Market orders fill at ``ref × (1 ± (half_spread + impact))``. The half-spread
-  is ``max(min_half_spread_bps, spread_coef × (high−low)/close)`` of the last
-  closed bar; the impact is ``impact_coef × sqrt(qty / volume of the last closed
-  bar)``. At most ``max_participation`` of that volume fills per bar; the rest
-  fills at the open of the following bars (partial fills across bars).
-* Limit orders that are marketable on arrival take liquidity like a market
-  order, capped at their limit price. Resting limit orders fill at their price,
-  as maker, on a later bar whose range strictly crosses it (low < price for a
-  buy, high > price for a sell), up to ``max_participation`` of that bar's volume.
-* Fees are charged in the quote asset (taker or maker rate) on every fill.
+* Replay time ``T`` lies inside the minute of the *forming* bar ``k``. Until that
+  minute closes only its open ``O_k`` is known: it is the last price, the book's
+  reference price and the close of the forming kline.
+* Takers (market orders, the marketable part of limit orders, stop orders when
+  they trigger) fill at once against the synthesised book of the minute
+  (:mod:`toolkit.emulator.book`), walking it level by level; what they take is gone
+  from the book until the next minute. A market order never rests: what the book
+  cannot fill expires.
+* Resting limit orders fill at their own price, as maker, when a later bar's range
+  strictly crosses it, within a participation budget of that bar's volume shared by
+  all resting orders of the symbol. Stop orders trigger on the bar path (the open,
+  then the bar's range at its close); a stop triggered inside a bar goes on the book
+  at the next minute's open.
+* Fees are charged in the asset received: a buyer pays in the base asset, a seller
+  in the quote asset.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import secrets
 import threading
-from collections.abc import Iterator
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.emulator.clock import ReplayClock
-from toolkit.emulator.errors import BinanceError, insufficient_balance, market_closed, unknown_order
+from toolkit.clock import Clock
+from toolkit.emulator.book import Book, build_book
 from toolkit.emulator.feed import MINUTE, BarFeed
 from toolkit.emulator.filters import SymbolRules, round_step
-from toolkit.emulator.state import Order, State, Trade
+from toolkit.emulator.state import Order, OrderList, State, Trade
 
-__all__ = ["Engine", "MatchingParams"]
+__all__ = ["EngineCore", "MarketView", "MatchingParams"]
 
 Q8 = Decimal("0.00000001")
+ZERO = Decimal(0)
 
 
 class MatchingParams(BaseModel):
-    """Parameters of the fill model and fees (Binance VIP0 spot: 0.1 % taker and maker)."""
+    """Parameters of the book, the fill model and the fees (Binance VIP0 spot: 0.1 % taker and maker)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -52,38 +54,95 @@ class MatchingParams(BaseModel):
     spread_coef: Annotated[float, Field(ge=0)] = 0.05
     impact_coef: Annotated[float, Field(ge=0)] = 0.002
     max_participation: Annotated[float, Field(gt=0, le=1)] = 0.25
-    market_buy_buffer: Decimal = Decimal("0.05")
+    book_levels: Annotated[int, Field(ge=1, le=5000)] = 100
 
 
-class Engine:
-    """Orders, fills and balances over replayed bars; every public method is thread-safe."""
+@dataclass(frozen=True)
+class MarketView:
+    """What is known of a symbol's market at one time.
+
+    ``open`` is False in a gap of the data (a halt) or after its end: the view is then
+    frozen at the last closed bar and orders are refused.
+    """
+
+    bar_ms: int
+    last: Decimal
+    mid: float
+    half_spread: float
+    volume: float
+    open: bool
+
+
+class EngineCore:
+    """Balances, books, fills and bar events; every public method is thread-safe."""
 
     def __init__(self, feeds: dict[str, BarFeed], rules: dict[str, SymbolRules], state: State,
-                 clock: ReplayClock, params: MatchingParams | None = None,
+                 clock: Clock, params: MatchingParams | None = None,
                  balances: dict[str, Decimal] | None = None) -> None:
         self.feeds, self.rules, self.state, self.clock = feeds, rules, state, clock
         self.params = params or MatchingParams()
         self.lock = threading.RLock()
         if state.is_new:
             for asset, amount in (balances or {}).items():
-                state.set_balance(asset, Decimal(amount), Decimal(0))
+                state.set_balance(asset, Decimal(amount), ZERO)
             state.set_meta("replay_ms", clock.now_ms())
             state.set_meta("processed_ms", clock.now_ms())
             state.commit()
-        else:
-            saved = int(state.get_meta("replay_ms") or 0)
-            if saved > clock.now_ms():
-                clock.set(saved)
-        self.bal: dict[str, list[Decimal]] = {a: [f, lk] for a, (f, lk) in state.balances().items()}
-        for r in rules.values():
-            self.bal.setdefault(r.base, [Decimal(0), Decimal(0)])
-            self.bal.setdefault(r.quote, [Decimal(0), Decimal(0)])
-        self.open: dict[int, Order] = {o.order_id: o for o in state.open_orders()}
-        self.processed = int(state.get_meta("processed_ms") or clock.now_ms())
-        #: per symbol: (open time of the bar, quantity filled in it) -- the shared participation budget
-        self._used: dict[str, tuple[int, Decimal]] = {}
+        #: called once per order, at its first fill (Binance decrements the order count then)
+        self.on_first_fill: Callable[[], None] | None = None
+        self._books: dict[str, Book] = {}
+        self._load()
 
-    # -- clock ------------------------------------------------------------------------------------
+    def _load(self) -> None:
+        """(Re)load the books in memory from the state file."""
+        self.bal: dict[str, list[Decimal]] = {a: [f, lk] for a, (f, lk) in self.state.balances().items()}
+        for r in self.rules.values():
+            self.bal.setdefault(r.base, [ZERO, ZERO])
+            self.bal.setdefault(r.quote, [ZERO, ZERO])
+        self.open: dict[int, Order] = {o.order_id: o for o in self.state.open_orders()}
+        self.lists: dict[int, OrderList] = {lst.order_list_id: lst for lst in self.state.order_lists(
+            open_only=True, limit=10**9)}
+        self.processed = int(self.state.get_meta("processed_ms") or self.clock.now_ms())
+        self.last_trade_ms = self.state.last_trade_time()
+        #: per symbol: (open time of the bar, quantity resting orders filled in it) -- the participation budget
+        self._used: dict[str, tuple[int, Decimal]] = {}
+        #: per symbol: (open time of the bar, steps taken from its bids, steps taken from its asks)
+        self._taken: dict[str, tuple[int, int, int]] = {}
+        # the unit of work: changes are written to SQLite once, at the commit that ends each public call
+        self._dirty_orders: dict[int, Order] = {}
+        self._dirty_assets: set[str] = set()
+        self._dirty_meta: dict[str, str] = {}
+        self._ids: dict[str, int] = {}
+
+    def _commit(self) -> None:
+        """Write the changed orders, balances and settings, then commit (one transaction per call)."""
+        if self._dirty_meta:
+            self.state.set_metas(self._dirty_meta)
+        if self._dirty_assets:
+            self.state.set_balances({a: (self.bal[a][0], self.bal[a][1]) for a in self._dirty_assets})
+        for order in self._dirty_orders.values():
+            self.state.save_order(order)
+        self._dirty_meta, self._dirty_assets, self._dirty_orders = {}, set(), {}
+        self.state.commit()
+
+    def _save(self, order: Order) -> None:
+        self._dirty_orders[order.order_id] = order
+
+    def _next_id(self, key: str, first: int) -> int:
+        """Return and advance a persistent counter (written at the commit)."""
+        if key not in self._ids:
+            raw = self.state.get_meta(key)
+            self._ids[key] = first if raw is None else int(raw)
+        value = self._ids[key]
+        self._ids[key] = value + 1
+        self._dirty_meta[key] = str(value + 1)
+        return value
+
+    def _lookup(self, symbol: str, order_id: int) -> Order | None:
+        """Return an order by id: open, changed in this call, or stored."""
+        return self.open.get(order_id) or self._dirty_orders.get(order_id) or self.state.get_order(symbol, order_id)
+
+    # -- transactions and the clock -------------------------------------------------------------
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:
         """Hold the lock; on any error drop the uncommitted changes and reload the books from SQLite."""
@@ -91,18 +150,9 @@ class Engine:
             try:
                 yield
             except BaseException:
-                self._restore()
+                self.state.rollback()
+                self._load()
                 raise
-
-    def _restore(self) -> None:
-        self.state.rollback()
-        self.bal = {a: [f, lk] for a, (f, lk) in self.state.balances().items()}
-        for r in self.rules.values():
-            self.bal.setdefault(r.base, [Decimal(0), Decimal(0)])
-            self.bal.setdefault(r.quote, [Decimal(0), Decimal(0)])
-        self.open = {o.order_id: o for o in self.state.open_orders()}
-        self.processed = int(self.state.get_meta("processed_ms") or self.processed)
-        self._used = {}
 
     def sync(self) -> int:
         """Process every bar event up to the clock's time and return that time.
@@ -116,78 +166,83 @@ class Engine:
                 if self.open:
                     self._process(self.processed, now)
                 self.processed = now
-                self.state.set_meta("processed_ms", now)
-                self.state.set_meta("replay_ms", now)
-                self.state.commit()
+                self._dirty_meta["processed_ms"] = self._dirty_meta["replay_ms"] = str(now)
+                self._commit()
             return max(now, self.processed)
 
-    def advance(self, ms: int) -> int:
-        """Move a (stepped or running) clock forward by ``ms`` and process the bars passed."""
-        with self.lock:
-            self.clock.advance(ms)
-            return self.sync()
+    # -- the market ---------------------------------------------------------------------------------
+    def market(self, symbol: str, t: int) -> MarketView | None:
+        """Return the market of ``symbol`` at replay time ``t`` (None before its first bar closed)."""
+        feed, p = self.feeds[symbol], self.params
+        k = feed.index_at(t)
+        if k >= 0:
+            ref = k - 1 if k > 0 else k  # spread and depth come from the last closed bar
+            bar_ms, mid, is_open = int(feed.t[k]), float(feed.o[k]), True
+        else:
+            ref = feed.last_closed(t)
+            if ref < 0:
+                return None
+            bar_ms, mid, is_open = int(feed.t[ref]) + MINUTE, float(feed.c[ref]), False
+        hs = max(p.min_half_spread_bps * 1e-4, p.spread_coef * (feed.h[ref] - feed.lo[ref]) / feed.c[ref])
+        return MarketView(bar_ms, Decimal(f"{mid:.8f}"), mid, float(hs), float(feed.v[ref]), is_open)
 
-    # -- prices -------------------------------------------------------------------------------------
-    def _market(self, symbol: str, now: int) -> tuple[int, Decimal, float, float]:
-        feed = self.feeds[symbol]
-        i = feed.index_at(now)
-        if i < 0:
-            raise market_closed()
-        p = i - 1 if i > 0 else i
-        hs = max(self.params.min_half_spread_bps * 1e-4,
-                 self.params.spread_coef * (feed.h[p] - feed.lo[p]) / feed.c[p])
-        return i, Decimal(f"{feed.o[i]:.8f}"), hs, float(feed.v[p])
+    def book(self, symbol: str, view: MarketView) -> Book:
+        """Return the full synthesised book of the minute of ``view`` (cached per symbol and minute)."""
+        cached = self._books.get(symbol)
+        if cached is not None and cached.bar_ms == view.bar_ms:
+            return cached
+        rules, p = self.rules[symbol], self.params
+        book = build_book(view.bar_ms, view.mid, view.half_spread, view.volume, rules.tick, rules.step,
+                          p.max_participation, p.impact_coef, p.book_levels)
+        self._books[symbol] = book
+        return book
 
-    def _price(self, rules: SymbolRules, side: str, ref: Decimal, hs: float, qty: Decimal,
-               vol: float) -> Decimal:
-        share = float(qty) / vol if vol > 0 else 1.0
-        slip = hs + self.params.impact_coef * math.sqrt(share)
-        if side == "BUY":
-            return round_step(ref * Decimal(1 + slip), rules.tick, up=True)
-        return max(rules.tick, round_step(ref * Decimal(1 - slip), rules.tick))
+    def taken(self, symbol: str, bar_ms: int, taker_side: str) -> int:
+        """Return the steps takers took from the side ``taker_side`` meets in the minute ``bar_ms``."""
+        if symbol not in self._taken:
+            raw = self.state.get_meta(f"book_taken:{symbol}")
+            parts = [int(x) for x in (raw or "-1:0:0").split(":")]
+            self._taken[symbol] = (parts[0], parts[1], parts[2])
+        t_bar, taken_bids, taken_asks = self._taken[symbol]
+        if t_bar != bar_ms:
+            return 0
+        return taken_asks if taker_side == "BUY" else taken_bids
 
-    def _cap(self, rules: SymbolRules, vol: float) -> Decimal:
-        return round_step(Decimal(f"{vol * self.params.max_participation:.8f}"), rules.step)
+    def _record_taken(self, symbol: str, bar_ms: int, taker_side: str, steps: int) -> None:
+        bids, asks = self.taken(symbol, bar_ms, "SELL"), self.taken(symbol, bar_ms, "BUY")
+        if taker_side == "BUY":
+            asks += steps
+        else:
+            bids += steps
+        self._taken[symbol] = (bar_ms, bids, asks)
+        self._dirty_meta[f"book_taken:{symbol}"] = f"{bar_ms}:{bids}:{asks}"
 
-    def _room(self, symbol: str, bar_ms: int, cap: Decimal) -> Decimal:
-        """Return what is left of ``cap`` in the bar opening at ``bar_ms`` after this symbol's fills in it."""
+    def _room(self, symbol: str, bar_ms: int, volume: float) -> Decimal:
+        """Return what is left of the resting-order budget of the bar opening at ``bar_ms``."""
+        cap = round_step(Decimal(f"{volume * self.params.max_participation:.8f}"), self.rules[symbol].step)
         if symbol not in self._used:
             raw = self.state.get_meta(f"bar_used:{symbol}")
             t, q = raw.split(":") if raw else ("-1", "0")
             self._used[symbol] = (int(t), Decimal(q))
         t_used, used = self._used[symbol]
-        return max(Decimal(0), cap - (used if t_used == bar_ms else Decimal(0)))
+        return max(ZERO, cap - (used if t_used == bar_ms else ZERO))
 
-    def _use(self, symbol: str, bar_ms: int, fills: list[Trade]) -> None:
-        qty = sum((t.qty for t in fills), Decimal(0))
-        if not qty:
-            return
-        t_used, used = self._used.get(symbol, (-1, Decimal(0)))
-        total = (used if t_used == bar_ms else Decimal(0)) + qty
+    def _use(self, symbol: str, bar_ms: int, qty: Decimal) -> None:
+        t_used, used = self._used.get(symbol, (-1, ZERO))
+        total = (used if t_used == bar_ms else ZERO) + qty
         self._used[symbol] = (bar_ms, total)
-        self.state.set_meta(f"bar_used:{symbol}", f"{bar_ms}:{total}")
+        self._dirty_meta[f"bar_used:{symbol}"] = f"{bar_ms}:{total}"
 
-    def quote(self, symbol: str, lag_ms: int = 0) -> tuple[Decimal, Decimal, float]:
-        """Return (bid, ask, last closed bar volume) from the last bar closed ``lag_ms`` before now."""
-        with self.lock:
-            now = self.sync() - lag_ms
-            feed, rules = self.feeds[symbol], self.rules[symbol]
-            j = feed.last_closed(now)
-            if j < 0:
-                raise market_closed()
-            close = Decimal(f"{feed.c[j]:.8f}")
-            hs = max(self.params.min_half_spread_bps * 1e-4,
-                     self.params.spread_coef * (feed.h[j] - feed.lo[j]) / feed.c[j])
-            bid = round_step(close * Decimal(1 - hs), rules.tick)
-            ask = max(round_step(close * Decimal(1 + hs), rules.tick, up=True), bid + rules.tick)
-            return bid, ask, float(feed.v[j])
-
-    # -- balances -------------------------------------------------------------------------------------
+    # -- balances -----------------------------------------------------------------------------------
     def _move(self, asset: str, free: Decimal, locked: Decimal) -> None:
-        entry = self.bal.setdefault(asset, [Decimal(0), Decimal(0)])
+        entry = self.bal.setdefault(asset, [ZERO, ZERO])
         entry[0] += free
         entry[1] += locked
-        self.state.set_balance(asset, entry[0], entry[1])
+        self._dirty_assets.add(asset)
+
+    def free(self, asset: str) -> Decimal:
+        """Return the free amount of ``asset`` (no bar processing)."""
+        return self.bal.get(asset, [ZERO, ZERO])[0]
 
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Return ``{asset: (free, locked)}`` after processing bars up to now."""
@@ -195,231 +250,198 @@ class Engine:
             self.sync()
             return {a: (v[0], v[1]) for a, v in sorted(self.bal.items())}
 
-    # -- orders ---------------------------------------------------------------------------------------
-    def place(self, symbol: str, side: str, type_: str, tif: str, qty: Decimal | None, price: Decimal | None,
-              quote_qty: Decimal | None, client_id: str | None) -> tuple[Order, list[Trade]]:
-        """Validate, accept and (where possible) fill a new order; raise ``BinanceError`` on rejection."""
-        with self._atomic():
-            now = self.sync()
-            rules = self.rules[symbol]
-            client_id = client_id or "emu" + secrets.token_hex(10)
-            if any(o.symbol == symbol and o.client_order_id == client_id for o in self.open.values()):
-                raise BinanceError(400, -2010, "Duplicate order sent.")
-            k, ref, hs, vol = self._market(symbol, now)
-            bar_ms = int(self.feeds[symbol].t[k])
-            by_quote = qty is None and quote_qty is not None
-            if by_quote:
-                assert quote_qty is not None
-                qty = self._size_by_quote(rules, side, quote_qty, ref, hs, vol)
-            assert qty is not None
-            n_open = sum(1 for o in self.open.values() if o.symbol == symbol)
-            rules.check(type_, side, qty, price, ref, n_open)
-            fee = max(self.params.taker_fee, self.params.maker_fee)
-            if side == "BUY" and by_quote:
-                assert quote_qty is not None
-                lock_asset, lock = rules.quote, quote_qty  # Binance spends at most quoteOrderQty
-            elif side == "BUY":
-                unit = price if price is not None else ref * (1 + self.params.market_buy_buffer)
-                lock_asset, lock = rules.quote, (unit * qty * (1 + fee)).quantize(Q8, rounding=ROUND_CEILING)
-            else:
-                lock_asset, lock = rules.base, qty
-            ask, bid = ref * Decimal(1 + hs), ref * Decimal(1 - hs)
-            crosses = price is not None and (price >= ask if side == "BUY" else price <= bid)
-            marketable = type_ == "MARKET" or crosses
-            if type_ == "LIMIT_MAKER" and marketable:
-                raise BinanceError(400, -2010, "Order would immediately match and take.")
-            if self.bal.get(lock_asset, [Decimal(0)])[0] < lock:
-                raise insufficient_balance()
-            order = Order(
-                order_id=self.state.next_id("next_order_id", 1_000_001), symbol=symbol,
-                client_order_id=client_id,
-                side=side, type=type_, time_in_force=tif, price=price or Decimal(0), orig_qty=qty,
-                executed_qty=Decimal(0), cum_quote=Decimal(0), status="NEW", time=now, update_time=now,
-                locked=lock, lock_asset=lock_asset, orig_quote_qty=quote_qty or Decimal(0),
-            )
-            self._move(lock_asset, -lock, lock)
-            self.open[order.order_id] = order
-            fills: list[Trade] = []
-            if marketable:
-                q = min(order.remaining, self._room(symbol, bar_ms, self._cap(rules, vol)))
-                if tif == "FOK" and q < order.orig_qty:
-                    q = Decimal(0)
-                if q > 0:
-                    px = self._price(rules, side, ref, hs, q, vol)
-                    if price is not None:
-                        px = min(px, price) if side == "BUY" else max(px, price)
-                    fills.extend(self._fill(order, q, px, now, maker=False))
-                    self._use(symbol, bar_ms, fills)
-            if order.is_open and tif in ("IOC", "FOK"):
-                self._close(order, "EXPIRED", now)
-            self.state.save_order(order)
-            self.state.commit()
-            return order, fills
+    # -- fills --------------------------------------------------------------------------------------
+    def _stamp(self, when: int) -> int:
+        """Return a fill time: ``when``, or 1 ms after the previous fill (fill times strictly increase)."""
+        self.last_trade_ms = max(int(when), self.last_trade_ms + 1)
+        return self.last_trade_ms
 
-    @staticmethod
-    def _cost(qty: Decimal, price: Decimal, rate: Decimal) -> tuple[Decimal, Decimal]:
-        quote = (qty * price).quantize(Q8)
-        return quote, (quote * rate).quantize(Q8, rounding=ROUND_FLOOR)
-
-    def _affordable(self, order: Order, qty: Decimal, price: Decimal, rate: Decimal) -> Decimal:
-        """Return the largest quantity up to ``qty`` whose cost plus fee the order's lock pays."""
-        step = self.rules[order.symbol].step
-        q = min(qty, round_step(order.locked / (price * (1 + rate)), step))
-        while q > 0 and sum(self._cost(q, price, rate)) > order.locked:
-            q -= step
-        return max(q, Decimal(0))
-
-    def _size_by_quote(self, rules: SymbolRules, side: str, quote_qty: Decimal, ref: Decimal, hs: float,
-                       vol: float) -> Decimal:
-        """Return the quantity a ``quoteOrderQty`` order trades (a buy's cost + fee stays within it)."""
-        if side == "SELL":
-            return round_step(quote_qty / (ref * Decimal(1 - hs)), rules.step)
-        rate = 1 + self.params.taker_fee
-        guess = round_step(quote_qty / (ref * Decimal(1 + hs) * rate), rules.step)
-        # the fill price grows with size (impact), so price the guess and size again at that price:
-        # the second quantity is smaller, so its own price (and cost) is no higher
-        px = self._price(rules, "BUY", ref, hs, guess, vol)
-        return round_step(quote_qty / (px * rate), rules.step)
-
-    def _fill(self, order: Order, qty: Decimal, price: Decimal, when: int, maker: bool) -> list[Trade]:
+    def _fill(self, order: Order, qty: Decimal, price: Decimal, when: int, maker: bool) -> Trade:
+        """Book one fill: the buyer receives base minus the fee, the seller quote minus the fee."""
+        if order.order_list_id >= 0:
+            self._fire_list(order, when)
         rules = self.rules[order.symbol]
         rate = self.params.maker_fee if maker else self.params.taker_fee
-        exhausted = False
+        quote = (qty * price).quantize(Q8)
         if order.side == "BUY":
-            # a buy pays only from its own lock; when the lock runs out the rest expires (Binance
-            # expires a market order's unfillable remainder)
-            wanted, qty = qty, self._affordable(order, qty, price, rate)
-            exhausted = qty < wanted
-            if qty <= 0:
-                self._close(order, "EXPIRED", when)
-                return []
-        quote, fee = self._cost(qty, price, rate)
-        if order.side == "BUY":
-            release = quote + fee
-            self._move(rules.quote, Decimal(0), -release)
-            self._move(rules.base, qty, Decimal(0))
+            if quote > order.locked:
+                raise RuntimeError(f"order {order.order_id}: fill of {quote} exceeds its lock {order.locked}")
+            fee, fee_asset = (qty * rate).quantize(Q8, rounding=ROUND_FLOOR), rules.base
+            order.locked -= quote
+            self._move(rules.quote, ZERO, -quote)
+            self._move(rules.base, qty - fee, ZERO)
         else:
-            release = qty
-            self._move(rules.base, Decimal(0), -qty)
-            self._move(rules.quote, quote - fee, Decimal(0))
-        order.locked -= release
+            fee, fee_asset = (quote * rate).quantize(Q8, rounding=ROUND_FLOOR), rules.quote
+            order.locked -= qty
+            self._move(rules.base, ZERO, -qty)
+            self._move(rules.quote, quote - fee, ZERO)
+        first = order.executed_qty == 0
+        stamp = self._stamp(when)
         order.executed_qty += qty
         order.cum_quote += quote
-        order.update_time = when
+        order.update_time = stamp
         order.status = "FILLED" if order.remaining == 0 else "PARTIALLY_FILLED"
-        trade = Trade(id=self.state.next_id("next_trade_id", 1), order_id=order.order_id, symbol=order.symbol,
-                      price=price, qty=qty, quote_qty=quote, commission=fee, commission_asset=rules.quote,
-                      time=when, is_buyer=order.side == "BUY", is_maker=maker)
+        trade = Trade(id=self._next_id("next_trade_id", 1), order_id=order.order_id, symbol=order.symbol,
+                      price=price, qty=qty, quote_qty=quote, commission=fee, commission_asset=fee_asset,
+                      time=stamp, is_buyer=order.side == "BUY", is_maker=maker)
         self.state.save_trade(trade)
         if order.status == "FILLED":
-            self._close(order, "FILLED", when)
-        elif exhausted:
-            self._close(order, "EXPIRED", when)
-        return [trade]
+            self._close(order, "FILLED", stamp)
+        else:
+            if order.side == "BUY" and order.price > 0:  # a limit buy keeps price x remaining locked, no more
+                excess = order.locked - (order.price * order.remaining).quantize(Q8)
+                if excess > 0:
+                    order.locked -= excess
+                    self._move(rules.quote, excess, -excess)
+            self._save(order)
+        if first and self.on_first_fill is not None:
+            self.on_first_fill()
+        return trade
+
+    def _take(self, order: Order, book: Book, when: int, limit: Decimal | None = None,
+              budget: Decimal | None = None, by_qty: bool = True) -> tuple[list[Trade], bool]:
+        """Fill ``order`` as a taker against ``book``; return the fills and whether the book ran out."""
+        taken = self.taken(order.symbol, book.bar_ms, order.side)
+        steps = int(order.remaining / book.step) if by_qty else None
+        ticks = None if limit is None else book.ticks(limit, up=order.side == "SELL")
+        levels, exhausted = book.walk(order.side, taken, qty=steps, limit=ticks, budget=budget)
+        trades = [self._fill(order, book.qty(lv.qty), book.price(lv.price), when, maker=False) for lv in levels]
+        if levels:
+            self._record_taken(order.symbol, book.bar_ms, order.side, sum(lv.qty for lv in levels))
+        return trades, exhausted
 
     def _close(self, order: Order, status: str, when: int) -> None:
         if order.locked:
             self._move(order.lock_asset, order.locked, -order.locked)
-            order.locked = Decimal(0)
+            order.locked = ZERO
         order.status = status
-        order.update_time = when
+        order.update_time = max(order.update_time, when)
         self.open.pop(order.order_id, None)
-        self.state.save_order(order)
+        self._save(order)
 
-    def cancel(self, symbol: str, order_id: int | None, client_id: str | None) -> Order:
-        """Cancel an open order; raise -2011 when it does not exist or is no longer open."""
-        with self._atomic():
-            now = self.sync()
-            order = self._find_open(symbol, order_id, client_id)
-            if order is None:
-                raise unknown_order(cancel=True)
-            self._close(order, "CANCELED", now)
-            self.state.commit()
-            return order
+    # -- order lists (OCO) --------------------------------------------------------------------------
+    def _fire_list(self, order: Order, when: int) -> None:
+        """One leg of an OCO starts to work (a fill or a trigger): the other leg expires, its lock moves."""
+        lst = self.lists.get(order.order_list_id)
+        if lst is None:
+            return
+        for other_id in lst.order_ids:
+            other = self.open.get(other_id)
+            if other is None or other is order:
+                continue
+            if other.lock_asset == order.lock_asset:  # the list's one lock follows the working leg
+                order.locked += other.locked
+                other.locked = ZERO
+            self._close(other, "EXPIRED", when)
+        self._finish_list(lst, when)
 
-    def cancel_all(self, symbol: str) -> list[Order]:
-        """Cancel every open order of ``symbol``."""
-        with self._atomic():
-            now = self.sync()
-            done = [o for o in list(self.open.values()) if o.symbol == symbol]
-            for order in done:
-                self._close(order, "CANCELED", now)
-            self.state.commit()
-            return done
+    def _finish_list(self, lst: OrderList, when: int) -> None:
+        lst.list_status_type, lst.list_order_status = "ALL_DONE", "ALL_DONE"
+        lst.transaction_time = when
+        self.lists.pop(lst.order_list_id, None)
+        self.state.save_order_list(lst)
 
-    def _find_open(self, symbol: str, order_id: int | None, client_id: str | None) -> Order | None:
-        for o in self.open.values():
-            same = o.order_id == order_id if order_id is not None else o.client_order_id == client_id
-            if o.symbol == symbol and same:
-                return o
-        return None
-
-    def order(self, symbol: str, order_id: int | None, client_id: str | None) -> Order:
-        """Return one order (open orders first, then history); raise -2013 when unknown."""
-        with self.lock:
-            self.sync()
-            found = self._find_open(symbol, order_id, client_id) or \
-                self.state.get_order(symbol, order_id, client_id)
-            if found is None:
-                raise unknown_order(cancel=False)
-            return found
-
-    def open_orders(self, symbol: str | None) -> list[Order]:
-        """Return open orders (of one symbol or all), oldest first."""
-        with self.lock:
-            self.sync()
-            found = [o for o in self.open.values() if symbol in (None, o.symbol)]
-            return sorted(found, key=lambda o: o.order_id)
-
-    # -- bar events -------------------------------------------------------------------------------------
+    # -- bar events ---------------------------------------------------------------------------------
     def _process(self, since: int, now: int) -> None:
         for symbol, feed in self.feeds.items():
             if not any(o.symbol == symbol for o in self.open.values()):
                 continue
-            rules = self.rules[symbol]
             j0 = int(np.searchsorted(feed.t, since - MINUTE, side="right"))
             j1 = int(np.searchsorted(feed.t, now, side="right"))
+            pending: list[Order] = []  # stops triggered inside the previous bar: on the book at this open
+            prev_close = -1
             for j in range(j0, j1):
-                live = [o for o in self.open.values() if o.symbol == symbol]
-                if not live:
-                    break
                 t_j = int(feed.t[j])
                 if since < t_j:
-                    self._on_open(rules, feed, j, [o for o in live if o.type == "MARKET" and o.time < t_j])
+                    self._on_open(symbol, j, [o for o in pending if o.is_open] if t_j == prev_close else [])
+                pending = []
                 if since < t_j + MINUTE <= now:
-                    self._on_close(rules, feed, j, [o for o in live if o.type != "MARKET" and o.time < t_j])
+                    pending = self._on_close(symbol, feed, j)
+                    prev_close = t_j + MINUTE
 
-    def _on_open(self, rules: SymbolRules, feed: BarFeed, j: int, orders: list[Order]) -> None:
-        if not orders:
+    def _stops(self, symbol: str, until: int) -> list[Order]:
+        """Return the untriggered stop orders of ``symbol`` placed at or before ``until``, oldest first."""
+        return sorted((o for o in self.open.values() if o.symbol == symbol and o.is_stop and not o.is_working
+                       and o.time <= until), key=lambda o: o.order_id)
+
+    def _trigger(self, order: Order, when: int) -> None:
+        order.working_time = when
+        order.update_time = max(order.update_time, when)
+        self._save(order)
+        if order.order_list_id >= 0:
+            self._fire_list(order, when)
+
+    def _activate(self, order: Order, view: MarketView, when: int) -> None:
+        """Put a triggered stop order on the book at ``when``: it takes what it can, like a new order."""
+        if not order.is_open:
             return
-        p = max(j - 1, 0)
-        ref = Decimal(f"{feed.o[j]:.8f}")
-        hs = max(self.params.min_half_spread_bps * 1e-4,
-                 self.params.spread_coef * (feed.h[p] - feed.lo[p]) / feed.c[p])
-        t_j = int(feed.t[j])
-        room = self._room(rules.symbol, t_j, self._cap(rules, float(feed.v[p])))
-        for order in orders:
-            q = min(order.remaining, room)
-            if q <= 0:
-                break
-            px = self._price(rules, order.side, ref, hs, q, float(feed.v[p]))
-            done = self._fill(order, q, px, t_j, maker=False)
-            self._use(rules.symbol, t_j, done)
-            room -= sum((t.qty for t in done), Decimal(0))
-            self.state.save_order(order)
+        book = self.book(order.symbol, view)
+        if order.type in ("STOP_LOSS", "TAKE_PROFIT"):  # a market order once triggered: fills or expires
+            budget = order.locked if order.side == "BUY" else None
+            self._take(order, book, when, budget=budget)
+            if order.is_open:
+                self._close(order, "EXPIRED", when)
+            return
+        if order.time_in_force == "FOK":
+            taken = self.taken(order.symbol, book.bar_ms, order.side)
+            ticks = book.ticks(order.price, up=order.side == "SELL")
+            levels, _ = book.walk(order.side, taken, qty=int(order.remaining / book.step), limit=ticks)
+            if sum(lv.qty for lv in levels) * book.step < order.remaining:
+                self._close(order, "EXPIRED", when)
+                return
+        self._take(order, book, when, limit=order.price)
+        if order.is_open and order.time_in_force in ("IOC", "FOK"):
+            self._close(order, "EXPIRED", when)
 
-    def _on_close(self, rules: SymbolRules, feed: BarFeed, j: int, orders: list[Order]) -> None:
+    def _on_open(self, symbol: str, j: int, pending: list[Order]) -> None:
+        feed = self.feeds[symbol]
         t_j = int(feed.t[j])
-        room = self._room(rules.symbol, t_j, self._cap(rules, float(feed.v[j])))
-        for order in orders:
-            px = float(order.price)
-            crossed = feed.lo[j] < px if order.side == "BUY" else feed.h[j] > px
-            if not crossed:
-                continue
-            q = min(order.remaining, room)
-            if q <= 0:
-                break
-            done = self._fill(order, q, order.price, t_j + MINUTE - 1, maker=True)
-            self._use(rules.symbol, t_j, done)
-            room -= sum((t.qty for t in done), Decimal(0))
-            self.state.save_order(order)
+        view = self.market(symbol, t_j)
+        assert view is not None and view.bar_ms == t_j
+        # stop-market orders triggered before a gap in the data go on the book when trading resumes
+        waiting = [o for o in self.open.values() if o.symbol == symbol and o.type in ("STOP_LOSS", "TAKE_PROFIT")
+                   and o.is_working and o not in pending]
+        for order in sorted([*pending, *waiting], key=lambda o: o.order_id):
+            self._activate(order, view, t_j)
+        if feed.v[j] <= 0:
+            return  # a halt bar: nothing trades, nothing triggers
+        price = view.last
+        for order in self._stops(symbol, t_j - 1):  # placed before this open (at it, the open was checked)
+            if order.is_open and not order.is_working and (
+                    price >= order.stop_price if order.triggers_upwards else price <= order.stop_price):
+                self._trigger(order, t_j)
+                self._activate(order, view, t_j)
+
+    def _on_close(self, symbol: str, feed: BarFeed, j: int) -> list[Order]:
+        """Fill resting orders and trigger stops on bar ``j``'s range; return the stops it triggered.
+
+        Within the bar the path is taken as open, low, high, close for a rising bar and
+        open, high, low, close for a falling one: the side met first acts first.
+        """
+        t_j = int(feed.t[j])
+        if feed.v[j] <= 0:
+            return []
+        room = self._room(symbol, t_j, float(feed.v[j]))
+        low, high = Decimal(f"{feed.lo[j]:.8f}"), Decimal(f"{feed.h[j]:.8f}")
+        triggered: list[Order] = []
+        for phase in (("LOW", "HIGH") if feed.c[j] >= feed.o[j] else ("HIGH", "LOW")):
+            resting_side = "BUY" if phase == "LOW" else "SELL"
+            resting = sorted((o for o in self.open.values() if o.symbol == symbol and o.side == resting_side
+                              and o.is_working and o.working_time <= t_j and o.price > 0),
+                             key=lambda o: o.order_id)
+            for order in resting:
+                crossed = low < order.price if phase == "LOW" else high > order.price
+                if not order.is_open or not crossed or room <= 0:
+                    continue
+                qty = min(order.remaining, room)
+                # stamped in the bar's last second (then 1 ms apart): fill times strictly increase
+                self._fill(order, qty, order.price, t_j + MINUTE - 1000, maker=True)
+                self._use(symbol, t_j, qty)
+                room -= qty
+            for order in self._stops(symbol, t_j):
+                if not order.is_open or order.is_working or order.triggers_upwards != (phase == "HIGH"):
+                    continue
+                if (high >= order.stop_price) if phase == "HIGH" else (low <= order.stop_price):
+                    self._trigger(order, t_j + MINUTE - 1)
+                    triggered.append(order)
+        return triggered

@@ -13,9 +13,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OPEN_STATUSES", "Order", "State", "Trade"]
+__all__ = ["OPEN_STATUSES", "STOP_TYPES", "Order", "OrderList", "State", "Trade"]
 
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+#: Order types that wait for their stopPrice before they work (Binance's "algo" orders).
+STOP_TYPES = ("STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -25,7 +27,8 @@ CREATE TABLE IF NOT EXISTS orders (
     side TEXT NOT NULL, type TEXT NOT NULL, time_in_force TEXT NOT NULL, price TEXT NOT NULL,
     orig_qty TEXT NOT NULL, executed_qty TEXT NOT NULL, cum_quote TEXT NOT NULL, status TEXT NOT NULL,
     time INTEGER NOT NULL, update_time INTEGER NOT NULL, locked TEXT NOT NULL, lock_asset TEXT NOT NULL,
-    orig_quote_qty TEXT NOT NULL
+    orig_quote_qty TEXT NOT NULL, stop_price TEXT NOT NULL DEFAULT '0',
+    order_list_id INTEGER NOT NULL DEFAULT -1, working_time INTEGER NOT NULL DEFAULT -1
 );
 CREATE INDEX IF NOT EXISTS orders_client ON orders (symbol, client_order_id);
 CREATE INDEX IF NOT EXISTS orders_status ON orders (status);
@@ -36,9 +39,20 @@ CREATE TABLE IF NOT EXISTS trades (
 );
 CREATE INDEX IF NOT EXISTS trades_symbol ON trades (symbol, id);
 CREATE INDEX IF NOT EXISTS trades_order ON trades (order_id);
+CREATE TABLE IF NOT EXISTS order_lists (
+    order_list_id INTEGER PRIMARY KEY, symbol TEXT NOT NULL, list_client_order_id TEXT NOT NULL,
+    contingency_type TEXT NOT NULL, list_status_type TEXT NOT NULL, list_order_status TEXT NOT NULL,
+    transaction_time INTEGER NOT NULL, order_ids TEXT NOT NULL
+);
 """
+#: Columns added after the first release, with the statement that adds them to an older file.
+_MIGRATIONS = {
+    "stop_price": "ALTER TABLE orders ADD COLUMN stop_price TEXT NOT NULL DEFAULT '0'",
+    "order_list_id": "ALTER TABLE orders ADD COLUMN order_list_id INTEGER NOT NULL DEFAULT -1",
+    "working_time": "ALTER TABLE orders ADD COLUMN working_time INTEGER NOT NULL DEFAULT -1",
+}
 
-_DECIMAL_ORDER = {"price", "orig_qty", "executed_qty", "cum_quote", "locked", "orig_quote_qty"}
+_DECIMAL_ORDER = {"price", "orig_qty", "executed_qty", "cum_quote", "locked", "orig_quote_qty", "stop_price"}
 _DECIMAL_TRADE = {"price", "qty", "quote_qty", "commission"}
 
 
@@ -62,6 +76,10 @@ class Order:
     locked: Decimal
     lock_asset: str
     orig_quote_qty: Decimal
+    stop_price: Decimal = Decimal(0)
+    order_list_id: int = -1
+    #: when the order went on the book; -1 for a stop order whose stopPrice has not been reached
+    working_time: int = -1
 
     @property
     def remaining(self) -> Decimal:
@@ -72,6 +90,35 @@ class Order:
     def is_open(self) -> bool:
         """True while the order can still fill."""
         return self.status in OPEN_STATUSES
+
+    @property
+    def is_stop(self) -> bool:
+        """True for STOP_LOSS(_LIMIT) and TAKE_PROFIT(_LIMIT) orders."""
+        return self.type in STOP_TYPES
+
+    @property
+    def is_working(self) -> bool:
+        """True once the order is on the book (always, except for a stop order not yet triggered)."""
+        return self.working_time >= 0
+
+    @property
+    def triggers_upwards(self) -> bool:
+        """True when the stop triggers on a price at or above stopPrice (a stop-loss buy, take-profit sell)."""
+        return (self.side == "BUY") == self.type.startswith("STOP_LOSS")
+
+
+@dataclass
+class OrderList:
+    """An OCO order list: two orders of which the first to work cancels the other."""
+
+    order_list_id: int
+    symbol: str
+    list_client_order_id: str
+    contingency_type: str
+    list_status_type: str
+    list_order_status: str
+    transaction_time: int
+    order_ids: list[int]
 
 
 @dataclass
@@ -102,11 +149,18 @@ def _row_trade(row: sqlite3.Row) -> Trade:
     return Trade(**data)
 
 
+_ORDER_COLS = [f.name for f in fields(Order)]
+_TRADE_COLS = [f.name for f in fields(Trade)]
+_INSERT_ORDER = (f"INSERT OR REPLACE INTO orders ({', '.join(_ORDER_COLS)}) "
+                 f"VALUES ({', '.join(':' + c for c in _ORDER_COLS)})")
+_INSERT_TRADE = f"INSERT INTO trades ({', '.join(_TRADE_COLS)}) VALUES ({', '.join(':' + c for c in _TRADE_COLS)})"
+
+
 def _params(obj: Order | Trade) -> dict[str, object]:
     out: dict[str, object] = {}
-    for f in fields(obj):
-        v = getattr(obj, f.name)
-        out[f.name] = str(v) if isinstance(v, Decimal) else v
+    for name in _ORDER_COLS if isinstance(obj, Order) else _TRADE_COLS:
+        v = getattr(obj, name)
+        out[name] = str(v) if isinstance(v, Decimal) else v
     return out
 
 
@@ -121,6 +175,12 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        have = {r["name"] for r in self.db.execute("PRAGMA table_info(orders)").fetchall()}
+        for column, statement in _MIGRATIONS.items():
+            if column not in have:
+                self.db.execute(statement)
+                if column == "working_time":  # orders of an older file were all working from their time
+                    self.db.execute("UPDATE orders SET working_time=time")
         self.db.execute("BEGIN")
 
     # -- transactions -------------------------------------------------------------------------
@@ -154,6 +214,10 @@ class State:
         """Store a setting."""
         self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
 
+    def set_metas(self, values: dict[str, str]) -> None:
+        """Store several settings at once."""
+        self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
     def next_id(self, key: str, first: int) -> int:
         """Return and advance a persistent counter."""
         raw = self.get_meta(key)
@@ -172,14 +236,15 @@ class State:
         self.db.execute("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
                         (asset, str(free), str(locked)))
 
+    def set_balances(self, values: dict[str, tuple[Decimal, Decimal]]) -> None:
+        """Store several assets' free and locked amounts at once."""
+        self.db.executemany("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
+                            [(a, str(f), str(lk)) for a, (f, lk) in values.items()])
+
     # -- orders -----------------------------------------------------------------------------------
     def save_order(self, order: Order) -> None:
         """Insert or replace an order."""
-        cols = [f.name for f in fields(Order)]
-        self.db.execute(
-            f"INSERT OR REPLACE INTO orders ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-            _params(order),
-        )
+        self.db.execute(_INSERT_ORDER, _params(order))
 
     def get_order(self, symbol: str, order_id: int | None = None,
                   client_order_id: str | None = None) -> Order | None:
@@ -221,11 +286,7 @@ class State:
     # -- trades -----------------------------------------------------------------------------------
     def save_trade(self, trade: Trade) -> None:
         """Insert a fill."""
-        cols = [f.name for f in fields(Trade)]
-        self.db.execute(
-            f"INSERT INTO trades ({', '.join(cols)}) VALUES ({', '.join(':' + c for c in cols)})",
-            _params(trade),
-        )
+        self.db.execute(_INSERT_TRADE, _params(trade))
 
     def trades(self, symbol: str, order_id: int | None = None, from_id: int | None = None,
                start: int | None = None, end: int | None = None, limit: int = 500) -> list[Trade]:
@@ -244,3 +305,47 @@ class State:
         else:
             sql += " ORDER BY id LIMIT ?"
         return [_row_trade(r) for r in self.db.execute(sql, [*args, limit]).fetchall()]
+
+    def last_trade_time(self) -> int:
+        """Return the time of the newest fill (-1 when there is none)."""
+        row = self.db.execute("SELECT MAX(time) FROM trades").fetchone()
+        return -1 if row is None or row[0] is None else int(row[0])
+
+    # -- order lists ----------------------------------------------------------------------------
+    def save_order_list(self, lst: OrderList) -> None:
+        """Insert or replace an order list."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO order_lists (order_list_id, symbol, list_client_order_id, contingency_type, "
+            "list_status_type, list_order_status, transaction_time, order_ids) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (lst.order_list_id, lst.symbol, lst.list_client_order_id, lst.contingency_type,
+             lst.list_status_type, lst.list_order_status, lst.transaction_time,
+             ",".join(str(i) for i in lst.order_ids)),
+        )
+
+    def order_lists(self, list_id: int | None = None, client_id: str | None = None, open_only: bool = False,
+                    from_id: int | None = None, start: int | None = None, end: int | None = None,
+                    limit: int = 500) -> list[OrderList]:
+        """Return order lists (ascending id) by id, client id, state or time, like Binance's list queries."""
+        sql, args = "SELECT * FROM order_lists WHERE 1=1", list[object]()
+        if list_id is not None:
+            sql, args = sql + " AND order_list_id=?", [*args, list_id]
+        if client_id is not None:
+            sql, args = sql + " AND list_client_order_id=?", [*args, client_id]
+        if open_only:
+            sql += " AND list_order_status='EXECUTING'"
+        if from_id is not None:
+            sql, args = sql + " AND order_list_id>=?", [*args, from_id]
+        if start is not None:
+            sql, args = sql + " AND transaction_time>=?", [*args, start]
+        if end is not None:
+            sql, args = sql + " AND transaction_time<=?", [*args, end]
+        if from_id is None and start is None:
+            sql = f"SELECT * FROM ({sql} ORDER BY order_list_id DESC LIMIT ?) ORDER BY order_list_id"
+        else:
+            sql += " ORDER BY order_list_id LIMIT ?"
+        rows = self.db.execute(sql, [*args, limit]).fetchall()
+        return [OrderList(order_list_id=r["order_list_id"], symbol=r["symbol"],
+                          list_client_order_id=r["list_client_order_id"], contingency_type=r["contingency_type"],
+                          list_status_type=r["list_status_type"], list_order_status=r["list_order_status"],
+                          transaction_time=r["transaction_time"],
+                          order_ids=[int(i) for i in r["order_ids"].split(",") if i]) for r in rows]
