@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from emulator_support import PROCESS_TIMEOUT_S
 
-from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
-from toolkit.emulator.testing import make_store
+from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from toolkit.emulator.testing import EmulatorPool, make_store
 from toolkit.exchange import exchange_client
 
 START = "2024-03-01"
@@ -35,21 +34,12 @@ def make_emulator(small_store: Path, tmp_path: Path) -> Iterator[Callable[..., E
     The bundled BTC (2024-01..04) and ETH (2024-07-26..08-25) bars do not overlap, and an
     emulator refuses a start outside any symbol's data, so ETH runs in emulators of its own.
     """
-    started: list[Emulator] = []
-
-    def _make(wall_clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Emulator:
-        cfg: dict[str, Any] = {"port": 0, "speed": 0, "start": START, "state_path": tmp_path / "state.sqlite",
-                               "store_roots": (small_store,), "symbols": ("BTC/USDT",)}
-        cfg.update(overrides)
-        emu = Emulator(EmulatorConfig(**cfg), wall_clock=wall_clock).start()
-        started.append(emu)
-        return emu
-
+    pool = EmulatorPool(tmp_path, start=START, store_roots=(small_store,), symbols=("BTC/USDT",),
+                        state_path=tmp_path / "state.sqlite")  # one state file: restarts continue it
     try:
-        yield _make
+        yield pool.start
     finally:
-        for emu in started:
-            emu.stop()
+        assert pool.stop_all() == [], "an emulator port is still bound"
 
 
 @pytest.fixture

@@ -6,17 +6,15 @@ checked to be free again.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 from exchange_support import FAST, START, Probe
 
-from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
-from toolkit.emulator.testing import make_store
+from toolkit.emulator import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator
+from toolkit.emulator.testing import EmulatorPool, make_store
 from toolkit.exchange import ExchangeConfig, ExchangeSession, RetryPolicy
 
 
@@ -26,34 +24,14 @@ def btc_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_store(tmp_path_factory.mktemp("exchange-store"), {"BTC/USDT": ("2024-02-28", "2024-03-03")})
 
 
-def _port_is_free(url: str) -> bool:
-    port = urlparse(url).port
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers are not listeners
-        try:
-            s.bind(("127.0.0.1", int(port or 0)))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture
 def make_emulator(btc_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
     """Return a factory of started emulators (stepped clock at 2024-03-01); all stopped at teardown."""
-    started: list[Emulator] = []
-
-    def _make(**overrides: Any) -> Emulator:
-        cfg: dict[str, Any] = {"port": 0, "speed": 0, "start": START,
-                               "state_path": tmp_path / f"state{len(started)}.sqlite", "store_roots": (btc_store,)}
-        cfg.update(overrides)
-        emu = Emulator(EmulatorConfig(**cfg)).start()
-        started.append(emu)
-        return emu
-
-    yield _make
-    for emu in started:
-        emu.stop()
-    assert all(_port_is_free(emu.url) for emu in started), "an emulator port is still bound"
+    pool = EmulatorPool(tmp_path, start=START, store_roots=(btc_store,))
+    try:
+        yield pool.start
+    finally:
+        assert pool.stop_all() == [], "an emulator port is still bound"
 
 
 @pytest.fixture
@@ -76,6 +54,7 @@ def connect(emu: Emulator, probe: Probe) -> Iterator[Callable[..., ExchangeSessi
                  on_retry: Any = None, **kwargs: Any) -> ExchangeSession:
         config = ExchangeConfig(url=(target or emu).url, api_key=api_key, secret=secret, rate_limit=False,
                                 timeout_ms=timeout_ms, retry=retry)
+        kwargs.setdefault("clock", (target or emu).clock)  # sign with the venue's replay clock
         session = ExchangeSession(config, sleep=sleep or probe.sleeps.append, on_retry=on_retry or probe.events.append,
                                   **kwargs)
         opened.append(session)

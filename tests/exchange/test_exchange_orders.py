@@ -56,7 +56,9 @@ def test_a_market_order_fills_and_shows_in_my_trades(emu: Emulator, connect: Con
     assert order.status == "closed" and order.filled == Decimal("0.002") and order.average is not None
     trades = session.fetch_my_trades("BTC/USDT")
     assert sum(Decimal(str(t["amount"])) for t in trades) == Decimal("0.002")
-    assert Decimal(str(session.fetch_balance()["BTC"]["total"])) == Decimal("0.002")
+    fee = sum(Decimal(str(t["fee"]["cost"])) for t in trades)
+    assert {t["fee"]["currency"] for t in trades} == {"BTC"} and fee > 0  # a buyer pays in what it receives
+    assert Decimal(str(session.fetch_balance()["BTC"]["total"])) == Decimal("0.002") - fee
 
 
 def test_dropped_after_acceptance_is_outcome_unknown_then_found_once(emu: Emulator, connect: Connect) -> None:
@@ -73,7 +75,8 @@ def test_dropped_after_acceptance_is_outcome_unknown_then_found_once(emu: Emulat
     assert found.status == "closed" and found.filled == Decimal("0.002")
     orders = session.fetch_orders("BTC/USDT")
     assert [o.client_order_id for o in orders] == ["lost-ack-1"]  # exactly one order on the exchange
-    assert Decimal(str(session.fetch_balance()["BTC"]["total"])) == Decimal("0.002")
+    fee = sum(Decimal(str(t["fee"]["cost"])) for t in session.fetch_my_trades("BTC/USDT"))
+    assert Decimal(str(session.fetch_balance()["BTC"]["total"])) == Decimal("0.002") - fee
     assert fault_counts(emu) == {"drop_after_order": 1}
 
 

@@ -117,7 +117,7 @@ def test_the_reads_a_runner_needs(emu: Emulator, connect: Connect) -> None:
     assert len(rows) == 3 and all(len(r) == 6 for r in rows) and rows[0][0] < rows[1][0] < rows[2][0]
     ticker = session.fetch_ticker("BTC/USDT")
     assert ticker["symbol"] == "BTC/USDT" and ticker["last"] > 0
-    assert abs(session.fetch_time() - session.client.milliseconds()) < 60_000
+    assert session.fetch_time() == emu.clock.now_ms()  # the venue's replay clock (stepped: it stands still)
     assert isinstance(session.sync_clock(), int)
     assert session.fetch_balance()["USDT"]["free"] == 100_000
     assert session.fetch_open_orders("BTC/USDT") == [] and session.fetch_my_trades("BTC/USDT") == []
@@ -127,7 +127,8 @@ def test_the_reads_a_runner_needs(emu: Emulator, connect: Connect) -> None:
 
 def test_async_clients_are_still_built(emu: Emulator) -> None:
     async def fetch() -> int:
-        client = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, async_=True)
+        client = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, async_=True,
+                                 clock=emu.clock)
         try:
             assert isinstance(client, ccxt_async.binance)
             await client.load_markets()
@@ -136,3 +137,27 @@ def test_async_clients_are_still_built(emu: Emulator) -> None:
             await client.close()
 
     assert asyncio.run(fetch()) == 100_000
+
+
+def test_a_resync_measures_against_the_signing_clock_sync_and_async(emu: Emulator) -> None:
+    """With ``clock=``, ``load_time_difference`` compares the server with that clock, not the wall clock."""
+    faults(emu, {"kind": "clock_skew", "skew_ms": -30_000})  # the venue's clock runs 30 s behind
+    sync = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, clock=emu.clock,
+                           enableRateLimit=False)
+    sync.load_markets()
+    with pytest.raises(ccxt.InvalidNonce):
+        sync.fetch_balance()
+    assert sync.load_time_difference() == 30_000
+    assert sync.fetch_balance()["USDT"]["free"] == 100_000
+
+    async def fetch() -> tuple[int, int]:
+        client = exchange_client(url=emu.url, api_key=DEFAULT_API_KEY, secret=DEFAULT_API_SECRET, async_=True,
+                                 clock=emu.clock)
+        try:
+            await client.load_markets()
+            diff = await client.load_time_difference()
+            return int(diff), int((await client.fetch_balance())["USDT"]["free"])
+        finally:
+            await client.close()
+
+    assert asyncio.run(fetch()) == (30_000, 100_000)

@@ -17,13 +17,14 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 
-from toolkit.clock import ms_to_timestamp
+from toolkit.clock import SYSTEM_CLOCK, Clock, ms_to_timestamp
 from toolkit.data.store import BarStore
 
-__all__ = ["FollowerClock", "admin", "free_port", "make_store", "step_clock"]
+__all__ = ["EmulatorPool", "FollowerClock", "admin", "free_port", "make_store", "port_is_free", "step_clock"]
 
 
 def make_store(root: Path, slices: dict[str, tuple[str, str]]) -> Path:
@@ -57,6 +58,50 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def port_is_free(url: str) -> bool:
+    """Return True when nothing listens on the port of ``url`` any more (TIME_WAIT leftovers do not count)."""
+    port = urlparse(url).port
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", int(port or 0)))
+        except OSError:
+            return False
+    return True
+
+
+class EmulatorPool:
+    """Start in-process emulators for a test (stepped clock, port 0) and stop every one of them.
+
+    Parameters
+    ----------
+    state_dir
+        Where each emulator's state file goes (``state<i>.sqlite``, one per emulator started).
+    defaults
+        ``EmulatorConfig`` fields every emulator of the pool gets (``store_roots``, ``start`` …).
+    """
+
+    def __init__(self, state_dir: Path, **defaults: Any) -> None:
+        self.state_dir = state_dir
+        self.defaults = {"port": 0, "speed": 0, **defaults}
+        self.started: list[Any] = []
+
+    def start(self, wall_clock: Clock = SYSTEM_CLOCK, **overrides: Any) -> Any:
+        """Start one emulator (``wall_clock``: what rate-limit windows run on) and return it."""
+        from toolkit.emulator.server import Emulator, EmulatorConfig
+
+        cfg = {"state_path": self.state_dir / f"state{len(self.started)}.sqlite", **self.defaults, **overrides}
+        emu = Emulator(EmulatorConfig(**cfg), wall_clock=wall_clock).start()
+        self.started.append(emu)
+        return emu
+
+    def stop_all(self) -> list[str]:
+        """Stop every emulator started; return the URLs whose port is still bound (an empty list is right)."""
+        for emu in self.started:
+            emu.stop()
+        return [emu.url for emu in self.started if not port_is_free(emu.url)]
 
 
 def step_clock(url: str, minutes: int, follower: FollowerClock | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ paper trading is this code pointed at another URL, never a branch inside it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import ccxt
@@ -16,6 +17,33 @@ from toolkit.clock import Clock
 from toolkit.errors import ConfigurationError
 
 __all__ = ["BINANCE_API", "CLIENT_KEYS", "SPOT_OPTIONS", "exchange_client"]
+
+
+def _sign_with(client: Any, clock: Clock) -> None:
+    """Make ``client`` sign with ``clock``, its clock-skew correction measured against the same clock.
+
+    ccxt's binance signs ``timestamp=self.nonce()`` = its clock minus ``options['timeDifference']``,
+    and ``load_time_difference()`` measures that difference from its own wall clock; both are
+    replaced on this one client object so that a resync after ``InvalidNonce`` works on a replay venue.
+    """
+    def nonce() -> int:
+        return clock.now_ms() - int(client.options.get("timeDifference", 0) or 0)
+
+    def load_time_difference(params: dict[str, Any] | None = None) -> int:
+        server = client.fetch_time(params or {})
+        client.options["timeDifference"] = clock.now_ms() - int(server)
+        return int(client.options["timeDifference"])
+
+    client.nonce = nonce
+    if inspect.iscoroutinefunction(client.fetch_time):  # ccxt.async_support
+        async def load_time_difference_async(params: dict[str, Any] | None = None) -> int:
+            server = await client.fetch_time(params or {})
+            client.options["timeDifference"] = clock.now_ms() - int(server)
+            return int(client.options["timeDifference"])
+
+        client.load_time_difference = load_time_difference_async
+    else:
+        client.load_time_difference = load_time_difference
 
 #: The host that ``url`` replaces in every string of ccxt's ``urls['api']``.
 BINANCE_API = "https://api.binance.com"
@@ -85,7 +113,7 @@ def exchange_client(exchange_id: str = "binance", url: str | None = None, api_ke
     if sandbox:
         client.set_sandbox_mode(True)
     if clock is not None:
-        client.nonce = clock.now_ms  # ccxt's binance signs ``timestamp=self.nonce()``
+        _sign_with(client, clock)
     if url is not None:
         base = url.rstrip("/")
         api = client.urls["api"]
