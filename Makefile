@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KERNEL := desk-toolkit
+# test processes in parallel (pytest-xdist, whole files per worker): one per core, at most 2 by default
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2; echo $$n)
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
@@ -25,11 +27,11 @@ install: $(STAMP) ## Create .venv and install the pinned environment and its Jup
 demo: $(STAMP) ## Run the main job on the bundled data with the local sqlite MLflow
 	$(VENV)/bin/toolkit demo
 
-test: $(STAMP) ## Run the test suite (everything but the slow marker)
-	$(PY) -m pytest -m "not slow" -q
+test: $(STAMP) ## Run the test suite (everything but the slow marker), one worker per core
+	$(PY) -m pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP) ## Run everything, the slow marker too (full-size computations, soak)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP) ## ruff on the code
 	$(VENV)/bin/ruff check toolkit runner tests bench

@@ -127,15 +127,6 @@ def test_executed_notebook_passes_nbval(backtest: dict) -> None:
     assert " passed" in proc.stdout
 
 
-def test_ledger_counts_a_rerun(backtest: dict, store: Path) -> None:
-    proc = _run(["backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start", "2024-01-01",
-                 "--end", "2024-03-31", "--grid", "fast=5", "--grid", "slow=30,60", "--json"], _env(store))
-    assert proc.returncode == 0, proc.stderr
-    again = json.loads(proc.stdout)
-    assert again["model_version"] == "2"
-    assert again["n_trials"] == 6  # 4 trials from the first run + 2 now
-
-
 def _bars_file(tmp_path: Path, corrupt: str) -> Path:
     frame = pd.read_parquet(ROOT / "toolkit/data/bundled/bars/BTC-USDT/1h/2017-08_2025-11.parquet")
     frame = frame[(frame["timestamp"] >= "2024-01-01") & (frame["timestamp"] < "2024-03-01")].reset_index(drop=True)
@@ -234,22 +225,28 @@ def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, m
     assert not (ROOT.parent / "etc").exists()
 
 
-def test_relative_bars_file_and_failed_quality_registered_on_request(tmp_path: Path) -> None:
-    """A relative --bars-file is the caller's; bars failing their certificate register only when asked, loudly."""
+def test_a_second_run_relative_bars_file_and_failed_quality(backtest: dict, store: Path, tmp_path: Path) -> None:
+    """A second run in the same store: the ledger counts both runs' trials and the version number goes up.
+
+    It also reads a relative --bars-file from the caller's directory, and registers bars failing their
+    certificate only because it is asked to, loudly.
+    """
     cwd = tmp_path / "work"
     cwd.mkdir()
     _bars_file(cwd, "high_below_low").rename(cwd / "my_bars.parquet")
     proc = subprocess.run([*TOOLKIT, "backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--grid", "fast=5",
-                           "--grid", "slow=30", "--bars-file", "my_bars.parquet", "--allow-failed-quality", "--json"],
-                          cwd=cwd, env=_env(tmp_path), capture_output=True, text=True, timeout=600)
+                           "--grid", "slow=30,60", "--bars-file", "my_bars.parquet", "--allow-failed-quality",
+                           "--json"], cwd=cwd, env=_env(store), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads(proc.stdout)
+    assert run["model_name"] == backtest["model_name"] and run["model_version"] == "2"
+    assert run["n_trials"] == 6  # 4 trials from the first run + 2 now: re-running shows up as more trials
     assert run["data_quality"] == "failed" and "ohlc_violations" in run["warnings"][0]
     assert "WARNING" in proc.stderr and "ohlc_violations" in proc.stderr
-    version = _client(tmp_path).get_model_version(run["model_name"], run["model_version"])
+    version = _client(store).get_model_version(run["model_name"], run["model_version"])
     assert version.tags["data.quality"] == "failed"
-    params = _client(tmp_path).get_run(run["run_id"]).data.params
-    assert params["start"] == "" or params["start"] == "None"  # the whole file was used
+    params = _client(store).get_run(run["run_id"]).data.params
+    assert params["start"] == ""  # the whole file was used
 
 
 def test_version_loads_and_predicts_without_the_toolkit_package(backtest: dict, store: Path, tmp_path: Path) -> None:

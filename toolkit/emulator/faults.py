@@ -38,7 +38,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from toolkit.errors import ConfigurationError
+from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = ["FaultInjector", "FaultRule", "load_faults", "parse_rules"]
 
@@ -162,9 +162,7 @@ def parse_rules(doc: object, source: str) -> tuple[list[FaultRule], int]:
         try:
             rules.append(FaultRule.model_validate(raw))
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "rule"
-            raise ConfigurationError(f"{source} faults[{i}].{field}", err["msg"], err.get("input")) from exc
+            raise from_pydantic(exc, f"{source} faults[{i}]") from exc
     return rules, int(doc.get("seed", 0))
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from toolkit import config
 from toolkit.emulator.matching import MatchingParams
-from toolkit.errors import ConfigurationError
+from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "EmulatorConfig", "default_state_path"]
 
@@ -82,9 +82,8 @@ class EmulatorConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]) or "config"
-            found = err.get("input")
+            error = from_pydantic(exc)
+            found = error.found
             if isinstance(found, float) and not math.isfinite(found):
                 found = str(found)
-            raise ConfigurationError(field, _EXPECTED.get(field, err["msg"]), found) from exc
+            raise ConfigurationError(error.field, _EXPECTED.get(error.field, error.expected), found) from exc

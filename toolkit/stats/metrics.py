@@ -184,6 +184,7 @@ def sharpe_ratio(
     if arr.size < 2 or np.ptp(arr) == 0.0:
         return math.nan
     excess = arr - float(risk_free)
+    excess = excess / float(np.max(np.abs(excess)))  # the ratio is scale-free; this keeps tiny returns' squares normal
     std = float(np.std(excess, ddof=1))
     if std == 0.0 or not math.isfinite(std):
         return math.nan
@@ -201,9 +202,11 @@ def sharpe_ratios(returns: np.ndarray, periods_per_year: float = 1.0) -> np.ndar
         raise ValueError(f"returns: expected a 2-D array (bars x columns), found {arr.ndim} dimension(s)")
     if arr.shape[0] < 2:
         return np.full(arr.shape[1], np.nan)
+    flat = np.ptp(arr, axis=0) == 0.0
+    top = np.max(np.abs(arr), axis=0)
+    arr = arr / np.where(top > 0, top, 1.0)  # scale-free ratio; keeps tiny returns' squares out of underflow
     mu = arr.mean(axis=0)
     sd = arr.std(axis=0, ddof=1)
-    flat = np.ptp(arr, axis=0) == 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where((sd > 0) & ~flat & np.isfinite(sd), mu / sd * math.sqrt(ppy), np.nan)
     return out

@@ -67,6 +67,7 @@ def sharpe_moments(returns: pd.Series | np.ndarray) -> tuple[float, float, float
     n = int(arr.size)
     if n < 2 or np.ptp(arr) == 0.0:
         return math.nan, math.nan, math.nan, n
+    arr = arr / float(np.max(np.abs(arr)))  # every output is scale-free; tiny returns' powers stay out of underflow
     dev = arr - arr.mean()
     m2 = float(np.mean(dev**2))
     m3 = float(np.mean(dev**3))
