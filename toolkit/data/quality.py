@@ -175,7 +175,8 @@ class DataCertificate:
             f"Data quality: {self.symbol} {self.timeframe}  {'PASSED' if self.passed else 'FAILED'}",
             f"  bars      {self.n_bars} of {self.expected_bars} expected "
             f"({self.first_bar or '-'} to {self.last_bar or '-'})",
-            *([f"  requested {self.requested_start or 'first bar'} to {self.requested_end or 'last bar'}"]
+            *([f"  requested {_second(self.requested_start) or 'first bar'} to "
+               f"{_second(self.requested_end) or 'last bar'} (expected bars counted over this range)"]
               if self.requested_start or self.requested_end else []),
             f"  data_hash {self.data_hash}",
             "",
@@ -194,6 +195,11 @@ class DataCertificate:
                 rest = ", ".join(f"{k}={_fmt(v)}" for k, v in ex.items() if k != "timestamp")
                 lines.append(f"    {ex.get('timestamp')}  {rest}")
         return "\n".join(lines)
+
+
+def _second(iso: str | None) -> str | None:
+    """Return an ISO time cut to the second, marked Z (``2024-03-31T23:59:59Z``)."""
+    return None if iso is None else pd.Timestamp(iso).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def data_hash(bars: pd.DataFrame) -> str:
