@@ -132,7 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         self.log_request(status, len(body))
 
-    def _drop(self) -> None:
+    def _drop(self, status: int = 0) -> None:
+        pending, self._pending_record = self._pending_record, None
+        if pending is not None:  # record before hanging up: the client's next request must already see it
+            self.server.emulator.record(pending[0], pending[1], status)
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -228,7 +231,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 500, {"code": -1000, "msg": "An unknown error occurred while processing the request."}
         if status == 200 and n_orders and emu.faults.fire(method, path, emu.clock.now_ms(),
                                                           kinds={"drop_after_order"}):
-            self._drop()
+            self._drop()  # logged with status 0: nothing was answered
             return 0
         self._send(status, payload, headers)
         return status
