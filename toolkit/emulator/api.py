@@ -18,7 +18,7 @@ from toolkit.emulator.errors import BinanceError, bad_param, invalid_symbol, man
 from toolkit.emulator.feed import MINUTE
 from toolkit.emulator.filters import SymbolRules
 from toolkit.emulator.orders import Engine
-from toolkit.emulator.params import Request, f8, integer, limit_param, text
+from toolkit.emulator.params import Request, f8, integer, limit_param, symbol_rules, text
 from toolkit.emulator.ratelimit import Limit
 from toolkit.emulator.trading import Trading
 
@@ -96,10 +96,7 @@ class Api:
 
     def rules_of(self, p: dict[str, str]) -> SymbolRules:
         """Return the rules of the ``symbol`` parameter (-1121 when unknown)."""
-        symbol = text(p, "symbol")
-        if symbol not in self.rules:
-            raise invalid_symbol()
-        return self.rules[symbol]
+        return symbol_rules(self.rules, p)
 
     def _now(self, req: Request) -> int:
         return self.engine.sync() - req.lag_ms

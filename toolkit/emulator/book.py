@@ -18,7 +18,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import numpy as np
 
@@ -84,9 +84,7 @@ class Book:
 
     def ticks(self, price: Decimal, up: bool) -> int:
         """Return ``price`` in ticks, rounded down (or up)."""
-        units = price / self.tick
-        return int(units.to_integral_value(rounding=ROUND_FLOOR)) if not up else -int(
-            (-units).to_integral_value(rounding=ROUND_FLOOR))
+        return int((price / self.tick).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR))
 
     def walk(self, taker_side: str, taken: int, qty: int | None = None, limit: int | None = None,
              budget: Decimal | None = None) -> tuple[list[Fill], bool]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 __all__ = [
     "BinanceError",
     "bad_param",
+    "banned",
     "filter_failure",
     "insufficient_balance",
     "invalid_symbol",
     "mandatory",
     "market_closed",
+    "too_much_weight",
     "unknown_order",
 ]
 
@@ -70,3 +72,18 @@ def unknown_order(cancel: bool) -> BinanceError:
 def market_closed() -> BinanceError:
     """Return -1013 "Market is closed." (no bar at the replay time: a halt or the data's end)."""
     return BinanceError(400, -1013, "Market is closed.")
+
+
+def too_much_weight(limit: int, retry_after: int, per: str = "1 MINUTE",
+                    headers: dict[str, str] | None = None) -> BinanceError:
+    """Return 429 -1003: the request weight of the window is used up; retry after ``retry_after`` seconds."""
+    return BinanceError(429, -1003, f"Too much request weight used; current limit is {limit} request weight per "
+                        f"{per}. Please use WebSocket Streams for live updates to avoid polling the API.",
+                        {**(headers or {}), "Retry-After": str(retry_after)})
+
+
+def banned(until_ms: int, retry_after: int, headers: dict[str, str] | None = None) -> BinanceError:
+    """Return 418 -1003: the IP is banned until ``until_ms``; retry after ``retry_after`` seconds."""
+    return BinanceError(418, -1003, f"Way too much request weight used; IP banned until {until_ms}. "
+                        "Please use WebSocket Streams for live updates to avoid bans.",
+                        {**(headers or {}), "Retry-After": str(retry_after)})

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
-from toolkit.emulator.errors import BinanceError
+from toolkit.emulator.errors import BinanceError, banned, too_much_weight
 from toolkit.emulator.feed import MINUTE
 from toolkit.emulator.params import Request
 from toolkit.emulator.ratelimit import order_count, request_weight
@@ -93,7 +93,7 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: EmulatorHTTPServer
-    #: (method, path) of the API request being answered; recorded just before its answer is written
+    #: (method, path) of the API request being answered; recorded just before it is answered or dropped
     _pending_record: tuple[str, str] | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -132,10 +132,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         self.log_request(status, len(body))
 
-    def _drop(self, status: int = 0) -> None:
+    def _drop(self) -> None:
         pending, self._pending_record = self._pending_record, None
-        if pending is not None:  # record before hanging up: the client's next request must already see it
-            self.server.emulator.record(pending[0], pending[1], status)
+        if pending is not None:  # record (status 0: no answer) before hanging up, as _send does before answering
+            self.server.emulator.record(pending[0], pending[1], 0)
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -153,11 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
             if split.path.startswith("/admin/"):
                 self._admin(emu, method, split.path, split.query, raw_body)
                 return
-            self._pending_record = (method, split.path)
-            status = self._api(emu, method, split.path, split.query, raw_body)
-            if self._pending_record is not None:  # no answer was sent (a dropped connection)
-                self._pending_record = None
-                emu.record(method, split.path, status)
+            self._pending_record = (method, split.path)  # _send or _drop records it
+            self._api(emu, method, split.path, split.query, raw_body)
         finally:
             emu.gate.leave()
 
@@ -171,8 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 400, {"error": str(exc)}
         self._send(status, payload)
 
-    def _faulted(self, emu: Emulator, method: str, path: str) -> tuple[int | None, int, int]:
-        """Apply the faults of this request; return (status if it was answered, skew ms, lag ms)."""
+    def _faulted(self, emu: Emulator, method: str, path: str) -> tuple[bool, int, int]:
+        """Apply the faults of this request; return (whether it was answered or dropped, skew ms, lag ms)."""
         fired = emu.faults.fire(method, path, emu.clock.now_ms())
         skew = sum(r.skew_ms for r in fired if r.kind == "clock_skew")
         lag = max([r.lag_minutes for r in fired if r.kind == "stale_klines"], default=0) * MINUTE
@@ -183,29 +180,25 @@ class _Handler(BaseHTTPRequestHandler):
             if rule.kind == "timeout":
                 time.sleep(rule.seconds)
                 self._drop()
-                return 0, skew, lag
+                return True, skew, lag
             if rule.kind == "http_5xx":
                 text = f"<html><body><h1>{rule.status} Service Unavailable</h1></body></html>".encode()
                 self._send(rule.status, text, content_type="text/html")
-                return rule.status, skew, lag
+                return True, skew, lag
             if rule.kind in ("rate_limit", "ban"):
-                status = 429 if rule.kind == "rate_limit" else 418
-                until = emu.wall_clock.now_ms() + rule.retry_after * 1000
-                msg = ("Too much request weight used; current limit is 6000 request weight per 1 MINUTE. Please use "
-                       "WebSocket Streams for live updates to avoid polling the API." if status == 429 else
-                       f"Way too much request weight used; IP banned until {until}. Please use WebSocket Streams "
-                       "for live updates to avoid bans.")
-                self._send(status, {"code": -1003, "msg": msg}, {"Retry-After": str(rule.retry_after)})
-                return status, skew, lag
+                refusal = (too_much_weight(6000, rule.retry_after) if rule.kind == "rate_limit" else
+                           banned(emu.wall_clock.now_ms() + rule.retry_after * 1000, rule.retry_after))
+                self._send(refusal.status, refusal.body(), refusal.headers)
+                return True, skew, lag
             if rule.kind == "maintenance" and path != "/sapi/v1/system/status":  # that one reports it
                 self._send(503, {"code": 1, "msg": "System is under maintenance."})
-                return 503, skew, lag
-        return None, skew, lag
+                return True, skew, lag
+        return False, skew, lag
 
-    def _api(self, emu: Emulator, method: str, path: str, query: str, raw_body: str) -> int:
+    def _api(self, emu: Emulator, method: str, path: str, query: str, raw_body: str) -> None:
         answered, skew, lag = self._faulted(emu, method, path)
-        if answered is not None:
-            return answered
+        if answered:
+            return
         params = dict(parse_qsl(query, keep_blank_values=True))
         for key, value in parse_qsl(raw_body, keep_blank_values=True):
             params.setdefault(key, value)  # Binance: a parameter in both, the query string's wins
@@ -217,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             if emu.limiter.enabled:
                 headers = emu.limiter.admit(request_weight(method, path, params), n_orders)
             if n_orders:
-                with emu.counting_fills(True) as first_fills:
+                with emu.counting_fills() as first_fills:
                     status, payload = 200, emu.api.handle(req)
                 headers |= emu.limiter.placed(n_orders)
                 for _ in range(first_fills[0]):  # Binance decrements after the answer's count was taken
@@ -231,7 +224,6 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 500, {"code": -1000, "msg": "An unknown error occurred while processing the request."}
         if status == 200 and n_orders and emu.faults.fire(method, path, emu.clock.now_ms(),
                                                           kinds={"drop_after_order"}):
-            self._drop()  # logged with status 0: nothing was answered
-            return 0
+            self._drop()
+            return
         self._send(status, payload, headers)
-        return status

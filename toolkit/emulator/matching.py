@@ -83,10 +83,8 @@ class EngineCore:
         self.params = params or MatchingParams()
         self.lock = threading.RLock()
         if state.is_new:
-            for asset, amount in (balances or {}).items():
-                state.set_balance(asset, Decimal(amount), ZERO)
-            state.set_meta("replay_ms", clock.now_ms())
-            state.set_meta("processed_ms", clock.now_ms())
+            state.set_balances({asset: (Decimal(amount), ZERO) for asset, amount in (balances or {}).items()})
+            state.set_metas({"replay_ms": str(clock.now_ms()), "processed_ms": str(clock.now_ms())})
             state.commit()
         #: called once per order, at its first fill (Binance decrements the order count then)
         self.on_first_fill: Callable[[], None] | None = None

@@ -9,7 +9,6 @@ placed, and an OCO locks once for both legs.
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,6 +16,7 @@ from toolkit.emulator.book import Book
 from toolkit.emulator.errors import BinanceError, insufficient_balance, market_closed, unknown_order
 from toolkit.emulator.filters import SymbolRules
 from toolkit.emulator.matching import ZERO, EngineCore, MarketView
+from toolkit.emulator.params import new_client_id
 from toolkit.emulator.state import STOP_TYPES, Order, OrderList, Trade
 
 __all__ = ["Engine", "Leg"]
@@ -31,10 +31,6 @@ class Leg:
     stop_price: Decimal | None
     time_in_force: str
     client_order_id: str | None
-
-
-def _client_id(given: str | None) -> str:
-    return given or "emu" + secrets.token_hex(10)
 
 
 class Engine(EngineCore):
@@ -82,7 +78,7 @@ class Engine(EngineCore):
         with self._atomic():
             now = self.sync()
             rules = self.rules[symbol]
-            cid = _client_id(client_id)
+            cid = new_client_id(client_id)
             self._check_duplicate(symbol, cid)
             view = self._view(symbol, now)
             book = self.book(symbol, view)
@@ -183,13 +179,13 @@ class Engine(EngineCore):
             if not stop_leg.type.startswith("STOP_LOSS") or other_leg.type not in (
                     "LIMIT_MAKER", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"):
                 raise BinanceError(400, -1014, "Unsupported order combination.")
-            lcid = _client_id(list_client_id)
+            lcid = new_client_id(list_client_id)
             if any(lst.list_client_order_id == lcid for lst in self.lists.values()):
                 raise BinanceError(400, -2010, "Duplicate order sent.")
             legs = [(above, True), (below, False)]
             n_open, n_stops = self._n_open(symbol), self._n_open(symbol, stops_only=True)
             for leg, is_above in legs:
-                self._check_duplicate(symbol, _client_id(leg.client_order_id))
+                self._check_duplicate(symbol, new_client_id(leg.client_order_id))
                 ref = leg.price if leg.type == "LIMIT_MAKER" else leg.stop_price
                 if ref is None or (ref <= view.last if is_above else ref >= view.last):
                     raise BinanceError(400, -2010, "The relationship of the prices for the orders is not correct.")
@@ -209,7 +205,7 @@ class Engine(EngineCore):
             for leg, _ in legs:
                 tif = leg.time_in_force if leg.type.endswith("_LIMIT") else "GTC"
                 orders.append(self._new_order(rules, side, leg.type, tif, qty, leg.price,
-                                              _client_id(leg.client_order_id), now, ZERO if orders else lock,
+                                              new_client_id(leg.client_order_id), now, ZERO if orders else lock,
                                               asset, stop_price=leg.stop_price, list_id=list_id))
             lst = OrderList(order_list_id=list_id, symbol=symbol, list_client_order_id=lcid, contingency_type="OCO",
                             list_status_type="EXEC_STARTED", list_order_status="EXECUTING", transaction_time=now,

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING
 
-from toolkit.emulator.errors import BinanceError, bad_param, mandatory
+from toolkit.emulator.errors import BinanceError, bad_param, invalid_symbol, mandatory
 
-__all__ = ["Request", "dec", "f8", "integer", "limit_param", "text"]
+if TYPE_CHECKING:
+    from toolkit.emulator.filters import SymbolRules
+
+__all__ = ["Request", "dec", "f8", "integer", "limit_param", "new_client_id", "side", "symbol_rules", "text",
+           "time_in_force"]
 
 
 @dataclass
@@ -76,3 +82,34 @@ def limit_param(p: dict[str, str], default: int, maximum: int) -> int:
     return value
 
 
+
+
+def symbol_rules(rules: dict[str, SymbolRules], p: dict[str, str]) -> SymbolRules:
+    """Return the rules of the ``symbol`` parameter (-1102 when missing, -1121 when not listed)."""
+    symbol = text(p, "symbol")
+    if symbol not in rules:
+        raise invalid_symbol()
+    return rules[symbol]
+
+
+def side(p: dict[str, str]) -> str:
+    """Return the ``side`` parameter (-1117 unless BUY or SELL)."""
+    value = p.get("side")
+    if value not in ("BUY", "SELL"):
+        raise BinanceError(400, -1117, "Invalid side.")
+    return value
+
+
+def time_in_force(p: dict[str, str], name: str) -> str:
+    """Return a required time in force (-1102 when missing, -1115 unless GTC, IOC or FOK)."""
+    value = p.get(name) or ""
+    if not value:
+        raise mandatory(name)
+    if value not in ("GTC", "IOC", "FOK"):
+        raise BinanceError(400, -1115, "Invalid timeInForce.")
+    return value
+
+
+def new_client_id(given: str | None) -> str:
+    """Return the client order id given, or a fresh one the way Binance makes them."""
+    return given or "emu" + secrets.token_hex(10)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.clock import Clock
-from toolkit.emulator.errors import BinanceError
+from toolkit.emulator.errors import BinanceError, banned, too_much_weight
 
 __all__ = ["Limit", "RateLimiter", "default_limits", "order_count", "request_weight"]
 
@@ -147,7 +147,7 @@ class RateLimiter:
     limits
         The limits to enforce (default: the bundled exchangeInfo's).
     enabled
-        False counts nothing and refuses nothing (throughput benchmarks); headers still go out.
+        False counts nothing, refuses nothing and sends no usage headers (throughput benchmarks).
     ban_after
         429s in one window after which the next request over the limit bans the IP.
     """
@@ -181,10 +181,7 @@ class RateLimiter:
             if not self.enabled:
                 return {}
             if now < self.ban_until:
-                until = self.ban_until
-                raise BinanceError(418, -1003, f"Way too much request weight used; IP banned until {until}. "
-                                   "Please use WebSocket Streams for live updates to avoid bans.",
-                                   {"Retry-After": str(-(-(until - now) // 1000))})
+                raise banned(self.ban_until, -(-(self.ban_until - now) // 1000))
             headers: dict[str, str] = {}
             over: Limit | None = None
             for limit in self.limits:
@@ -211,16 +208,12 @@ class RateLimiter:
             duration = min(BAN_MAX_MS, BAN_FIRST_MS * 2 ** self.bans)
             self.bans += 1
             self.ban_until = now + duration
-            raise BinanceError(418, -1003, f"Way too much request weight used; IP banned until {self.ban_until}. "
-                               "Please use WebSocket Streams for live updates to avoid bans.",
-                               {**headers, "Retry-After": str(duration // 1000)})
+            raise banned(self.ban_until, duration // 1000, headers)
         retry = -(-(window + limit.window_ms - now) // 1000)
         if limit.type == "RAW_REQUESTS":
             msg = f"Too many requests; current limit of IP is {limit.limit} requests per {limit.num} {limit.interval}."
-        else:
-            msg = (f"Too much request weight used; current limit is {limit.limit} request weight per {limit.num} "
-                   f"{limit.interval}. Please use WebSocket Streams for live updates to avoid polling the API.")
-        raise BinanceError(429, -1003, msg, {**headers, "Retry-After": str(retry)})
+            raise BinanceError(429, -1003, msg, {**headers, "Retry-After": str(retry)})
+        raise too_much_weight(limit.limit, retry, f"{limit.num} {limit.interval}", headers)
 
     def placed(self, orders: int) -> dict[str, str]:
         """Count accepted orders; return the ``X-MBX-ORDER-COUNT-*`` headers."""

@@ -183,10 +183,10 @@ class Emulator:
             self.limiter.filled()
 
     @contextlib.contextmanager
-    def counting_fills(self, active: bool) -> Iterator[list[int]]:
+    def counting_fills(self) -> Iterator[list[int]]:
         """Count the first fills of an order request instead of decrementing the order count at once."""
         counter = [0]
-        self._local.first_fills = counter if active else None
+        self._local.first_fills = counter
         try:
             yield counter
         finally:

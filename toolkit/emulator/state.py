@@ -210,31 +210,15 @@ class State:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_meta(self, key: str, value: object) -> None:
-        """Store a setting."""
-        self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
-
     def set_metas(self, values: dict[str, str]) -> None:
         """Store several settings at once."""
         self.db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
-
-    def next_id(self, key: str, first: int) -> int:
-        """Return and advance a persistent counter."""
-        raw = self.get_meta(key)
-        value = first if raw is None else int(raw)
-        self.set_meta(key, value + 1)
-        return value
 
     # -- balances ---------------------------------------------------------------------------------
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Return ``{asset: (free, locked)}``."""
         rows = self.db.execute("SELECT asset, free, locked FROM balances ORDER BY asset").fetchall()
         return {r["asset"]: (Decimal(r["free"]), Decimal(r["locked"])) for r in rows}
-
-    def set_balance(self, asset: str, free: Decimal, locked: Decimal) -> None:
-        """Store one asset's free and locked amounts."""
-        self.db.execute("INSERT OR REPLACE INTO balances (asset, free, locked) VALUES (?, ?, ?)",
-                        (asset, str(free), str(locked)))
 
     def set_balances(self, values: dict[str, tuple[Decimal, Decimal]]) -> None:
         """Store several assets' free and locked amounts at once."""

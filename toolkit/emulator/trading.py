@@ -8,15 +8,23 @@ Binance's shapes (``newOrderRespType`` ACK / RESULT / FULL, order lists with
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 from toolkit.emulator.errors import BinanceError, mandatory
 from toolkit.emulator.filters import SymbolRules
 from toolkit.emulator.orders import Engine, Leg
-from toolkit.emulator.params import Request, dec, integer, limit_param, text
+from toolkit.emulator.params import (
+    Request,
+    dec,
+    f8,
+    integer,
+    limit_param,
+    new_client_id,
+    side,
+    symbol_rules,
+    time_in_force,
+)
 from toolkit.emulator.state import STOP_TYPES, Order, OrderList, Trade
 
 __all__ = ["Trading", "order_json", "trade_json"]
@@ -25,19 +33,15 @@ ORDER_TYPES = ("MARKET", "LIMIT", "LIMIT_MAKER", *STOP_TYPES)
 DAY_MS = 86_400_000
 
 
-def _f8(value: Decimal | float) -> str:
-    return f"{value:.8f}"
-
-
 def order_json(o: Order) -> dict[str, Any]:
     """Return the GET /api/v3/order shape of an order."""
     return {
         "symbol": o.symbol, "orderId": o.order_id, "orderListId": o.order_list_id,
-        "clientOrderId": o.client_order_id, "price": _f8(o.price), "origQty": _f8(o.orig_qty),
-        "executedQty": _f8(o.executed_qty), "cummulativeQuoteQty": _f8(o.cum_quote), "status": o.status,
-        "timeInForce": o.time_in_force, "type": o.type, "side": o.side, "stopPrice": _f8(o.stop_price),
-        "icebergQty": _f8(0), "time": o.time, "updateTime": o.update_time, "isWorking": o.is_working,
-        "workingTime": o.working_time, "origQuoteOrderQty": _f8(o.orig_quote_qty),
+        "clientOrderId": o.client_order_id, "price": f8(o.price), "origQty": f8(o.orig_qty),
+        "executedQty": f8(o.executed_qty), "cummulativeQuoteQty": f8(o.cum_quote), "status": o.status,
+        "timeInForce": o.time_in_force, "type": o.type, "side": o.side, "stopPrice": f8(o.stop_price),
+        "icebergQty": f8(0), "time": o.time, "updateTime": o.update_time, "isWorking": o.is_working,
+        "workingTime": o.working_time, "origQuoteOrderQty": f8(o.orig_quote_qty),
         "selfTradePreventionMode": "EXPIRE_MAKER",
     }
 
@@ -60,8 +64,8 @@ _CANCEL_KEYS = ("symbol", "orderId", "orderListId", "price", "origQty", "execute
 def trade_json(t: Trade, list_id: int = -1) -> dict[str, Any]:
     """Return the GET /api/v3/myTrades shape of a fill."""
     return {
-        "symbol": t.symbol, "id": t.id, "orderId": t.order_id, "orderListId": list_id, "price": _f8(t.price),
-        "qty": _f8(t.qty), "quoteQty": _f8(t.quote_qty), "commission": _f8(t.commission),
+        "symbol": t.symbol, "id": t.id, "orderId": t.order_id, "orderListId": list_id, "price": f8(t.price),
+        "qty": f8(t.qty), "quoteQty": f8(t.quote_qty), "commission": f8(t.commission),
         "commissionAsset": t.commission_asset, "time": t.time, "isBuyer": t.is_buyer,
         "isMaker": t.is_maker, "isBestMatch": True,
     }
@@ -96,11 +100,7 @@ class Trading:
         }
 
     def _rules(self, p: dict[str, str]) -> SymbolRules:
-
-        symbol = text(p, "symbol")
-        if symbol not in self.rules:
-            raise BinanceError(400, -1121, "Invalid symbol.")
-        return self.rules[symbol]
+        return symbol_rules(self.rules, p)
 
     # -- account --------------------------------------------------------------------------------------
     def account(self, req: Request) -> dict[str, Any]:
@@ -110,23 +110,20 @@ class Trading:
         return {
             "makerCommission": int(p.maker_fee * 10000), "takerCommission": int(p.taker_fee * 10000),
             "buyerCommission": 0, "sellerCommission": 0,
-            "commissionRates": {"maker": _f8(p.maker_fee), "taker": _f8(p.taker_fee),
-                                "buyer": _f8(0), "seller": _f8(0)},
+            "commissionRates": {"maker": f8(p.maker_fee), "taker": f8(p.taker_fee),
+                                "buyer": f8(0), "seller": f8(0)},
             "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
             "requireSelfTradePrevention": False, "preventSor": False, "updateTime": self.engine.processed,
             "accountType": "SPOT", "permissions": ["SPOT"], "uid": 1,
-            "balances": [{"asset": a, "free": _f8(f), "locked": _f8(lk)} for a, (f, lk) in bal.items()
+            "balances": [{"asset": a, "free": f8(f), "locked": f8(lk)} for a, (f, lk) in bal.items()
                          if not (omit and f == 0 and lk == 0)],
         }
 
     # -- orders ---------------------------------------------------------------------------------------
     def _order_args(self, p: dict[str, str]) -> dict[str, Any]:
         """Check a new order's parameters per type (Binance's mandatory fields) and return the engine's."""
-
         rules = self._rules(p)
-        side = p.get("side")
-        if side not in ("BUY", "SELL"):
-            raise BinanceError(400, -1117, "Invalid side.")
+        side_ = side(p)
         type_ = p.get("type")
         if type_ not in ORDER_TYPES:
             raise BinanceError(400, -1116, "Invalid orderType.")
@@ -157,11 +154,9 @@ class Trading:
             raise mandatory("stopPrice")
         if type_ not in STOP_TYPES and stop is not None:
             raise BinanceError(400, -1106, "Parameter 'stopPrice' sent when not required.")
-        if needs_tif and not p.get("timeInForce"):
-            raise mandatory("timeInForce")
-        if needs_tif and tif not in ("GTC", "IOC", "FOK"):
-            raise BinanceError(400, -1115, "Invalid timeInForce.")
-        return {"symbol": rules.symbol, "side": side, "type_": type_, "tif": tif, "qty": qty, "price": price,
+        if needs_tif:
+            time_in_force(p, "timeInForce")
+        return {"symbol": rules.symbol, "side": side_, "type_": type_, "tif": tif, "qty": qty, "price": price,
                 "quote_qty": quote_qty, "client_id": p.get("newClientOrderId"), "stop_price": stop}
 
     def new_order(self, req: Request) -> dict[str, Any]:
@@ -173,7 +168,7 @@ class Trading:
             return out
         out |= _report(order, _RESULT_KEYS)
         if resp == "FULL":
-            out["fills"] = [{"price": _f8(t.price), "qty": _f8(t.qty), "commission": _f8(t.commission),
+            out["fills"] = [{"price": f8(t.price), "qty": f8(t.qty), "commission": f8(t.commission),
                              "commissionAsset": t.commission_asset, "tradeId": t.id} for t in fills]
         return out
 
@@ -182,7 +177,6 @@ class Trading:
         return {}
 
     def _ids(self, req: Request) -> tuple[str, int | None, str | None]:
-
         rules = self._rules(req.params)
         order_id, client = integer(req.params, "orderId"), req.params.get("origClientOrderId") or None
         if order_id is None and client is None:
@@ -196,7 +190,7 @@ class Trading:
     def _cancel_json(self, order: Order, new_client: str | None = None) -> dict[str, Any]:
         return _report(order, _CANCEL_KEYS) | {
             "origClientOrderId": order.client_order_id, "transactTime": order.update_time,
-            "clientOrderId": new_client or "emu" + secrets.token_hex(10)}
+            "clientOrderId": new_client_id(new_client)}
 
     def cancel_order(self, req: Request) -> dict[str, Any]:
         order = self.engine.cancel(*self._ids(req))
@@ -215,14 +209,12 @@ class Trading:
         return [order_json(o) for o in self.engine.open_orders(symbol)]
 
     def _window(self, p: dict[str, str]) -> tuple[int | None, int | None]:
-
         start, end = integer(p, "startTime"), integer(p, "endTime")
         if start is not None and end is not None and end - start > DAY_MS:
             raise BinanceError(400, -1127, "More than 24 hours between startTime and endTime.")
         return start, end
 
     def all_orders(self, req: Request) -> list[dict[str, Any]]:
-
         rules, p = self._rules(req.params), req.params
         start, end = self._window(p)
         with self.engine.lock:
@@ -232,7 +224,6 @@ class Trading:
             return [order_json(live.get(o.order_id, o)) for o in rows]
 
     def my_trades(self, req: Request) -> list[dict[str, Any]]:
-
         rules, p = self._rules(req.params), req.params
         given = frozenset(k for k in ("orderId", "startTime", "endTime", "fromId") if p.get(k) not in (None, ""))
         if given not in _TRADE_COMBINATIONS:  # Binance's supported combinations (2022-12-05)
@@ -264,19 +255,15 @@ class Trading:
         return out
 
     def _oco(self, p: dict[str, str], above: Leg, below: Leg) -> dict[str, Any]:
-
         rules = self._rules(p)
-        side = p.get("side")
-        if side not in ("BUY", "SELL"):
-            raise BinanceError(400, -1117, "Invalid side.")
+        side_ = side(p)
         qty = dec(p, "quantity")
         assert qty is not None
-        lst, orders = self.engine.place_oco(rules.symbol, side, qty, above, below, p.get("listClientOrderId"))
+        lst, orders = self.engine.place_oco(rules.symbol, side_, qty, above, below, p.get("listClientOrderId"))
         return self._list_json(lst, orders, reports=_RESULT_KEYS)
 
     def new_oco(self, req: Request) -> dict[str, Any]:
         """Place an OCO from ``above*`` and ``below*`` legs (``POST /api/v3/orderList/oco``)."""
-
         p = req.params
         legs = []
         for prefix in ("above", "below"):
@@ -288,29 +275,23 @@ class Trading:
                 raise mandatory(f"{prefix}Price")
             if type_ in STOP_TYPES and stop is None:
                 raise mandatory(f"{prefix}StopPrice")
-            tif = p.get(f"{prefix}TimeInForce") or ""
-            if type_.endswith("_LIMIT") and tif not in ("GTC", "IOC", "FOK"):
-                raise mandatory(f"{prefix}TimeInForce") if not tif else BinanceError(400, -1115, "Invalid timeInForce.")
-            legs.append(Leg(type_, price, stop, tif or "GTC", p.get(f"{prefix}ClientOrderId")))
+            tif = time_in_force(p, f"{prefix}TimeInForce") if type_.endswith("_LIMIT") else "GTC"
+            legs.append(Leg(type_, price, stop, tif, p.get(f"{prefix}ClientOrderId")))
         return self._oco(p, legs[0], legs[1])
 
     def new_oco_legacy(self, req: Request) -> dict[str, Any]:
         """Place an OCO the deprecated way (``POST /api/v3/order/oco``): a LIMIT_MAKER and a stop-loss leg."""
-
         p = req.params
         price, stop = dec(p, "price"), dec(p, "stopPrice")
         limit_price = dec(p, "stopLimitPrice", False)
-        tif = p.get("stopLimitTimeInForce") or ""
-        if limit_price is not None and tif not in ("GTC", "IOC", "FOK"):
-            raise mandatory("stopLimitTimeInForce") if not tif else BinanceError(400, -1115, "Invalid timeInForce.")
+        tif = time_in_force(p, "stopLimitTimeInForce") if limit_price is not None else "GTC"
         maker = Leg("LIMIT_MAKER", price, None, "GTC", p.get("limitClientOrderId"))
-        stop_leg = Leg("STOP_LOSS_LIMIT" if limit_price is not None else "STOP_LOSS", limit_price, stop,
-                       tif or "GTC", p.get("stopClientOrderId"))
+        stop_leg = Leg("STOP_LOSS_LIMIT" if limit_price is not None else "STOP_LOSS", limit_price, stop, tif,
+                       p.get("stopClientOrderId"))
         above, below = (maker, stop_leg) if p.get("side") == "SELL" else (stop_leg, maker)
         return self._oco(p, above, below)
 
     def _list_ids(self, p: dict[str, str]) -> tuple[int | None, str | None]:
-
         list_id = integer(p, "orderListId")
         client = p.get("listClientOrderId") or p.get("origClientOrderId") or None
         if list_id is None and client is None:
@@ -339,7 +320,6 @@ class Trading:
                     for lst in self.engine.state.order_lists(open_only=True, limit=10**6)]
 
     def all_order_lists(self, req: Request) -> list[dict[str, Any]]:
-
         p = req.params
         from_id = integer(p, "fromId")
         start, end = self._window(p)

@@ -121,8 +121,6 @@ def _kernel_manager_logging_to(log: Path) -> type:
                 kw["stderr"] = stderr
                 await super()._async_launch_kernel(kernel_cmd, **kw)
 
-        _launch_kernel = _async_launch_kernel
-
     return LoggingKernelManager
 
 
