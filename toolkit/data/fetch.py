@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolkit.clock import ms_to_timestamp, timestamp_to_ms
 from toolkit.data.resample import timeframe_minutes
 from toolkit.data.store import BarStore, parse_time
 from toolkit.errors import ConfigurationError, DataError
@@ -131,7 +132,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
                                  (since, until))
     if t1 <= t0:
         raise ConfigurationError("until", f"a time after since {t0}", until)
-    start_ms, end_ms = int(t0.value // 1_000_000), int(t1.value // 1_000_000)
+    start_ms, end_ms = timestamp_to_ms(t0), timestamp_to_ms(t1)
     start_ms = -(-start_ms // step_ms) * step_ms
     grid = np.arange(start_ms, end_ms, step_ms, dtype="int64")
     if not len(grid):
@@ -141,7 +142,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
     resumed_from = None
     if len(missing) < len(grid):
         first_gap = int(missing[0]) if len(missing) else end_ms
-        resumed_from = pd.Timestamp(first_gap, unit="ms", tz="UTC").isoformat()
+        resumed_from = ms_to_timestamp(first_gap).isoformat()
     exchange_name = session.exchange if session is not None else exchange_id
     limit = page_limit or (1000 if exchange_name == "binance" else None)
 
@@ -203,7 +204,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
         bars = store.load(symbol, timeframe, t0, t1 - pd.Timedelta(milliseconds=1))
     except DataError as exc:
         raise DataError(f"{what}: expected bars between {t0} and {t1} after the fetch, found none") from exc
-    first_ms, last_ms = int(bars.index[0].value // 1_000_000), int(bars.index[-1].value // 1_000_000)
+    first_ms, last_ms = timestamp_to_ms(bars.index[0]), timestamp_to_ms(bars.index[-1])
     if first_ms > int(grid[0]) or last_ms < int(grid[-1]):
         raise DataError(
             f"{what}: expected stored bars covering {_iso(int(grid[0]))} .. {_iso(int(grid[-1]))} (since .. "
@@ -220,7 +221,7 @@ def fetch_ohlcv(exchange_id: str, symbol: str, timeframe: str, since: object, un
 
 
 def _iso(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+    return ms_to_timestamp(ms).isoformat()
 
 
 def _missing(store: BarStore, symbol: str, timeframe: str, t0: pd.Timestamp, t1: pd.Timestamp,

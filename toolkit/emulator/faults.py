@@ -38,6 +38,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from toolkit.clock import timestamp_to_ms
 from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = ["FaultInjector", "FaultRule", "load_faults", "parse_rules"]
@@ -73,9 +74,7 @@ class FaultRule(BaseModel):
     def _time(cls, value: object) -> int | None:
         if value is None or isinstance(value, int):
             return value
-        ts = pd.Timestamp(str(value))
-        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-        return int(ts.value // 1_000_000)
+        return timestamp_to_ms(pd.Timestamp(str(value)))
 
 
 class FaultInjector:

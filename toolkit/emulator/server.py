@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from toolkit.clock import SYSTEM_CLOCK, Clock
+from toolkit.clock import SYSTEM_CLOCK, Clock, timestamp_to_ms
 from toolkit.data.store import BarStore, parse_time
 from toolkit.emulator.api import Api
 from toolkit.emulator.clock import ReplayClock, SteppableClock
@@ -89,7 +89,7 @@ def _start_ms(config: EmulatorConfig, feeds: dict[str, BarFeed]) -> int:
     if config.start:
         ts = parse_time(config.start, "start")
         assert ts is not None
-        start = int(ts.value // 1_000_000)
+        start = timestamp_to_ms(ts)
     else:
         start = max(f.first_ms for f in feeds.values()) + 1440 * MINUTE
     for feed in feeds.values():
@@ -243,7 +243,7 @@ class Emulator:
             if "to" in doc:
                 ts = parse_time(doc["to"], "to")
                 assert ts is not None
-                target = int(ts.value // 1_000_000)
+                target = timestamp_to_ms(ts)
                 self.advance(max(0, target - self.clock.now_ms()))
             else:
                 step = int(doc.get("advance_ms", 0)) + int(doc.get("advance_minutes", 0)) * MINUTE

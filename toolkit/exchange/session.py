@@ -12,8 +12,6 @@ never reach a repr, a log line or an error message.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +21,7 @@ from typing import Any
 
 import pydantic
 
+from toolkit.canonical import canonical_sha256
 from toolkit.clock import Clock
 from toolkit.exchange import orders
 from toolkit.exchange.client import exchange_client
@@ -89,8 +88,7 @@ class ExchangeConfig(pydantic.BaseModel):
         """Return the sha256 of the canonical JSON form without the credentials (the config's identity)."""
         doc = self.model_dump(mode="json", exclude={"api_key", "secret"})
         doc["authenticated"] = self.secret is not None
-        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return canonical_sha256(doc, ascii_only=True)
 
 
 class ExchangeSession:

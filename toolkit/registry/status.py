@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from toolkit.clock import timestamp_to_ms
 from toolkit.errors import RegistryError
 from toolkit.registry import adapter
 from toolkit.registry.adapter import CANDIDATE, CHAMPION
@@ -42,7 +43,7 @@ def _log_cycle(model_name: str, now: pd.Timestamp, action: str, cycle_hours: flo
     promotions = int(tags.get("registry.promotions", 0)) + (action == "promote")
     rollbacks = int(tags.get("registry.rollbacks", 0)) + (action == "rollback")
     run_id = tags.get("registry.run_id") or _registry_run(model_name)
-    ts = int(now.value // 1_000_000)
+    ts = timestamp_to_ms(now)
     step = promotions + rollbacks
     adapter.log_metric(run_id, "promotions.total", float(promotions), timestamp=ts, step=step)
     adapter.log_metric(run_id, "rollbacks.total", float(rollbacks), timestamp=ts, step=step)
