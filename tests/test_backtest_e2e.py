@@ -222,7 +222,7 @@ def test_bad_input_fails_clearly_and_leaves_no_run(args: list[str], code: int, m
     if code != 7:  # refused before a kernel started: no report files either (a failed cell keeps its notebook)
         assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").rglob("*.ipynb"))
         assert not (tmp_path / "trials.db").exists()  # no trial was run, none recorded
-    assert not (ROOT.parent / "etc").exists()
+    assert not (tmp_path / "etc").exists()  # where "--model-name ../../etc/x" would have written under reports/
 
 
 def test_a_second_run_relative_bars_file_and_failed_quality(backtest: dict, store: Path, tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ def test_versions_with_different_strategy_code_load_side_by_side(bundle: Path, i
     p1 = adapter.version_info(v1.model_name, v1.model_version).tags["strategies.package"]
     p2 = adapter.version_info(v2.model_name, v2.model_version).tags["strategies.package"]
     assert p1 != p2 and p1.startswith("desk_strategies_") and p2.startswith("desk_strategies_")
-    sys.modules.setdefault("strategies", None)  # a foreign top-level "strategies" must not matter
+    monkeypatch.setitem(sys.modules, "strategies", None)  # a foreign top-level "strategies" must not matter
     bars = pd.read_parquet(bundle / "bars.parquet").reset_index()
     bars["timestamp"] = bars["timestamp"].dt.tz_localize(None)
     frame = bars[["timestamp", "open", "high", "low", "close", "volume"]]

@@ -13,16 +13,16 @@ run, no half-registered version and no empty model behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from toolkit import __version__, config
 from toolkit.backtest.bundle import Bundle, bundle_sha256, load_bundle
-from toolkit.errors import ConfigurationError, RegistryError
+from toolkit.errors import RegistryError
 from toolkit.naming import validate_model_name
 from toolkit.registry import adapter
 
@@ -110,7 +110,7 @@ def _backtest_fields(bundle: Bundle, evidence_sha: str, template_sha: str | None
     params: dict[str, object] = {
         "strategy": cfg.strategy, "symbol": cfg.symbol, "timeframe": cfg.timeframe,
         "start": cfg.start, "end": cfg.end, "capital": cfg.capital, "split": cfg.split,
-        "split_at": bundle.split_at, "grid": _json(cfg.grid),
+        "split_at": bundle.split_at, "grid": json.dumps(cfg.grid, sort_keys=True),
         "n_combinations": bundle.n_trials_run,
         **{f"cost.{k}": v for k, v in cfg.costs.model_dump().items()},
         **{f"param.{k}": v for k, v in bundle.chosen.items()},
@@ -120,12 +120,6 @@ def _backtest_fields(bundle: Bundle, evidence_sha: str, template_sha: str | None
     metrics.update({f"benchmark.{k}": v for k, v in bundle.benchmark.items()})
     metrics["trials.ledger_total"] = bundle.n_trials
     return tags, params, {k: float(v) for k, v in metrics.items() if v is not None}
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, sort_keys=True)
 
 
 def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
@@ -204,7 +198,6 @@ def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
         raise RegistryError(f"recording backtest {bundle.backtest_id} failed: {exc}; {cleaned}") from exc
     finally:
         shutil.rmtree(code, ignore_errors=True)
-    if run_id is None or version is None:  # pragma: no cover - the try either set both or raised
-        raise ConfigurationError("record", "a run and a version", (run_id, version))
+    assert run_id is not None and version is not None  # the try either set both or raised
     return RecordedVersion(run_id=run_id, experiment_id=experiment_id, model_name=name,
                            model_version=version, model_uri=f"models:/{name}/{version}")

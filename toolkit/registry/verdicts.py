@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -200,7 +201,7 @@ def record_verdict(model_name: str, version: str | int, verdict_path: str | Path
     return RecordedVerdict(model=model_name, version=v, run_id=run_id, verdict=verdict, tags=version_tags)
 
 
-def _tag_version(model_name: str, v: str, old_tags: dict[str, str] | Any, verdict: StoredVerdict,
+def _tag_version(model_name: str, v: str, old_tags: Mapping[str, str], verdict: StoredVerdict,
                  version_tags: dict[str, str], clock: Clock, actor: str | None,
                  audit_path: str | Path | None) -> None:
     """Set the gate tags and move ``candidate`` under the registry lock; audit the move."""
