@@ -3,8 +3,9 @@
 The bundle is what gets logged to MLflow under ``evidence/`` and what the gates
 evaluate. Layout::
 
-    backtest.json        config, ids, hashes, chosen parameters, metrics
-    returns.parquet      timestamp, return, position (chosen strategy, whole period)
+    backtest.json        config, ids, hashes, chosen parameters, metrics, walk-forward folds,
+                         the deployed version's required history
+    returns.parquet      timestamp, return, position (sized), direction (the walk-forward record)
     trades.parquet       out-of-sample trades
     orders.parquet       fills with slippage and participation
     sweep.parquet        one row per combination of this run
@@ -78,8 +79,12 @@ def save_bundle(result: BacktestResult, bars: pd.DataFrame, certificate: dict[st
         "n_trials_run": len(result.sweep),
         "model_name": cfg.model_name_or_default,
         "strategy_type": _strategy_type(cfg.strategy),
+        "folds": result.folds,
+        "required_history": result.required_history,
     })
-    pd.DataFrame({"return": result.returns, "position": result.positions}).to_parquet(d / "returns.parquet")
+    directions = result.directions if result.directions is not None else result.positions
+    pd.DataFrame({"return": result.returns, "position": result.positions,
+                  "direction": directions}).to_parquet(d / "returns.parquet")
     result.trades.to_parquet(d / "trades.parquet")
     result.orders.to_parquet(d / "orders.parquet")
     result.sweep.to_parquet(d / "sweep.parquet")
@@ -115,6 +120,8 @@ class Bundle:
     n_trials_run: int
     model_name: str
     strategy_type: str
+    folds: list[dict[str, Any]]
+    required_history: int
     certificate: dict[str, Any]
     returns: pd.DataFrame
     trades: pd.DataFrame
@@ -126,7 +133,8 @@ class Bundle:
 
 
 _JSON_FIELDS = ("config_sha256", "backtest_id", "created_at", "data_hash", "split_at", "chosen", "chosen_index",
-                "metrics", "metrics_is", "benchmark", "n_trials", "n_trials_run", "model_name", "strategy_type")
+                "metrics", "metrics_is", "benchmark", "n_trials", "n_trials_run", "model_name", "strategy_type",
+                "folds", "required_history")
 
 
 def load_bundle(directory: str | Path) -> Bundle:

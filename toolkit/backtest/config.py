@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -13,9 +13,38 @@ from toolkit.data.resample import timeframe_minutes
 from toolkit.data.store import parse_time, symbol_key
 from toolkit.errors import ConfigurationError, from_pydantic
 from toolkit.naming import validate_model_name
-from toolkit.strategies import ParameterError, get_strategy
+from toolkit.strategies import ParameterError, Sizing, get_strategy
 
-__all__ = ["BacktestConfig", "config_from_params", "parse_grid"]
+__all__ = ["BacktestConfig", "Fold", "WalkForward", "config_from_params", "parse_grid"]
+
+#: fewest bars in an in-sample window or an out-of-sample block
+MIN_BLOCK_BARS = 30
+
+
+class WalkForward(pydantic.BaseModel):
+    """Walk-forward selection: choose in-sample, trade the next block out-of-sample, repeat.
+
+    The first ``train_share`` of the bars is the first in-sample window; the rest is
+    cut into ``folds`` equal out-of-sample blocks. Before each block the combination
+    with the highest in-sample Sharpe is chosen on every bar before it (``anchored``)
+    or on the ``train_share`` of bars just before it (rolling).
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    train_share: float = pydantic.Field(0.25, gt=0.0, lt=1.0, description="share of the bars in the first window")
+    folds: int = pydantic.Field(6, ge=1, le=520, description="out-of-sample blocks after the first window")
+    anchored: bool = pydantic.Field(True, description="in-sample window grows from the start (else it rolls)")
+
+
+class Fold(pydantic.BaseModel):
+    """One walk-forward step in bar positions: choose on [train_lo, test_lo), trade [test_lo, test_hi)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    train_lo: int
+    test_lo: int
+    test_hi: int
 
 GridValue = int | float | bool | str
 
@@ -34,7 +63,13 @@ class BacktestConfig(pydantic.BaseModel):
     grid: dict[str, list[GridValue]] = pydantic.Field(default_factory=dict)
     costs: CostModel = pydantic.Field(default_factory=lambda: CostModel())
     capital: float = pydantic.Field(100_000.0, gt=0.0, description="capital allocation (quote currency)")
-    split: float = pydantic.Field(0.7, gt=0.0, lt=1.0, description="in-sample share of the bars")
+    split: float = pydantic.Field(0.7, gt=0.0, lt=1.0, description="in-sample share of the bars (selection=split)")
+    selection: Literal["walk_forward", "split"] = pydantic.Field(
+        "walk_forward", description="walk-forward selection, or one in-sample/out-of-sample split")
+    walk_forward: WalkForward = pydantic.Field(default_factory=lambda: WalkForward())
+    sizing: Sizing = pydantic.Field(default_factory=lambda: Sizing())
+    borrow_rate_annual_pct: float = pydantic.Field(
+        10.0, ge=0.0, le=200.0, description="margin model: cost of borrowing for a short position, % a year")
     experiment: str = "backtests"
     model_name: str | None = None
     bars_file: str | None = None
@@ -91,6 +126,40 @@ class BacktestConfig(pydantic.BaseModel):
     def sha256(self) -> str:
         """Return the sha256 of the canonical JSON form (the config's identity)."""
         return canonical_sha256(self.model_dump(mode="json"), ascii_only=True)
+
+    def folds(self, n_bars: int) -> list[Fold]:
+        """Return the selection's folds over ``n_bars`` bars (one fold for ``selection=split``).
+
+        Raises ``DataError`` when a window or block would hold fewer than ``MIN_BLOCK_BARS`` bars.
+        """
+        from toolkit.errors import DataError
+
+        if self.selection == "split":
+            cut = int(n_bars * self.split)
+            folds = [Fold(train_lo=0, test_lo=cut, test_hi=n_bars)]
+        else:
+            wf = self.walk_forward
+            first = int(n_bars * wf.train_share)
+            edges = [first + round(k * (n_bars - first) / wf.folds) for k in range(wf.folds + 1)]
+            folds = [Fold(train_lo=0 if wf.anchored else max(0, lo - first), test_lo=lo, test_hi=hi)
+                     for lo, hi in itertools.pairwise(edges)]
+        short = [f for f in folds if f.test_lo - f.train_lo < MIN_BLOCK_BARS or f.test_hi - f.test_lo < MIN_BLOCK_BARS]
+        if short:
+            f = short[0]
+            raise DataError(
+                f"{self.symbol} {self.timeframe}: expected at least {MIN_BLOCK_BARS} bars in every in-sample window "
+                f"and out-of-sample block ({self.selection}), found {f.test_lo - f.train_lo} and "
+                f"{f.test_hi - f.test_lo} (of {n_bars} bars); use a longer period or fewer folds")
+        return folds
+
+    def bar_minutes(self) -> float:
+        """Return the bar length in minutes."""
+        return float(timeframe_minutes(self.timeframe))
+
+    def required_history(self, params: dict[str, GridValue]) -> int:
+        """Return the closed bars a decision of this version needs (strategy and sizing)."""
+        strategy = get_strategy(self.strategy)(**params)
+        return max(int(strategy.required_history), self.sizing.required_history(self.bar_minutes()))
 
     def combinations(self) -> list[dict[str, GridValue]]:
         """Return the valid parameter sets of the grid, in grid order.

@@ -1,9 +1,16 @@
-"""Run a backtest: parameter sweep, in-sample selection, out-of-sample figures, trial ledger.
+"""Run a backtest: parameter sweep, walk-forward selection, out-of-sample figures, trial ledger.
 
-Positions decided on the close of bar ``t`` are executed at the open of bar
-``t + 1`` (taker fee plus the bar-derived slippage model). Parameters are chosen
-on the in-sample part (highest in-sample Sharpe); every reported figure is
-out-of-sample. Every combination evaluated is appended to the trial ledger.
+A strategy decides a direction on the close of bar ``t``; the version's sizing
+(``toolkit.strategies.sizing``: volatility target, rebalancing band) turns it
+into a position, executed at the open of bar ``t + 1`` (taker fee plus the
+slippage model). A short position pays the margin model's borrow rate.
+
+Selection is walk-forward by default: before each out-of-sample block the
+combination with the highest in-sample Sharpe is chosen and traded on that
+block; the concatenated blocks are the out-of-sample record every figure and
+gate reads (``split_at`` is the first out-of-sample bar). ``selection="split"``
+is one in-sample/out-of-sample split. The version deploys the last block's
+choice. Every combination evaluated is appended to the trial ledger.
 """
 
 from __future__ import annotations
@@ -16,18 +23,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from toolkit.backtest.config import BacktestConfig, GridValue
+from toolkit.backtest.config import BacktestConfig, Fold, GridValue
 from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
 from toolkit.backtest.portfolio import simulate
 from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.data.quality import data_hash
 from toolkit.data.resample import bars_per_year, timeframe_minutes
-from toolkit.errors import DataError
 from toolkit.stats.metrics import sharpe_ratio, sharpe_ratios, summary
 from toolkit.strategies import make_strategy
 
-__all__ = ["CHUNK", "BacktestResult", "run_backtest", "sweep_returns"]
+__all__ = ["CHUNK", "BacktestResult", "Replay", "fold_choices", "replay", "run_backtest", "sweep_returns"]
 
 #: columns simulated per vectorbt call (bounds memory; one progress step each)
 CHUNK = 16
@@ -45,8 +51,8 @@ class BacktestResult:
     sweep: pd.DataFrame            # one row per combination: params, Sharpe IS/OOS (annualised too)
     chosen: dict[str, object]      # chosen parameters
     chosen_index: int
-    returns: pd.Series             # chosen strategy, per bar, whole period
-    positions: pd.Series           # decided on each bar's close
+    returns: pd.Series             # the walk-forward record, per bar, whole period (before split_at: in-sample)
+    positions: pd.Series           # sized position decided on each bar's close
     trades: pd.DataFrame           # out-of-sample trades of the chosen strategy
     orders: pd.DataFrame           # all orders of the chosen strategy (fills, slippage, participation)
     metrics: dict[str, float]      # out-of-sample
@@ -54,6 +60,9 @@ class BacktestResult:
     benchmark: dict[str, float]    # buy and hold over the out-of-sample period
     trial_returns: pd.DataFrame    # every combination's returns at max(bar, 1h), for PBO
     ledger: pd.DataFrame           # the whole ledger for this strategy and market, this run included
+    directions: pd.Series | None = None   # the strategy's direction on each bar's close
+    folds: list[dict[str, object]] = field(default_factory=list)  # walk-forward steps and their choices
+    required_history: int = 0      # closed bars a decision of the deployed version needs
     extras: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -69,37 +78,93 @@ Combo = dict[str, GridValue]
 Details = tuple[pd.DataFrame, pd.DataFrame, np.ndarray]
 
 
-def _positions(cfg: BacktestConfig, combos: list[Combo], bars: pd.DataFrame) -> np.ndarray:
+def _directions(cfg: BacktestConfig, combos: list[Combo], bars: pd.DataFrame) -> np.ndarray:
     out = np.empty((len(bars), len(combos)))
     for j, params in enumerate(combos):
         out[:, j] = make_strategy(cfg.strategy, params).positions(bars).to_numpy()
     return out
 
 
+def _borrow(cfg: BacktestConfig, targets: np.ndarray, bar_minutes: float) -> np.ndarray:
+    """Return the per-bar borrow cost (fraction of equity) of the short positions held from each open."""
+    rate = cfg.borrow_rate_annual_pct / 100.0 * bar_minutes / (365.0 * 1440.0)
+    return rate * np.clip(-targets, 0.0, None)
+
+
+def _simulate(cfg: BacktestConfig, bars: pd.DataFrame, decided: np.ndarray, cost_inputs: BarCostInputs,
+              cols: tuple[int, ...]) -> tuple[np.ndarray, dict[int, pd.DataFrame], dict[int, pd.DataFrame]]:
+    """Simulate sized positions decided on closes (T × N): next-open fills, costs, borrow."""
+    targets = np.vstack([np.zeros((1, decided.shape[1])), decided[:-1]])  # execute at the next open
+    delta = np.abs(np.diff(targets, axis=0, prepend=0.0))
+    slip = slippage_rates(cost_inputs, delta, cfg.capital, cfg.costs)
+    sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols)
+    returns = sim.returns - _borrow(cfg, targets, cfg.bar_minutes()) if (targets < 0).any() else sim.returns
+    return returns, sim.trades, sim.orders
+
+
 def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo],
                   detail: int | None = None, progress: bool = False,
                   on_chunk: Callable[[int], None] | None = None) -> tuple[np.ndarray, Details | None]:
-    """Return the T × N per-bar returns of every combination (and the details of one column)."""
+    """Return the T × N per-bar returns of every combination, sized (and the details of one column).
+
+    The details are (trades, orders, sized positions decided on each close).
+    """
     returns = np.empty((len(bars), len(combos)))
     details: Details | None = None
     bar = tqdm(total=len(combos), desc=f"sweep {cfg.strategy}", unit="combo", disable=not progress)
     cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)
     for lo in range(0, len(combos), CHUNK):
         part = combos[lo:lo + CHUNK]
-        decided = _positions(cfg, part, bars)
-        targets = np.vstack([np.zeros((1, len(part))), decided[:-1]])  # execute at the next open
-        delta = np.abs(np.diff(targets, axis=0, prepend=0.0))
-        slip = slippage_rates(cost_inputs, delta, cfg.capital, cfg.costs)
+        decided = cfg.sizing.positions(_directions(cfg, part, bars), bars["close"], cfg.bar_minutes())
         cols = (detail - lo,) if detail is not None and lo <= detail < lo + CHUNK else ()
-        sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols)
-        returns[:, lo:lo + len(part)] = sim.returns
+        r, trades, orders = _simulate(cfg, bars, decided, cost_inputs, cols)
+        returns[:, lo:lo + len(part)] = r
         if cols:
-            details = (sim.trades[cols[0]], sim.orders[cols[0]], decided[:, cols[0]])
+            details = (trades[cols[0]], orders[cols[0]], decided[:, cols[0]])
         bar.update(len(part))
         if on_chunk:
             on_chunk(lo + len(part))
     bar.close()
     return returns, details
+
+
+def fold_choices(cfg: BacktestConfig, returns: np.ndarray, folds: list[Fold]) -> list[int]:
+    """Return, per fold, the column with the highest in-sample Sharpe (ties: the first; none finite: 0)."""
+    out = []
+    for f in folds:
+        sr = sharpe_ratios(returns[f.train_lo:f.test_lo])
+        out.append(int(np.nanargmax(np.where(np.isnan(sr), -np.inf, sr))) if np.isfinite(sr).any() else 0)
+    return out
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The walk-forward record re-simulated from the folds' choices."""
+
+    returns: np.ndarray
+    positions: np.ndarray   # sized, decided on each close
+    directions: np.ndarray  # the chosen combinations' directions, spliced at the fold boundaries
+    trades: pd.DataFrame
+    orders: pd.DataFrame
+
+
+def replay(cfg: BacktestConfig, bars: pd.DataFrame, folds: list[Fold], choices: list[Combo]) -> Replay:
+    """Re-simulate the walk-forward record: fold ``k``'s choice decides on its block, the first before it.
+
+    Deterministic: the gates re-derive the recorded returns and positions with it.
+    """
+    distinct: list[Combo] = []
+    for c in choices:
+        if c not in distinct:
+            distinct.append(c)
+    per = _directions(cfg, distinct, bars)
+    which = np.full(len(bars), distinct.index(choices[0]))
+    for f, c in zip(folds, choices, strict=True):
+        which[f.test_lo:f.test_hi] = distinct.index(c)
+    direction = per[np.arange(len(bars)), which]
+    decided = cfg.sizing.positions(direction, bars["close"], cfg.bar_minutes())
+    r, trades, orders = _simulate(cfg, bars, decided[:, None], BarCostInputs.from_bars(bars, cfg.costs), (0,))
+    return Replay(returns=r[:, 0], positions=decided, directions=direction, trades=trades[0], orders=orders[0])
 
 
 def _evidence_frequency(timeframe: str) -> str:
@@ -108,7 +173,7 @@ def _evidence_frequency(timeframe: str) -> str:
 
 def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | None = None,
                  progress: bool = True, clock: Clock = SYSTEM_CLOCK) -> BacktestResult:
-    """Sweep the grid, choose in-sample, report out-of-sample, and record every trial.
+    """Sweep the grid, select walk-forward (or on one split), report out-of-sample, record every trial.
 
     Parameters
     ----------
@@ -124,26 +189,20 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
         The clock whose time (UTC) is stamped on the result and the ledger rows.
     """
     combos = cfg.combinations()
-    n_split = int(len(bars) * cfg.split)
-    if n_split < 30 or len(bars) - n_split < 30:
-        raise DataError(
-            f"{cfg.symbol} {cfg.timeframe}: expected at least 30 bars on each side of the "
-            f"in/out-of-sample split, found {n_split} and {len(bars) - n_split} (of {len(bars)} bars)"
-        )
+    folds = cfg.folds(len(bars))
+    n_split = folds[0].test_lo
     ppy = bars_per_year(cfg.timeframe)
     returns, _ = sweep_returns(cfg, bars, combos, progress=progress)
     sr_is = sharpe_ratios(returns[:n_split])
     sr_oos = sharpe_ratios(returns[n_split:])
-    best = int(np.nanargmax(np.where(np.isnan(sr_is), -np.inf, sr_is))) if np.isfinite(sr_is).any() else 0
+    picks = fold_choices(cfg, returns, folds)
+    best = picks[-1]  # the version deploys the latest choice
 
-    # the chosen column again, with its trades and orders
-    _, chosen_details = sweep_returns(cfg, bars, [combos[best]], detail=0)
-    if chosen_details is None:  # pragma: no cover - detail=0 always yields details
-        raise RuntimeError("sweep returned no details for the chosen combination")
-    trades, orders, decided = chosen_details
+    record = replay(cfg, bars, folds, [combos[k] for k in picks])
     split_at = bars.index[n_split]
-    chosen_returns = pd.Series(returns[:, best], index=bars.index, name="return")
-    positions = pd.Series(decided, index=bars.index, name="position")
+    chosen_returns = pd.Series(record.returns, index=bars.index, name="return")
+    positions = pd.Series(record.positions, index=bars.index, name="position")
+    trades = record.trades
     oos_trades = trades[trades["entry_time"] >= split_at].reset_index(drop=True)
     is_trades = trades[trades["entry_time"] < split_at]
     metrics = summary(chosen_returns.iloc[n_split:], positions.iloc[n_split:],
@@ -154,6 +213,13 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
     hold = close.pct_change().dropna()
     benchmark = {"total_return": float(close.iloc[-1] / close.iloc[0] - 1.0),
                  "sharpe": float(sharpe_ratio(hold, ppy))}
+    fold_rows: list[dict[str, object]] = [
+        {**f.model_dump(), "train_start": bars.index[f.train_lo], "test_start": bars.index[f.test_lo],
+         "test_end": bars.index[f.test_hi - 1], "chosen_index": k, "chosen": dict(combos[k]),
+         "sharpe_is": float(sharpe_ratios(returns[f.train_lo:f.test_lo, k:k + 1])[0]),
+         "sharpe_oos": float(sharpe_ratios(record.returns[f.test_lo:f.test_hi, None])[0])}
+        for f, k in zip(folds, picks, strict=True)
+    ]
 
     names = list(cfg.grid) or list(cfg.params)
     sweep = pd.DataFrame([{k: c.get(k) for k in names} for c in combos])
@@ -180,6 +246,8 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
     return BacktestResult(
         config=cfg, backtest_id=backtest_id, created_at=now, data_hash=dhash, split_at=split_at,
         sweep=sweep, chosen=dict(combos[best]), chosen_index=best, returns=chosen_returns,
-        positions=positions, trades=oos_trades, orders=orders, metrics=metrics, metrics_is=metrics_is,
+        positions=positions, trades=oos_trades, orders=record.orders, metrics=metrics, metrics_is=metrics_is,
         benchmark=benchmark, trial_returns=trial_returns, ledger=ledger.trials(key),
+        directions=pd.Series(record.directions, index=bars.index, name="direction"), folds=fold_rows,
+        required_history=cfg.required_history(dict(combos[best])),
     )

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from toolkit.data.quality import data_hash
+from toolkit.errors import ConfigurationError
 from toolkit.gates.evidence import Evidence, lookahead_cuts, measurement_settings
 from toolkit.gates.policy import GatePolicy
 from toolkit.gates.result import GateResult, finite, fmt, gate
@@ -27,6 +29,8 @@ from toolkit.gates.risk import (
     leverage,
     max_drawdown,
     order_notional,
+    sizing,
+    spot_long_only,
     var_99,
     worst_day,
 )
@@ -39,43 +43,50 @@ from toolkit.stats.sharpe import (
     sharpe_moments,
 )
 
-__all__ = ["GATES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch", "trial_sharpes"]
+__all__ = ["GATES", "GATE_NAMES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch", "trial_sharpes"]
 
 
 # --------------------------------------------------------------------------- data
 
 
 def data_quality(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """The bars are re-certified under the policy's limits; the recorded hashes must describe them."""
+    from toolkit.data.quality import certify
+
     cert = ev.bundle.certificate
+    cfg = ev.config
     recomputed = data_hash(ev.bundle.bars)
     hashes = {"bars": recomputed, "backtest": ev.bundle.data_hash, "certificate": cert.get("data_hash")}
     match = len(set(hashes.values())) == 1
-    cert_ok = bool(cert.get("passed"))
+    again = certify(ev.bundle.bars, cfg.symbol, cfg.timeframe, pol.data.quality,
+                    start=cfg.start, end=cfg.end).to_dict()
+    cert_ok = bool(again.get("passed"))
     passed = (cert_ok or not pol.data.require_certificate_passed) and (
         match or not pol.data.require_hash_match
     )
     if not cert_ok:
-        why = f"data certificate failed checks {cert.get('failed')}"
+        why = f"the bars fail the policy's data-quality checks {again.get('failed')}"
     elif not match:
         why = "data hash mismatch: the certificate or backtest does not describe these bars"
     else:
-        why = (
-            f"certificate passed for the exact {cert.get('n_bars')} bars evaluated (hash {recomputed[:12]}…)"
-        )
+        why = (f"the exact {again.get('n_bars')} bars evaluated pass the policy's data-quality limits "
+               f"(hash {recomputed[:12]}…)")
     return gate(
         "data_quality",
         "data",
         passed,
         {
             "certificate_passed": cert_ok,
-            "failed_checks": cert.get("failed", []),
+            "recorded_certificate_passed": bool(cert.get("passed")),
+            "failed_checks": again.get("failed", []),
             "data_hash": hashes,
-            "n_bars": cert.get("n_bars"),
-            "expected_bars": cert.get("expected_bars"),
+            "n_bars": again.get("n_bars"),
+            "expected_bars": again.get("expected_bars"),
         },
         {
             "certificate_passed": pol.data.require_certificate_passed,
             "hash_match": pol.data.require_hash_match,
+            "quality": pol.data.quality.model_dump(),
         },
         why,
     )
@@ -85,20 +96,22 @@ def data_quality(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
-    """Return the ledger's trial Sharpes in the chosen timeframe's per-period units, and N.
+    """Return the comparable trials' Sharpes (per period of this timeframe) and N.
 
-    N is the larger of the ledger's row count and the registry's count of trials
-    (``registry_trials`` in the extra evidence), so trials cannot disappear with a local ledger.
+    V[SR] is estimated from comparable trials only: the same market, timeframe and
+    period (the ledger rows of backtests on bars with this bundle's data hash), each
+    Sharpe measured on its own sample. N counts everything ever tried for the family
+    (strategy and market): the distinct (timeframe, parameters) in the ledger, or the
+    registry's count of trials (``registry_trials``) when larger, so N never shrinks and
+    re-running the same grid on another period is not a new trial.
     """
-    from toolkit.data.resample import bars_per_year
-
     trials = ev.bundle.trials
     col = "sharpe_oos" if pol.statistics.dsr_trial_sharpe == "oos" else "sharpe_is"
-    ppy = ev.periods_per_year
-    scale = np.sqrt(np.array([bars_per_year(tf) for tf in trials["timeframe"]], dtype="float64") / ppy)
-    sr = trials[col].to_numpy(dtype="float64") * scale
+    same = trials[(trials["data_hash"] == ev.bundle.data_hash) & (trials["timeframe"] == ev.config.timeframe)]
+    sr = same[col].to_numpy(dtype="float64")
+    distinct = len(set(zip(trials["timeframe"], trials["params"], strict=True)))
     registry = ev.extras.get("registry_trials")
-    return sr[np.isfinite(sr)], max(len(trials), int(registry or 0))
+    return sr[np.isfinite(sr)], max(distinct, int(registry or 0))
 
 
 def _stats_inputs(ev: Evidence) -> dict[str, Any]:
@@ -120,9 +133,14 @@ def oos_sharpe(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def psr(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """P(true Sharpe > 0), with MinTRL as the figure of how much more record would be needed (not a vote)."""
     m = _stats_inputs(ev)
     p = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], 0.0)
     lim = pol.statistics.min_psr
+    alpha = pol.statistics.mintrl_alpha
+    need = min_track_record_length_from_moments(m["sr"], m["skew"], m["kurt"], 0.0, alpha)
+    per_day = ev.periods_per_year / 365.0
+    more = max(0.0, (need - m["n"]) / per_day) if finite(need) else math.inf
     return gate(
         "psr",
         "statistics",
@@ -133,9 +151,15 @@ def psr(ev: Evidence, pol: GatePolicy) -> GateResult:
             "skew": m["skew"],
             "kurtosis_raw": m["kurt"],
             "n_obs": m["n"],
+            "min_trl_obs": need,
+            "min_trl_days": need / per_day if finite(need) else math.inf,
+            "days_more_needed": more,
         },
-        {"min": lim, "sr_benchmark_per_period": 0.0},
-        f"P(true Sharpe > 0) = {fmt(p)} vs floor {lim:.2f}",
+        {"min": lim, "sr_benchmark_per_period": 0.0, "mintrl_alpha": alpha},
+        f"P(true Sharpe > 0) = {fmt(p)} vs floor {lim:.2f}; "
+        + (f"MinTRL at {1 - alpha:.0%}: {fmt(need / per_day, '.0f')} days of record, "
+           + ("met" if more == 0 else f"{more:.0f} more days needed") if finite(need)
+           else "no record length suffices while the Sharpe is not above 0"),
     )
 
 
@@ -150,7 +174,7 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             False,
             {"n_trials": n_trials, "finite_trial_sharpes": int(trials.size)},
             {"min": lim},
-            "DSR undefined: the ledger holds fewer than 2 finite trial Sharpes",
+            "DSR undefined: fewer than 2 comparable trials (same market, timeframe and period) in the ledger",
         )
     sr0 = expected_max_sharpe(trials, n_trials)
     d = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], sr0)
@@ -165,29 +189,13 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             "trial_sharpe_variance": var,
             "n_trials": n_trials,
             "n_trials_ledger": len(ev.bundle.trials),
+            "n_comparable_trials": int(trials.size),
             "n_trials_registry": ev.extras.get("registry_trials"),
             "sharpe_per_period": m["sr"],
             "trial_sharpe": pol.statistics.dsr_trial_sharpe,
         },
         {"min": lim},
         f"deflated Sharpe {fmt(d)} after {n_trials} trials (SR0 {fmt(sr0, '.4f')}/bar) vs floor {lim:.2f}",
-    )
-
-
-def mintrl(ev: Evidence, pol: GatePolicy) -> GateResult:
-    m = _stats_inputs(ev)
-    alpha = pol.statistics.mintrl_alpha
-    need = min_track_record_length_from_moments(m["sr"], m["skew"], m["kurt"], 0.0, alpha)
-    ok = finite(need) and need <= m["n"]
-    return gate(
-        "min_track_record",
-        "statistics",
-        ok,
-        {"min_trl_obs": need, "observed_obs": m["n"]},
-        {"max": "observed_obs", "alpha": alpha},
-        f"needs {fmt(need, '.0f')} OOS bars for {1 - alpha:.0%} confidence, has {m['n']}"
-        if finite(need) else
-        f"no track record suffices: the OOS Sharpe {fmt(m['sr'], '.4f')}/bar is not above 0 (has {m['n']} bars)",
     )
 
 
@@ -313,9 +321,9 @@ def recursion(ev: Evidence, pol: GatePolicy) -> GateResult:
         "warmup_sensitivity",
         "lookahead",
         compared > 0 and bad <= lim,
-        {"warmup_bars": w["warmup"], "rows": rows},
+        {"required_history_bars": w["warmup"], "rows": rows},
         {"max_mismatches": lim, "tolerance": pol.lookahead.tolerance},
-        f"last decision on {len(rows)} history lengths (x warm-up {w['warmup']}) differs "
+        f"last decision on {len(rows)} history lengths (x required history {w['warmup']}) differs "
         f"{bad} of {compared} times from the full history",
     )
 
@@ -353,14 +361,31 @@ def robustness(ev: Evidence, pol: GatePolicy) -> GateResult:
     )
 
 
+def paper_record(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """A paper track record long enough and consistent with the backtest (post-trade attribution)."""
+    rec = ev.extras.get("paper_record")
+    lim = pol.paper_record
+    if not isinstance(rec, dict):
+        return gate("paper_record", "paper", False, {"days": 0, "consistency_p": None},
+                    {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p},
+                    "no paper record yet: the version has not traded on paper (attribution measures it)")
+    days, p = rec.get("days"), rec.get("consistency_p")
+    ok = bool(finite(days) and finite(p) and days >= lim.min_days and p >= lim.min_consistency_p)  # type: ignore[operator]
+    return gate("paper_record", "paper", ok, {"days": days, "consistency_p": p},
+                {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p},
+                f"{fmt(days, '.0f')} days on paper (need {lim.min_days}); consistency with the backtest "
+                f"p = {fmt(p)} (floor {lim.min_consistency_p:.2f})")
+
+
 GATES: tuple[Callable[[Evidence, GatePolicy], GateResult], ...] = (
     data_quality,
     oos_sharpe,
     psr,
     dsr,
-    mintrl,
     pbo,
     min_trades,
+    sizing,
+    spot_long_only,
     max_drawdown,
     var_99,
     cvar_99,
@@ -374,7 +399,13 @@ GATES: tuple[Callable[[Evidence, GatePolicy], GateResult], ...] = (
     lookahead,
     recursion,
     robustness,
+    paper_record,
 )
+
+GATE_NAMES = ("data_quality", "oos_sharpe", "psr", "dsr", "pbo", "min_trades", "sizing", "spot_long_only",
+              "max_drawdown", "var_99_1d", "cvar_99_1d", "worst_day", "gross_exposure", "leverage",
+              "order_notional", "capacity", "cost_stress", "latency", "lookahead", "warmup_sensitivity",
+              "robustness", "paper_record")
 
 
 #: measured gate -> the policy section whose settings its measurement depends on
@@ -406,8 +437,17 @@ def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
     """Run every gate in a fixed order.
 
     A measured gate (``MEASURED_BY``) fails, whatever its measurement, when the evidence
-    was measured under other settings than ``pol``'s.
+    was measured under other settings than ``pol``'s. Gates the policy names ``advisory``
+    are computed and shown but do not vote (``enforced=False``).
+
+    Raises
+    ------
+    ConfigurationError
+        The policy names an advisory gate that does not exist.
     """
+    unknown = sorted(set(pol.advisory) - set(GATE_NAMES))
+    if unknown:
+        raise ConfigurationError("policy.advisory", f"names of gates among {list(GATE_NAMES)}", unknown)
     out = []
     for g in GATES:
         result = g(ev, pol)
@@ -417,5 +457,7 @@ def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
             result = GateResult(result.name, result.category, False,
                                 {**result.inputs, "measured_settings": (ev.extras.get("settings") or {}).get(section)},
                                 {**result.threshold, "settings": measurement_settings(pol)[section]}, why)
+        if result.name in pol.advisory:
+            result = replace(result, enforced=False)
         out.append(result)
     return out

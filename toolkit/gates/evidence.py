@@ -4,16 +4,16 @@
 
 - **latency**: the strategy's decision (``last_position``) timed bar by bar on a
   replay of the bundle's bars, after untimed warm-up calls, each call handed a
-  trailing window of ``max(window_bars, 2·warmup + 1)`` bars (what a live runner
+  trailing window of ``max(window_bars, required_history)`` bars (what a live runner
   holds); every raw sample (nanoseconds, ``time.perf_counter_ns``) is kept;
 - **lookahead**: positions recomputed on histories truncated at evenly spaced
   bars must equal the full-history positions at *every* bar up to the cut (not
   only where trades fired); the full positions are also compared with the
   positions the backtest recorded;
 - **warm-up sensitivity** (recursion): the last decision on histories of
-  ``ceil(m·warmup) + 1`` bars, for each multiple ``m``, against the full-history
-  decision at the same bar;
-- **cost stress**: the chosen configuration re-simulated at the policy's
+  ``ceil(m·required_history) + 1`` bars, for each multiple ``m``, against the full-history
+  decision at the same bar (the strategy's declared ``required_history``);
+- **cost stress**: the walk-forward record replayed at the policy's
   allocation with base costs and with fees and slippage multiplied by the
   policy's factor;
 - **neighbours**: out-of-sample Sharpe of parameter sets next to the chosen one
@@ -196,7 +196,7 @@ class Evidence:
 
 
 def _window(strategy: Strategy, policy: GatePolicy) -> int:
-    return max(policy.latency.window_bars, 2 * int(strategy.warmup) + 1)
+    return max(policy.latency.window_bars, int(strategy.required_history))
 
 
 def measure_latency(strategy: Strategy, bars: pd.DataFrame, policy: GatePolicy) -> dict[str, Any]:
@@ -274,9 +274,13 @@ def measurement_settings(policy: GatePolicy) -> dict[str, dict[str, Any]]:
 
 
 def check_lookahead(
-    strategy: Strategy, bars: pd.DataFrame, recorded: pd.Series, policy: GatePolicy
+    strategy: Strategy, bars: pd.DataFrame, recorded: pd.Series, policy: GatePolicy, since: int = 0
 ) -> dict[str, Any]:
-    """Compare positions on truncated histories with the full-history positions at every bar up to the cut."""
+    """Compare positions on truncated histories with the full-history positions at every bar up to the cut.
+
+    The full-history decisions are also compared with the ``recorded`` directions from bar
+    ``since`` on (the last walk-forward block, where the deployed parameters decided).
+    """
     tol = policy.lookahead.tolerance
     full = strategy.positions(bars).to_numpy(dtype="float64")
     points = lookahead_cuts(int(strategy.warmup), len(bars), policy.lookahead.samples)
@@ -293,22 +297,26 @@ def check_lookahead(
         if first is None and bad.any():
             j = int(np.argmax(bad))
             first = {"cut_at": bars.index[t], "bar": bars.index[j], "truncated": part[j], "full": full[j]}
-    rec = recorded.reindex(bars.index).to_numpy(dtype="float64")
-    rec_diff = np.abs(np.nan_to_num(rec, nan=np.inf) - full)
+    rec = recorded.reindex(bars.index).to_numpy(dtype="float64")[since:]
+    rec_diff = np.abs(np.nan_to_num(rec, nan=np.inf) - full[since:])
     return {
         "cut_points": [bars.index[t] for t in points],
         "decisions_compared": compared,
         "mismatches": mismatches,
         "max_abs_diff": max_diff,
         "first_mismatch": first,
-        "recorded_compared": len(full),
+        "recorded_compared": len(rec),
         "recorded_mismatches": int((rec_diff > tol).sum()),
     }
 
 
 def check_warmup(strategy: Strategy, bars: pd.DataFrame, policy: GatePolicy) -> dict[str, Any]:
-    """Measure how the last decision depends on the history length (multiples of the warm-up)."""
-    w = int(strategy.warmup)
+    """Measure how the last decision depends on the history length (multiples of the declared required history).
+
+    A strategy whose decision on ``required_history`` bars differs from its decision on the
+    full history cannot be started by the runner from that history.
+    """
+    w = int(strategy.required_history)
     lengths = {m: max(math.ceil(m * w) + 1, 2) for m in policy.lookahead.warmup_multiples}
     longest = max(lengths.values())
     full = strategy.positions(bars).to_numpy(dtype="float64")
@@ -371,31 +379,43 @@ def _oos_stats(r: np.ndarray, oos: np.ndarray, ppy: float) -> dict[str, float]:
 def measure_costs_and_neighbours(
     bundle: Bundle, policy: GatePolicy
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Re-simulate the chosen configuration under stressed costs, and its neighbours under base costs."""
-    from toolkit.backtest.engine import sweep_returns
+    """Re-simulate the walk-forward record under stressed costs, and the chosen parameters' neighbours.
+
+    The cost stress replays the recorded folds and choices at the policy's allocation, with
+    base costs and with fees and slippage scaled by the policy's factor. The neighbours (one
+    step from the deployed parameters) and the deployed parameters themselves are simulated
+    over the whole period with the backtest's own costs and capital; their out-of-sample
+    Sharpe ratios are compared. ``reproduction_max_abs_diff`` is the largest difference between
+    the recorded returns and their replay (the record re-derived from the bundle).
+    """
+    from toolkit.backtest.config import Fold
+    from toolkit.backtest.engine import replay, sweep_returns
 
     cfg: BacktestConfig = bundle.config
     bars: pd.DataFrame = bundle.bars
     chosen = dict(bundle.chosen)
     oos = np.asarray(bars.index >= pd.Timestamp(bundle.split_at))
     ppy = float(bars_per_year(cfg.timeframe))
+    folds = [Fold(**{k: int(f[k]) for k in ("train_lo", "test_lo", "test_hi")}) for f in bundle.folds]
+    choices = [dict(f["chosen"]) for f in bundle.folds]
 
     alloc = policy.capital.allocation_usdt
     factor = policy.cost_stress.factor
     at_alloc = cfg.model_copy(update={"capital": alloc})
     stressed = cfg.model_copy(update={"capital": alloc, "costs": cfg.costs.stressed(factor)})
-    base_r, _ = sweep_returns(at_alloc, bars, [chosen])
-    stress_r, _ = sweep_returns(stressed, bars, [chosen])
+    base_r = replay(at_alloc, bars, folds, choices).returns
+    stress_r = replay(stressed, bars, folds, choices).returns
     cost = {
         "factor": factor,
         "capital": alloc,
-        "base": _oos_stats(base_r[:, 0], oos, ppy),
-        "stressed": _oos_stats(stress_r[:, 0], oos, ppy),
+        "base": _oos_stats(base_r, oos, ppy),
+        "stressed": _oos_stats(stress_r, oos, ppy),
     }
 
+    recorded = bundle.returns["return"].to_numpy(dtype="float64")
+    again = replay(cfg, bars, folds, choices).returns
     neighbours = neighbour_params(chosen, cfg.grid, cfg.strategy, policy.robustness.step)
     r, _ = sweep_returns(cfg, bars, [chosen, *neighbours])
-    recorded = bundle.returns["return"].to_numpy(dtype="float64")
     rows = []
     axes = {k for k, v in cfg.grid.items() if len(set(map(str, v))) > 1}
     for j, params in enumerate(neighbours, start=1):
@@ -412,7 +432,7 @@ def measure_costs_and_neighbours(
         "step": policy.robustness.step,
         "chosen": chosen,
         **_oos_stats(r[:, 0], oos, ppy),
-        "reproduction_max_abs_diff": float(np.nanmax(np.abs(r[:, 0] - recorded))) if len(recorded) else None,
+        "reproduction_max_abs_diff": float(np.nanmax(np.abs(again - recorded))) if len(recorded) else None,
         "neighbours": rows,
     }
     return cost, robust
@@ -464,9 +484,11 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
             "name": cfg.strategy,
             "params": dict(bundle.chosen),
             "warmup": int(strategy.warmup),
+            "required_history": int(strategy.required_history),
             "type": bundle.strategy_type,
         },
-        "lookahead": check_lookahead(strategy, bars, bundle.returns["position"], policy),
+        "lookahead": check_lookahead(strategy, bars, bundle.returns["direction"], policy,
+                                     since=int(bundle.folds[-1]["test_lo"])),
         "warmup": check_warmup(strategy, bars, policy),
         "cost_stress": cost,
         "robustness": robust,

@@ -17,17 +17,21 @@ from typing import Any, Literal
 import pydantic
 
 from toolkit.canonical import canonical_json, sha256_hex
+from toolkit.data.quality import QualityThresholds
 from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = [
     "DEFAULT_POLICY_PATH",
     "POLICY_ENV",
+    "POLICY_PATHS",
+    "STAGES",
     "CapitalPolicy",
     "CostStressPolicy",
     "DataPolicy",
     "GatePolicy",
     "LatencyPolicy",
     "LookaheadPolicy",
+    "PaperRecordPolicy",
     "RobustnessPolicy",
     "StatisticsPolicy",
     "load_policy",
@@ -35,9 +39,15 @@ __all__ = [
     "policy_in_force_path",
 ]
 
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parent / "default_policy.yaml"
-POLICY_ENV = "TOOLKIT_POLICY"
+STAGES = ("paper", "live")
+#: the shipped policy of each stage
+POLICY_PATHS = {stage: Path(__file__).resolve().parent / f"{stage}_policy.yaml" for stage in STAGES}
+#: the live policy (what real capital is judged by); kept as the default of ``load_policy(path)`` callers
+DEFAULT_POLICY_PATH = POLICY_PATHS["live"]
+#: environment variable naming the policy in force, per stage
+POLICY_ENV = {stage: f"TOOLKIT_POLICY_{stage.upper()}" for stage in STAGES}
 STRATEGY_TYPES = ("hft", "intraday", "swing")
+Stage = Literal["paper", "live"]
 
 
 class _Section(pydantic.BaseModel):
@@ -71,6 +81,11 @@ class CapitalPolicy(_Section):
     risk_window: Literal["oos", "full"] = pydantic.Field(
         description="returns the risk gates read: out-of-sample only, or the whole evaluated period"
     )
+    target_vol_annual_pct: float = pydantic.Field(
+        gt=0.0, le=200.0, description="highest volatility target a version's sizing may aim at, % a year"
+    )
+    allow_short: bool = pydantic.Field(description="short positions allowed (needs a margin account model)")
+    min_risk_days: int = pydantic.Field(ge=1, description="fewest UTC days a one-day VaR/CVaR is computed on")
 
 
 class StatisticsPolicy(_Section):
@@ -82,7 +97,9 @@ class StatisticsPolicy(_Section):
     dsr_trial_sharpe: Literal["oos", "is"] = pydantic.Field(
         description="which ledger Sharpe gives the trials' variance V[SR]"
     )
-    mintrl_alpha: float = pydantic.Field(gt=0.0, lt=1.0, description="significance of the MinTRL test")
+    mintrl_alpha: float = pydantic.Field(
+        gt=0.0, lt=1.0, description="significance of the MinTRL figure (days still needed; reported, not a gate)"
+    )
     max_pbo: float = pydantic.Field(ge=0.0, le=1.0, description="highest acceptable PBO")
     pbo_splits: int = pydantic.Field(ge=2, le=24, description="S, the CSCV blocks (even)")
     min_trades: int = pydantic.Field(ge=0, description="out-of-sample trades needed")
@@ -153,18 +170,32 @@ class CostStressPolicy(_Section):
 
 
 class DataPolicy(_Section):
-    """The data-quality gate."""
+    """The data-quality gate: the bars are re-certified under ``quality`` at evaluation."""
 
     require_certificate_passed: bool
     require_hash_match: bool = pydantic.Field(description="certificate and backtest hash == hash of the bars")
+    quality: QualityThresholds = pydantic.Field(description="the data-quality limits the bars are certified under")
+
+
+class PaperRecordPolicy(_Section):
+    """The paper track record a version needs before live capital (measured by post-trade attribution)."""
+
+    min_days: int = pydantic.Field(ge=0, description="UTC days traded on paper")
+    min_consistency_p: float = pydantic.Field(
+        ge=0.0, le=1.0, description="p-value floor of paper returns against the backtest's distribution"
+    )
 
 
 class GatePolicy(_Section):
     """A complete, versioned gate policy (frozen; unknown keys are errors)."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[2]
     name: str = pydantic.Field(min_length=1)
     version: str = pydantic.Field(min_length=1, description="the policy's own version label")
+    stage: Stage = pydantic.Field(description="the alias a passing verdict allows: paper or live (champion)")
+    advisory: list[str] = pydantic.Field(
+        default_factory=list, description="gates computed and shown but not voting at this stage"
+    )
     capital: CapitalPolicy
     statistics: StatisticsPolicy
     latency: LatencyPolicy
@@ -172,6 +203,7 @@ class GatePolicy(_Section):
     robustness: RobustnessPolicy
     cost_stress: CostStressPolicy
     data: DataPolicy
+    paper_record: PaperRecordPolicy
 
     def canonical_json(self) -> str:
         """Return the canonical JSON form: sorted keys, compact, floats as floats."""
@@ -214,25 +246,31 @@ def policy_from_dict(data: Any, source: str = "policy") -> GatePolicy:
         raise from_pydantic(exc, root="policy") from None
 
 
-def policy_in_force_path() -> Path:
-    """Return the path of the gate policy in force: ``$TOOLKIT_POLICY`` if set, else the shipped default.
+def policy_in_force_path(stage: str = "live") -> Path:
+    """Return the path of the ``stage`` gate policy in force: ``$TOOLKIT_POLICY_<STAGE>`` if set, else the shipped one.
 
     This is the one place the policy that promotion enforces is configured; a
     policy passed explicitly elsewhere (``toolkit gates --policy``) is a what-if
     evaluation whose verdict is promotable only if that file is the one in force.
     """
-    env = os.environ.get(POLICY_ENV, "").strip()
-    return Path(env).expanduser() if env else DEFAULT_POLICY_PATH
+    if stage not in STAGES:
+        raise ConfigurationError("stage", f"one of {list(STAGES)}", stage)
+    env = os.environ.get(POLICY_ENV[stage], "").strip()
+    return Path(env).expanduser() if env else POLICY_PATHS[stage]
 
 
-def load_policy(path: str | Path | None = None) -> GatePolicy:
+def load_policy(path: str | Path | None = None, stage: str | None = None) -> GatePolicy:
     """Load and validate a gate policy YAML file.
 
     Parameters
     ----------
     path
-        The policy file; ``None`` loads the policy in force (``policy_in_force_path()``:
-        ``$TOOLKIT_POLICY``, else the shipped ``default_policy.yaml``).
+        The policy file; ``None`` loads the policy in force for ``stage``
+        (``policy_in_force_path(stage)``: ``$TOOLKIT_POLICY_<STAGE>``, else the shipped
+        ``<stage>_policy.yaml``).
+    stage
+        ``paper`` or ``live``; when given, the file must declare that stage. ``None`` with
+        ``path=None`` means ``live``.
 
     Returns
     -------
@@ -242,17 +280,21 @@ def load_policy(path: str | Path | None = None) -> GatePolicy:
     Raises
     ------
     ConfigurationError
-        The file is missing or unreadable YAML, or a field is unknown, missing,
-        of the wrong type or out of range (the message names it).
+        The file is missing or unreadable YAML, a field is unknown, missing, of the wrong
+        type or out of range, or it is another stage's policy (the message names it).
     """
     import yaml
 
-    p = Path(path) if path is not None else policy_in_force_path()
+    want = stage or ("live" if path is None else None)
+    p = Path(path) if path is not None else policy_in_force_path(want or "live")
     if not p.is_file():
-        field = POLICY_ENV if path is None else "policy_path"
+        field = POLICY_ENV[want or "live"] if path is None else "policy_path"
         raise ConfigurationError(field, "an existing YAML file", str(p))
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigurationError("policy_path", "valid YAML", f"{p}: {exc}".splitlines()[0]) from None
-    return policy_from_dict(data, str(p))
+    policy = policy_from_dict(data, str(p))
+    if want is not None and policy.stage != want:
+        raise ConfigurationError("policy.stage", f"a {want} policy", f"{policy.stage} ({p})")
+    return policy

@@ -19,12 +19,14 @@ class GateResult:
     inputs: dict[str, Any]
     threshold: dict[str, Any]
     explanation: str
+    enforced: bool = True  # False: advisory at this stage (shown, not voting)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "category": self.category,
             "passed": bool(self.passed),
+            "enforced": bool(self.enforced),
             "inputs": self.inputs,
             "threshold": self.threshold,
             "explanation": self.explanation,

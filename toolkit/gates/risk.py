@@ -33,6 +33,8 @@ __all__ = [
     "order_scale",
     "realised_leverage",
     "risk_returns",
+    "sizing",
+    "spot_long_only",
     "var_99",
     "worst_day",
 ]
@@ -83,22 +85,19 @@ def _daily(ev: Evidence, pol: GatePolicy) -> pd.Series:
     return to_daily_returns(risk_returns(ev, pol))
 
 
-#: fewest UTC days a 99 % one-day VaR/CVaR is computed on (below it the figure is undefined: the gate fails)
-MIN_RISK_DAYS = 100
-
-
 def _tail_gate(ev: Evidence, pol: GatePolicy, name: str, label: str, key: str, measure: Any, lim: float) -> GateResult:
     d = _daily(ev, pol)
     v = measure(d, 0.99) * 100.0
-    enough = len(d) >= MIN_RISK_DAYS
+    need = pol.capital.min_risk_days
+    enough = len(d) >= need
     return gate(
         name,
         "risk",
         finite(v) and v <= lim and enough,
         {key: v, "days": len(d), "window": pol.capital.risk_window},
-        {"max_pct": lim, "min_days": MIN_RISK_DAYS},
+        {"max_pct": lim, "min_days": need},
         f"99% one-day historical {label} {fmt(v, '.2f')}% over {len(d)} days vs limit {lim:.1f}%"
-        + ("" if enough else f" (fewer than {MIN_RISK_DAYS} days: undefined)"),
+        + ("" if enough else f" (fewer than {need} days: undefined)"),
     )
 
 
@@ -131,7 +130,7 @@ def exposure(ev: Evidence, pol: GatePolicy) -> GateResult:
     return gate(
         "gross_exposure",
         "risk",
-        gross <= lim + 1e-12,
+        gross <= lim * (1.0 + pol.lookahead.tolerance),
         {"max_abs_position": gross},
         {"max": lim},
         f"largest |position| {gross:.2f}x equity vs limit {lim:.2f}x",
@@ -158,7 +157,7 @@ def leverage(ev: Evidence, pol: GatePolicy) -> GateResult:
     return gate(
         "leverage",
         "risk",
-        finite(lev) and lev <= lim + 1e-9,
+        finite(lev) and lev <= lim * (1.0 + pol.lookahead.tolerance),
         {
             "max_gross_notional_over_equity": lev,
             "at": lev_series.idxmax() if len(lev_series) else None,
@@ -219,6 +218,48 @@ def capacity(ev: Evidence, pol: GatePolicy) -> GateResult:
         {"max_bar_volume_share": worst, "p99_bar_volume_share": p99, "orders": int(p.size)},
         {"max": lim},
         f"largest order {fmt(worst * 100, '.3f')}% of the prior bar's quote volume vs limit {lim:.1%}",
+    )
+
+
+def sizing(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """The version's sizing aims inside the policy's risk budget (volatility target, largest position)."""
+    sz = ev.config.sizing
+    over_vol = sz.target_vol_annual_pct > pol.capital.target_vol_annual_pct
+    over_pos = sz.max_position > pol.capital.max_gross_exposure
+    realised = float(risk_returns(ev, pol).std(ddof=1) * math.sqrt(ev.periods_per_year) * 100.0)
+    why = (f"sizing targets {sz.target_vol_annual_pct:g}% a year (budget {pol.capital.target_vol_annual_pct:g}%), "
+           f"positions up to {sz.max_position:g}x equity (limit {pol.capital.max_gross_exposure:g}x); "
+           f"realised volatility {fmt(realised, '.1f')}%")
+    return gate(
+        "sizing",
+        "risk",
+        not (over_vol or over_pos),
+        {"target_vol_annual_pct": sz.target_vol_annual_pct, "max_position": sz.max_position,
+         "rebalance_band": sz.rebalance_band, "vol_window_days": sz.vol_window_days,
+         "realised_vol_annual_pct": realised},
+        {"max_target_vol_annual_pct": pol.capital.target_vol_annual_pct,
+         "max_position": pol.capital.max_gross_exposure},
+        why,
+    )
+
+
+def spot_long_only(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """Without a margin account (``allow_short: false``) the version never holds a short position."""
+    pos = ev.bundle.returns["position"].to_numpy(dtype="float64")
+    shorts = int((pos < 0).sum())
+    can_short = bool(ev.bundle.chosen.get("allow_short", False))
+    ok = pol.capital.allow_short or (shorts == 0 and not can_short)
+    why = ("the policy allows shorts (margin account; borrow cost is in the returns)" if pol.capital.allow_short
+           else f"spot, no borrowing: {shorts} bars short" + ("; the chosen parameters allow shorts" if can_short
+                                                              else ", long/flat"))
+    return gate(
+        "spot_long_only",
+        "risk",
+        ok,
+        {"short_bars": shorts, "allow_short_param": can_short,
+         "borrow_rate_annual_pct": ev.config.borrow_rate_annual_pct},
+        {"allow_short": pol.capital.allow_short},
+        why,
     )
 
 

@@ -62,11 +62,17 @@ class Verdict:
     bundle_sha: str
     subject: dict[str, Any]
     policy: dict[str, str]
+    toolkit_version: str = ""
 
     @property
     def failed(self) -> list[str]:
-        """Return the names of the failed gates, in gate order."""
-        return [g.name for g in self.gates if not g.passed]
+        """Return the names of the failed enforced gates, in gate order (advisory ones do not fail a verdict)."""
+        return [g.name for g in self.gates if not g.passed and g.enforced]
+
+    @property
+    def advisory_failed(self) -> list[str]:
+        """Return the names of the failed advisory gates."""
+        return [g.name for g in self.gates if not g.passed and not g.enforced]
 
     def gate(self, name: str) -> GateResult:
         """Return the gate called ``name``."""
@@ -81,6 +87,9 @@ class Verdict:
             "passed": self.passed,
             "verdict": "passed" if self.passed else "failed",
             "failed": self.failed,
+            "advisory_failed": self.advisory_failed,
+            "stage": self.policy.get("stage"),
+            "toolkit_version": self.toolkit_version,
             "gates": [g.to_dict() for g in self.gates],
             "policy_sha": self.policy_sha,
             "policy": self.policy,
@@ -145,15 +154,21 @@ def evaluate(evidence: Evidence, policy: GatePolicy) -> Verdict:
         "data_hash": b.data_hash,
         "split_at": b.split_at,
         "n_trials": b.n_trials,
+        "required_history": b.required_history,
+        "sizing": cfg.sizing.model_dump(),
+        "selection": cfg.selection,
     }
+    from toolkit import __version__
+
     return Verdict(
-        passed=all(g.passed for g in gates),
+        passed=all(g.passed for g in gates if g.enforced),
         gates=gates,
         policy_sha=policy.sha256(),
         evidence_sha=evidence.sha256(),
         bundle_sha=evidence.bundle_sha,
         subject=subject,
-        policy={"name": policy.name, "version": policy.version},
+        policy={"name": policy.name, "version": policy.version, "stage": policy.stage},
+        toolkit_version=__version__,
     )
 
 

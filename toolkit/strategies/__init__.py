@@ -12,6 +12,7 @@ from .base import ParameterError, Strategy, StrategyParams, StrategyType
 from .bollinger import Bollinger
 from .donchian import Donchian
 from .ma_cross import MACross
+from .sizing import Sizing, rebalance
 
 __all__ = [
     "BUILTINS",
@@ -19,11 +20,13 @@ __all__ = [
     "Donchian",
     "MACross",
     "ParameterError",
+    "Sizing",
     "Strategy",
     "StrategyParams",
     "StrategyType",
     "get_strategy",
     "make_strategy",
+    "rebalance",
 ]
 
 BUILTINS: dict[str, type[Strategy]] = {cls.name: cls for cls in (MACross, Donchian, Bollinger)}

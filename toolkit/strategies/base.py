@@ -1,6 +1,9 @@
 """The strategy interface.
 
-A strategy maps closed bars to a target position in [-1, 1] (short, flat, long).
+A strategy maps closed bars to a target direction in [-1, 1] (short, flat, long);
+``toolkit.strategies.sizing.Sizing`` turns it into a position sized to a risk budget.
+Spot strategies are long/flat: shorting is an explicit parameter (``allow_short``)
+that the spot policy refuses.
 ``positions(bars)[t]`` is decided with bars up to and including bar ``t`` (its
 close is known) and is executed at the open of bar ``t + 1``; nothing at ``t``
 may depend on a later bar. The same code runs vectorised over a history for a
@@ -72,6 +75,18 @@ class Strategy:
         """Return the number of bars needed before the first meaningful position."""
         raise NotImplementedError
 
+    @property
+    def required_history(self) -> int:
+        """Return the closed bars a decision needs: the last decision on any history of at least
+        this many bars equals the decision at the same bar on the full history (finite memory).
+        """
+        raise NotImplementedError
+
+    @property
+    def can_short(self) -> bool:
+        """Return True when the strategy may decide a negative direction."""
+        return bool(getattr(self.params, "allow_short", False))
+
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         """Return the raw target position per bar (NaN allowed during warm-up)."""
         raise NotImplementedError
@@ -97,10 +112,14 @@ class Strategy:
         return float(self.positions(bars).iloc[-1])
 
 
-def hold(events: pd.Series) -> pd.Series:
-    """Hold the last event level until the next event.
+def hold(events: pd.Series, max_hold: int) -> pd.Series:
+    """Hold the last event level until the next event, for at most ``max_hold`` bars.
 
     ``events`` is NaN where nothing happens and the new target where an entry or
-    an exit fires (0.0 for an exit). The result starts flat.
+    an exit fires (0.0 for an exit). A level is held on the event's bar and the
+    ``max_hold - 1`` bars after it, then the position goes flat unless a new event
+    fired (a time stop; an entry that fires again renews it). The result starts
+    flat. The time stop gives the strategy finite memory: the decision at a bar
+    depends only on the events of the last ``max_hold`` bars.
     """
-    return events.ffill().fillna(0.0)
+    return events.ffill(limit=max_hold - 1).fillna(0.0) if max_hold > 1 else events.fillna(0.0)

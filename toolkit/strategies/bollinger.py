@@ -12,11 +12,13 @@ from .base import Strategy, StrategyParams, hold
 class BollingerParams(StrategyParams):
     window: int = pydantic.Field(20, ge=2, le=5000, description="band mean/std length (bars)")
     k: float = pydantic.Field(2.0, gt=0.0, le=10.0, description="band width in standard deviations")
-    allow_short: bool = pydantic.Field(True, description="also fade closes above the upper band")
+    allow_short: bool = pydantic.Field(False, description="also fade closes above the upper band (needs margin)")
+    max_hold: int = pydantic.Field(100, ge=1, le=100_000,
+                                   description="bars a reversion trade is held at most (time stop)")
 
 
 class Bollinger(Strategy):
-    """Long below the lower band until the close regains the mean (short: mirror)."""
+    """Long below the lower band until the close regains the mean or the time stop (short: mirror)."""
 
     name = "bollinger"
     strategy_type = "intraday"
@@ -28,6 +30,11 @@ class Bollinger(Strategy):
     def warmup(self) -> int:
         return self.params.window - 1
 
+    @property
+    def required_history(self) -> int:
+        # an event at bar s needs the `window` bars ending at s; the decision holds events of `max_hold` bars
+        return self.params.window + self.params.max_hold - 1
+
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         p = self.params
         close = bars["close"]
@@ -38,10 +45,12 @@ class Bollinger(Strategy):
         long_exit = z >= 0.0
         if not p.allow_short:
             events = np.where(long_entry, 1.0, np.where(long_exit, 0.0, np.nan))
-            return hold(pd.Series(events, index=bars.index))
+            return hold(pd.Series(events, index=bars.index), p.max_hold)
         short_entry = z > p.k
         short_exit = z <= 0.0
         idx = bars.index
-        long_leg = hold(pd.Series(np.where(long_entry, 1.0, np.where(long_exit | short_entry, 0.0, np.nan)), idx))
-        short_leg = hold(pd.Series(np.where(short_entry, -1.0, np.where(short_exit | long_entry, 0.0, np.nan)), idx))
+        long_ev = np.where(long_entry, 1.0, np.where(long_exit | short_entry, 0.0, np.nan))
+        short_ev = np.where(short_entry, -1.0, np.where(short_exit | long_entry, 0.0, np.nan))
+        long_leg = hold(pd.Series(long_ev, idx), p.max_hold)
+        short_leg = hold(pd.Series(short_ev, idx), p.max_hold)
         return long_leg + short_leg

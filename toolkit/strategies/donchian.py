@@ -12,7 +12,9 @@ from .base import Strategy, StrategyParams, hold
 class DonchianParams(StrategyParams):
     window: int = pydantic.Field(20, ge=2, le=5000, description="entry channel length (bars)")
     exit_window: int = pydantic.Field(10, ge=1, le=5000, description="exit channel length (bars)")
-    allow_short: bool = pydantic.Field(False, description="also trade downside breakouts")
+    allow_short: bool = pydantic.Field(False, description="also trade downside breakouts (needs margin)")
+    max_hold: int = pydantic.Field(500, ge=1, le=100_000,
+                                   description="bars a breakout is held without a new one (time stop)")
 
     @pydantic.model_validator(mode="after")
     def _exit_not_longer(self) -> DonchianParams:
@@ -26,13 +28,18 @@ class Donchian(Strategy):
 
     name = "donchian"
     strategy_type = "swing"
-    description = "Donchian channel breakout with a shorter exit channel"
+    description = "Donchian channel breakout with a shorter exit channel and a time stop"
     Params = DonchianParams
     params: DonchianParams
 
     @property
     def warmup(self) -> int:
         return self.params.window
+
+    @property
+    def required_history(self) -> int:
+        # an event at bar s needs the `window` bars before it; the decision holds events of `max_hold` bars
+        return self.params.window + self.params.max_hold
 
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         p = self.params
@@ -45,12 +52,12 @@ class Donchian(Strategy):
         long_entry = close > upper
         long_exit = close < exit_low
         if not p.allow_short:
-            return hold(_events(long_entry, 1.0, long_exit))
+            return hold(_events(long_entry, 1.0, long_exit), p.max_hold)
         short_entry = close < lower
         short_exit = close > exit_high
         # a long entry closes a short and vice versa, so the two legs never overlap
-        long_leg = hold(_events(long_entry, 1.0, long_exit | short_entry))
-        short_leg = hold(_events(short_entry, -1.0, short_exit | long_entry))
+        long_leg = hold(_events(long_entry, 1.0, long_exit | short_entry), p.max_hold)
+        short_leg = hold(_events(short_entry, -1.0, short_exit | long_entry), p.max_hold)
         return long_leg + short_leg
 
 

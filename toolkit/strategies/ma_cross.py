@@ -12,7 +12,7 @@ from .base import Strategy, StrategyParams
 class MACrossParams(StrategyParams):
     fast: int = pydantic.Field(10, ge=2, le=1000, description="fast SMA length (bars)")
     slow: int = pydantic.Field(50, ge=3, le=5000, description="slow SMA length (bars)")
-    allow_short: bool = pydantic.Field(False, description="go short when fast < slow")
+    allow_short: bool = pydantic.Field(False, description="go short when fast < slow (needs margin)")
 
     @pydantic.model_validator(mode="after")
     def _fast_below_slow(self) -> MACrossParams:
@@ -33,6 +33,10 @@ class MACross(Strategy):
     @property
     def warmup(self) -> int:
         return self.params.slow - 1
+
+    @property
+    def required_history(self) -> int:
+        return self.params.slow
 
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         close = bars["close"]
