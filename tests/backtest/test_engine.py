@@ -15,6 +15,7 @@ from toolkit.backtest.engine import sweep_returns
 from toolkit.data import load_bars
 from toolkit.data.quality import certify
 from toolkit.errors import ConfigurationError, DataError
+from toolkit.strategies import make_strategy
 
 GRID = {"fast": [5, 10], "slow": [30, 60]}
 
@@ -43,21 +44,52 @@ def test_orders_fill_at_the_open_after_the_decision(result, bars: pd.DataFrame) 
     assert (orders["slippage"] > 0).all()
 
 
-def test_selection_is_in_sample_and_figures_out_of_sample(result, bars: pd.DataFrame) -> None:
-    sweep = result.sweep
-    assert len(sweep) == 4 and sweep["chosen"].sum() == 1
-    assert sweep.loc[sweep["chosen"], "sharpe_is"].iloc[0] == sweep["sharpe_is"].max()
-    n_split = int(len(bars) * result.config.split)
-    assert result.split_at == bars.index[n_split]
-    assert result.metrics["n_obs"] == len(bars) - n_split
-    assert result.metrics_is["n_obs"] == n_split
+def test_walk_forward_chooses_in_sample_before_each_block(result, bars: pd.DataFrame) -> None:
+    cfg = result.config
+    assert cfg.selection == "walk_forward"
+    folds = cfg.folds(len(bars))
+    assert len(result.folds) == len(folds) == cfg.walk_forward.folds
+    returns, _ = sweep_returns(cfg, bars, cfg.combinations())
+    sharpe = lambda x: x.mean(0) / x.std(0, ddof=1)  # noqa: E731
+    for f, row in zip(folds, result.folds, strict=True):
+        assert (row["train_lo"], row["test_lo"], row["test_hi"]) == (f.train_lo, f.test_lo, f.test_hi)
+        assert row["chosen_index"] == int(np.argmax(sharpe(returns[f.train_lo:f.test_lo])))  # in-sample only
+    assert result.chosen_index == result.folds[-1]["chosen_index"]  # the version deploys the latest choice
+    # the blocks tile everything after the first window: out-of-sample covers 1 - train_share of the bars
+    assert folds[0].test_lo == int(len(bars) * cfg.walk_forward.train_share)
+    assert all(a.test_hi == b.test_lo for a, b in zip(folds, folds[1:], strict=False)) and folds[-1].test_hi == len(bars)
+    assert result.split_at == bars.index[folds[0].test_lo]
+    assert result.metrics["n_obs"] == len(bars) - folds[0].test_lo
     assert (result.trades["entry_time"] >= result.split_at).all()
     oos_total = float(np.prod(1.0 + result.returns[result.returns.index >= result.split_at]) - 1.0)
     assert result.metrics["total_return"] == pytest.approx(oos_total, rel=1e-9)
 
 
-def test_chosen_returns_equal_its_sweep_column(result, bars: pd.DataFrame) -> None:
+def test_the_record_is_the_folds_choices_replayed(result, bars: pd.DataFrame) -> None:
+    from toolkit.backtest.config import Fold
+    from toolkit.backtest.engine import replay
+
     cfg = result.config
+    folds = [Fold(**{k: f[k] for k in ("train_lo", "test_lo", "test_hi")}) for f in result.folds]
+    again = replay(cfg, bars, folds, [f["chosen"] for f in result.folds])
+    np.testing.assert_array_equal(again.returns, result.returns.to_numpy())
+    np.testing.assert_array_equal(again.positions, result.positions.to_numpy())
+    # inside each block the direction is the block's choice
+    for f in result.folds:
+        own = make_strategy(cfg.strategy, f["chosen"]).positions(bars).to_numpy()
+        np.testing.assert_array_equal(result.directions.to_numpy()[f["test_lo"]:f["test_hi"]],
+                                      own[f["test_lo"]:f["test_hi"]])
+
+
+def test_single_split_stays_an_option(bars: pd.DataFrame, tmp_path: Path) -> None:
+    cfg = config_from_params(strategy="ma_cross", timeframe="1h", grid=GRID, selection="split")
+    result = run_backtest(cfg, bars, ledger=TrialLedger(tmp_path / "t.db"), progress=False)
+    sweep = result.sweep
+    assert len(sweep) == 4 and sweep["chosen"].sum() == 1
+    assert sweep.loc[sweep["chosen"], "sharpe_is"].iloc[0] == sweep["sharpe_is"].max()
+    n_split = int(len(bars) * cfg.split)
+    assert result.split_at == bars.index[n_split] and len(result.folds) == 1
+    assert result.metrics["n_obs"] == len(bars) - n_split and result.metrics_is["n_obs"] == n_split
     returns, _ = sweep_returns(cfg, bars, cfg.combinations())
     np.testing.assert_allclose(returns[:, result.chosen_index], result.returns.to_numpy(), atol=1e-12)
 
@@ -78,8 +110,8 @@ def test_ledger_accumulates_across_runs(bars: pd.DataFrame, tmp_path: Path) -> N
 
 def test_too_few_bars_for_the_split_is_a_data_error(bars: pd.DataFrame, tmp_path: Path) -> None:
     cfg = config_from_params(strategy="ma_cross", timeframe="1h", params={"fast": 5, "slow": 30})
-    with pytest.raises(DataError, match="at least 30 bars on each side"):
-        run_backtest(cfg, bars.iloc[:50], ledger=TrialLedger(tmp_path / "t.db"), progress=False)
+    with pytest.raises(DataError, match="at least 30 bars in every in-sample window"):
+        run_backtest(cfg, bars.iloc[:150], ledger=TrialLedger(tmp_path / "t.db"), progress=False)
     assert TrialLedger(tmp_path / "t.db").count(ledger_key("ma_cross", "BTC/USDT")) == 0
 
 

@@ -17,11 +17,11 @@ from toolkit.gates.evidence import measurement_settings
 from toolkit.gates.policy import policy_from_dict
 
 
-def tweak(policy: GatePolicy, **sections: dict[str, Any]) -> GatePolicy:
+def tweak(policy: GatePolicy, **sections: Any) -> GatePolicy:
     """Return ``policy`` with some fields of some sections replaced (validated again)."""
     data = policy.model_dump(mode="json")
     for name, fields in sections.items():
-        data[name] = {**data[name], **fields}
+        data[name] = {**data[name], **fields} if isinstance(fields, dict) else fields
     return policy_from_dict(data)
 
 
@@ -52,7 +52,8 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
     pos = np.ones(n)
     trial = rng.normal(0.0, vol, (n, n_trials))
     trial[:, 0] = r
-    trials = pd.DataFrame({"timeframe": ["1h"] * n_trials,
+    trials = pd.DataFrame({"timeframe": ["1h"] * n_trials, "data_hash": [data_hash(bars)] * n_trials,
+                           "params": [f'{{"fast": {j + 2}, "slow": 50}}' for j in range(n_trials)],
                            "sharpe_is": trial[: int(n * split)].mean(0) / trial[: int(n * split)].std(0, ddof=1),
                            "sharpe_oos": trial[int(n * split):].mean(0) / trial[int(n * split):].std(0, ddof=1)})
     t_entry = idx[int(n * split)::max(1, (n - int(n * split)) // trades)][:trades]
@@ -65,9 +66,10 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
         config=cfg, config_sha256=cfg.sha256(), chosen={"fast": 10, "slow": 50}, chosen_index=0,
         strategy_type="intraday", split_at=split_at.isoformat(), created_at="2026-01-01T00:00:00+00:00",
         data_hash=dh, model_name="ma_cross.BTC-USDT.1h", backtest_id="hand", n_trials=n_trials,
-        n_trials_run=n_trials, metrics={}, metrics_is={}, benchmark={},
+        n_trials_run=n_trials, metrics={}, metrics_is={}, benchmark={}, required_history=50,
+        folds=[{"train_lo": 0, "test_lo": int(n * split), "test_hi": n, "chosen": {"fast": 10, "slow": 50}}],
         certificate={"passed": True, "failed": [], "data_hash": dh, "n_bars": n, "expected_bars": n},
-        bars=bars, returns=pd.DataFrame({"return": r, "position": pos}, index=idx),
+        bars=bars, returns=pd.DataFrame({"return": r, "position": pos * 0.3, "direction": pos}, index=idx),
         trades=trade_frame, orders=orders, trials=trials, sweep=pd.DataFrame(),
         trial_returns=pd.DataFrame(trial, index=idx, columns=[f"t{j:04d}" for j in range(n_trials)]),
     )
@@ -82,6 +84,7 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
                         "stressed": {"sharpe_oos_annual": 2.0}},
         "robustness": {"sharpe_oos_annual": 3.0, "neighbours": [{"sharpe_oos_annual": 2.5},
                                                                 {"sharpe_oos_annual": 2.8}]},
+        "paper_record": {"days": 60.0, "consistency_p": 0.4},
     }
     return Evidence(bundle_dir=Path("."), bundle=bundle, bundle_sha="0" * 64, extras=extras)
 

@@ -63,7 +63,11 @@ def test_policy_is_frozen(policy: GatePolicy) -> None:
     (lambda d: d["latency"]["budgets_p99_ms"].update(hft=0.0), "latency.budgets_p99_ms", "hft"),
     (lambda d: d["latency"].pop("budgets_p99_ms"), "latency.budgets_p99_ms", "required"),
     (lambda d: d.pop("cost_stress"), "cost_stress", "required"),
-    (lambda d: d.update(schema_version=2), "schema_version", "2"),
+    (lambda d: d.update(schema_version=1), "schema_version", "1"),
+    (lambda d: d.update(stage="prod"), "stage", "prod"),
+    (lambda d: d["data"]["quality"].update(max_gap_bars=-1), "data.quality.max_gap_bars", "-1"),
+    (lambda d: d["capital"].pop("target_vol_annual_pct"), "capital.target_vol_annual_pct", "required"),
+    (lambda d: d["paper_record"].update(min_days="a month"), "paper_record.min_days", "a month"),
 ])
 def test_bad_policy_names_the_field(tmp_path: Path, edit, field: str, found: str) -> None:
     data = _default()
@@ -85,20 +89,49 @@ def test_missing_file_bad_yaml_and_non_mapping(tmp_path: Path) -> None:
         load_policy(_write(tmp_path, [1, 2, 3]))
 
 
-def test_policy_in_force_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from toolkit.gates.policy import policy_in_force_path
+def test_policy_in_force_comes_from_the_environment_per_stage(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.gates.policy import POLICY_PATHS, policy_in_force_path
 
-    monkeypatch.delenv("TOOLKIT_POLICY", raising=False)
-    assert policy_in_force_path() == DEFAULT_POLICY_PATH
-    assert load_policy(None).sha256() == load_policy(DEFAULT_POLICY_PATH).sha256()
+    for stage in ("paper", "live"):
+        monkeypatch.delenv(f"TOOLKIT_POLICY_{stage.upper()}", raising=False)
+        assert policy_in_force_path(stage) == POLICY_PATHS[stage]
+        assert load_policy(stage=stage).stage == stage
+    assert load_policy(None).sha256() == load_policy(DEFAULT_POLICY_PATH).sha256()  # live by default
     other = tmp_path / "p.yaml"
-    other.write_text(DEFAULT_POLICY_PATH.read_text().replace("name: desk-default", "name: desk-other"))
-    monkeypatch.setenv("TOOLKIT_POLICY", str(other))
-    assert policy_in_force_path() == other and load_policy(None).name == "desk-other"
-    monkeypatch.setenv("TOOLKIT_POLICY", str(tmp_path / "missing.yaml"))
+    other.write_text(POLICY_PATHS["paper"].read_text().replace("name: desk-paper", "name: desk-other"))
+    monkeypatch.setenv("TOOLKIT_POLICY_PAPER", str(other))
+    assert policy_in_force_path("paper") == other and load_policy(stage="paper").name == "desk-other"
+    with pytest.raises(ConfigurationError) as wrong:  # a paper policy is not a live one
+        load_policy(other, stage="live")
+    assert wrong.value.field == "policy.stage" and "paper" in str(wrong.value)
+    monkeypatch.setenv("TOOLKIT_POLICY_LIVE", str(tmp_path / "missing.yaml"))
     with pytest.raises(ConfigurationError) as e:
         load_policy(None)
-    assert e.value.field == "TOOLKIT_POLICY" and "missing.yaml" in str(e.value)
+    assert e.value.field == "TOOLKIT_POLICY_LIVE" and "missing.yaml" in str(e.value)
+    with pytest.raises(ConfigurationError, match="stage"):
+        policy_in_force_path("prod")
+
+
+def test_shipped_stage_policies_differ_only_where_the_stages_do() -> None:
+    from toolkit.gates.policy import POLICY_PATHS
+
+    paper, live = (load_policy(POLICY_PATHS[s]).model_dump() for s in ("paper", "live"))
+    diff = {k for k in live if paper[k] != live[k]}
+    assert diff == {"name", "stage", "advisory", "statistics"}
+    assert live["advisory"] == [] and "paper_record" in paper["advisory"]
+    assert paper["statistics"]["min_psr"] < live["statistics"]["min_psr"]
+    assert paper["capital"] == live["capital"]  # risk, capacity and sizing budgets hold on paper too
+
+
+def test_every_threshold_line_carries_its_reason() -> None:
+    from toolkit.gates.policy import POLICY_PATHS
+
+    for path in POLICY_PATHS.values():
+        for line in path.read_text().splitlines():
+            body = line.split("#")[0].strip()
+            if line.startswith(" ") and body and not body.endswith(":"):
+                assert "#" in line and line.split("#", 1)[1].strip(), f"{path.name}: no reason on {line!r}"
 
 
 @pytest.mark.parametrize(("section", "key", "value"), [

@@ -100,18 +100,22 @@ def trial_sharpes(ev: Evidence, pol: GatePolicy) -> tuple[np.ndarray, int]:
 
     V[SR] is estimated from comparable trials only: the same market, timeframe and
     period (the ledger rows of backtests on bars with this bundle's data hash), each
-    Sharpe measured on its own sample. N counts everything ever tried for the family
-    (strategy and market): the distinct (timeframe, parameters) in the ledger, or the
-    registry's count of trials (``registry_trials``) when larger, so N never shrinks and
-    re-running the same grid on another period is not a new trial.
+    Sharpe measured on its own sample, so a short demo run on other bars does not
+    inflate it. N counts everything ever tried for the family (strategy and market):
+    the distinct (timeframe, parameters) in the ledger, so re-running the same grid on
+    another period is not a new trial. The registry's count of trials
+    (``registry_trials``, every combination of every recorded run) guards the ledger:
+    when it exceeds the ledger's rows, trials are missing from the ledger and N is
+    the registry's count instead (never fewer than the ledger's distinct trials).
     """
     trials = ev.bundle.trials
     col = "sharpe_oos" if pol.statistics.dsr_trial_sharpe == "oos" else "sharpe_is"
     same = trials[(trials["data_hash"] == ev.bundle.data_hash) & (trials["timeframe"] == ev.config.timeframe)]
     sr = same[col].to_numpy(dtype="float64")
     distinct = len(set(zip(trials["timeframe"], trials["params"], strict=True)))
-    registry = ev.extras.get("registry_trials")
-    return sr[np.isfinite(sr)], max(distinct, int(registry or 0))
+    registry = int(ev.extras.get("registry_trials") or 0)
+    n = max(distinct, registry) if registry > len(trials) else distinct
+    return sr[np.isfinite(sr)], n
 
 
 def _stats_inputs(ev: Evidence) -> dict[str, Any]:
