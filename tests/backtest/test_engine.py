@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,8 @@ def test_walk_forward_chooses_in_sample_before_each_block(result, bars: pd.DataF
     assert result.chosen_index == result.folds[-1]["chosen_index"]  # the version deploys the latest choice
     # the blocks tile everything after the first window: out-of-sample covers 1 - train_share of the bars
     assert folds[0].test_lo == int(len(bars) * cfg.walk_forward.train_share)
-    assert all(a.test_hi == b.test_lo for a, b in zip(folds, folds[1:], strict=False)) and folds[-1].test_hi == len(bars)
+    assert all(a.test_hi == b.test_lo for a, b in itertools.pairwise(folds))
+    assert folds[-1].test_hi == len(bars)
     assert result.split_at == bars.index[folds[0].test_lo]
     assert result.metrics["n_obs"] == len(bars) - folds[0].test_lo
     assert (result.trades["entry_time"] >= result.split_at).all()
