@@ -75,3 +75,19 @@ def test_a_20_percent_target_keeps_drawdown_and_var_inside_the_limits_and_the_sh
     assert dd_all > limits.max_drawdown_pct  # the unsized strategy breaks the limit by construction
     assert dd <= limits.max_drawdown_pct and var <= limits.var_99_1d_pct
     assert sr >= sr_all  # and keeps (here improves) the Sharpe ratio
+
+
+def test_the_compiled_band_equals_the_python_band_and_rebalance(bars: pd.DataFrame) -> None:
+    from toolkit.strategies.sizing import _band_loop, _band_loop_py
+
+    direction = np.stack([make_strategy("ma_cross", {"fast": f, "slow": 200}).positions(bars).to_numpy()
+                          for f in (10, 20, 40)], axis=1)
+    raw = Sizing().targets(direction, bars["close"], 60.0)
+    start = np.zeros(3)
+    compiled, python = _band_loop(raw, start, 0.25), _band_loop_py(raw, start, 0.25)
+    np.testing.assert_array_equal(compiled, python)
+    held, stepwise = start, np.empty_like(raw)
+    for t in range(len(raw)):  # the runner's call, one bar at a time
+        held = rebalance(raw[t], held, 0.25)
+        stepwise[t] = held
+    np.testing.assert_array_equal(compiled, stepwise)

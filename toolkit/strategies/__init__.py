@@ -1,6 +1,7 @@
 """Built-in strategies and the name -> class registry.
 
-Self-contained on purpose (numpy, pandas, pydantic and relative imports only):
+Self-contained on purpose (numpy, pandas, pydantic and relative imports only; numba when
+installed compiles the sizing band):
 this package is copied into every registered model version.
 """
 

@@ -84,19 +84,36 @@ class Sizing(pydantic.BaseModel):
         """Return the positions held after the band, bar by bar, from the ``start`` position (T or T×N)."""
         raw = np.asarray(raw, dtype="float64")
         two_d = raw.ndim == 2
-        x = raw if two_d else raw[:, None]
-        out = np.empty_like(x)
+        x = np.ascontiguousarray(raw if two_d else raw[:, None])
         held = np.broadcast_to(np.asarray(start, dtype="float64"), x.shape[1:]).copy()
-        band = self.rebalance_band
-        for t in range(x.shape[0]):
-            held = rebalance(x[t], held, band)
-            out[t] = held
+        out = _band_loop(x, held, float(self.rebalance_band))
         return out if two_d else out[:, 0]
 
     def positions(self, direction: pd.Series | np.ndarray, close: pd.Series, bar_minutes: float,
                   start: np.ndarray | float = 0.0) -> np.ndarray:
         """Return the sized, banded positions for a direction series (the backtest's and the runner's code)."""
         return self.apply_band(self.targets(direction, close, bar_minutes), start)
+
+
+def _band_loop_py(x: np.ndarray, held: np.ndarray, band: float) -> np.ndarray:
+    """``rebalance`` applied bar by bar to every column of ``x`` (T×N), from ``held`` (N)."""
+    out = np.empty_like(x)
+    for j in range(x.shape[1]):
+        h = held[j]
+        for t in range(x.shape[0]):
+            r = x[t, j]
+            if h == 0.0 or r == 0.0 or (r > 0.0) != (h > 0.0) or abs(r - h) > band * abs(h):
+                h = r
+            out[t, j] = h
+    return out
+
+
+try:  # numba (installed with vectorbt) compiles the loop; without it the same Python loop runs
+    from numba import njit as _njit
+
+    _band_loop = _njit(cache=True, nogil=True)(_band_loop_py)
+except ImportError:  # pragma: no cover - a model environment without numba
+    _band_loop = _band_loop_py
 
 
 def rebalance(raw: np.ndarray | float, held: np.ndarray | float, band: float) -> np.ndarray:
