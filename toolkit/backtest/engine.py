@@ -91,7 +91,7 @@ def sweep_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo],
         delta = np.abs(np.diff(targets, axis=0, prepend=0.0))
         slip = slippage_rates(cost_inputs, delta, cfg.capital, cfg.costs)
         cols = (detail - lo,) if detail is not None and lo <= detail < lo + CHUNK else ()
-        sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols)
+        sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols, cost_inputs)
         returns[:, lo:lo + len(part)] = sim.returns
         if cols:
             details = (sim.trades[cols[0]], sim.orders[cols[0]], decided[:, cols[0]])
