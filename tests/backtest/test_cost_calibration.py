@@ -33,6 +33,7 @@ from toolkit.backtest.calibration import (
     relative_spread,
     spread_summary,
     taker_orders,
+    walk_cost,
 )
 from toolkit.backtest.costs import (
     BOOK_IMPACT_COEF,
@@ -127,3 +128,12 @@ def test_stress_scales_the_fixed_spread_and_the_impact(bars: pd.DataFrame) -> No
         base = slippage_rates(inputs, delta, 1.0, model)[at]
         assert base > 0.0
         assert slippage_rates(inputs, delta, 1.0, model.stressed(3.0))[at] == pytest.approx(3.0 * base)
+
+
+def test_walk_cost_by_hand() -> None:
+    prices, qty = np.array([100.0, 101.0]), np.array([1.0, 1.0])
+    # 150 USDT: 1 unit at 100, then 50 USDT at 101; VWAP = 150 / (1 + 50/101)
+    vwap = 150.0 / (1.0 + 50.0 / 101.0)
+    assert walk_cost(prices, qty, 99.5, 150.0) == pytest.approx((vwap - 99.5) / 99.5)
+    assert walk_cost(prices, qty, 99.5, 50.0) == pytest.approx(0.5 / 99.5)  # inside the first level
+    assert np.isnan(walk_cost(prices, qty, 99.5, 202.0))  # more than the levels hold
