@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from toolkit.backtest.costs import CostModel
 from toolkit.errors import ConfigurationError
 from toolkit.reporting.notebooks import execute_template, template_parameters, template_path
 
@@ -22,11 +24,29 @@ def test_research_notebook_executes(tmp_path: Path) -> None:
     assert '"output_type": "error"' not in text
 
 
+def test_cost_calibration_notebook_executes(tmp_path: Path) -> None:
+    out = execute_template(ROOT / "notebooks" / "cost_calibration.ipynb", tmp_path / "costs.ipynb",
+                           {"sizes": [100_000, 1_000_000], "every": "5s"})
+    text = out.read_text()
+    assert "Fitted Y = **0.1" in text  # 0.18 on the default sizes and states; 0.1x on this coarser run too
+    assert text.count('"image/png"') == 2
+    assert '"output_type": "error"' not in text
+
+
 def test_template_declares_its_parameters() -> None:
     declared = template_parameters(template_path("backtest"))
     for name in ("strategy", "symbol", "timeframe", "start", "end", "grid", "taker_fee", "maker_fee",
                  "capital", "split", "experiment", "output_dir"):
         assert name in declared
+
+
+def test_template_cost_defaults_are_the_cost_models() -> None:
+    # the template passes its costs explicitly: they must be the calibrated defaults, not older figures
+    declared = template_parameters(template_path("backtest"))
+    model = CostModel()
+    for name in ("taker_fee", "maker_fee", "spread_model", "spread_bps", "spread_share", "impact_coef",
+                 "execution_horizon_minutes"):
+        assert ast.literal_eval(declared[name]["default"]) == getattr(model, name), name
 
 
 def test_unknown_template_parameter_is_refused_before_a_kernel_starts(tmp_path: Path) -> None:

@@ -131,8 +131,8 @@ def test_bundle_round_trip_and_hash(result, bars: pd.DataFrame, tmp_path: Path) 
         load_bundle(d)
 
 
-def test_slippage_uses_only_past_bars_and_grows_with_size(bars: pd.DataFrame) -> None:
-    model = CostModel()
+@pytest.mark.parametrize("model", [CostModel(), CostModel(spread_model="corwin_schultz")], ids=["fixed", "cs"])
+def test_slippage_uses_only_past_bars_and_grows_with_size(bars: pd.DataFrame, model: CostModel) -> None:
     delta = np.zeros(len(bars))
     delta[100] = 1.0
     base = slippage_rates(bars, delta, 100_000.0, model)

@@ -59,7 +59,7 @@ def make_evidence(n: int = 24 * 400, drift: float = 4e-4, vol: float = 4e-3, see
     t_entry = idx[int(n * split)::max(1, (n - int(n * split)) // trades)][:trades]
     trade_frame = pd.DataFrame({"entry_time": t_entry, "return": np.full(len(t_entry), 0.01)})
     orders = pd.DataFrame({"timestamp": [idx[1]], "side": ["buy"], "size": [100_000 / bars["open"].iloc[1]],
-                           "price": [bars["open"].iloc[1]], "notional": [100_000.0], "participation": [0.005]})
+                           "price": [bars["open"].iloc[1]], "notional": [100_000.0]})
     cfg = BacktestConfig(strategy="ma_cross", timeframe="1h", capital=100_000.0, params={"fast": 10, "slow": 50})
     dh = data_hash(bars)
     bundle = Bundle(

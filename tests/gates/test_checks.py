@@ -31,6 +31,15 @@ def _orders(**cols: object) -> Callable[[Evidence], Evidence]:
     return f
 
 
+def _volume_before_first_order(factor: float) -> Callable[[Evidence], Evidence]:
+    # the one order (100k at bar 1) meets the quote volume of bar 0 (the 60 min horizon is one 1h bar)
+    def f(ev: Evidence) -> Evidence:
+        bars = ev.bundle.bars.copy()
+        bars.iloc[0, bars.columns.get_loc("quote_volume")] *= factor
+        return with_changes(ev, {"bars": bars})
+    return f
+
+
 def _zero_mean_trials(ev: Evidence) -> Evidence:
     # every trial ends with the same total: whatever wins in-sample must lose out-of-sample
     m = ev.bundle.trial_returns.copy()
@@ -85,8 +94,9 @@ FAILING: list[tuple[str, str, Callable[[Evidence], Evidence]]] = [
     ("gross_exposure", "a 1.5x position", _position(1.5)),
     ("leverage", "an order three times the equity", _orders(size=3 * 100_000 / 40_000)),
     ("order_notional", "a 300k order", _orders(notional=300_000.0)),
-    ("capacity", "5% of the bar's volume", _orders(participation=0.05)),
-    ("capacity", "an order after a zero-volume bar", _orders(participation=np.nan)),
+    ("capacity", "5% of the horizon's volume", _volume_before_first_order(0.1)),
+    ("capacity", "an order after a zero-volume horizon", _volume_before_first_order(0.0)),
+    ("capacity", "an order outside the bars", _orders(timestamp=pd.Timestamp("2030-01-01", tz="UTC"))),
     ("cost_stress", "losing when costs double", lambda e: with_changes(e, extras={"cost_stress": {
         "stressed": {"sharpe_oos_annual": -0.4}}})),
     ("cost_stress", "stressed at another factor", lambda e: with_changes(e, extras={"cost_stress": {
@@ -139,7 +149,7 @@ def test_latency_budget_depends_on_strategy_type(policy: GatePolicy) -> None:
 
 
 def test_thresholds_come_from_the_policy(policy: GatePolicy) -> None:
-    strict = tweak(policy, statistics={"min_trades": 41}, capital={"max_bar_volume_share": 0.004})
+    strict = tweak(policy, statistics={"min_trades": 41}, capital={"max_volume_share": 0.004})
     v = evaluate(BASE, strict)
     assert v.failed == ["min_trades", "capacity"]
     assert v.gate("min_trades").inputs["trades_oos"] == 40
@@ -152,7 +162,9 @@ def test_allocation_scales_orders(policy: GatePolicy) -> None:
     scale = 1_000_000.0 / (100_000.0 * (1.0 + r0))
     g = evaluate(BASE, big).gate("order_notional")
     assert g.inputs["max_order_notional_usdt"] == pytest.approx(100_000.0 * scale)
-    assert evaluate(BASE, big).gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.005 * scale)
+    horizon_volume = float(BASE.bundle.bars["quote_volume"].iloc[0])  # the hour before the order
+    assert evaluate(BASE, big).gate("capacity").inputs["max_volume_share"] == pytest.approx(
+        100_000.0 * scale / horizon_volume)
 
 
 def test_orders_are_restated_at_a_constant_allocation(policy: GatePolicy) -> None:
@@ -162,10 +174,11 @@ def test_orders_are_restated_at_a_constant_allocation(policy: GatePolicy) -> Non
     r.iloc[0, r.columns.get_loc("return")] = 1.0
     idx = r.index
     orders = pd.DataFrame({"timestamp": [idx[5]], "side": ["buy"], "size": [1.0], "price": [200_000.0],
-                           "notional": [200_000.0], "participation": [0.01]})
+                           "notional": [200_000.0]})
     g = evaluate(with_changes(BASE, {"returns": r, "orders": orders}), policy)
     assert g.gate("order_notional").inputs["max_order_notional_usdt"] == pytest.approx(100_000.0)
-    assert g.gate("capacity").inputs["max_bar_volume_share"] == pytest.approx(0.005)
+    assert g.gate("capacity").inputs["max_volume_share"] == pytest.approx(
+        100_000.0 / float(BASE.bundle.bars["quote_volume"].iloc[4]))
 
 
 def test_drawdown_is_measured_against_the_allocation(policy: GatePolicy) -> None:

@@ -49,7 +49,7 @@ def lenient_policy(path: Path, **statistics: float) -> Path:
     d = yaml.safe_load(Path(DEFAULT_POLICY_PATH).read_text())
     d["name"] = "registry-tests"
     d["statistics"].update({"min_psr": 0.5, "min_dsr": 0.0, "mintrl_alpha": 0.5, "max_pbo": 1.0, **statistics})
-    d["capital"].update({"max_drawdown_pct": 70.0, "max_bar_volume_share": 0.05})
+    d["capital"].update({"max_drawdown_pct": 70.0, "max_volume_share": 0.05})
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     return path
 

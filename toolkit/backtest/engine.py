@@ -97,7 +97,7 @@ def _simulate(cfg: BacktestConfig, bars: pd.DataFrame, decided: np.ndarray, cost
     targets = np.vstack([np.zeros((1, decided.shape[1])), decided[:-1]])  # execute at the next open
     delta = np.abs(np.diff(targets, axis=0, prepend=0.0))
     slip = slippage_rates(cost_inputs, delta, cfg.capital, cfg.costs)
-    sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols)
+    sim = simulate(bars, targets, slip, cfg.costs.taker_fee, cfg.capital, cols, cost_inputs)
     returns = sim.returns - _borrow(cfg, targets, cfg.bar_minutes()) if (targets < 0).any() else sim.returns
     return returns, sim.trades, sim.orders
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from toolkit.data.store import quote_volume
+from toolkit.backtest.costs import BarCostInputs, CostModel
 
 __all__ = ["SimResult", "simulate"]
 
@@ -26,7 +26,8 @@ class SimResult:
 
 
 def simulate(bars: pd.DataFrame, targets: np.ndarray, slippage: np.ndarray, fee: float,
-             capital: float, detail_columns: tuple[int, ...] = ()) -> SimResult:
+             capital: float, detail_columns: tuple[int, ...] = (),
+             cost_inputs: BarCostInputs | None = None) -> SimResult:
     """Simulate target-percent orders filled at each bar's open.
 
     Parameters
@@ -43,6 +44,9 @@ def simulate(bars: pd.DataFrame, targets: np.ndarray, slippage: np.ndarray, fee:
         Initial cash of every column.
     detail_columns
         Columns whose trades and orders are returned.
+    cost_inputs
+        The cost model's per-bar inputs: the orders table records each order's
+        participation over their execution horizon (default: ``CostModel()``'s).
     """
     import vectorbt as vbt
 
@@ -69,9 +73,11 @@ def simulate(bars: pd.DataFrame, targets: np.ndarray, slippage: np.ndarray, fee:
     previous = np.vstack([np.full((1, n), capital), value[:-1]])
     returns = value / previous - 1.0
     trades, orders = {}, {}
-    for col in detail_columns:
-        trades[col] = _trades(pf[col])
-        orders[col] = _orders(pf[col], slippage[:, col], bars)
+    if detail_columns:
+        inputs = cost_inputs if cost_inputs is not None else BarCostInputs.from_bars(bars, CostModel())
+        for col in detail_columns:
+            trades[col] = _trades(pf[col])
+            orders[col] = _orders(pf[col], slippage[:, col], bars, inputs)
     return SimResult(returns=returns, trades=trades, orders=orders)
 
 
@@ -96,7 +102,7 @@ def _trades(pf: object) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _orders(pf: object, slippage: np.ndarray, bars: pd.DataFrame) -> pd.DataFrame:
+def _orders(pf: object, slippage: np.ndarray, bars: pd.DataFrame, inputs: BarCostInputs) -> pd.DataFrame:
     rec = pf.orders.records_readable  # type: ignore[attr-defined]
     ts = _utc(rec["Timestamp"])
     pos = bars.index.get_indexer(pd.DatetimeIndex(ts))
@@ -110,6 +116,10 @@ def _orders(pf: object, slippage: np.ndarray, bars: pd.DataFrame) -> pd.DataFram
         "slippage": slippage[pos],
     })
     out["notional"] = out["size"] * out["price"]
-    prev_qv = quote_volume(bars).shift(1).to_numpy()[pos]
-    out["participation"] = np.where(prev_qv > 0, out["notional"] / prev_qv, np.nan)
+    # participation over the execution horizon: notional / quote volume of the k closed bars before the
+    # order (NaN: that volume was zero, unbounded participation)
+    out["horizon_minutes"] = inputs.horizon_minutes
+    out["horizon_bars"] = inputs.horizon_bars
+    out["horizon_quote_volume"] = inputs.horizon_quote_volume[pos]
+    out["participation"] = out["notional"] / out["horizon_quote_volume"]
     return out.reset_index(drop=True)

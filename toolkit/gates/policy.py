@@ -75,8 +75,11 @@ class CapitalPolicy(_Section):
     max_order_notional_usdt: float = pydantic.Field(
         gt=0.0, description="largest single order at the allocation"
     )
-    max_bar_volume_share: float = pydantic.Field(
-        gt=0.0, le=1.0, description="order notional / prior bar quote volume"
+    max_volume_share: float = pydantic.Field(
+        gt=0.0, le=1.0, description="order notional / quote volume traded over the execution horizon"
+    )
+    execution_horizon_minutes: int = pydantic.Field(
+        ge=1, description="horizon an order is worked over: the closed bars before it that cover it"
     )
     risk_window: Literal["oos", "full"] = pydantic.Field(
         description="returns the risk gates read: out-of-sample only, or the whole evaluated period"

@@ -2,9 +2,10 @@
 
 Drawdown is the peak-to-trough P&L of a constant allocation (P&L per bar =
 allocation · return) in % of that allocation; VaR, CVaR and the worst day
-are computed on UTC-day compounded returns; order sizes and bar-volume shares
-recorded by the compounding backtest are restated at the constant allocation
-(``allocation / equity before the order``).
+are computed on UTC-day compounded returns; order sizes recorded by the
+compounding backtest are restated at the constant allocation (``allocation /
+equity before the order``), and capacity compares them with the quote volume
+of the policy's execution horizon.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from toolkit.backtest.costs import horizon_bars, horizon_quote_volume
+from toolkit.data.resample import timeframe_minutes
 from toolkit.gates.evidence import Evidence
 from toolkit.gates.policy import GatePolicy
 from toolkit.gates.result import GateResult, finite, fmt, gate
@@ -206,18 +209,33 @@ def order_notional(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def capacity(ev: Evidence, pol: GatePolicy) -> GateResult:
-    p = ev.bundle.orders["participation"].to_numpy(dtype="float64") * order_scale(ev, pol)
-    p = np.where(np.isnan(p), np.inf, p)  # an order after a zero-volume bar has unbounded participation
+    """Each order (at the allocation) over the quote volume of the policy's execution horizon.
+
+    The horizon is the ``k = ceil(execution_horizon_minutes / bar minutes)`` closed
+    bars before the order (at least one; ``toolkit.backtest.costs.horizon_quote_volume``,
+    the measure the slippage model uses). A horizon without volume, or an order
+    outside the bars, is unbounded participation.
+    """
+    orders, bars = ev.bundle.orders, ev.bundle.bars
+    horizon = pol.capital.execution_horizon_minutes
+    k = horizon_bars(horizon, timeframe_minutes(ev.config.timeframe))
+    pos = bars.index.get_indexer(pd.DatetimeIndex(orders["timestamp"]))
+    volume = horizon_quote_volume(bars, k)[np.clip(pos, 0, None)] if len(bars) else np.full(len(pos), np.nan)
+    volume = np.where(pos >= 0, volume, np.nan)
+    p = np.abs(orders["notional"].to_numpy(dtype="float64")) * order_scale(ev, pol) / volume
+    p = np.where(np.isnan(p), np.inf, p)  # no volume over the horizon: unbounded participation
     worst = float(p.max()) if p.size else 0.0
     p99 = float(np.percentile(p[np.isfinite(p)], 99)) if np.isfinite(p).any() else math.nan
-    lim = pol.capital.max_bar_volume_share
+    lim = pol.capital.max_volume_share
     return gate(
         "capacity",
         "risk",
         worst <= lim,
-        {"max_bar_volume_share": worst, "p99_bar_volume_share": p99, "orders": int(p.size)},
-        {"max": lim},
-        f"largest order {fmt(worst * 100, '.3f')}% of the prior bar's quote volume vs limit {lim:.1%}",
+        {"max_volume_share": worst, "p99_volume_share": p99, "orders": int(p.size),
+         "horizon_bars": k, "unbounded_orders": int(np.isinf(p).sum())},
+        {"max": lim, "execution_horizon_minutes": horizon},
+        f"largest order {fmt(worst * 100, '.3f')}% of the quote volume of the {horizon} min ({k} bars) "
+        f"before it vs limit {lim:.1%}",
     )
 
 

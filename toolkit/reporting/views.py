@@ -30,8 +30,11 @@ def backtest_header(cfg: BacktestConfig, bars: pd.DataFrame) -> str:
         f"**Grid**: {grid}.  \n"
         f"**Capital allocation**: {cfg.capital:,.0f} {cfg.symbol.split('/')[1]}; in-sample share {cfg.split:.0%}"
         " (parameters chosen in-sample by Sharpe; every figure below is out-of-sample unless marked).  \n"
-        f"**Costs**: taker fee {c.taker_fee:.3%}, slippage = {c.spread_share:g}× the bar spread estimate "
-        f"+ {c.impact_coef:g}·σ·participation^{c.impact_exponent:g}; decisions on each bar's close, "
+        f"**Costs**: taker fee {c.taker_fee:.3%}, slippage = {c.spread_share:g}× the spread ("
+        + (f"{c.spread_bps:g} bps, measured on the book" if c.spread_model == "fixed"
+           else "Corwin–Schultz estimate from the bars")
+        + f") + {c.impact_coef:g}·σ·participation^{c.impact_exponent:g} over a "
+        f"{c.execution_horizon_minutes} min execution horizon; decisions on each bar's close, "
         "orders at the next bar's open.  \n"
         f"**Config sha256**: `{cfg.sha256()[:16]}…`"
     )

@@ -113,7 +113,7 @@ try:  # numba (installed with vectorbt) compiles the loop; without it the same P
 
     _band_loop = _njit(cache=True, nogil=True)(_band_loop_py)
 except ImportError:  # pragma: no cover - a model environment without numba
-    _band_loop = _band_loop_py
+    _band_loop = _band_loop_py  # type: ignore[assignment]
 
 
 def rebalance(raw: np.ndarray | float, held: np.ndarray | float, band: float) -> np.ndarray:

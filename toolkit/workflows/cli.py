@@ -34,7 +34,7 @@ def backtest_command(
     param: Annotated[list[str] | None, typer.Option(help="fixed NAME=VALUE (repeatable, each name once)")] = None,
     taker_fee: Annotated[float | None, typer.Option(help="taker fee fraction (0.001 = 0.1%)")] = None,
     maker_fee: Annotated[float | None, typer.Option(help="maker fee fraction")] = None,
-    spread_share: Annotated[float | None, typer.Option(help="share of the bar spread estimate paid")] = None,
+    spread_share: Annotated[float | None, typer.Option(help="share of the quoted spread paid")] = None,
     impact_coef: Annotated[float | None, typer.Option(help="square-root impact constant")] = None,
     capital: Annotated[float | None, typer.Option(help="capital allocation (quote currency)")] = None,
     split: Annotated[float | None, typer.Option(help="in-sample share (0-1)")] = None,
