@@ -269,20 +269,22 @@ def rate(recs: list[dict[str, Any]], categories: tuple[str, ...] | None) -> dict
 
 
 def _bucket(x: float | None, edges: tuple[float, ...], fmt: str) -> str:
+    """Return the label of the bucket ``[lo, hi)`` holding ``x`` (the last one closed: ``[lo, hi]``)."""
     if x is None:
         return "n/a"
-    for lo, hi in itertools.pairwise(edges):
-        if lo <= x < hi:
-            return f"[{lo:{fmt}}, {hi:{fmt}})"
-    return f">= {edges[-1]:{fmt}}" if x >= edges[-1] else f"< {edges[0]:{fmt}}"
+    for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        last = k == len(edges) - 2
+        if lo <= x < hi or (last and x == hi):
+            return f"[{lo:{fmt}}, {hi:{fmt}}" + ("]" if last else ")")
+    return f"> {edges[-1]:{fmt}}" if x > edges[-1] else f"< {edges[0]:{fmt}}"
 
 
 #: sub-design name -> the bucket a record falls in
 BUCKETS = {
-    "vol": lambda r: _bucket(r["market"]["annual_vol"], (0.40, 0.55, 0.70, 0.9001), ".2f"),
-    "persistence_or_horizon_h": lambda r: _bucket(r["grid_meta"]["horizon_h"], (100, 250, 500, 1000.01), ".0f"),
-    "trials": lambda r: _bucket(r["n_trials"], (20, 30, 40, 51), ".0f"),
-    "trial_correlation": lambda r: _bucket(r["trial_correlation"], (-1.0, 0.7, 0.85, 1.0001), ".2f"),
+    "vol": lambda r: _bucket(r["market"]["annual_vol"], (0.40, 0.55, 0.70, 0.90), ".2f"),
+    "persistence_or_horizon_h": lambda r: _bucket(r["grid_meta"]["horizon_h"], (100, 250, 500, 1000), ".0f"),
+    "trials": lambda r: _bucket(r["n_trials"], (20, 30, 40, 50), ".0f"),
+    "trial_correlation": lambda r: _bucket(r["trial_correlation"], (-1.0, 0.7, 0.85, 1.0), ".2f"),
     "tails": lambda r: "gaussian" if r["market"]["tail_df"] is None else "student-t",
 }
 
@@ -324,17 +326,17 @@ def _pct(r: dict[str, Any]) -> str:
 
 
 def print_table(agg: dict[str, Any]) -> None:
-    head = f"{'':34s} {'n':>4s}  {'statistics gates':24s} {'risk gates':24s} {'all gates run':24s}"
+    head = f"{'':40s} {'n':>4s}  {'statistics gates':24s} {'risk gates':24s} {'all gates run':24s}"
     for design, a in agg.items():
         target = TARGETS.get(design)
         print(f"\n=== {design}" + (f" (target: statistics pass rate {target[0]} {target[1]:.0%})" if target else ""))
         print(head)
         o = a["overall"]
-        print(f"{'overall':34s} {o['all_run']['n']:4d}  {_pct(o['statistics']):24s} {_pct(o['risk']):24s} "
+        print(f"{'overall':40s} {o['all_run']['n']:4d}  {_pct(o['statistics']):24s} {_pct(o['risk']):24s} "
               f"{_pct(o['all_run']):24s}")
         for bname, groups in a["buckets"].items():
             for b, g in groups.items():
-                print(f"{bname + ' ' + b:34s} {g['all_run']['n']:4d}  {_pct(g['statistics']):24s} "
+                print(f"{bname + ' ' + b:40s} {g['all_run']['n']:4d}  {_pct(g['statistics']):24s} "
                       f"{_pct(g['risk']):24s} {_pct(g['all_run']):24s}")
         print("per gate: " + ", ".join(f"{k} {100 * v['rate']:.0f}%" for k, v in a["per_gate"].items()))
         print("medians: " + ", ".join(f"{k} {v:.3g}" for k, v in a["medians"].items() if v is not None))
