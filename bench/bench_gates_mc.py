@@ -91,8 +91,11 @@ def gate_policy() -> GatePolicy:
 
 # --------------------------------------------------------------------------- the researcher's grid
 
-#: geometric spacing of neighbouring grid values (1.04: near-duplicates; 1.35: far apart)
-SPACING_RANGE = (1.04, 1.35)
+#: geometric spacing of neighbouring slow values (1.04: near-duplicates, trials correlated ~0.95;
+#: 1.6: far apart, ~0.75 — long/flat trials on one asset share its return whenever both are long)
+SPACING_RANGE = (1.04, 1.6)
+#: the fast axis is spaced at most this far apart (keeps every fast below every slow)
+MAX_FAST_SPACING = 1.25
 TRIALS_RANGE = (20, 50)
 
 
@@ -106,16 +109,27 @@ def _axis(centre: float, n: int, q: float, floor: int) -> list[int]:
 
 
 def draw_grid(rng: np.random.Generator, horizon_h: float) -> tuple[dict[str, list[int]], dict[str, Any]]:
-    """Draw a grid of 20–50 (fast, slow) pairs around ``synthetic.reference_pair(horizon_h)``."""
+    """Draw a grid of 20–50 (fast, slow) pairs around ``synthetic.reference_pair(horizon_h)``.
+
+    The spacing sets how correlated the trials are; the axes' lengths are the feasible ones
+    (every fast below every slow, 3–6 fast and 3–10 slow values) whose product is nearest a
+    trial count drawn uniformly from 20–50.
+    """
     fast_ref, slow_ref = sy.reference_pair(horizon_h)
     target = int(rng.integers(TRIALS_RANGE[0], TRIALS_RANGE[1] + 1))
-    n_fast = int(rng.choice([k for k in (3, 4, 5) if math.ceil(target / k) <= 10]))
-    n_slow = min(10, max(math.ceil(TRIALS_RANGE[0] / n_fast), round(target / n_fast)))
-    n_slow = min(n_slow, TRIALS_RANGE[1] // n_fast)
     q = float(np.exp(rng.uniform(*np.log(SPACING_RANGE))))
-    grid = {"fast": _axis(fast_ref, n_fast, q, 2), "slow": _axis(slow_ref, n_slow, q, 3)}
-    meta = {"horizon_h": horizon_h, "spacing": q, "reference": [fast_ref, slow_ref],
-            "n_fast": n_fast, "n_slow": n_slow}
+    qf = min(q, MAX_FAST_SPACING)
+    shapes = []
+    for n_fast in range(3, 7):
+        for n_slow in range(3, 11):
+            fast, slow = _axis(fast_ref, n_fast, qf, 2), _axis(slow_ref, n_slow, q, 3)
+            if TRIALS_RANGE[0] <= n_fast * n_slow <= TRIALS_RANGE[1] and fast[-1] < slow[0]:
+                shapes.append((abs(n_fast * n_slow - target), n_fast, n_slow))
+    best = min(d for d, _, _ in shapes)
+    _, n_fast, n_slow = shapes[int(rng.choice([i for i, s in enumerate(shapes) if s[0] == best]))]
+    grid = {"fast": _axis(fast_ref, n_fast, qf, 2), "slow": _axis(slow_ref, n_slow, q, 3)}
+    meta = {"horizon_h": horizon_h, "spacing": q, "fast_spacing": qf, "reference": [fast_ref, slow_ref],
+            "n_fast": n_fast, "n_slow": n_slow, "target_trials": target}
     return grid, meta
 
 
