@@ -271,3 +271,10 @@ def test_profit_factor_and_win_rate_ranges(pnl: np.ndarray) -> None:
     assert math.isnan(wr) or 0 <= wr <= 1
     if pnl.size and (pnl < 0).any() and (pnl > 0).any():
         assert (pf > 1) == (pnl.sum() > 0)
+
+
+def test_a_spread_at_float_rounding_is_not_variation() -> None:
+    """[0.5, 0.5 + 1 ulp] once gave a Sharpe of ~9e15 that scaling changed (found by Hypothesis)."""
+    r = np.array([0.5, np.nextafter(0.5, 1.0)])
+    assert math.isnan(m.sharpe_ratio(r)) and math.isnan(m.sharpe_ratios(r[:, None])[0])
+    assert m.sharpe_ratio(np.array([0.5, 0.5001])) > 0  # a real, small spread is still measured

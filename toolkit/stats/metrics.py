@@ -158,6 +158,10 @@ def annual_volatility(returns: pd.Series | np.ndarray, periods_per_year: float) 
     return float(np.std(arr, ddof=1) * math.sqrt(ppy))
 
 
+#: a standard deviation at most this share of the mean is float rounding, not variation (Sharpe undefined)
+_ROUNDING = 1e-12
+
+
 def sharpe_ratio(
     returns: pd.Series | np.ndarray, periods_per_year: float = 1.0, risk_free: float = 0.0
 ) -> float:
@@ -177,7 +181,8 @@ def sharpe_ratio(
     -------
     float
         The Sharpe ratio; ``nan`` when there are fewer than 2 returns or they do
-        not vary.
+        not vary measurably (a standard deviation within float rounding of the
+        mean, ``std <= 1e-12·|mean|``, is rounding noise, not variation).
     """
     ppy = check_periods_per_year(periods_per_year)
     arr = as_float_array(returns)
@@ -186,7 +191,7 @@ def sharpe_ratio(
     excess = arr - float(risk_free)
     excess = excess / float(np.max(np.abs(excess)))  # the ratio is scale-free; this keeps tiny returns' squares normal
     std = float(np.std(excess, ddof=1))
-    if std == 0.0 or not math.isfinite(std):
+    if std <= _ROUNDING * abs(float(np.mean(excess))) or not math.isfinite(std):
         return math.nan
     return float(np.mean(excess) / std * math.sqrt(ppy))
 
@@ -208,7 +213,8 @@ def sharpe_ratios(returns: np.ndarray, periods_per_year: float = 1.0) -> np.ndar
     mu = arr.mean(axis=0)
     sd = arr.std(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where((sd > 0) & ~flat & np.isfinite(sd), mu / sd * math.sqrt(ppy), np.nan)
+        out = np.where((sd > _ROUNDING * np.abs(mu)) & (sd > 0) & ~flat & np.isfinite(sd),
+                       mu / sd * math.sqrt(ppy), np.nan)
     return out
 
 
