@@ -69,8 +69,9 @@ def test_real_bundle_under_a_lenient_policy_passes(real_evidence: Evidence, poli
 def test_real_bundle_under_a_strict_policy_fails_every_threshold(real_evidence: Evidence,
                                                                    policy: GatePolicy) -> None:
     v = evaluate(real_evidence, tweak(policy, **STRICT))
-    expected = [g.name for g in v.gates if g.name not in STRUCTURAL]
+    expected = [g.name for g in v.gates if g.name not in STRUCTURAL and g.name != "pbo"]
     assert v.failed == expected
+    assert not v.gate("pbo").passed and not v.gate("pbo").enforced  # walk-forward: PBO is a diagnostic
     assert not v.passed
 
 

@@ -23,16 +23,12 @@ def test_gate_names_are_the_gates() -> None:
 
 
 def test_advisory_gates_are_shown_but_do_not_vote(policy: GatePolicy) -> None:
-    rng = np.random.default_rng(3)  # 1000 comparable trials with a wide Sharpe spread: DSR fails
-    trials = pd.DataFrame({"timeframe": "1h", "data_hash": BASE.bundle.data_hash,
-                           "params": [f'{{"fast": {j}}}' for j in range(1000)],
-                           "sharpe_is": rng.normal(0, 0.2, 1000), "sharpe_oos": rng.normal(0, 0.2, 1000)})
-    weak = with_changes(BASE, {"trials": trials})
+    weak = make_evidence(drift=1.6e-4, n_trials=1000)  # a modest edge after 1000 independent trials: DSR fails
     strict = evaluate(weak, policy)
     assert "dsr" in strict.failed and not strict.passed
     relaxed = evaluate(weak, tweak(policy, advisory=["dsr"]))
     assert relaxed.gate("dsr").passed is False and relaxed.gate("dsr").enforced is False
-    assert "dsr" not in relaxed.failed and relaxed.advisory_failed == ["dsr"] and relaxed.passed
+    assert "dsr" not in relaxed.failed and "dsr" in relaxed.advisory_failed and relaxed.passed
     body = json.loads(relaxed.to_json())
     assert [g["enforced"] for g in body["gates"] if g["name"] == "dsr"] == [False]
     assert body["stage"] == "live" and body["toolkit_version"]
@@ -104,3 +100,37 @@ def test_v_sr_uses_comparable_trials_and_n_every_distinct_trial(policy: GatePoli
     # the registry knows more trials than the ledger holds: the ledger lost some, N takes the registry's
     lost = with_changes(BASE, extras={"registry_trials": 500})
     assert trial_sharpes(lost, policy)[1] == 500
+
+
+def test_dsr_null_variance_and_effective_trials(policy: GatePolicy) -> None:
+    """Sampling variance ignores the ledger's skill spread; correlated trials count as fewer independent ones."""
+    ev = make_evidence(drift=1.6e-4, n_trials=200)
+    g = evaluate(ev, policy).gate("dsr")
+    assert g.inputs["null_sharpe_variance"] == pytest.approx(1 / (len(ev.oos_returns) - 1))
+    assert g.inputs["mean_trial_correlation"] < 0.05 and g.inputs["n_effective_trials"] > 150  # independent noise
+    same = ev.bundle.trial_returns.copy()
+    base = same.iloc[:, 0].to_numpy()
+    for c in same.columns[1:]:  # 200 near-copies of one bet
+        same[c] = base + 0.05 * same[c].to_numpy()
+    one_bet = evaluate(with_changes(ev, {"trial_returns": same}), policy).gate("dsr")
+    assert one_bet.inputs["mean_trial_correlation"] > 0.99 and one_bet.inputs["n_effective_trials"] <= 2
+    assert one_bet.inputs["dsr"] > g.inputs["dsr"]
+    spread = tweak(policy, statistics={"dsr_null_variance": "trials", "dsr_effective_trials": False})
+    wide = pd.DataFrame({"timeframe": "1h", "data_hash": ev.bundle.data_hash,
+                         "params": [f'{{"fast": {j}}}' for j in range(200)],
+                         "sharpe_is": np.linspace(-0.3, 0.3, 200), "sharpe_oos": np.linspace(-0.3, 0.3, 200)})
+    t = evaluate(with_changes(ev, {"trials": wide}), spread).gate("dsr")
+    assert t.inputs["null_sharpe_variance"] == pytest.approx(np.var(np.linspace(-0.3, 0.3, 200), ddof=1))
+    assert not t.passed
+
+
+def test_pbo_votes_under_a_split_and_advises_under_walk_forward(policy: GatePolicy) -> None:
+    m = BASE.bundle.trial_returns.copy()
+    overfit = with_changes(BASE, {"trial_returns": m - m.mean()})
+    wf = evaluate(overfit, policy).gate("pbo")
+    split = evaluate(with_changes(overfit, {"config": BASE.config.model_copy(update={"selection": "split"})}),
+                     policy).gate("pbo")
+    assert not wf.passed and not wf.enforced
+    assert not split.passed and split.enforced
+    enforced = tweak(policy, statistics={"pbo_under_walk_forward": "enforced"})
+    assert evaluate(overfit, enforced).gate("pbo").enforced

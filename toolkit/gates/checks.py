@@ -167,11 +167,34 @@ def psr(ev: Evidence, pol: GatePolicy) -> GateResult:
     )
 
 
+def mean_trial_correlation(ev: Evidence) -> float:
+    """Return the mean pairwise correlation of this study's trial returns (0 with fewer than 2 trials)."""
+    mat = np.nan_to_num(ev.bundle.trial_returns.to_numpy(dtype="float64"))
+    keep = mat.std(axis=0) > 0
+    if keep.sum() < 2:
+        return 0.0
+    c = np.corrcoef(mat[:, keep], rowvar=False)
+    k = c.shape[0]
+    return float((c.sum() - k) / (k * (k - 1)))
+
+
 def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
+    """P(true Sharpe > the best Sharpe N skill-less trials would show by luck) (Bailey & López de Prado).
+
+    N counts the family's trials (``trial_sharpes``); with ``dsr_effective_trials`` it is
+    deflated to the independent ones, N / (1 + (N − 1)·ρ̄), ρ̄ the mean correlation of the
+    study's trial returns (rounded up). V[SR] of skill-less trials is the Sharpe estimator's
+    sampling variance 1/(n − 1) (``dsr_null_variance: sampling``; under the null every trial's
+    true Sharpe is 0, so their estimates differ by sampling error alone), or the comparable
+    trials' spread (``trials``; that spread also holds the trials' genuine skill differences).
+    """
     m = _stats_inputs(ev)
+    st = pol.statistics
     trials, n_trials = trial_sharpes(ev, pol)
-    lim = pol.statistics.min_dsr
-    if n_trials < 1 or (n_trials > 1 and trials.size < 2):
+    lim = st.min_dsr
+    rho = mean_trial_correlation(ev) if st.dsr_effective_trials else 0.0
+    n_eff = max(1, math.ceil(n_trials / (1.0 + (n_trials - 1) * max(rho, 0.0)))) if n_trials >= 1 else 0
+    if n_trials < 1 or (st.dsr_null_variance == "trials" and n_eff > 1 and trials.size < 2):
         return gate(
             "dsr",
             "statistics",
@@ -180,9 +203,12 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             {"min": lim},
             "DSR undefined: fewer than 2 comparable trials (same market, timeframe and period) in the ledger",
         )
-    sr0 = expected_max_sharpe(trials, n_trials)
+    if st.dsr_null_variance == "sampling":
+        var = 1.0 / (m["n"] - 1) if m["n"] > 1 else math.nan
+    else:
+        var = float(np.var(trials, ddof=1)) if trials.size > 1 else 0.0
+    sr0 = expected_max_sharpe([], n_eff, var) if finite(var) else math.nan
     d = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], sr0)
-    var = float(np.var(trials, ddof=1)) if trials.size > 1 else 0.0
     return gate(
         "dsr",
         "statistics",
@@ -190,16 +216,21 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
         {
             "dsr": d,
             "sr0_per_period": sr0,
-            "trial_sharpe_variance": var,
+            "null_sharpe_variance": var,
+            "null_variance": st.dsr_null_variance,
+            "trial_sharpe_variance": float(np.var(trials, ddof=1)) if trials.size > 1 else None,
             "n_trials": n_trials,
+            "mean_trial_correlation": rho,
+            "n_effective_trials": n_eff,
             "n_trials_ledger": len(ev.bundle.trials),
             "n_comparable_trials": int(trials.size),
             "n_trials_registry": ev.extras.get("registry_trials"),
             "sharpe_per_period": m["sr"],
-            "trial_sharpe": pol.statistics.dsr_trial_sharpe,
+            "trial_sharpe": st.dsr_trial_sharpe,
         },
         {"min": lim},
-        f"deflated Sharpe {fmt(d)} after {n_trials} trials (SR0 {fmt(sr0, '.4f')}/bar) vs floor {lim:.2f}",
+        f"deflated Sharpe {fmt(d)} after {n_trials} trials (~{n_eff} independent; SR0 {fmt(sr0, '.4f')}/bar) "
+        f"vs floor {lim:.2f}",
     )
 
 
@@ -461,7 +492,9 @@ def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
             result = GateResult(result.name, result.category, False,
                                 {**result.inputs, "measured_settings": (ev.extras.get("settings") or {}).get(section)},
                                 {**result.threshold, "settings": measurement_settings(pol)[section]}, why)
-        if result.name in pol.advisory:
+        if result.name in pol.advisory or (
+                result.name == "pbo" and ev.config.selection == "walk_forward"
+                and pol.statistics.pbo_under_walk_forward == "advisory"):
             result = replace(result, enforced=False)
         out.append(result)
     return out

@@ -98,7 +98,16 @@ class StatisticsPolicy(_Section):
     min_psr: float = pydantic.Field(ge=0.0, le=1.0, description="PSR against SR* = 0")
     min_dsr: float = pydantic.Field(ge=0.0, le=1.0, description="deflated Sharpe ratio floor")
     dsr_trial_sharpe: Literal["oos", "is"] = pydantic.Field(
-        description="which ledger Sharpe gives the trials' variance V[SR]"
+        description="which ledger Sharpe gives the trials' variance V[SR] (dsr_null_variance: trials)"
+    )
+    dsr_null_variance: Literal["sampling", "trials"] = pydantic.Field(
+        description="V[SR] of skill-less trials: the Sharpe estimator's sampling variance, or the trials' spread"
+    )
+    dsr_effective_trials: bool = pydantic.Field(
+        description="deflate for N / (1 + (N-1)·mean correlation of the trials' returns) independent trials"
+    )
+    pbo_under_walk_forward: Literal["enforced", "advisory"] = pydantic.Field(
+        description="whether PBO votes when the judged returns are walk-forward out-of-sample"
     )
     mintrl_alpha: float = pydantic.Field(
         gt=0.0, lt=1.0, description="significance of the MinTRL figure (days still needed; reported, not a gate)"
