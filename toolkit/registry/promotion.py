@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def rollback_tag(stage: str, key: str) -> str:
     return f"rollback.{require_stage(stage)}.{key}"
 
 
-def held_paper(tags: dict[str, str] | Any, aliases: tuple[str, ...] | list[str]) -> bool:
+def held_paper(tags: Mapping[str, str], aliases: Sequence[str]) -> bool:
     """Return True when a version holds alias ``paper`` or held it without being rolled back."""
     return PAPER in aliases or tags.get(promotion_tag("paper", "state")) in ("current", "retired")
 
