@@ -42,10 +42,11 @@ def format_status(st: dict[str, Any]) -> str:
     if live is not None:
         lines.append(f"  live: version {live['version']} "
                      + ("is eligible as far as the registry's tags say (promote re-checks everything)"
-                        if live["eligible"] else "is not eligible for live: " + "; ".join(live["why_not"])))
+                        if live["eligible"] else "is not eligible for live:"))
+        lines += [f"    - {why}" for why in live["why_not"]]
     for stage in ("paper", "live"):
         m = st["metrics"][stage]
-        lines.append(f"  {stage}: promotions {m['promotions']}, rollbacks {m['rollbacks']}, "
+        lines.append(f"  {stage} cycle: promotions {m['promotions']}, rollbacks {m['rollbacks']}, "
                      f"last cycle {_hours(m['last_cycle_hours'])}, median cycle {_hours(m['median_cycle_hours'])}")
     lines += ["", f"{'ver':>4}  {'aliases':<16} {'paper verdict':<14} {'live verdict':<14} {'paper state':<12} "
                   f"{'live state':<12} {'evaluated (live)':<21}"]
