@@ -21,23 +21,29 @@ def _env(root: Path) -> dict[str, str]:
 
 
 def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
-    env = {k: v for k, v in _env(tmp_path).items() if k != "TOOLKIT_POLICY"}  # the shipped policy
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("TOOLKIT_POLICY")}  # the shipped policies
     proc = subprocess.run(["make", "--no-print-directory", "demo"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for step in ("1/4 backtest", "2/4 gates", "3/4 promote", "4/4 index"):
+    for step in ("1/5 backtest", "2/5 paper gates", "3/5 promote to paper", "4/5 live gates", "5/5 index"):
         assert step in out, out
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = client.get_model_version("ma_cross.BTC-USDT.15m", "1")
-    verdict = version.tags["gate.verdict"]
-    assert verdict in ("passed", "failed") and version.tags["data.quality"] == "passed"
+    tags = client.get_model_version("ma_cross.BTC-USDT.15m", "1").tags
+    paper, live = tags["gate.paper.verdict"], tags["gate.live.verdict"]
+    assert paper in ("passed", "failed") and tags["data.quality"] == "passed"
     aliases = client.get_registered_model("ma_cross.BTC-USDT.15m").aliases
-    assert ("champion" in aliases) == (verdict == "passed")  # promoted exactly when the gates passed
-    assert ("not promoted" in out) == (verdict == "failed")
+    assert ("paper" in aliases) == (paper == "passed")  # promoted to paper exactly when the paper gates passed
+    assert "champion" not in aliases  # the demo never goes live
+    assert ("not promoted" in out) == (paper == "failed")
+    # live: never eligible today, and the demo says why in plain words
+    assert live == "failed" and "paper_record" in tags["gate.live.failed"].split(",")
+    assert "not eligible for live:" in out and "no paper record yet" in out
+    if paper == "failed":
+        assert "never traded on paper" in out
     index = (tmp_path / "reports" / "index.html").read_text()
-    assert "backtest" in index and "gates" in index
+    assert "backtest" in index and "paper gates" in index and "live gates" in index
     assert f"tracking store: sqlite:///{tmp_path / 'mlflow.db'}" in out  # the temporary store, not the repo's
 
 
@@ -53,4 +59,5 @@ def test_the_template_registers_from_the_notebook(tmp_path: Path, monkeypatch: p
     assert "Registered **ma_cross.BTC-USDT.1h** version 1" in nb.read_text()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     version = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version("ma_cross.BTC-USDT.1h", "1")
-    assert version.tags["gate.verdict"] == "not_evaluated" and version.tags["strategies.package"]
+    assert version.tags["gate.paper.verdict"] == version.tags["gate.live.verdict"] == "not_evaluated"
+    assert version.tags["strategies.package"]

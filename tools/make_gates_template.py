@@ -17,12 +17,15 @@ KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "langu
 PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
 model_name = "ma_cross.BTC-USDT.1h"   # registered model <strategy>.<BASE-QUOTE>.<timeframe>
 version = 1                           # its version number
-policy_path = None                    # None: the shipped toolkit/gates/default_policy.yaml
+stage = "live"                        # paper or live: the stage whose policy judges the version
+policy_path = None                    # None: the stage's policy in force ($TOOLKIT_POLICY_<STAGE> or shipped)
 output_dir = None                     # receives verdict.json and gate_evidence.json (None: a temp dir)
 evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/
-registry_trials = None                # trials the registry holds for this strategy and market (None: not asked)'''
+registry_trials = None                # trials the registry holds for this strategy and market (None: not asked)
+latency_path = None                   # JSON of latency samples recorded earlier for this bundle (None: measure)'''
 
 SETUP = '''%matplotlib inline
+import json
 import tempfile
 from pathlib import Path
 
@@ -31,12 +34,13 @@ from IPython.display import Markdown, display
 from toolkit.gates import evaluate_bundle, load_policy
 from toolkit.gates import plots
 
-policy = load_policy(policy_path)
+policy = load_policy(policy_path, stage=stage)
 out = Path(output_dir or tempfile.mkdtemp(prefix="gates-"))
 if evidence_dir is None:
     from toolkit.registry.adapter import download_evidence
     evidence_dir = download_evidence(model_name, int(version), out / "evidence")
-evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials)
+latency = json.loads(Path(latency_path).read_text()) if latency_path else None
+evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials, latency)
 display(Markdown(plots.verdict_header(verdict, policy)))'''
 
 
@@ -44,14 +48,15 @@ def gates() -> nbformat.NotebookNode:
     params = new_code_cell(PARAMETERS)
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[
-        new_markdown_cell("*Promotion-gate template. Run by `toolkit gates <model> --version N` through "
-                          "papermill, or in JupyterLab after editing the parameters cell. The verdict is a "
-                          "pure function of the evidence and the policy.*"),
+        new_markdown_cell("*Promotion-gate template. Run by `toolkit gates <model> --version N --stage paper|live` "
+                          "through papermill, or in JupyterLab after editing the parameters cell. The verdict is a "
+                          "pure function of the evidence and the stage's policy.*"),
         params,
         new_code_cell(SETUP),
         new_markdown_cell("## Gates\n\nEach gate: what was measured, the policy's threshold, pass or fail, "
-                          "and why. A gate whose measurement is undefined fails."),
-        new_code_cell("display(plots.gate_table(verdict))"),
+                          "whether it votes at this stage, and why. A gate whose measurement is undefined fails. "
+                          "Advisory gates are computed and shown but do not vote at this stage."),
+        new_code_cell("display(Markdown(plots.stage_note(verdict, policy)))\ndisplay(plots.gate_table(verdict))"),
         new_markdown_cell("## Deflated Sharpe ratio against the number of trials\n\nThe same out-of-sample "
                           "returns deflated by the expected best Sharpe of N unskilled trials; the dot is the "
                           "ledger's actual N."),

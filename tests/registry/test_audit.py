@@ -15,7 +15,7 @@ from toolkit.registry.audit import AuditEvent, AuditLog, default_audit_path, reg
 
 
 def _event(i: int, **kw: object) -> AuditEvent:
-    base: dict[str, object] = {"model": "m", "action": "promote", "outcome": "done", "actor": "alice",
+    base: dict[str, object] = {"model": "m", "action": "promote", "outcome": "done", "actor": "alice", "stage": "live",
                                "at": f"2026-01-0{i}T00:00:00+00:00", "reason": f"reason {i}",
                                "from_version": None if i == 1 else str(i - 1), "to_version": str(i)}
     base.update(kw)
@@ -29,6 +29,7 @@ def test_append_read_and_survive_reopen(tmp_path: Path) -> None:
     again = AuditLog(tmp_path / "audit.db")
     got = again.events("m")
     assert [(e["from_version"], e["to_version"]) for e in got] == [(None, "1"), ("1", "2"), ("2", "3")]
+    assert [e["stage"] for e in got] == ["live"] * 3
     assert again.verify() == 3
     assert again.events("other") == [] and len(again.events(limit=2)) == 2
 
@@ -59,8 +60,9 @@ def test_an_edit_made_around_the_triggers_breaks_the_chain(tmp_path: Path) -> No
         AuditLog(tmp_path / "audit.db").verify()
 
 
-@pytest.mark.parametrize(("field", "value"), [("action", "demote"), ("outcome", "maybe"), ("reason", " "),
-                                               ("actor", "")])
+@pytest.mark.parametrize(("field", "value"), [("action", "demote"), ("action", "candidate"), ("outcome", "maybe"),
+                                               ("reason", " "), ("actor", ""), ("stage", "champion"),
+                                               ("stage", "")])
 def test_bad_events_are_named(field: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as e:
         _event(1, **{field: value})

@@ -1,4 +1,5 @@
-"""Every promote, rollback and candidate move is audited; a failing champion is loud; trials are counted."""
+"""Every promote and rollback is audited with its stage; an alias holder failing re-evaluation is loud; trials are
+counted; the audit trail written before the stages migrates and keeps verifying."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_attempts_that_raise_are_audited(registry: Registry, tmp_path: Path) -> 
     from toolkit.errors import TemporaryError
 
     with pytest.raises(ConfigurationError):
-        promote(registry.model, 42, reason="typo", actor="tester")
+        promote(registry.model, 42, "paper", reason="typo", actor="tester")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import time\nfrom toolkit.registry.audit import registry_lock\n"
          f"with registry_lock({str(registry.audit)!r}):\n    print('held', flush=True)\n    time.sleep(20)\n"],
@@ -35,18 +36,19 @@ def test_attempts_that_raise_are_audited(registry: Registry, tmp_path: Path) -> 
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(TemporaryError, match="still held"):
-            promote(registry.model, 2, reason="busy", actor="tester", lock_timeout=0.3)
+            promote(registry.model, 2, "paper", reason="busy", actor="tester", lock_timeout=0.3)
         with pytest.raises(TemporaryError, match="still held"):
-            rollback(registry.model, reason="busy", actor="tester", lock_timeout=0.3)
+            rollback(registry.model, "live", reason="busy", actor="tester", lock_timeout=0.3)
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    rows = [(e["action"], e["outcome"], e["to_version"]) for e in audit_trail(registry)]
-    assert rows == [("promote", "started", "42"), ("promote", "error", "42"), ("promote", "started", "2"),
-                    ("promote", "error", "2"), ("rollback", "started", None), ("rollback", "error", None)]
+    rows = [(e["action"], e["stage"], e["outcome"], e["to_version"]) for e in audit_trail(registry)]
+    assert rows == [("promote", "paper", "started", "42"), ("promote", "paper", "error", "42"),
+                    ("promote", "paper", "started", "2"), ("promote", "paper", "error", "2"),
+                    ("rollback", "live", "started", None), ("rollback", "live", "error", None)]
     errors = [e for e in audit_trail(registry) if e["outcome"] == "error"]
     assert "ConfigurationError" in errors[0]["detail"] and "TemporaryError" in errors[1]["detail"]
-    assert adapter.alias_version(registry.model, "champion") is None
+    assert adapter.model_aliases(registry.model) == {}
 
 
 def test_started_row_is_written_before_mlflow_changes(registry: Registry) -> None:
@@ -62,59 +64,81 @@ def test_started_row_is_written_before_mlflow_changes(registry: Registry) -> Non
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(MlflowClient, "set_registered_model_alias", spy)
-        promote(registry.model, 2, reason="go", actor="tester")
+        promote(registry.model, 2, "paper", reason="go", actor="tester")
     assert seen == [["started"]]
     assert [e["outcome"] for e in audit_trail(registry)] == ["started", "done"]
 
 
-def test_candidate_moves_are_audited(registry: Registry, tmp_path: Path) -> None:
-    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
-
-    log = AuditLog(registry.audit)
-    built = [(e["action"], e["outcome"], e["from_version"], e["to_version"]) for e in log.events(registry.model)]
-    assert built == [("candidate", "started", None, "2"), ("candidate", "done", None, "2"),
-                     ("candidate", "started", None, "3"), ("candidate", "done", "2", "3")]
-    # version 3 re-evaluated under the shipped policy fails: candidate withdrawn, and audited
-    files = adapter.download_gate_artifacts(registry.model, 3, tmp_path / "g")
-    bundle = adapter.download_evidence(registry.model, 3, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(DEFAULT_POLICY_PATH))
-    assert not strict.passed
-    (tmp_path / "v" / "verdict.json").parent.mkdir()
-    (tmp_path / "v" / "verdict.json").write_text(strict.to_json(), encoding="utf-8")
-    record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files.evidence,
-                                actor="gatekeeper")
-    assert adapter.alias_version(registry.model, "candidate") is None
-    last = log.events(registry.model)[-2:]
-    assert [(e["action"], e["outcome"], e["from_version"], e["to_version"], e["actor"]) for e in last] == [
-        ("candidate", "started", None, None, "gatekeeper"), ("candidate", "done", "3", None, "gatekeeper")]
-    assert "withdrawn" in last[1]["reason"] and last[1]["verdict_sha"] == strict.verdict_sha
-    # recording it again changes no alias, so writes no row
-    record_verdict(registry.model, 3, tmp_path / "v" / "verdict.json", extra_evidence=files.evidence)
-    assert len(log.events(registry.model)) == len(built) + 2
+def test_recording_verdicts_moves_no_alias_and_writes_no_audit_row(registry: Registry) -> None:
+    assert adapter.model_aliases(registry.model) == {}
+    assert audit_trail(registry) == []  # the session build recorded six verdicts and moved nothing
 
 
-def test_champion_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: Path) -> None:
-    from toolkit.gates import DEFAULT_POLICY_PATH, Evidence, evaluate, load_policy
+@pytest.mark.parametrize(("stage", "alias"), [("paper", "paper"), ("live", "champion")])
+def test_alias_holder_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: Path, stage: str,
+                                                      alias: str) -> None:
+    from toolkit.gates import Evidence, evaluate, load_policy
+    from toolkit.gates.policy import POLICY_PATHS
     from toolkit.registry.cli import format_status
 
-    promote(registry.model, 2, reason="go", actor="tester")
-    files = adapter.download_gate_artifacts(registry.model, 2, tmp_path / "g")
+    promote(registry.model, 2, "paper", reason="go", actor="tester")
+    if stage == "live":
+        promote(registry.model, 2, "live", reason="go", actor="tester")
+    files = adapter.download_gate_artifacts(registry.model, 2, tmp_path / "g", stage)
     bundle = adapter.download_evidence(registry.model, 2, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(DEFAULT_POLICY_PATH))
-    assert not strict.passed
+    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(POLICY_PATHS[stage]))
+    assert not strict.passed  # the shipped policy is stricter than the lenient test policy
     path = tmp_path / "v" / "verdict.json"
     path.parent.mkdir()
     path.write_text(strict.to_json(), encoding="utf-8")
     record_verdict(registry.model, 2, path, extra_evidence=files.evidence)
-    assert version_tags(registry, "2")["gate.champion_failed_reevaluation"] == "true"
-    assert adapter.alias_version(registry.model, "champion") == "2"  # still champion, but flagged
+    assert version_tags(registry, "2")[f"gate.{stage}.holder_failed_reevaluation"] == "true"
+    assert adapter.alias_version(registry.model, alias) == "2"  # still holds the alias, but flagged
     st = status(registry.model)
-    assert len(st["warnings"]) == 1 and "champion version 2 FAILED" in st["warnings"][0]
-    assert format_status(st).splitlines()[0].startswith("WARNING: champion version 2 FAILED")
+    assert len(st["warnings"]) == 1 and f"{alias} version 2 FAILED its latest {stage}" in st["warnings"][0]
+    assert format_status(st).splitlines()[0].startswith(f"WARNING: {alias} version 2 FAILED")
     # a passing re-evaluation clears the flag
     record_verdict(registry.model, 2, files.verdict, extra_evidence=files.evidence)
-    assert "gate.champion_failed_reevaluation" not in version_tags(registry, "2")
+    assert f"gate.{stage}.holder_failed_reevaluation" not in version_tags(registry, "2")
     assert status(registry.model)["warnings"] == []
+
+
+def test_an_audit_trail_from_before_the_stages_migrates_and_verifies(tmp_path: Path) -> None:
+    """Rows written without a stage column keep their hashes; new rows hash their stage too."""
+    import sqlite3
+
+    from toolkit.canonical import canonical_json, sha256_hex
+    from toolkit.errors import RegistryError
+
+    db = tmp_path / "audit.db"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, model TEXT NOT NULL, "
+        "action TEXT NOT NULL, outcome TEXT NOT NULL, from_version TEXT, to_version TEXT, actor TEXT NOT NULL, "
+        "at TEXT NOT NULL, reason TEXT NOT NULL, verdict_sha TEXT, policy_sha TEXT, detail TEXT NOT NULL, "
+        "prev_sha TEXT NOT NULL, sha TEXT NOT NULL);")
+    old = {"id": "a" * 32, "model": "m", "action": "promote", "outcome": "done", "from_version": None,
+           "to_version": "1", "actor": "alice", "at": "2026-01-01T00:00:00+00:00", "reason": "old", "verdict_sha": None,
+           "policy_sha": None, "detail": ""}
+    sha = sha256_hex("0" * 64 + "\n" + canonical_json(old, ascii_only=True))  # the rule before the stages
+    con.execute(f"INSERT INTO audit ({', '.join(old)}, prev_sha, sha) VALUES ({', '.join('?' * (len(old) + 2))})",
+                [*old.values(), "0" * 64, sha])
+    con.commit()
+    con.close()
+    log = AuditLog(db)
+    assert log.verify() == 1 and log.events()[0]["stage"] is None
+    from toolkit.registry.audit import AuditEvent
+
+    log.append(AuditEvent(model="m", action="rollback", outcome="done", actor="bob", stage="live",
+                          at="2026-01-02T00:00:00+00:00", reason="new"))
+    assert AuditLog(db).verify() == 2 and [e["stage"] for e in log.events()] == [None, "live"]
+    con = sqlite3.connect(db)  # an edit of the new row's stage, around the triggers, breaks the chain
+    con.execute("DROP TRIGGER audit_no_update")
+    con.execute("UPDATE audit SET stage = 'paper' WHERE seq = 2")
+    con.commit()
+    con.close()
+    with pytest.raises(RegistryError, match="row 2"):
+        AuditLog(db).verify()
 
 
 def test_registry_counts_every_recorded_trial_up_to_the_version(registry: Registry) -> None:

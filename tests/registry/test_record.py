@@ -67,7 +67,7 @@ def _fail_on(monkeypatch: pytest.MonkeyPatch, name: str, exc: BaseException,
 
 @pytest.mark.parametrize(("step", "when"), [
     ("log_artifacts", lambda *a, **k: True),  # after the run exists, before the model
-    ("set_version_tag", lambda *a, **k: a[2] == "gate.verdict"),  # after the version exists
+    ("set_version_tag", lambda *a, **k: a[2] == "gate.live.verdict"),  # after the version exists (the last tag)
 ])
 def test_a_failure_after_the_run_started_leaves_nothing(bundle: Path, isolated_store: Path, step: str,
                                                         when: Callable[..., bool],

@@ -438,7 +438,8 @@ def measure_costs_and_neighbours(
     return cost, robust
 
 
-def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials: int | None = None) -> Evidence:
+def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials: int | None = None,
+                     latency: dict[str, Any] | None = None) -> Evidence:
     """Measure what the gates need beyond the backtest's bundle.
 
     Parameters
@@ -453,6 +454,11 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
         the combinations of every backtest run recorded under the same ledger key). The
         deflated Sharpe ratio uses the larger of this and the bundle's ledger, so a fresh or
         swapped local ledger cannot shrink N. None when no registry was asked.
+    latency
+        A latency block measured earlier on this bundle under the same latency settings
+        (``extras["latency"]`` of the version's recorded gate evidence), reused as is so that
+        re-evaluating a version gives the same evidence; None measures it now. The caller
+        checks that it fits (``toolkit.gates.rederive.reusable_latency``).
 
     Returns
     -------
@@ -492,7 +498,7 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
         "warmup": check_warmup(strategy, bars, policy),
         "cost_stress": cost,
         "robustness": robust,
-        "latency": measure_latency(strategy, bars, policy),
+        "latency": measure_latency(strategy, bars, policy) if latency is None else latency,
         "registry_trials": None if registry_trials is None else int(registry_trials),
     }
     extras = json.loads(canonical_json(extras))  # the exact values a reader of the file gets back

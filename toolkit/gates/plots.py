@@ -26,6 +26,7 @@ __all__ = [
     "gate_table",
     "latency_figure",
     "pbo_figure",
+    "stage_note",
     "verdict_footer",
     "verdict_header",
 ]
@@ -48,9 +49,10 @@ def _pairs(d: dict[str, Any]) -> str:
 
 
 def gate_table(verdict: Verdict) -> pd.DataFrame:
-    """Return one row per gate: result, measured values, threshold, explanation."""
+    """Return one row per gate: result, whether it votes at this stage, measured values, threshold, explanation."""
     rows = [{
         "gate": g.name, "category": g.category, "result": "PASS" if g.passed else "FAIL",
+        "votes": "yes" if g.enforced else "advisory",
         "measured": _pairs(g.inputs), "threshold": _pairs(g.threshold), "explanation": g.explanation,
     } for g in verdict.gates]
     return pd.DataFrame(rows).set_index("gate")
@@ -61,14 +63,26 @@ def verdict_header(verdict: Verdict, policy: GatePolicy) -> str:
     s = verdict.subject
     state = "**PASSED**" if verdict.passed else f"**FAILED** ({', '.join(verdict.failed)})"
     n_pass = sum(g.passed for g in verdict.gates)
+    advisory = f" ({len(verdict.advisory_failed)} advisory gates failed)" if verdict.advisory_failed else ""
     return (
         f"# Promotion gates: {s.get('model_name')}\n\n"
-        f"**Verdict**: {state}: {n_pass} of {len(verdict.gates)} gates passed.  \n"
+        f"**Verdict** ({policy.stage} stage): {state}: {n_pass} of {len(verdict.gates)} gates passed{advisory}.  \n"
         f"**Strategy**: {s.get('strategy')} ({s.get('strategy_type')}) {s.get('params')} on {s.get('symbol')} "
         f"{s.get('timeframe')}; out-of-sample from {s.get('split_at')}; {s.get('n_trials')} trials in the "
         "ledger.  \n"
         f"**Policy**: {policy.name} {policy.version}, allocation {policy.capital.allocation_usdt:,.0f} USDT."
     )
+
+
+def stage_note(verdict: Verdict, policy: GatePolicy) -> str:
+    """Return, as Markdown, the stage judged and which gates are advisory (shown, not voting) at it."""
+    alias = {"paper": "paper", "live": "champion"}[policy.stage]
+    advisory = [g for g in verdict.gates if not g.enforced]
+    if not advisory:
+        return f"**Stage**: {policy.stage} (alias `{alias}`): every gate votes."
+    shown = ", ".join(f"{g.name} ({'pass' if g.passed else 'FAIL'})" for g in advisory)
+    return (f"**Stage**: {policy.stage} (alias `{alias}`). **Advisory** at this stage (computed, shown, not "
+            f"voting): {shown}.")
 
 
 def verdict_footer(verdict: Verdict) -> str:

@@ -173,7 +173,8 @@ def evaluate(evidence: Evidence, policy: GatePolicy) -> Verdict:
 
 
 def evaluate_bundle(
-    bundle_dir: str | Path, policy: GatePolicy, output_dir: str | Path, registry_trials: int | None = None
+    bundle_dir: str | Path, policy: GatePolicy, output_dir: str | Path, registry_trials: int | None = None,
+    latency: dict[str, Any] | None = None,
 ) -> tuple[Evidence, Verdict]:
     """Collect the evidence of a bundle, evaluate it, and write the extras and ``verdict.json``.
 
@@ -187,6 +188,9 @@ def evaluate_bundle(
         Receives ``gate_evidence.json`` and ``verdict.json`` (created if needed).
     registry_trials
         The registry's trial count for this strategy and market (see ``collect_evidence``).
+    latency
+        A latency block recorded earlier for this bundle, reused instead of measuring again
+        (see ``collect_evidence``).
 
     Returns
     -------
@@ -196,7 +200,7 @@ def evaluate_bundle(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    collect_evidence(bundle_dir, policy, registry_trials).write(out)
+    collect_evidence(bundle_dir, policy, registry_trials, latency).write(out)
     evidence = Evidence.read(bundle_dir, out)
     verdict = evaluate(evidence, policy)
     (out / VERDICT_FILE).write_text(verdict.to_json(), encoding="utf-8")

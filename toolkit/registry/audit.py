@@ -3,16 +3,20 @@
 Every promote and rollback attempt writes a ``started`` row before anything
 changes, then one row with its outcome (``done``, ``refused`` or ``error``, the
 last also when the attempt raised: unknown version, MLflow failure, lock
-timeout): who, when (UTC), model, from -> to version, reason, the verdict sha.
-Setting or withdrawing alias ``candidate`` when a verdict is recorded is audited
-the same way (action ``candidate``). A ``started`` row without an outcome row
-means the process died part-way. The table
+timeout): who, when (UTC), model, the stage (``paper`` moves alias ``paper``,
+``live`` moves ``champion``), from -> to version, reason, the verdict sha. A
+``started`` row without an outcome row means the process died part-way. The table
 refuses UPDATE and DELETE (triggers), and each row carries the sha256 of its own
 content chained to the previous row's, so an edit made with another tool is
 detected by ``AuditLog.verify``. The file lives beside the local sqlite tracking
 store (like the trial ledger), or at ``TOOLKIT_AUDIT``; it does not depend on
 MLflow, so it survives a re-read or rebuild of the registry. The same events are
 also written as version tags by ``toolkit.registry.promotion``.
+
+The ``stage`` column was added with the paper and live stages: a log written before it
+is migrated in place (``ALTER TABLE ... ADD COLUMN``, its old rows keep ``stage`` NULL),
+and a row's sha covers ``stage`` whenever it is set, so old rows verify unchanged and
+an edit of a new row's stage breaks the chain. Every new row must name its stage.
 
 ``registry_lock`` serialises promote and rollback across processes (``flock`` on
 ``<audit file>.lock``).
@@ -36,11 +40,13 @@ from toolkit import config
 from toolkit.canonical import canonical_json, sha256_hex
 from toolkit.clock import Clock
 from toolkit.errors import ConfigurationError, RegistryError, TemporaryError
+from toolkit.registry.adapter import STAGE_ALIAS
 
-__all__ = ["ACTIONS", "OUTCOMES", "AuditAttempt", "AuditEvent", "AuditLog", "default_actor", "default_audit_path",
-           "registry_lock"]
+__all__ = ["ACTIONS", "OUTCOMES", "STAGES", "AuditAttempt", "AuditEvent", "AuditLog", "default_actor",
+           "default_audit_path", "registry_lock"]
 
-ACTIONS = ("promote", "rollback", "candidate")
+ACTIONS = ("promote", "rollback")
+STAGES = tuple(STAGE_ALIAS)
 OUTCOMES = ("started", "done", "refused", "error")
 _GENESIS = "0" * 64
 
@@ -60,7 +66,8 @@ CREATE TABLE IF NOT EXISTS audit (
     policy_sha TEXT,
     detail TEXT NOT NULL,
     prev_sha TEXT NOT NULL,
-    sha TEXT NOT NULL
+    sha TEXT NOT NULL,
+    stage TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_model ON audit (model, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
@@ -91,7 +98,7 @@ def default_audit_path() -> Path:
 
 @dataclass(frozen=True)
 class AuditEvent:
-    """One promote or rollback attempt. ``at`` is UTC ISO 8601; versions are None when absent."""
+    """One promote or rollback attempt at a stage. ``at`` is UTC ISO 8601; versions are None when absent."""
 
     model: str
     action: str
@@ -99,6 +106,7 @@ class AuditEvent:
     actor: str
     at: str
     reason: str
+    stage: str
     from_version: str | None = None
     to_version: str | None = None
     verdict_sha: str | None = None
@@ -109,6 +117,8 @@ class AuditEvent:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ConfigurationError("action", f"one of {list(ACTIONS)}", self.action)
+        if self.stage not in STAGES:
+            raise ConfigurationError("stage", f"one of {list(STAGES)}", self.stage)
         if self.outcome not in OUTCOMES:
             raise ConfigurationError("outcome", f"one of {list(OUTCOMES)}", self.outcome)
         if not self.reason.strip():
@@ -118,7 +128,10 @@ class AuditEvent:
 
 
 def _content_sha(prev_sha: str, row: dict[str, Any]) -> str:
-    body = canonical_json({k: row.get(k) for k in _FIELDS}, ascii_only=True)  # ASCII escapes since the first row
+    content = {k: row.get(k) for k in _FIELDS}
+    if row.get("stage") is not None:  # rows written before the stage column hash as they always did
+        content["stage"] = row["stage"]
+    body = canonical_json(content, ascii_only=True)  # ASCII escapes since the first row
     return sha256_hex(prev_sha + "\n" + body)
 
 
@@ -128,8 +141,20 @@ class AuditLog:
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_audit_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
+        con = self._connect()
+        try:
             con.executescript(_SCHEMA)
+            columns = {r["name"] for r in con.execute("PRAGMA table_info(audit)")}
+            if "stage" not in columns:  # a log written before the stages: migrate in place
+                try:
+                    con.execute("ALTER TABLE audit ADD COLUMN stage TEXT")
+                except sqlite3.OperationalError as exc:
+                    if "duplicate column" not in str(exc):  # another process migrated it first
+                        raise
+        except sqlite3.Error as exc:
+            raise RegistryError(f"audit trail {self.path}: cannot prepare the table: {exc}") from exc
+        finally:
+            con.close()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -151,7 +176,7 @@ class AuditLog:
             prev = last["sha"] if last else _GENESIS
             row["prev_sha"] = prev
             row["sha"] = _content_sha(prev, row)
-            cols = [*_FIELDS, "prev_sha", "sha"]
+            cols = [*_FIELDS, "stage", "prev_sha", "sha"]
             cur = con.execute(f"INSERT INTO audit ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
                               [row[c] for c in cols])
             row["seq"] = cur.lastrowid
@@ -195,10 +220,10 @@ class AuditLog:
 class AuditAttempt:
     """One audited attempt: a ``started`` row now, exactly one outcome row later (``end`` or ``fail``)."""
 
-    def __init__(self, log: AuditLog, model: str, action: str, who: str, reason: str, clock: Clock,
+    def __init__(self, log: AuditLog, model: str, action: str, stage: str, who: str, reason: str, clock: Clock,
                  to_version: str | None) -> None:
         self.log, self.clock, self.ended = log, clock, False
-        self.base = AuditEvent(model=model, action=action, outcome="started", actor=who,
+        self.base = AuditEvent(model=model, action=action, outcome="started", actor=who, stage=stage,
                                at=clock.now().isoformat(), reason=reason, to_version=to_version,
                                detail="attempt started; nothing changed yet")
         self.started = log.append(self.base)
@@ -216,7 +241,7 @@ class AuditAttempt:
             return
         at = self.clock.now().isoformat()
         self.append(AuditEvent(model=self.base.model, action=self.base.action, outcome="error",
-                               actor=self.base.actor, at=at, reason=self.base.reason,
+                               actor=self.base.actor, stage=self.base.stage, at=at, reason=self.base.reason,
                                to_version=self.base.to_version,
                                detail=f"{type(exc).__name__}: {exc}"[:2000]))
 

@@ -18,27 +18,49 @@ from toolkit.cli_support import short as _short
 __all__ = ["format_status", "register"]
 
 
+def _holder_line(alias: str, h: dict[str, Any] | None) -> str:
+    if h is None:
+        return f"{alias}: -"
+    return f"{alias}: version {h['version']} since {_ts(h['promoted_at'])} by {h['promoted_by'] or '?'}"
+
+
+def _verdict_line(stage: str, lv: dict[str, Any] | None) -> str:
+    if lv is None:
+        return f"latest {stage} verdict: none yet"
+    return (f"latest {stage} verdict: version {lv['version']} {lv['verdict']} at {_ts(lv['evaluated_at'])} "
+            f"(verdict {_short(lv['verdict_sha'])})")
+
+
 def format_status(st: dict[str, Any]) -> str:
-    """Render ``promotion.status`` output as a fixed-width table a person can read."""
+    """Render ``status`` output as lines and a fixed-width table a person can read."""
     lines = [f"WARNING: {w}" for w in st.get("warnings", [])]
-    lines += [f"model {st['model']}: champion {st['champion'] or '-'}, candidate {st['candidate'] or '-'}",
-             f"promotions {st['metrics']['promotions']}, rollbacks {st['metrics']['rollbacks']}, "
-             f"last cycle {_hours(st['metrics']['last_cycle_hours'])}, "
-             f"median cycle {_hours(st['metrics']['median_cycle_hours'])}",
-             "",
-             f"{'ver':>4}  {'aliases':<20} {'verdict':<14} {'evaluated':<21} {'policy':<12} "
-             f"{'state':<12} {'promoted by':<40}"]
+    lines += [f"model {st['model']}",
+              "  " + _holder_line("paper", st["paper"]),
+              "  " + _holder_line("champion", st["champion"]),
+              *("  " + _verdict_line(stage, st["latest_verdicts"][stage]) for stage in ("paper", "live"))]
+    live = st.get("live")
+    if live is not None:
+        lines.append(f"  live: version {live['version']} "
+                     + ("is eligible as far as the registry's tags say (promote re-checks everything)"
+                        if live["eligible"] else "is not eligible for live:"))
+        lines += [f"    - {why}" for why in live["why_not"]]
+    for stage in ("paper", "live"):
+        m = st["metrics"][stage]
+        lines.append(f"  {stage} cycle: promotions {m['promotions']}, rollbacks {m['rollbacks']}, "
+                     f"last cycle {_hours(m['last_cycle_hours'])}, median cycle {_hours(m['median_cycle_hours'])}")
+    lines += ["", f"{'ver':>4}  {'aliases':<16} {'paper verdict':<14} {'live verdict':<14} {'paper state':<12} "
+                  f"{'live state':<12} {'evaluated (live)':<21}"]
     for r in st["versions"]:
-        p, g = r["promotion"], r["gate"]
-        who = f"{_ts(p['promoted_at'])} {p['promoted_by'] or ''}".strip()
+        g, p = r["gate"], r["promotion"]
         aliases = ",".join(r["aliases"]) or "-"
-        lines.append(f"{r['version']:>4}  {aliases:<20} {g['verdict']:<14} {_ts(g['evaluated_at']):<21} "
-                     f"{_short(g['policy_sha']):<12} {p['state'] or '-':<12} {who:<40}")
+        lines.append(f"{r['version']:>4}  {aliases:<16} {g['paper']['verdict']:<14} {g['live']['verdict']:<14} "
+                     f"{p['paper']['state'] or '-':<12} {p['live']['state'] or '-':<12} "
+                     f"{_ts(g['live']['evaluated_at']):<21}")
     lines += ["", f"audit trail {st['audit_path']} (chain {st['audit_chain']}), "
                   f"last {len(st['audit'])} events:"]
     for e in st["audit"]:
-        lines.append(f"  {_ts(e['at'])}  {e['action']:<8} {e['outcome']:<8} {e['from_version'] or '-'} -> "
-                     f"{e['to_version'] or '-'}  by {e['actor']}: {e['reason']}"
+        lines.append(f"  {_ts(e['at'])}  {e.get('stage') or '-':<5} {e['action']:<8} {e['outcome']:<8} "
+                     f"{e['from_version'] or '-'} -> {e['to_version'] or '-'}  by {e['actor']}: {e['reason']}"
                      + (f"  [{e['detail']}]" if e["detail"] else ""))
     return "\n".join(lines)
 
@@ -52,25 +74,29 @@ def _hours(h: float | None) -> str:
     return "-" if h is None else f"{h:.2f} h"
 
 
+STAGE_HELP = "paper (moves alias paper) or live (moves alias champion)"
+
+
 def promote_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
-    version: Annotated[str, typer.Option("--version", help="model version to make champion")],
+    version: Annotated[str, typer.Option("--version", help="model version to promote")],
+    stage: Annotated[str, typer.Option("--stage", help=STAGE_HELP)],
     reason: Annotated[str, typer.Option("--reason", help="why (kept in the audit trail)")],
     actor: Annotated[str | None, typer.Option("--actor", help="who (default $USER)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Set alias champion on a version whose verdict passed under the policy in force; audit it.
+    """Move the stage's alias to a version whose verdict passed under the stage's policy in force; audit it.
 
-    The policy in force is ``$TOOLKIT_POLICY`` (a path), else the shipped default; it cannot be
-    chosen on the command line.
+    The policy in force is ``$TOOLKIT_POLICY_PAPER`` / ``$TOOLKIT_POLICY_LIVE`` (a path), else the shipped
+    one; it cannot be chosen on the command line. Live needs a version that holds (or held) alias paper.
     """
     from toolkit.registry.promotion import promote
 
-    result = promote(model, version, reason, actor=actor)
+    result = promote(model, version, stage, reason, actor=actor)
     if json_output:
         emit(result, True, "")
     else:
-        typer.echo(f"{model}: champion {result['from_version'] or '-'} -> {result['to_version']} by "
+        typer.echo(f"{model}: {result['alias']} {result['from_version'] or '-'} -> {result['to_version']} by "
                    f"{result['actor']} at {result['at']} (verdict {_short(result['verdict_sha'])}, "
                    f"{result['cycle_hours']:.2f} h from registration)")
     if result.get("bookkeeping_error"):
@@ -80,18 +106,19 @@ def promote_command(
 
 def rollback_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
+    stage: Annotated[str, typer.Option("--stage", help=STAGE_HELP)],
     reason: Annotated[str, typer.Option("--reason", help="why (kept in the audit trail)")],
     actor: Annotated[str | None, typer.Option("--actor", help="who (default $USER)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Move alias champion back to the version the current champion replaced; audit it."""
+    """Move the stage's alias back to the version its holder replaced; audit it."""
     from toolkit.registry.promotion import rollback
 
-    result = rollback(model, reason, actor=actor)
+    result = rollback(model, stage, reason, actor=actor)
     if json_output:
         emit(result, True, "")
     else:
-        typer.echo(f"{model}: champion {result['from_version']} -> {result['to_version']} (rollback) by "
+        typer.echo(f"{model}: {result['alias']} {result['from_version']} -> {result['to_version']} (rollback) by "
                    f"{result['actor']} at {result['at']}")
     if result.get("bookkeeping_error"):
         typer.echo(f"warning: rollback done, but logging the promotion-cycle figures failed: "
@@ -102,7 +129,7 @@ def status_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Show versions, aliases, verdicts, who promoted what when, and the promotion-cycle figures."""
+    """Show both aliases (who, when), verdicts per stage, why a version is not eligible for live, the figures."""
     from toolkit.registry.status import status
 
     st = status(model)

@@ -25,6 +25,7 @@ from toolkit.backtest.bundle import Bundle, bundle_sha256, load_bundle
 from toolkit.errors import RegistryError
 from toolkit.naming import validate_model_name
 from toolkit.registry import adapter
+from toolkit.registry.adapter import STAGE_ALIAS
 
 __all__ = [
     "STRATEGIES_DIR",
@@ -189,7 +190,8 @@ def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
             adapter.set_version_tag(name, version, key, tags[key])
         adapter.set_version_tag(name, version, "strategies.package", package)
         adapter.set_version_tag(name, version, "registered_at", bundle.created_at)
-        adapter.set_version_tag(name, version, "gate.verdict", "not_evaluated")
+        for stage in STAGE_ALIAS:  # a verdict per stage, none yet
+            adapter.set_version_tag(name, version, f"gate.{stage}.verdict", "not_evaluated")
         adapter.end_run(run_id, "FINISHED")
     except BaseException as exc:
         cleaned = adapter.purge_failed_recording(run_id, name, version, model_was_new)

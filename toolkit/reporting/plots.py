@@ -100,6 +100,12 @@ def sweep_figure(result: BacktestResult) -> Figure:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, col, title in zip(axes, ("sharpe_is_annual", "sharpe_oos_annual"),
                               ("in-sample", "out-of-sample"), strict=True):
+        ax.set_title(f"Sharpe (ann.), {title}")
+        if not sweep[col].notna().any():  # walk-forward selection: no single in-sample period to report
+            ax.text(0.5, 0.5, f"no {title} figure for the whole grid\n(walk-forward: each fold chose on its own)",
+                    ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         if len(varying) == 2:
             grid = sweep.pivot_table(index=varying[0], columns=varying[1], values=col, aggfunc="mean")
             lim = np.nanmax(np.abs(grid.to_numpy())) or 1.0
@@ -116,7 +122,6 @@ def sweep_figure(result: BacktestResult) -> Figure:
             ax.barh(range(len(sweep)), sweep[col].to_numpy(),
                     color=["tab:green" if c else "tab:blue" for c in sweep["chosen"]])
             ax.set_yticks(range(len(sweep)), labels, fontsize=7)
-        ax.set_title(f"Sharpe (ann.), {title}")
     fig.tight_layout()
     return fig
 

@@ -73,25 +73,27 @@ def backtest_command(
 def gates_command(
     model: Annotated[str, typer.Argument(help="registered model name")],
     version: Annotated[str, typer.Option("--version", help="model version")],
+    stage: Annotated[str, typer.Option("--stage", help="paper or live: whose policy in force judges it")],
     policy: Annotated[Path | None, typer.Option(
-        "--policy", help="gate policy YAML for a what-if evaluation: reported, never recorded (default: the "
-                         "policy in force, $TOOLKIT_POLICY or shipped, whose verdict is recorded)")] = None,
+        "--policy", help="gate policy YAML (of that stage) for a what-if evaluation: reported, never recorded "
+                         "(default: the stage's policy in force, $TOOLKIT_POLICY_PAPER / $TOOLKIT_POLICY_LIVE "
+                         "or shipped, whose verdict is recorded)")] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
-    """Evaluate the promotion gates of a version (papermill report); record the verdict in MLflow."""
+    """Evaluate the promotion gates of a version at a stage (papermill report); record the stage's verdict."""
     from toolkit.workflows.gates import run_gates_workflow
 
-    result = run_gates_workflow(model, version, policy_path=policy)
-    lines = [f"{model} version {result.version}: verdict {result.verdict} "
+    result = run_gates_workflow(model, version, stage, policy_path=policy)
+    lines = [f"{model} version {result.version}: {stage} verdict {result.verdict} "
              f"(verdict sha {short(result.verdict_sha)}, policy {short(result.policy_sha)})"
              + ("" if result.recorded else " — WHAT-IF under another policy: not recorded in the registry")]
     for g in result.gates:
-        lines.append(f"  {'PASS' if g.get('passed') else 'FAIL'}  {g.get('name', '?'):<28} "
-                     f"{g.get('explanation', '')}")
+        mark = ("PASS" if g.get("passed") else "FAIL") + ("" if g.get("enforced", True) else " (advisory)")
+        lines.append(f"  {mark:<15} {g.get('name', '?'):<20} {g.get('explanation', '')}")
     lines.append(f"report {result.report_path}")
     emit(result.to_dict(), json_output, "\n".join(lines))
     if not result.passed:
-        raise GateFailed(f"{model} version {result.version} failed the gates: {', '.join(result.failed)}")
+        raise GateFailed(f"{model} version {result.version} failed the {stage} gates: {', '.join(result.failed)}")
 
 
 def demo_command(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:

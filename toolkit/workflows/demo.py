@@ -1,8 +1,12 @@
 """The main job on the bundled real data: what ``make demo`` runs.
 
-backtest (template -> HTML -> MLflow version) -> gates (template -> verdict on the
-version) -> promote when the verdict passed, otherwise say which gates failed and
-why -> index of reports.
+backtest (template -> HTML -> MLflow version) -> paper gates (template -> paper verdict
+on the version) -> promote to alias ``paper`` when the paper verdict passed, otherwise
+say which gates failed and why -> live gates -> say in plain words whether the version
+is eligible for live and why not (today: no paper record yet, since post-trade
+attribution has not measured one) -> index of reports. The demo never promotes to live.
+
+The demo's market, strategy, period and grid live in one place, ``DEMO_BACKTEST``.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from toolkit.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["DEMO_BACKTEST", "run_demo"]
 
-#: The demo's backtest: real Binance BTC/USDT bars bundled with the project.
+#: The demo's backtest: real Binance BTC/USDT bars bundled with the project (the one place to change it).
 DEMO_BACKTEST: dict[str, Any] = {
     "strategy": "ma_cross",
     "symbol": "BTC/USDT",
@@ -26,8 +30,19 @@ DEMO_BACKTEST: dict[str, Any] = {
 }
 
 
+def _failed_gates(say: Callable[[str], None], gates: Any) -> None:
+    for gate in gates.gates:
+        if not gate.get("passed"):
+            tag = "" if gate.get("enforced", True) else " (advisory)"
+            say(f"    - {gate['name']}{tag}: {gate.get('explanation', '')}")
+
+
 def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
-    """Run backtest, gates, promotion (when passed) and the report index; return what each step produced."""
+    """Run backtest, paper gates, paper promotion (when passed), live gates and the report index.
+
+    Returns what each step produced: ``backtest``, ``paper_gates``, ``paper_promotion`` (None when
+    not promoted), ``live_gates``, ``live`` (``eligible`` and ``why_not``, plain words) and ``status``.
+    """
     from toolkit.registry.promotion import promote
     from toolkit.registry.status import status
     from toolkit.reporting.index import write_index
@@ -36,7 +51,7 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
 
     say = echo or (lambda _msg: None)
     say(f"tracking store: {config.tracking_uri()}")
-    say(f"1/4 backtest {DEMO_BACKTEST}")
+    say(f"1/5 backtest {DEMO_BACKTEST}")
     bt = run_backtest_workflow(dict(DEMO_BACKTEST), progress=echo is not None, clock=clock)
     m = bt.metrics
     name, version = bt.model_name, bt.model_version
@@ -45,26 +60,43 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
         f"{bt.n_trials} trials in the ledger")
     say(f"    report {bt.report_path}")
 
-    say(f"2/4 gates on {name} v{version} (desk default policy)")
-    gates = run_gates_workflow(name, version, clock=clock)
-    say(f"    verdict {gates.verdict.upper()} ({len(gates.gates) - len(gates.failed)}/{len(gates.gates)}"
-        f" gates passed), verdict sha {gates.verdict_sha[:12]}")
-    for gate in gates.gates:
-        if not gate.get("passed"):
-            say(f"    - {gate['name']}: {gate.get('explanation', '')}")
-    say(f"    report {gates.report_path}")
+    say(f"2/5 paper gates on {name} v{version} (the paper policy in force)")
+    paper = run_gates_workflow(name, version, "paper", clock=clock)
+    n_passed = sum(bool(g.get("passed")) for g in paper.gates)
+    say(f"    paper verdict {paper.verdict.upper()} ({n_passed}/{len(paper.gates)} gates passed; "
+        f"{len(paper.advisory_failed)} of the failures advisory at this stage), verdict sha {paper.verdict_sha[:12]}")
+    _failed_gates(say, paper)
+    say(f"    report {paper.report_path}")
 
-    result: dict[str, Any] = {"backtest": bt.to_dict(), "gates": gates.to_dict()}
-    if gates.passed:
-        say("3/4 promote: the verdict passed under the current policy")
-        result["promotion"] = promote(name, version, reason="make demo: all gates passed", actor="demo",
-                                      clock=clock)
-        say(f"    champion {name} v{version} (was {result['promotion']['from_version'] or 'unset'})")
+    result: dict[str, Any] = {"backtest": bt.to_dict(), "paper_gates": paper.to_dict()}
+    if paper.passed:
+        say("3/5 promote to paper: the paper verdict passed under the paper policy in force")
+        result["paper_promotion"] = promote(name, version, "paper", reason="make demo: the paper gates passed",
+                                            actor="demo", clock=clock)
+        say(f"    alias paper -> {name} v{version} (was {result['paper_promotion']['from_version'] or 'unset'})")
     else:
-        say(f"3/4 promote: not promoted — {len(gates.failed)} gate(s) failed: {', '.join(gates.failed)}. "
-            f"`toolkit promote {name} --version {version} --reason ...` would refuse for the same reason.")
-        result["promotion"] = None
-    result["status"] = status(name)
+        say(f"3/5 promote to paper: not promoted — {len(paper.failed)} gate(s) failed: {', '.join(paper.failed)}. "
+            f"`toolkit promote {name} --version {version} --stage paper --reason ...` would refuse for the "
+            "same reason.")
+        result["paper_promotion"] = None
+
+    say(f"4/5 live gates on {name} v{version} (the live policy in force)")
+    live = run_gates_workflow(name, version, "live", clock=clock)
+    say(f"    live verdict {live.verdict.upper()}, verdict sha {live.verdict_sha[:12]}"
+        + ("" if live.latency_reused_from is None else "; latency samples reused from the paper evaluation"))
+    result["live_gates"] = live.to_dict()
+    st = status(name)
+    row = next(r for r in st["versions"] if r["version"] == version)
+    why_not = row["live_blockers"]
+    result["live"] = {"version": version, "eligible": not why_not, "why_not": why_not}
+    if why_not:
+        say("    not eligible for live:")
+        for why in why_not:
+            say(f"    - {why}")
+    else:
+        say(f"    eligible for live: `toolkit promote {name} --version {version} --stage live --reason ...` "
+            "re-checks everything and moves alias champion (the demo does not)")
+    result["status"] = st
     index = write_index()
-    say(f"4/4 index {index}")
+    say(f"5/5 index {index}")
     return result

@@ -1,20 +1,28 @@
-"""The gates workflow for a registered version: download → check → run ``templates/gates.ipynb`` → render → record.
+"""The gates workflow of a version at a stage: download → check → run ``templates/gates.ipynb`` → render → record.
 
-The evidence is downloaded from the version's backtest run and checked against its
-``evidence.sha256`` tag before a kernel starts (tampered evidence is not evaluated).
-``templates/gates.ipynb`` then measures the extra evidence, evaluates the policy and
-writes ``verdict.json``; the verdict is checked (its own sha, its policy sha against the
-policy asked for, its bundle sha against the version) and only then recorded in MLflow
-by ``toolkit.registry.verdicts.record_verdict``. A failing cell leaves MLflow exactly as
-it was.
+A stage is ``paper`` or ``live``; the policy in force for it is ``$TOOLKIT_POLICY_PAPER`` /
+``$TOOLKIT_POLICY_LIVE``, else the shipped one. The evidence is downloaded from the
+version's backtest run and checked against its ``evidence.sha256`` tag before a kernel
+starts (tampered evidence is not evaluated). ``templates/gates.ipynb`` then measures the
+extra evidence, evaluates the policy and writes ``verdict.json``; the verdict is checked
+(its own sha, its stage, its policy sha against the policy asked for, its bundle sha
+against the version) and only then recorded in MLflow by
+``toolkit.registry.verdicts.record_verdict``. A failing cell leaves MLflow exactly as it was.
 
-Under a policy other than the one in force (``--policy`` for a what-if), nothing is
-written to the registry: no run, no tag, no alias move. The report is rendered (its file
-name says ``whatif``) and the result says it was not recorded.
+Under a policy other than the stage's one in force (``--policy`` for a what-if), nothing is
+written to the registry: no run, no tag. The report is rendered (its file name says
+``whatif``) and the result says it was not recorded. Recording a verdict moves no alias
+(``toolkit promote`` does).
+
+Latency is measured once per version: when an earlier gates run of the version (either
+stage) recorded latency samples on the same bundle under the same latency settings, they
+are reused (``toolkit.gates.rederive.reusable_latency``), so evaluating a version twice
+gives a byte-identical verdict.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -37,15 +45,17 @@ class GatesRun:
 
     model: str
     version: str
+    stage: str
     passed: bool
     failed: tuple[str, ...]
+    advisory_failed: tuple[str, ...]
     gates: tuple[dict[str, Any], ...]
     verdict_sha: str
     policy_sha: str
     evidence_sha: str
     recorded: bool
     run_id: str | None
-    candidate: bool
+    latency_reused_from: str | None
     report_path: str
     notebook_path: str
     policy_path: str
@@ -58,22 +68,48 @@ class GatesRun:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         out = asdict(self)
-        out.update(verdict=self.verdict, failed=list(self.failed), gates=list(self.gates))
+        out.update(verdict=self.verdict, failed=list(self.failed), advisory_failed=list(self.advisory_failed),
+                   gates=list(self.gates))
         return out
 
 
-def run_gates_workflow(model_name: str, version: str | int, policy_path: str | Path | None = None,
+def _earlier_latency(model_name: str, v: str, tags: dict[str, str], stage: str, policy: Any, bundle_sha: str,
+                     work: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """Return a latency block recorded by an earlier gates run of the version that fits, and that run's id."""
+    from toolkit.gates.evidence import EXTRAS_FILE
+    from toolkit.gates.rederive import read_extras, reusable_latency
+    from toolkit.registry import adapter
+
+    for s in (stage, *(x for x in ("paper", "live") if x != stage)):
+        run_id = tags.get(f"gate.{s}.run_id")
+        if not run_id:
+            continue
+        files = adapter.download_gate_artifacts(model_name, v, work / f"earlier-{s}", s)
+        if not (files.evidence / EXTRAS_FILE).is_file():
+            continue
+        try:
+            block = reusable_latency(read_extras(files.evidence), policy, bundle_sha)
+        except ValueError:  # unreadable JSON: measure again
+            block = None
+        if block is not None:
+            return block, run_id
+    return None, None
+
+
+def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_path: str | Path | None = None,
                        reports: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> GatesRun:
-    """Evaluate the promotion gates of ``model_name`` version ``version``; record the verdict unless a what-if.
+    """Evaluate the gates of ``model_name`` version ``version`` at ``stage``; record the verdict unless a what-if.
 
     Parameters
     ----------
     model_name, version
         The registered version to evaluate.
+    stage
+        ``paper`` or ``live``: the policy in force, and the tags the verdict is recorded under.
     policy_path
-        Gate policy YAML. None, or a file whose sha equals the policy in force (``$TOOLKIT_POLICY``,
-        else the shipped default), records the verdict; any other policy is a what-if that
-        changes nothing in the registry.
+        Gate policy YAML of that stage. None, or a file whose sha equals the stage's policy in force
+        (``$TOOLKIT_POLICY_<STAGE>``, else the shipped one), records the verdict; any other policy is
+        a what-if that changes nothing in the registry.
     reports
         Reports root (default ``toolkit.config.reports_dir()``); files go to ``<reports>/gates/``.
     clock
@@ -82,7 +118,8 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
     Raises
     ------
     ConfigurationError
-        Unknown model, version, or an invalid policy (before any kernel starts).
+        Unknown stage, model, version, or an invalid policy or one of another stage (before any
+        kernel starts).
     RegistryError
         The version's evidence no longer matches its ``evidence.sha256`` tag, or the verdict
         written by the notebook is inconsistent.
@@ -93,18 +130,19 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
     from toolkit.gates import load_policy, verify_verdict_json
     from toolkit.gates.policy import policy_in_force_path
     from toolkit.registry import adapter
-    from toolkit.registry.verdicts import VERDICT_FILE, parse_verdict, record_verdict
+    from toolkit.registry.verdicts import VERDICT_FILE, parse_verdict, record_verdict, require_stage
 
+    require_stage(stage)
     validate_model_name(model_name, "model")
     info = adapter.version_info(model_name, version)
     v = info.version
-    in_force = load_policy(policy_in_force_path())
-    policy_file = Path(policy_path if policy_path is not None else policy_in_force_path()).resolve()
-    policy = load_policy(policy_file)
+    in_force = load_policy(policy_in_force_path(stage), stage=stage)
+    policy_file = Path(policy_path if policy_path is not None else policy_in_force_path(stage)).resolve()
+    policy = load_policy(policy_file, stage=stage)
     whatif = policy.sha256() != in_force.sha256()
     root = reports or config.reports_dir()
     stamp = clock.now().strftime("%Y%m%dT%H%M%S%fZ")
-    base = f"{safe_filename(model_name)}-v{v}-{'whatif-' if whatif else ''}{stamp}"
+    base = f"{safe_filename(model_name)}-v{v}-{stage}-{'whatif-' if whatif else ''}{stamp}"
     nb_path = child_path(root, "gates", f"{base}.ipynb")
     work = Path(tempfile.mkdtemp(prefix="toolkit-gates-"))
     try:
@@ -114,15 +152,21 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
             raise RegistryError(f"{model_name} version {v}: evidence artifacts hash to {sha[:12]}, the version "
                                 f"was registered with {str(info.tags.get('evidence.sha256'))[:12]}; "
                                 "not evaluating altered evidence")
+        latency, reused_from = _earlier_latency(model_name, v, dict(info.tags), stage, policy, sha, work)
+        latency_path = None
+        if latency is not None:
+            latency_path = work / "latency.json"
+            latency_path.write_text(json.dumps(latency), encoding="utf-8")
         out_dir = work / "out"
         out_dir.mkdir()
         nb = execute_template(template_path("gates"), nb_path, {
-            "model_name": model_name, "version": v, "policy_path": str(policy_file),
+            "model_name": model_name, "version": v, "stage": stage, "policy_path": str(policy_file),
             "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
             "registry_trials": adapter.registry_trial_count(model_name, v),
+            "latency_path": None if latency_path is None else str(latency_path),
         })
         html = render_html(nb, nb_path.with_suffix(".html"),
-                           title=f"Gates {model_name} v{v}" + (" (what-if policy)" if whatif else ""))
+                           title=f"Gates {model_name} v{v} ({stage})" + (" (what-if policy)" if whatif else ""))
         verdict_path = out_dir / VERDICT_FILE
         if not verdict_path.is_file():
             raise ExecutionFailed(f"gates.ipynb ran but wrote no {VERDICT_FILE} into output_dir "
@@ -135,6 +179,8 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
         if verdict.policy_sha != policy.sha256():
             problems.append(f"policy sha {verdict.policy_sha[:12]} is not the policy asked for "
                             f"({policy.sha256()[:12]})")
+        if verdict.stage != stage:
+            problems.append(f"it is a {verdict.stage} verdict, not {stage}")
         if verdict.bundle_sha not in (None, sha):
             problems.append(f"it was computed on bundle {str(verdict.bundle_sha)[:12]}, not {sha[:12]}")
         if problems:
@@ -154,7 +200,8 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
     n, failed = len(gates), verdict.failed
     append_index_entry({
         "created_at": clock.now().isoformat(timespec="seconds"),
-        "kind": "gates (what-if, not recorded)" if whatif else "gates", "model": model_name, "version": v,
+        "kind": f"{stage} gates (what-if, not recorded)" if whatif else f"{stage} gates", "model": model_name,
+        "version": v,
         "run_id": run_id, "html": str(html.relative_to(root.resolve())),
         "summary": f"{'PASSED' if verdict.passed else 'FAILED'}: {n - len(failed)}/{n} gates passed"
                    + (f"; failed {', '.join(failed)}" if failed else "")
@@ -162,8 +209,9 @@ def run_gates_workflow(model_name: str, version: str | int, policy_path: str | P
         "status": "ok" if verdict.passed else "failed",
     }, root)
     return GatesRun(
-        model=model_name, version=v, passed=verdict.passed, failed=tuple(failed), gates=gates,
+        model=model_name, version=v, stage=stage, passed=verdict.passed, failed=tuple(failed),
+        advisory_failed=tuple(verdict.advisory_failed), gates=gates,
         verdict_sha=verdict.verdict_sha, policy_sha=verdict.policy_sha, evidence_sha=verdict.evidence_sha,
-        recorded=not whatif, run_id=run_id, candidate=bool(verdict.passed and not whatif),
+        recorded=not whatif, run_id=run_id, latency_reused_from=reused_from,
         report_path=str(html), notebook_path=str(nb), policy_path=str(policy_file),
     )

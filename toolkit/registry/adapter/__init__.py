@@ -17,8 +17,9 @@ State is read with ``get_model_version`` / ``get_model_version_by_alias`` /
 """
 
 from toolkit.registry.adapter.models import (
-    CANDIDATE,
     CHAMPION,
+    PAPER,
+    STAGE_ALIAS,
     VERDICT_FILE,
     GateArtifacts,
     VersionInfo,
@@ -61,8 +62,9 @@ from toolkit.registry.adapter.runs import (
 )
 
 __all__ = [
-    "CANDIDATE",
     "CHAMPION",
+    "PAPER",
+    "STAGE_ALIAS",
     "VERDICT_FILE",
     "GateArtifacts",
     "VersionInfo",

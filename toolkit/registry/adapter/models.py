@@ -14,8 +14,9 @@ from toolkit.errors import ConfigurationError, RegistryError
 from toolkit.naming import safe_filename
 
 __all__ = [
-    "CANDIDATE",
     "CHAMPION",
+    "PAPER",
+    "STAGE_ALIAS",
     "VERDICT_FILE",
     "GateArtifacts",
     "VersionInfo",
@@ -40,10 +41,12 @@ __all__ = [
 ]
 
 
-#: The alias the runner trades; moved only by ``toolkit.registry.promotion``.
+#: The alias the runner trades with real capital (stage ``live``); moved only by ``toolkit.registry.promotion``.
 CHAMPION = "champion"
-#: The alias on the newest version whose gate verdict passed.
-CANDIDATE = "candidate"
+#: The alias the runner trades on paper (stage ``paper``); moved only by ``toolkit.registry.promotion``.
+PAPER = "paper"
+#: stage -> the alias a promotion at that stage moves
+STAGE_ALIAS = {"paper": PAPER, "live": CHAMPION}
 VERDICT_FILE = "verdict.json"
 
 

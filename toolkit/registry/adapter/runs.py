@@ -269,19 +269,20 @@ def download_evidence(model_name: str, version: str | int, dst: str | Path) -> P
     return download_artifacts(info.run_id, "evidence", dst, f"{model_name} version {info.version}")
 
 
-def download_gate_artifacts(model_name: str, version: str | int, dst: str | Path) -> GateArtifacts:
-    """Download the latest gates run of a version: its verdict file and its extra evidence.
+def download_gate_artifacts(model_name: str, version: str | int, dst: str | Path, stage: str) -> GateArtifacts:
+    """Download the latest gates run of a version at ``stage``: its verdict file and its extra evidence.
 
     Raises
     ------
     RegistryError
-        The version has no ``gate.run_id`` or the run's artifacts cannot be read.
+        The version has no ``gate.<stage>.run_id`` or the run's artifacts cannot be read.
     """
     info = version_info(model_name, version)
-    run_id = info.tags.get("gate.run_id")
+    tag = f"gate.{stage}.run_id"
+    run_id = info.tags.get(tag)
     what = f"{model_name} version {info.version}"
     if not run_id:
-        raise RegistryError(f"{what}: no gates run recorded (tag gate.run_id missing)")
+        raise RegistryError(f"{what}: no {stage} gates run recorded (tag {tag} missing)")
     root = Path(dst)
     download_artifacts(run_id, "verdict", root / "verdict", what)
     evidence = root / "evidence"
