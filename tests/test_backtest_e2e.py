@@ -102,9 +102,16 @@ def test_registered_version_predicts_the_backtest_positions(backtest: dict, stor
     model = mlflow.pyfunc.load_model(f"models:/{backtest['model_name']}/{backtest['model_version']}")
     frame = bars.reset_index()[["timestamp", "open", "high", "low", "close", "volume"]]
     frame["timestamp"] = frame["timestamp"].dt.tz_localize(None)
-    predicted = model.predict(frame)["position"].to_numpy()
-    np.testing.assert_array_equal(predicted, evidence["position"].to_numpy())
-    assert np.abs(predicted).max() == 1.0
+    out = model.predict(frame)
+    meta = json.loads((Path(local) / "backtest.json").read_text())
+    last = meta["folds"][-1]["test_lo"]  # the deployed parameters decide from the last walk-forward block on
+    np.testing.assert_array_equal(out["direction"].to_numpy()[last:], evidence["direction"].to_numpy()[last:])
+    # sized like the backtest: where both start flat inside the block, the banded positions are the same
+    flat = np.flatnonzero((out["position"].to_numpy()[last:] == 0) & (evidence["position"].to_numpy()[last:] == 0))
+    assert flat.size, "the deployed strategy is never flat in the last block"
+    start = last + int(flat[0])
+    np.testing.assert_array_equal(out["position"].to_numpy()[start:], evidence["position"].to_numpy()[start:])
+    assert 0 < np.abs(out["position"]).max() <= 1.0 and np.abs(out["direction"]).max() == 1.0
 
 
 def test_the_version_carries_its_signature(backtest: dict, store: Path) -> None:
@@ -116,7 +123,7 @@ def test_the_version_carries_its_signature(backtest: dict, store: Path) -> None:
     outputs = {c["name"]: c["type"] for c in info.signature.outputs.to_dict()}
     assert inputs == {"timestamp": "datetime", "open": "double", "high": "double", "low": "double",
                       "close": "double", "volume": "double"}
-    assert outputs == {"position": "double"}
+    assert outputs == {"direction": "double", "target": "double", "position": "double"}
 
 
 def test_executed_notebook_passes_nbval(backtest: dict) -> None:
@@ -192,7 +199,7 @@ BAD_INPUT = [
     (["--strategy", "ma_cross", "--timeframe", "1h", "--bars-file", "{mostly_missing}"], 3, "missing_bars"),
     (["--strategy", "ma_cross", "--bars-file", "no/such/file.csv"], 2, "bars_file: expected an existing"),
     (["--strategy", "ma_cross", "--timeframe", "1d", "--start", "2024-01-01", "--end", "2024-01-20"], 7,
-     "at least 30 bars on each side"),
+     "at least 30 bars in every in-sample window"),
 ]
 
 
@@ -261,9 +268,10 @@ mlflow.set_tracking_uri({f"sqlite:///{store / 'mlflow.db'}"!r})
 model = mlflow.pyfunc.load_model("models:/{backtest['model_name']}/{backtest['model_version']}")
 bars = pd.read_parquet({str(Path(local) / 'bars.parquet')!r}).reset_index()
 bars["timestamp"] = bars["timestamp"].dt.tz_localize(None)
-got = model.predict(bars[["timestamp", "open", "high", "low", "close", "volume"]])["position"].to_numpy()
-want = pd.read_parquet({str(Path(local) / 'returns.parquet')!r})["position"].to_numpy()
-assert np.array_equal(got, want), "positions differ"
+last = {json.loads((Path(local) / "backtest.json").read_text())["folds"][-1]["test_lo"]}
+got = model.predict(bars[["timestamp", "open", "high", "low", "close", "volume"]])["direction"].to_numpy()[last:]
+want = pd.read_parquet({str(Path(local) / 'returns.parquet')!r})["direction"].to_numpy()[last:]
+assert np.array_equal(got, want), "decisions differ"
 assert not any(m == "toolkit" or m.startswith("toolkit.") for m in sys.modules if sys.modules[m] is not None)
 print("ok", len(got))
 """

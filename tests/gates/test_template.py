@@ -24,7 +24,7 @@ def test_template_declares_the_contract_parameters() -> None:
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert set(template_parameters(TEMPLATE)) == {"model_name", "version", "policy_path", "output_dir",
-                                                  "evidence_dir", "registry_trials"}
+                                                  "evidence_dir", "registry_trials", "stage", "latency_path"}
 
 
 @pytest.fixture(scope="module")

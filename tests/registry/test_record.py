@@ -7,6 +7,7 @@ away): the point is what ``record_backtest`` leaves behind when MLflow fails und
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -135,9 +136,10 @@ def test_versions_with_different_strategy_code_load_side_by_side(bundle: Path, i
     bars = pd.read_parquet(bundle / "bars.parquet").reset_index()
     bars["timestamp"] = bars["timestamp"].dt.tz_localize(None)
     frame = bars[["timestamp", "open", "high", "low", "close", "volume"]]
-    got1 = mlflow.pyfunc.load_model(v1.model_uri).predict(frame)["position"].to_numpy()
-    got2 = mlflow.pyfunc.load_model(v2.model_uri).predict(frame)["position"].to_numpy()
-    want = pd.read_parquet(bundle / "returns.parquet")["position"].to_numpy()
+    last = json.loads((bundle / "backtest.json").read_text())["folds"][-1]["test_lo"]  # the deployed choice's block
+    got1 = mlflow.pyfunc.load_model(v1.model_uri).predict(frame)["direction"].to_numpy()[last:]
+    got2 = mlflow.pyfunc.load_model(v2.model_uri).predict(frame)["direction"].to_numpy()[last:]
+    want = pd.read_parquet(bundle / "returns.parquet")["direction"].to_numpy()[last:]
     np.testing.assert_array_equal(got1, want)
     np.testing.assert_array_equal(got2, -want)  # the second version really runs its own code
     assert np.abs(want).max() == 1.0

@@ -40,7 +40,7 @@ __all__ = [
 STRATEGY_MODEL_FILE = Path(__file__).with_name("strategy_model.py")
 STRATEGIES_DIR = Path(__file__).resolve().parents[1] / "strategies"
 SIGNATURE_INPUTS = [("datetime", "timestamp")] + [("double", c) for c in ("open", "high", "low", "close", "volume")]
-SIGNATURE_OUTPUTS = [("double", "position")]
+SIGNATURE_OUTPUTS = [("double", "direction"), ("double", "target"), ("double", "position")]
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def strategies_package_name(directory: Path | None = None) -> str:
 def _requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "pandas", "numpy", "pydantic")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "pandas", "numpy", "pydantic", "numba")]
 
 
 def _backtest_fields(bundle: Bundle, evidence_sha: str, template_sha: str | None) -> tuple[
@@ -183,7 +183,9 @@ def record_backtest(bundle_dir: str | Path, notebook: str | Path | None = None,
         version = adapter.log_model_from_code(
             run_id, name, STRATEGY_MODEL_FILE, [code / package],
             {"strategy": bundle.config.strategy, "params": bundle.chosen, "timeframe": bundle.config.timeframe,
-             "symbol": bundle.config.symbol, "strategies_package": package},
+             "symbol": bundle.config.symbol, "strategies_package": package,
+             "sizing": bundle.config.sizing.model_dump(), "bar_minutes": bundle.config.bar_minutes(),
+             "required_history": bundle.required_history},
             SIGNATURE_INPUTS, SIGNATURE_OUTPUTS, _requirements())
         for key in ("data.hash", "data.quality", "evidence.sha256", "config.sha256", "strategy.type",
                     "backtest.id", "git.commit"):
