@@ -34,6 +34,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")  # one core per worker process
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -60,7 +61,7 @@ from toolkit.backtest import BacktestConfig, TrialLedger, config_from_params, ru
 from toolkit.backtest.bundle import bundle_sha256, load_bundle, save_bundle  # noqa: E402
 from toolkit.data.quality import certify  # noqa: E402
 from toolkit.gates import Evidence, GatePolicy, GateResult, collect_evidence, load_policy  # noqa: E402
-from toolkit.gates.checks import GATES, run_gates  # noqa: E402
+from toolkit.gates.checks import GATES, run_gates, votes  # noqa: E402
 from toolkit.gates.evidence import canonical_json, measure_costs_and_neighbours, measurement_settings  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gates_mc.json"
@@ -159,7 +160,8 @@ def _gates_without_replay(ev: Evidence, policy: GatePolicy) -> tuple[list[GateRe
     out, skipped = [], []
     for g in GATES:
         try:
-            out.append(g(ev, policy))
+            r = g(ev, policy)
+            out.append(r if votes(r.name, ev, policy) else dataclasses.replace(r, enforced=False))
         except KeyError:  # its measurement is not in this evidence
             skipped.append(g.__name__)
     return out, skipped
@@ -243,7 +245,8 @@ def run_rep(task: Task) -> dict[str, Any]:
         "trial_correlation": _mean_offdiag_corr(result.trial_returns.to_numpy()),
         "chosen": list(chosen),
         "true_sharpe_chosen": true_chosen, "true_sharpe_reference": true_ref,
-        "gates": {g.name: {"category": g.category, "passed": bool(g.passed)} for g in results},
+        "gates": {g.name: {"category": g.category, "passed": bool(g.passed), "enforced": bool(g.enforced)}
+                  for g in results},
         "gates_not_run": skipped,
         "key": {
             "sharpe_oos_annual": _num(_inp(gates, "oos_sharpe", "sharpe_oos_annual")),
@@ -276,7 +279,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 
 
 def passed(rec: dict[str, Any], categories: tuple[str, ...] | None) -> bool:
-    gs = [g for g in rec["gates"].values() if categories is None or g["category"] in categories]
+    gs = [g for g in rec["gates"].values()
+          if (categories is None or g["category"] in categories) and g.get("enforced", True)]  # advisory: no vote
     return bool(gs) and all(g["passed"] for g in gs)
 
 

@@ -187,3 +187,16 @@ def test_psr_is_scale_invariant(seed: int, c: float) -> None:
     assert s.probabilistic_sharpe_ratio(r * c, 0.02) == pytest.approx(
         s.probabilistic_sharpe_ratio(r, 0.02), rel=1e-9, abs=1e-12
     )
+
+
+def test_expected_max_sharpe_of_effective_trials() -> None:
+    from toolkit.stats.sharpe import expected_max_sharpe, expected_max_sharpe_effective
+
+    for n in (2, 5, 36, 1000):  # an integer N gives eq. 6 itself
+        assert expected_max_sharpe_effective(0.01, float(n)) == pytest.approx(expected_max_sharpe([], n, 0.01))
+    assert expected_max_sharpe_effective(0.01, 1.0) == 0.0
+    assert expected_max_sharpe_effective(0.01, 1.1) == 0.0  # about one trial: no selection, floored at 0
+    grid = [expected_max_sharpe_effective(0.01, n) for n in np.linspace(1.0, 50.0, 200)]
+    assert all(b >= a for a, b in zip(grid, grid[1:], strict=False))  # more independent trials, a higher bar
+    with pytest.raises(ConfigurationError):
+        expected_max_sharpe_effective(0.01, 0.5)

@@ -32,8 +32,8 @@ class WalkForward(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
-    train_share: float = pydantic.Field(0.25, gt=0.0, lt=1.0, description="share of the bars in the first window")
-    folds: int = pydantic.Field(6, ge=1, le=520, description="out-of-sample blocks after the first window")
+    train_share: float = pydantic.Field(0.1, gt=0.0, lt=1.0, description="share of the bars in the first window")
+    folds: int = pydantic.Field(9, ge=1, le=520, description="out-of-sample blocks after the first window")
     anchored: bool = pydantic.Field(True, description="in-sample window grows from the start (else it rolls)")
 
 

@@ -38,12 +38,14 @@ from toolkit.stats.metrics import sharpe_ratio
 from toolkit.stats.pbo import pbo_cscv
 from toolkit.stats.sharpe import (
     expected_max_sharpe,
+    expected_max_sharpe_effective,
     min_track_record_length_from_moments,
     psr_from_moments,
     sharpe_moments,
 )
 
-__all__ = ["GATES", "GATE_NAMES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch", "trial_sharpes"]
+__all__ = ["GATES", "GATE_NAMES", "MEASURED_BY", "GateResult", "run_gates", "settings_mismatch", "trial_sharpes",
+           "votes"]
 
 
 # --------------------------------------------------------------------------- data
@@ -183,9 +185,9 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
 
     N counts the family's trials (``trial_sharpes``); with ``dsr_effective_trials`` it is
     deflated to the independent ones, N / (1 + (N − 1)·ρ̄), ρ̄ the mean correlation of the
-    study's trial returns (rounded up). V[SR] of skill-less trials is the Sharpe estimator's
-    sampling variance 1/(n − 1) (``dsr_null_variance: sampling``; under the null every trial's
-    true Sharpe is 0, so their estimates differ by sampling error alone), or the comparable
+    study's trial returns (a real number; ``expected_max_sharpe_effective``). V[SR] of skill-less
+    trials is the Sharpe estimator's sampling variance 1/(n − 1) (``dsr_null_variance: sampling``;
+    under the null every trial's true Sharpe is 0, so their estimates differ by sampling error alone), or the comparable
     trials' spread (``trials``; that spread also holds the trials' genuine skill differences).
     """
     m = _stats_inputs(ev)
@@ -193,7 +195,7 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
     trials, n_trials = trial_sharpes(ev, pol)
     lim = st.min_dsr
     rho = mean_trial_correlation(ev) if st.dsr_effective_trials else 0.0
-    n_eff = max(1, math.ceil(n_trials / (1.0 + (n_trials - 1) * max(rho, 0.0)))) if n_trials >= 1 else 0
+    n_eff = max(1.0, n_trials / (1.0 + (n_trials - 1) * max(rho, 0.0))) if n_trials >= 1 else 0.0
     if n_trials < 1 or (st.dsr_null_variance == "trials" and n_eff > 1 and trials.size < 2):
         return gate(
             "dsr",
@@ -207,7 +209,12 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
         var = 1.0 / (m["n"] - 1) if m["n"] > 1 else math.nan
     else:
         var = float(np.var(trials, ddof=1)) if trials.size > 1 else 0.0
-    sr0 = expected_max_sharpe([], n_eff, var) if finite(var) else math.nan
+    if not finite(var):
+        sr0 = math.nan
+    elif st.dsr_effective_trials:
+        sr0 = expected_max_sharpe_effective(var, n_eff)
+    else:
+        sr0 = expected_max_sharpe([], n_trials, var)
     d = psr_from_moments(m["sr"], m["skew"], m["kurt"], m["n"], sr0)
     return gate(
         "dsr",
@@ -229,7 +236,7 @@ def dsr(ev: Evidence, pol: GatePolicy) -> GateResult:
             "trial_sharpe": st.dsr_trial_sharpe,
         },
         {"min": lim},
-        f"deflated Sharpe {fmt(d)} after {n_trials} trials (~{n_eff} independent; SR0 {fmt(sr0, '.4f')}/bar) "
+        f"deflated Sharpe {fmt(d)} after {n_trials} trials ({n_eff:.1f} independent; SR0 {fmt(sr0, '.4f')}/bar) "
         f"vs floor {lim:.2f}",
     )
 
@@ -468,6 +475,14 @@ def settings_mismatch(ev: Evidence, pol: GatePolicy, section: str) -> str | None
     return f"measured under different settings ({section}: {'; '.join(diff)}); re-run toolkit gates"
 
 
+def votes(name: str, ev: Evidence, pol: GatePolicy) -> bool:
+    """Return whether gate ``name`` votes under ``pol`` (not advisory at this stage, nor PBO under walk-forward)."""
+    if name in pol.advisory:
+        return False
+    return not (name == "pbo" and ev.config.selection == "walk_forward"
+                and pol.statistics.pbo_under_walk_forward == "advisory")
+
+
 def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
     """Run every gate in a fixed order.
 
@@ -492,9 +507,7 @@ def run_gates(ev: Evidence, pol: GatePolicy) -> list[GateResult]:
             result = GateResult(result.name, result.category, False,
                                 {**result.inputs, "measured_settings": (ev.extras.get("settings") or {}).get(section)},
                                 {**result.threshold, "settings": measurement_settings(pol)[section]}, why)
-        if result.name in pol.advisory or (
-                result.name == "pbo" and ev.config.selection == "walk_forward"
-                and pol.statistics.pbo_under_walk_forward == "advisory"):
+        if not votes(result.name, ev, pol):
             result = replace(result, enforced=False)
         out.append(result)
     return out

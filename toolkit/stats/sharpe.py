@@ -190,6 +190,24 @@ def expected_max_sharpe(
     return float(math.sqrt(variance) * quantiles)
 
 
+def expected_max_sharpe_effective(variance: float, n_effective: float) -> float:
+    """Return E[max SR] of ``n_effective`` independent skill-less trials, N real (correlated trials).
+
+    The DSR paper's eq. 6 with a real-valued N >= 1 (``N / (1 + (N − 1)·ρ̄)`` for N trials of mean
+    correlation ρ̄), floored at 0: for N close to 1 the asymptotic formula turns negative, while the
+    expected maximum of about one trial is its mean, 0 under the null.
+    """
+    if not (math.isfinite(variance) and variance >= 0):
+        raise ConfigurationError("variance", "a finite number >= 0", variance)
+    if not (math.isfinite(n_effective) and n_effective >= 1):
+        raise ConfigurationError("n_effective", "a number >= 1", n_effective)
+    if n_effective == 1:
+        return 0.0
+    q = (1.0 - EULER_GAMMA) * _NORMAL.inv_cdf(1.0 - 1.0 / n_effective) + EULER_GAMMA * _NORMAL.inv_cdf(
+        1.0 - 1.0 / (n_effective * math.e))
+    return float(math.sqrt(variance) * max(q, 0.0))
+
+
 def deflated_sharpe_ratio(
     returns: pd.Series | np.ndarray,
     trial_sharpes: Sequence[float] | np.ndarray | pd.Series,

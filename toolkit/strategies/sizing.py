@@ -46,7 +46,7 @@ class Sizing(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     target_vol_annual_pct: float = pydantic.Field(
-        20.0, gt=0.0, le=200.0, description="annualised volatility the position aims at, % (365-day years)")
+        15.0, gt=0.0, le=200.0, description="annualised volatility the position aims at, % (365-day years)")
     max_position: float = pydantic.Field(1.0, gt=0.0, le=10.0, description="largest |position| / equity")
     vol_window_days: float = pydantic.Field(
         30.0, gt=0.0, le=365.0, description="days of bar returns in the volatility estimate")
