@@ -190,6 +190,7 @@ class Task:
     seed: int
     calibration: sy.Calibration
     gates: str = "all"
+    years: float = 3.0
 
 
 def _inp(gates: dict[str, Any], name: str, key: str) -> Any:
@@ -214,7 +215,7 @@ def run_rep(task: Task) -> dict[str, Any]:
     """Run one repetition end to end and return its record."""
     design_index = sy.DESIGNS.index(task.design)
     rng = np.random.default_rng([task.seed, design_index, task.rep])
-    market = sy.draw_params(task.design, rng, task.calibration)
+    market = sy.draw_params(task.design, rng, task.calibration, n_bars=round(task.years * sy.HOURS_PER_YEAR))
     horizon = market.persistence_h or float(np.exp(rng.uniform(*np.log(sy.PERSISTENCE_RANGE))))
     grid, grid_meta = draw_grid(rng, horizon)
     bars = sy.make_bars(market, rng)
@@ -373,6 +374,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=40, help="repetitions per design")
     ap.add_argument("--designs", default="noise,trend", help=f"comma-separated, of {sy.DESIGNS}")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--years", type=float, default=3.0, help="years of hourly bars per market (the issue's: 3)")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--json", type=Path, default=RESULTS)
     ap.add_argument("--gates", choices=GATE_MODES, default="all",
@@ -385,7 +387,8 @@ def main() -> int:
 
     calibration = sy.load_calibration()
     policy = gate_policy()
-    tasks = [Task(d, rep, args.seed, calibration, args.gates) for d in designs for rep in range(args.reps)]
+    tasks = [Task(d, rep, args.seed, calibration, args.gates, args.years) for d in designs
+             for rep in range(args.reps)]
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
     if args.workers > 1:
@@ -412,7 +415,7 @@ def main() -> int:
           f"with {args.workers} workers ({wall / len(records):.2f} s per rep)")
     res = {
         "benchmark": "gates_mc: Monte-Carlo pass rates of the promotion gates on synthetic hourly markets",
-        "args": {"reps": args.reps, "designs": designs, "seed": args.seed, "workers": args.workers,
+        "args": {"reps": args.reps, "designs": designs, "seed": args.seed, "workers": args.workers, "years": args.years,
                  "gates": args.gates},
         "targets": {d: {"statistics_pass_rate": f"{w} {v}"} for d, (w, v) in TARGETS.items()},
         "gates_run": gates_run,
