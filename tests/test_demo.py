@@ -30,13 +30,14 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
         assert step in out, out
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    tags = client.get_model_version("ma_cross.BTC-USDT.15m", "1").tags
+    tags = client.get_model_version("ma_cross.BTC-USDT.1h", "1").tags
     paper, live = tags["gate.paper.verdict"], tags["gate.live.verdict"]
-    assert paper in ("passed", "failed") and tags["data.quality"] == "passed"
-    aliases = client.get_registered_model("ma_cross.BTC-USDT.15m").aliases
-    assert ("paper" in aliases) == (paper == "passed")  # promoted to paper exactly when the paper gates passed
+    # the configuration notebooks/demo_selection.ipynb chose passes the shipped paper policy on the real bars
+    assert paper == "passed" and tags["data.quality"] == "passed", out
+    aliases = client.get_registered_model("ma_cross.BTC-USDT.1h").aliases
+    assert aliases.get("paper") == "1"  # promoted to paper because the paper gates passed
     assert "champion" not in aliases  # the demo never goes live
-    assert ("not promoted" in out) == (paper == "failed")
+    assert "not promoted" not in out
     # live: never eligible today, and the demo says why in plain words
     assert live == "failed" and "paper_record" in tags["gate.live.failed"].split(",")
     assert "not eligible for live:" in out and "no paper record yet" in out

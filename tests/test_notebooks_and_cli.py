@@ -33,6 +33,17 @@ def test_cost_calibration_notebook_executes(tmp_path: Path) -> None:
     assert '"output_type": "error"' not in text
 
 
+def test_demo_selection_notebook_executes(tmp_path: Path) -> None:
+    """The research that picks the demo, on a reduced set: one trend candidate and the control, one year."""
+    out = execute_template(ROOT / "notebooks" / "demo_selection.ipynb", tmp_path / "selection.ipynb",
+                           {"candidates": {"ma_cross": {"fast": [20, 40], "slow": [200]},
+                                           "bollinger": {"window": [48], "k": [2.0]}},
+                            "periods": [["2024-01-01", "2024-12-31"]]})
+    text = out.read_text()
+    assert '"output_type": "error"' not in text
+    assert "ma_cross" in text and "bollinger" in text and ("Chosen:" in text or "No candidate passes" in text)
+
+
 def test_template_declares_its_parameters() -> None:
     declared = template_parameters(template_path("backtest"))
     for name in ("strategy", "symbol", "timeframe", "start", "end", "grid", "taker_fee", "maker_fee",
