@@ -35,7 +35,7 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     # the configuration notebooks/demo_selection.ipynb chose passes the shipped paper policy on the real bars
     assert paper == "passed" and tags["data.quality"] == "passed", out
     aliases = client.get_registered_model("ma_cross.BTC-USDT.1h").aliases
-    assert aliases.get("paper") == "1"  # promoted to paper because the paper gates passed
+    assert str(aliases.get("paper")) == "1"  # promoted to paper because the paper gates passed
     assert "champion" not in aliases  # the demo never goes live
     assert "not promoted" not in out
     # live: never eligible today, and the demo says why in plain words

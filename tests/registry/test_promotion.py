@@ -39,7 +39,8 @@ def test_version_state_and_evidence_download(registry: Registry, tmp_path: Path)
     assert adapter.alias_version(registry.model, "paper") is None
     t1 = version_tags(registry, "1")
     assert t1["gate.paper.verdict"] == t1["gate.live.verdict"] == "failed"
-    assert "oos_sharpe" in t1["gate.live.failed"].split(",") and "oos_sharpe:" in t1["gate.live.why"]
+    failed = t1["gate.live.failed"].split(",")
+    assert failed and all(f"{g}:" in t1["gate.live.why"] for g in failed)  # each failed gate says why
     t4 = version_tags(registry, "4")
     assert t4["gate.paper.verdict"] == t4["gate.live.verdict"] == "not_evaluated"
     assert "gate.verdict" not in t4  # no stage-less verdict tag any more

@@ -78,7 +78,7 @@ def test_recording_verdicts_moves_no_alias_and_writes_no_audit_row(registry: Reg
 def test_alias_holder_failing_a_re_evaluation_is_loud(registry: Registry, tmp_path: Path, stage: str,
                                                       alias: str) -> None:
     from toolkit.gates import Evidence, evaluate, load_policy
-    from toolkit.gates.policy import POLICY_PATHS
+    from toolkit.gates.policy import POLICY_PATHS, policy_from_dict
     from toolkit.registry.cli import format_status
 
     promote(registry.model, 2, "paper", reason="go", actor="tester")
@@ -86,8 +86,10 @@ def test_alias_holder_failing_a_re_evaluation_is_loud(registry: Registry, tmp_pa
         promote(registry.model, 2, "live", reason="go", actor="tester")
     files = adapter.download_gate_artifacts(registry.model, 2, tmp_path / "g", stage)
     bundle = adapter.download_evidence(registry.model, 2, tmp_path / "b")
-    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), load_policy(POLICY_PATHS[stage]))
-    assert not strict.passed  # the shipped policy is stricter than the lenient test policy
+    tight = load_policy(POLICY_PATHS[stage]).model_dump(mode="json")
+    tight["statistics"]["min_oos_sharpe"] = 100.0  # a policy no real strategy passes: the re-evaluation fails
+    strict = evaluate(Evidence.read(bundle, extras_dir=files.evidence), policy_from_dict(tight))
+    assert not strict.passed
     path = tmp_path / "v" / "verdict.json"
     path.parent.mkdir()
     path.write_text(strict.to_json(), encoding="utf-8")
