@@ -9,7 +9,7 @@ bundle in a temporary directory. Timed, warm (one untimed pass first):
 
 - ``collect_evidence``: latency replay (1,000 decisions), lookahead (40 cuts),
   warm-up sensitivity, cost-stress re-simulation and neighbour re-simulation;
-- ``evaluate``: all 20 gates, including DSR over the 1,000-trial ledger and PBO
+- ``evaluate``: all 22 gates, including DSR over the 1,000-trial ledger and PBO
   by CSCV on the 13,128 × 1,000 trial-return matrix with 16 splits (12,870 combinations);
 - ``total``: ``evaluate_bundle`` (collect + write + read back + evaluate + write verdict).
 

@@ -16,7 +16,7 @@ from toolkit.reporting.views import bars_for
 
 @pytest.fixture(scope="session")
 def policy() -> GatePolicy:
-    return load_policy(DEFAULT_POLICY_PATH)  # the shipped policy, whatever TOOLKIT_POLICY says
+    return load_policy(DEFAULT_POLICY_PATH)  # the shipped live policy, whatever TOOLKIT_POLICY_LIVE says
 
 
 @pytest.fixture(scope="session")
