@@ -134,3 +134,16 @@ def test_pbo_votes_under_a_split_and_advises_under_walk_forward(policy: GatePoli
     assert not split.passed and split.enforced
     enforced = tweak(policy, statistics={"pbo_under_walk_forward": "enforced"})
     assert evaluate(overfit, enforced).gate("pbo").enforced
+
+
+def test_the_dsr_figure_shows_the_gates_own_figure(policy: GatePolicy) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from toolkit.gates.plots import dsr_figure
+
+    ev = make_evidence(drift=1.6e-4, n_trials=200)
+    g = evaluate(ev, policy).gate("dsr")
+    fig = dsr_figure(ev, policy)
+    (x, y), = fig.axes[0].collections[0].get_offsets()
+    assert x == pytest.approx(g.inputs["n_effective_trials"]) and y == pytest.approx(g.inputs["dsr"])

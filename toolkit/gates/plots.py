@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from toolkit.gates.checks import trial_sharpes
+from toolkit.gates.checks import dsr as dsr_gate
 from toolkit.gates.evidence import Evidence
 from toolkit.gates.policy import GatePolicy
 from toolkit.gates.result import fmt
 from toolkit.gates.risk import drawdown_pct_of_allocation, risk_returns
 from toolkit.gates.verdict import Verdict
 from toolkit.stats.pbo import pbo_cscv
-from toolkit.stats.sharpe import expected_max_sharpe, psr_from_moments, sharpe_moments
+from toolkit.stats.sharpe import expected_max_sharpe_effective, psr_from_moments, sharpe_moments
 
 __all__ = [
     "drawdown_figure",
@@ -95,23 +95,30 @@ def verdict_footer(verdict: Verdict) -> str:
 
 
 def dsr_figure(evidence: Evidence, policy: GatePolicy) -> Figure:
-    """Plot the deflated Sharpe ratio against the number of trials (same returns and trial variance)."""
+    """Plot the deflated Sharpe ratio against the number of independent trials, as the DSR gate computes it.
+
+    Same returns and the gate's null variance; the dot is the gate's own figure (its effective N).
+    """
     sr, skew, kurt, n = sharpe_moments(evidence.oos_returns)
-    trials, n_trials = trial_sharpes(evidence, policy)
-    var = float(np.var(trials, ddof=1)) if trials.size > 1 else 0.0
-    top = max(10 * n_trials, 1000)
-    ns = np.unique(np.geomspace(1, top, 200).astype(int))
-    dsr = [psr_from_moments(sr, skew, kurt, n, expected_max_sharpe([], int(k), var)) for k in ns]
+    g = dsr_gate(evidence, policy).inputs
+    var = g.get("null_sharpe_variance")
+    n_eff = float(g.get("n_effective_trials") or 0.0)
+    if var is None or not math.isfinite(var):
+        var = 0.0
+    top = max(10.0 * float(g.get("n_trials") or 1), 1000.0)
+    ns = np.unique(np.geomspace(1.0, top, 200))
+    dsr = [psr_from_moments(sr, skew, kurt, n, expected_max_sharpe_effective(var, float(k))) for k in ns]
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    ax.plot(ns, dsr, lw=1.4, label="DSR of the chosen returns")
+    ax.plot(ns, dsr, lw=1.4, label="DSR of the judged returns")
     ax.axhline(policy.statistics.min_dsr, color="tab:red", ls="--", lw=1, label=f"floor {policy.statistics.min_dsr}")
-    here = psr_from_moments(sr, skew, kurt, n, expected_max_sharpe([], n_trials, var)) if n_trials else math.nan
-    ax.scatter([max(n_trials, 1)], [here], color="black", zorder=3, label=f"{n_trials} trials: {fmt(here)}")
+    here = g.get("dsr", math.nan)
+    ax.scatter([max(n_eff, 1.0)], [here], color="black", zorder=3,
+               label=f"{g.get('n_trials')} trials, {n_eff:.1f} independent: {fmt(here)}")
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("number of trials N")
+    ax.set_xlabel("number of independent trials")
     ax.set_ylabel("DSR")
-    ax.set_title(f"Deflated Sharpe ratio vs number of trials (V[SR] = {var:.3g} per period², n = {n})")
+    ax.set_title(f"Deflated Sharpe ratio vs independent trials (null V[SR] = {var:.3g} per period², n = {n})")
     ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
