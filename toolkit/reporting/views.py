@@ -28,8 +28,16 @@ def backtest_header(cfg: BacktestConfig, bars: pd.DataFrame) -> str:
         f"**Data**: {len(bars):,} bars from {bars.index[0]:%Y-%m-%d %H:%M} to {bars.index[-1]:%Y-%m-%d %H:%M} UTC"
         f" ({'file ' + cfg.bars_file if cfg.bars_file else 'bar store'}).  \n"
         f"**Grid**: {grid}.  \n"
-        f"**Capital allocation**: {cfg.capital:,.0f} {cfg.symbol.split('/')[1]}; in-sample share {cfg.split:.0%}"
-        " (parameters chosen in-sample by Sharpe; every figure below is out-of-sample unless marked).  \n"
+        f"**Capital allocation**: {cfg.capital:,.0f} {cfg.symbol.split('/')[1]}; positions sized to "
+        f"{cfg.sizing.target_vol_annual_pct:g}% annual volatility (at most {cfg.sizing.max_position:g}x, "
+        f"rebalancing band {cfg.sizing.rebalance_band:.0%}).  \n"
+        + (f"**Selection**: walk-forward, first in-sample window {cfg.walk_forward.train_share:.0%} of the bars, "
+           f"{cfg.walk_forward.folds} out-of-sample blocks, "
+           f"{'anchored' if cfg.walk_forward.anchored else 'rolling'} (each block traded by the combination "
+           "with the best in-sample Sharpe before it)"
+           if cfg.selection == "walk_forward" else
+           f"**Selection**: one split, in-sample share {cfg.split:.0%} (parameters chosen in-sample by Sharpe)")
+        + "; every figure below is out-of-sample unless marked.  \n"
         f"**Costs**: taker fee {c.taker_fee:.3%}, slippage = {c.spread_share:g}× the spread ("
         + (f"{c.spread_bps:g} bps, measured on the book" if c.spread_model == "fixed"
            else "Corwin–Schultz estimate from the bars")
@@ -44,7 +52,7 @@ def chosen_summary(result: Any) -> str:
     """Return a Markdown paragraph naming the chosen parameters and the trial count."""
     m = result.metrics
     return (
-        f"**Chosen**: {result.chosen} (best of {len(result.sweep)} combinations in-sample; "
+        f"**Deployed**: {result.chosen} (the last block's in-sample best of {len(result.sweep)} combinations; "
         f"{result.n_trials} trials recorded for {result.config.strategy} on {result.config.symbol} so far).  \n"
         f"**Out-of-sample** from {result.split_at:%Y-%m-%d %H:%M} UTC: total return {m['total_return']:.2%}, "
         f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}, {int(m['trade_count'])} trades; "
