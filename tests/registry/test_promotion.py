@@ -462,6 +462,7 @@ def test_promote_failing_half_way_restores_the_snapshot(registry: Registry) -> N
     assert events[-1]["stage"] == "paper"
 
 
+@pytest.mark.slow  # make test keeps the same restore path for promote (test_promote_failing_half_way_...)
 def test_rollback_failing_half_way_restores_the_snapshot(registry: Registry) -> None:
     """As above for a live rollback: the champion alias cannot move back (one MlflowClient method patched)."""
     from toolkit.errors import RegistryError

@@ -96,6 +96,7 @@ def test_status_says_why_a_version_is_not_eligible_for_live(registry: Registry, 
         promote(registry.model, 2, "live", reason="too early", actor="tester")
 
 
+@pytest.mark.slow  # make test keeps the what-if end to end (test_what_if_policy_changes_nothing_in_the_registry)
 def test_verdict_under_a_what_if_policy_is_not_promotable(registry: Registry, tmp_path: Path) -> None:
     """Version 2 passed under the lenient policy; with the shipped paper policy in force it is refused,
     and ``toolkit promote`` has no ``--policy`` to choose another (a real subprocess each)."""
@@ -226,6 +227,7 @@ def test_gates_per_stage_end_to_end_latency_measured_once_then_promote(
     assert all(c["passed"] for c in done["checks"]) and "measured evidence" in {c["check"] for c in done["checks"]}
 
 
+@pytest.mark.slow  # make test keeps latency measured once (the per-stage end-to-end test)
 def test_changed_latency_settings_measure_latency_again(registry: Registry, capsys: pytest.CaptureFixture[str],
                                                         tmp_path: Path) -> None:
     """A what-if policy with other latency settings cannot reuse the recorded samples."""
