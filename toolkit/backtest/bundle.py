@@ -4,7 +4,8 @@ The bundle is what gets logged to MLflow under ``evidence/`` and what the gates
 evaluate. Layout::
 
     backtest.json        config, ids, hashes, chosen parameters, metrics, walk-forward folds,
-                         the deployed version's required history
+                         the deployed version's required history, the sweep engine and the
+                         kernel-vs-vectorbt difference on the chosen record
     returns.parquet      timestamp, return, position (sized), direction (the walk-forward record)
     trades.parquet       out-of-sample trades
     orders.parquet       fills with slippage and participation
@@ -17,6 +18,7 @@ evaluate. Layout::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -81,6 +83,7 @@ def save_bundle(result: BacktestResult, bars: pd.DataFrame, certificate: dict[st
         "strategy_type": _strategy_type(cfg.strategy),
         "folds": result.folds,
         "required_history": result.required_history,
+        "engine": result.engine,
     })
     directions = result.directions if result.directions is not None else result.positions
     pd.DataFrame({"return": result.returns, "position": result.positions,
@@ -130,6 +133,7 @@ class Bundle:
     trial_returns: pd.DataFrame
     trials: pd.DataFrame
     bars: pd.DataFrame
+    engine: dict[str, Any] = dataclasses.field(default_factory=dict)  # sweep engine and the kernel check
 
 
 _JSON_FIELDS = ("config_sha256", "backtest_id", "created_at", "data_hash", "split_at", "chosen", "chosen_index",
@@ -152,7 +156,7 @@ def load_bundle(directory: str | Path) -> Bundle:
     if absent:
         raise DataError(f"evidence bundle {d}: backtest.json expected fields {absent}, found none")
     tables = {f.removesuffix(".parquet"): pd.read_parquet(d / f) for f in BUNDLE_FILES if f.endswith(".parquet")}
-    return Bundle(config=BacktestConfig(**doc["config"]), certificate=certificate,
+    return Bundle(config=BacktestConfig(**doc["config"]), certificate=certificate, engine=doc.get("engine") or {},
                   **{k: doc[k] for k in _JSON_FIELDS}, **tables)
 
 

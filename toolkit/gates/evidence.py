@@ -386,10 +386,12 @@ def measure_costs_and_neighbours(
     step from the deployed parameters) and the deployed parameters themselves are simulated
     over the whole period with the backtest's own costs and capital; their out-of-sample
     Sharpe ratios are compared. ``reproduction_max_abs_diff`` is the largest difference between
-    the recorded returns and their replay (the record re-derived from the bundle).
+    the recorded returns and their replay (the record re-derived from the bundle). The
+    re-simulations run on the fused kernel's loop (``toolkit.backtest.fused.simulate_path``),
+    the record was simulated by vectorbt: the reproduction is also the check between the two.
     """
     from toolkit.backtest.config import Fold
-    from toolkit.backtest.engine import replay, sweep_returns
+    from toolkit.backtest.engine import path_returns, replay_returns
 
     cfg: BacktestConfig = bundle.config
     bars: pd.DataFrame = bundle.bars
@@ -403,8 +405,8 @@ def measure_costs_and_neighbours(
     factor = policy.cost_stress.factor
     at_alloc = cfg.model_copy(update={"capital": alloc})
     stressed = cfg.model_copy(update={"capital": alloc, "costs": cfg.costs.stressed(factor)})
-    base_r = replay(at_alloc, bars, folds, choices).returns
-    stress_r = replay(stressed, bars, folds, choices).returns
+    base_r = replay_returns(at_alloc, bars, folds, choices)
+    stress_r = replay_returns(stressed, bars, folds, choices)
     cost = {
         "factor": factor,
         "capital": alloc,
@@ -413,9 +415,9 @@ def measure_costs_and_neighbours(
     }
 
     recorded = bundle.returns["return"].to_numpy(dtype="float64")
-    again = replay(cfg, bars, folds, choices).returns
+    again = replay_returns(cfg, bars, folds, choices)
     neighbours = neighbour_params(chosen, cfg.grid, cfg.strategy, policy.robustness.step)
-    r, _ = sweep_returns(cfg, bars, [chosen, *neighbours])
+    r = path_returns(cfg, bars, [chosen, *neighbours])
     rows = []
     axes = {k for k, v in cfg.grid.items() if len(set(map(str, v))) > 1}
     for j, params in enumerate(neighbours, start=1):

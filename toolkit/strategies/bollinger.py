@@ -9,6 +9,14 @@ import pydantic
 from .base import Strategy, StrategyParams, hold
 
 
+def band(close: pd.Series, n: int) -> tuple[pd.Series, pd.Series]:
+    """Return the rolling mean and population standard deviation of the last ``n`` closes.
+
+    The fused sweep kernel (``toolkit.backtest.fused``) reads the same series.
+    """
+    return close.rolling(n, min_periods=n).mean(), close.rolling(n, min_periods=n).std(ddof=0)
+
+
 class BollingerParams(StrategyParams):
     window: int = pydantic.Field(20, ge=2, le=5000, description="band mean/std length (bars)")
     k: float = pydantic.Field(2.0, gt=0.0, le=10.0, description="band width in standard deviations")
@@ -38,8 +46,7 @@ class Bollinger(Strategy):
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         p = self.params
         close = bars["close"]
-        mean = close.rolling(p.window, min_periods=p.window).mean()
-        std = close.rolling(p.window, min_periods=p.window).std(ddof=0)
+        mean, std = band(close, p.window)
         z = (close - mean) / std.where(std > 0)
         long_entry = z < -p.k
         long_exit = z >= 0.0

@@ -9,6 +9,16 @@ import pydantic
 from .base import Strategy, StrategyParams, hold
 
 
+def channel(bars: pd.DataFrame, n: int) -> tuple[pd.Series, pd.Series]:
+    """Return the highest high and the lowest low of the ``n`` bars *before* each bar (NaN before).
+
+    The fused sweep kernel (``toolkit.backtest.fused``) reads the same series.
+    """
+    upper = bars["high"].rolling(n, min_periods=n).max().shift(1)
+    lower = bars["low"].rolling(n, min_periods=n).min().shift(1)
+    return upper, lower
+
+
 class DonchianParams(StrategyParams):
     window: int = pydantic.Field(20, ge=2, le=5000, description="entry channel length (bars)")
     exit_window: int = pydantic.Field(10, ge=1, le=5000, description="exit channel length (bars)")
@@ -45,10 +55,8 @@ class Donchian(Strategy):
         p = self.params
         close = bars["close"]
         # channels of the *previous* bars: the current bar is compared against them
-        upper = bars["high"].rolling(p.window, min_periods=p.window).max().shift(1)
-        lower = bars["low"].rolling(p.window, min_periods=p.window).min().shift(1)
-        exit_low = bars["low"].rolling(p.exit_window, min_periods=p.exit_window).min().shift(1)
-        exit_high = bars["high"].rolling(p.exit_window, min_periods=p.exit_window).max().shift(1)
+        upper, lower = channel(bars, p.window)
+        exit_high, exit_low = channel(bars, p.exit_window)
         long_entry = close > upper
         long_exit = close < exit_low
         if not p.allow_short:

@@ -9,6 +9,14 @@ import pydantic
 from .base import Strategy, StrategyParams
 
 
+def sma(close: pd.Series, n: int) -> pd.Series:
+    """Return the simple moving average of the last ``n`` closes (NaN before ``n`` bars).
+
+    The fused sweep kernel (``toolkit.backtest.fused``) reads the same series.
+    """
+    return close.rolling(n, min_periods=n).mean()
+
+
 class MACrossParams(StrategyParams):
     fast: int = pydantic.Field(10, ge=2, le=1000, description="fast SMA length (bars)")
     slow: int = pydantic.Field(50, ge=3, le=5000, description="slow SMA length (bars)")
@@ -40,8 +48,8 @@ class MACross(Strategy):
 
     def signal(self, bars: pd.DataFrame) -> pd.Series:
         close = bars["close"]
-        fast = close.rolling(self.params.fast, min_periods=self.params.fast).mean()
-        slow = close.rolling(self.params.slow, min_periods=self.params.slow).mean()
+        fast = sma(close, self.params.fast)
+        slow = sma(close, self.params.slow)
         short = -1.0 if self.params.allow_short else 0.0
         out = pd.Series(np.where(fast > slow, 1.0, short), index=bars.index)
         return out.where(slow.notna())

@@ -95,15 +95,24 @@ class Sizing(pydantic.BaseModel):
         return self.apply_band(self.targets(direction, close, bar_minutes), start)
 
 
+def band_step(r: float, h: float, band: float) -> float:
+    """Return the position to hold after one bar: ``rebalance`` for one position (scalar).
+
+    The only statement of the band rule in loops: the backtest's loop below and the fused
+    sweep kernel (``toolkit.backtest.fused``) both call it.
+    """
+    if h == 0.0 or r == 0.0 or (r > 0.0) != (h > 0.0) or abs(r - h) > band * abs(h):
+        return r
+    return h
+
+
 def _band_loop_py(x: np.ndarray, held: np.ndarray, band: float) -> np.ndarray:
-    """``rebalance`` applied bar by bar to every column of ``x`` (T×N), from ``held`` (N)."""
+    """``band_step`` applied bar by bar to every column of ``x`` (T×N), from ``held`` (N)."""
     out = np.empty_like(x)
     for j in range(x.shape[1]):
         h = held[j]
         for t in range(x.shape[0]):
-            r = x[t, j]
-            if h == 0.0 or r == 0.0 or (r > 0.0) != (h > 0.0) or abs(r - h) > band * abs(h):
-                h = r
+            h = band_step(x[t, j], h, band)
             out[t, j] = h
     return out
 
@@ -111,6 +120,8 @@ def _band_loop_py(x: np.ndarray, held: np.ndarray, band: float) -> np.ndarray:
 try:  # numba (installed with vectorbt) compiles the loop; without it the same Python loop runs
     from numba import njit as _njit
 
+    # compiled loops resolve ``band_step`` when first called: the compiled step
+    band_step = _njit(cache=True, nogil=True, inline="always")(band_step)  # type: ignore[assignment]
     _band_loop = _njit(cache=True, nogil=True)(_band_loop_py)
 except ImportError:  # pragma: no cover - a model environment without numba
     _band_loop = _band_loop_py  # type: ignore[assignment]

@@ -1,0 +1,585 @@
+"""The fused sweep kernel: one compiled pass per combination, equal to the vectorbt path.
+
+A sweep over a grid used to build, per chunk of combinations, the bars × combos arrays of
+directions, sized targets, slippage and vectorbt's per-column state, and to keep the
+bars × combos matrix of returns. Here one numba function runs, per combination and in
+parallel over combinations (``prange``): the strategy's direction rule on feature series
+shared by the grid (moving averages, channels, bands — computed once per distinct window
+by the strategy's own functions), the volatility-targeted size and the rebalancing band
+(``toolkit.strategies.sizing.band_step``), next-open fills with vectorbt's order
+arithmetic (target percent of equity valued at the fill bar's open, taker fee, the
+slippage model, partial fills when cash runs short, the near-zero snapping of
+``vectorbt.utils.math_``), equity at each close, the borrow charge on shorts, and then
+only reductions: per-segment moments of the per-bar returns (the walk-forward folds'
+Sharpe ratios come from them) and the returns compounded to the evidence frequency (the
+trial returns PBO and the DSR read). Memory is the bars, the feature series and
+``combos × evidence buckets``; nothing of size bars × combos is held.
+
+Equality with the vectorbt path is a requirement, not an approximation: ``simulate_path``
+runs the same loop on one direction series and returns the equity, the returns and the
+order records, which the tests compare with ``vectorbt.Portfolio.from_orders`` to 1e-9
+on combinations drawn at random on real bars, and which every backtest compares with the
+vectorbt record of its chosen walk-forward path (``BacktestResult.engine``).
+
+A strategy without a direction rule here (``SUPPORTED``) is swept by the vectorbt path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numba import njit, prange
+
+from toolkit.backtest.config import BacktestConfig, GridValue
+from toolkit.backtest.costs import BarCostInputs
+from toolkit.strategies import make_strategy
+from toolkit.strategies.bollinger import band
+from toolkit.strategies.donchian import channel
+from toolkit.strategies.ma_cross import sma
+from toolkit.strategies.sizing import band_step
+
+__all__ = ["SUPPORTED", "Moments", "PathResult", "engine_for", "simulate_path", "sweep_moments"]
+
+Combo = dict[str, GridValue]
+
+#: strategies with a compiled direction rule, and their rule's code in the kernel
+SUPPORTED = {"ma_cross": 0, "donchian": 1, "bollinger": 2}
+
+#: bytes of feature series held at once (more: the grid is swept in groups, features recomputed)
+FEATURE_BUDGET = 768 * 2**20
+#: combinations per kernel call (a progress step each)
+BATCH = 128
+
+# vectorbt.utils.math_'s tolerances (the simulator snaps values this close to zero)
+_REL_TOL = 1e-9
+_ABS_TOL = 1e-12
+
+
+def engine_for(strategy: str, requested: str = "auto") -> str:
+    """Return the sweep engine to use: ``fused`` when the strategy has a rule and it is allowed.
+
+    ``requested`` (or the environment variable ``TOOLKIT_SWEEP_ENGINE``) is ``auto``,
+    ``fused`` or ``vectorbt``; ``fused`` for a strategy without a rule is an error.
+    """
+    from toolkit.errors import ConfigurationError
+
+    choice = os.environ.get("TOOLKIT_SWEEP_ENGINE", "") or requested
+    if choice not in ("auto", "fused", "vectorbt"):
+        raise ConfigurationError("TOOLKIT_SWEEP_ENGINE", "auto, fused or vectorbt", choice)
+    if choice == "vectorbt":
+        return "vectorbt"
+    if strategy in SUPPORTED:
+        return "fused"
+    if choice == "fused":
+        raise ConfigurationError("engine", f"a strategy with a fused kernel: {sorted(SUPPORTED)}", strategy)
+    return "vectorbt"
+
+
+# --------------------------------------------------------------------------------------------
+# vectorbt's order arithmetic (vectorbt.portfolio.nb.buy_nb / sell_nb / execute_order_nb for
+# size_type=targetpercent, direction=both, no fixed fees, no lock_cash, allow_partial)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _is_close(a: float, b: float) -> bool:
+    if np.isnan(a) or np.isnan(b) or np.isinf(a) or np.isinf(b):
+        return False
+    if a == b:
+        return True
+    return abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _add(a: float, b: float) -> float:
+    if np.sign(a) != np.sign(b):
+        zero = _is_close(abs(a), abs(b))
+    else:
+        zero = _is_close(a + b, 0.0)
+    return 0.0 if zero else a + b
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _order(cash: float, pos: float, target: float, price: float, fee: float, slip: float) -> tuple[
+        float, float, float, float, float]:
+    """Execute a target-percent order at ``price``; return (cash, position, size (signed), fill price, fees).
+
+    A size of 0 means nothing was filled (ignored or rejected, as vectorbt would).
+    """
+    if _is_close(cash, 0.0):
+        cash = 0.0
+    if _is_close(pos, 0.0):
+        pos = 0.0
+    value = cash + pos * price if pos != 0.0 else cash
+    if _is_close(value, 0.0):
+        value = 0.0
+    if np.isnan(value) or value <= 0.0:
+        return cash, pos, 0.0, np.nan, 0.0
+    size = target * value / price - pos
+    if size > 0.0:  # buy_nb
+        adj_price = price * (1.0 + slip)
+        if cash == 0.0:
+            return cash, pos, 0.0, np.nan, 0.0
+        req_cash = size * adj_price
+        req_fees = req_cash * fee
+        total = req_cash + req_fees
+        if _is_close(total, cash) or total < cash:
+            final_size, fees_paid, final_req = size, req_fees, total
+        else:
+            max_req = _add(cash, -0.0) / (1.0 + fee)
+            if max_req <= 0.0:
+                return cash, pos, 0.0, np.nan, 0.0
+            final_size, fees_paid, final_req = max_req / adj_price, cash - max_req, cash
+        if _is_close(size, 0.0):
+            return cash, pos, 0.0, np.nan, 0.0
+        return _add(cash, -final_req), _add(pos, final_size), final_size, adj_price, fees_paid
+    # sell_nb
+    adj_price = price * (1.0 - slip)
+    amount = -size
+    if _is_close(amount, 0.0):
+        return cash, pos, 0.0, np.nan, 0.0
+    acq = amount * adj_price
+    fees_paid = acq * fee
+    final_acq = _add(acq, -fees_paid)
+    if final_acq < 0.0:
+        return cash, pos, 0.0, np.nan, 0.0
+    return cash + final_acq, _add(pos, -amount), -amount, adj_price, fees_paid
+
+
+# --------------------------------------------------------------------------------------------
+# direction rules: the strategies' ``positions`` on the features they share with this module
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _held(event: float, t: int, level: float, last: int, limit: int) -> tuple[float, float, int]:
+    """``hold``: return (direction at t, level, bar of the last event) after bar t's event (NaN: none)."""
+    if not np.isnan(event):
+        return event, event, t
+    if last >= 0 and t - last <= limit:
+        return level, level, last
+    return 0.0, level, last
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _step(kind: int, t: int, c: float, fa: np.ndarray, fb: np.ndarray, fc: np.ndarray, fd: np.ndarray,
+          k: float, short: bool, limit: int, lv: float, ll: int, sv: float, sl: int) -> tuple[
+        float, float, int, float, int]:
+    """Return the direction decided on bar ``t``'s close ``c`` and the hold state (levels, last events).
+
+    ``fa`` … ``fd`` are the combination's feature series; ``k`` is Bollinger's band width.
+    Before warm-up ends the caller sets the direction to 0 (``Strategy.positions``).
+    """
+    if kind == 0:  # ma_cross: a = fast SMA, b = slow SMA
+        slow = fb[t]
+        if np.isnan(slow):
+            return 0.0, lv, ll, sv, sl
+        if fa[t] > slow:
+            return 1.0, lv, ll, sv, sl
+        return (-1.0 if short else 0.0), lv, ll, sv, sl
+    if kind == 1:  # donchian: a = upper, b = lower (entry channel), c = exit upper, d = exit lower
+        long_in = c > fa[t]
+        below_exit = c < fd[t]
+        if not short:
+            ev = 1.0 if long_in else (0.0 if below_exit else np.nan)
+            d, lv, ll = _held(ev, t, lv, ll, limit)
+            return d, lv, ll, sv, sl
+        short_in = c < fb[t]
+        ev = 1.0 if long_in else (0.0 if (below_exit or short_in) else np.nan)
+        d_long, lv, ll = _held(ev, t, lv, ll, limit)
+        ev = -1.0 if short_in else (0.0 if (c > fc[t] or long_in) else np.nan)
+        d_short, sv, sl = _held(ev, t, sv, sl, limit)
+        return min(1.0, max(-1.0, d_long + d_short)), lv, ll, sv, sl
+    # bollinger: a = mean, b = std
+    std = fb[t]
+    z = (c - fa[t]) / std if std > 0.0 else np.nan
+    long_in = z < -k
+    if not short:
+        ev = 1.0 if long_in else (0.0 if z >= 0.0 else np.nan)
+        d, lv, ll = _held(ev, t, lv, ll, limit)
+        return d, lv, ll, sv, sl
+    short_in = z > k
+    ev = 1.0 if long_in else (0.0 if (z >= 0.0 or short_in) else np.nan)
+    d_long, lv, ll = _held(ev, t, lv, ll, limit)
+    ev = -1.0 if short_in else (0.0 if (z <= 0.0 or long_in) else np.nan)
+    d_short, sv, sl = _held(ev, t, sv, sl, limit)
+    return min(1.0, max(-1.0, d_long + d_short)), lv, ll, sv, sl
+
+
+@njit(cache=True, error_model="numpy")
+def _directions(kind: int, close: np.ndarray, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray,
+                out: np.ndarray) -> None:
+    """Write one combination's direction per bar into ``out`` (the rule alone, for tests)."""
+    short, warmup, limit, k = fi[4] == 1, fi[5], fi[6] - 1, fx[0]
+    fa, fb, fc, fd = feats[fi[0]], feats[fi[1]], feats[fi[2]], feats[fi[3]]
+    lv, ll, sv, sl = 0.0, -1, 0.0, -1
+    for t in range(close.shape[0]):
+        d, lv, ll, sv, sl = _step(kind, t, close[t], fa, fb, fc, fd, k, short, limit, lv, ll, sv, sl)
+        out[t] = 0.0 if t < warmup else d
+
+
+# --------------------------------------------------------------------------------------------
+# the simulation of one direction path
+
+
+@njit(cache=True, error_model="numpy")
+def _simulate(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
+              bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
+              evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
+              orders: np.ndarray) -> int:
+    """Simulate one path; write segment moments into ``seg`` and compounded returns into ``evid``.
+
+    The direction on each close comes from the rule ``kind`` on ``feats`` (``_step``), or from
+    ``direction`` when ``kind`` is −1 (a given path, e.g. a walk-forward splice). ``bar`` rows:
+    open, close, sizing scale, spread, σ_h, horizon quote volume (``_Inputs.rows``).
+
+    prm = [capital, taker fee, spread share, impact coef, impact exponent, max slippage,
+    rebalance band, borrow rate per bar]. ``seg`` (S × 6), per segment: count, shift (its
+    first return), Σ(r−shift), Σ(r−shift)², min, max. With ``detail`` the per-bar returns,
+    equity, decided positions and the orders (bar, signed size, fill price, fees, slippage)
+    are written too; returns the number of orders.
+    """
+    capital, fee, share, impact, expo, max_slip, band, borrow = (
+        prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7])
+    opens, closes, scale, spread, sigma, hqv = bar[0], bar[1], bar[2], bar[3], bar[4], bar[5]
+    cash, pos = capital, 0.0
+    # vectorbt reports equity from its order records (cash and asset flows summed with its snapping),
+    # not from the simulation state: the equity is kept the same way
+    cash_v, pos_v = capital, 0.0
+    prev_value = capital
+    held = 0.0          # decided on the previous close (the target executed at this open)
+    last_target = 0.0
+    n_orders = 0
+    b_prev = bucket[0]
+    acc = 1.0
+    short, warmup, limit, k = fi[4] == 1, fi[5], fi[6] - 1, fx[0]
+    fa, fb, fc, fd = feats[fi[0]], feats[fi[1]], feats[fi[2]], feats[fi[3]]
+    lv, ll, sv, sl = 0.0, -1, 0.0, -1
+    for s in range(bounds.shape[0] - 1):
+        # the segment's moments in registers (memory-carried sums would serialise the loop)
+        cnt, shift, s1, s2, lo_r, hi_r = 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf
+        for t in range(bounds[s], bounds[s + 1]):
+            target = held
+            if t == 0 or target != last_target:
+                delta = abs(target - last_target)
+                notional = delta * capital
+                part = notional / hqv[t]
+                if np.isnan(part):
+                    part = 1.0 if notional > 0.0 else 0.0
+                slip = min(share * spread[t] + impact * sigma[t] * part ** expo, max_slip)
+                cash, pos, size, price, fees = _order(cash, pos, target, opens[t], fee, slip)
+                if detail and size != 0.0:
+                    orders[n_orders, 0] = t
+                    orders[n_orders, 1] = size
+                    orders[n_orders, 2] = price
+                    orders[n_orders, 3] = fees
+                    orders[n_orders, 4] = slip
+                if size != 0.0:
+                    n_orders += 1
+                    cash_v = _add(cash_v, _add(0.0, -size * price - fees))
+                    pos_v = _add(pos_v, _add(0.0, size))
+            last_target = target
+            value = cash_v + pos_v * closes[t]
+            r = value / prev_value - 1.0
+            if target < 0.0:
+                r -= borrow * -target
+            prev_value = value
+            # decide on this close: direction -> sized target -> band
+            if kind < 0:
+                dirn = direction[t]
+            else:
+                dirn, lv, ll, sv, sl = _step(kind, t, closes[t], fa, fb, fc, fd, k, short, limit, lv, ll, sv, sl)
+                if t < warmup:
+                    dirn = 0.0
+            held = band_step(dirn * scale[t], held, band)
+            # reductions
+            if cnt == 0.0:
+                shift = r
+            d = r - shift
+            cnt += 1.0
+            s1 += d
+            s2 += d * d
+            lo_r = min(lo_r, r)
+            hi_r = max(hi_r, r)
+            b = bucket[t]
+            if b != b_prev:
+                evid[b_prev] = acc - 1.0
+                acc = 1.0
+                b_prev = b
+            acc *= 1.0 + r
+            if detail:
+                rets[t] = r
+                values[t] = value
+                decided[t] = held
+        seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3], seg[s, 4], seg[s, 5] = cnt, shift, s1, s2, lo_r, hi_r
+    evid[b_prev] = acc - 1.0
+    return n_orders
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _sweep(kind: int, bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray,
+           feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, seg: np.ndarray, evid: np.ndarray) -> None:
+    """Simulate every combination (rows of ``fi``/``fx``) in parallel: ``seg[j]``, ``evid[j]`` per combination."""
+    empty1 = np.empty(0)
+    empty2 = np.empty((0, 5))
+    for j in prange(fi.shape[0]):
+        _simulate(kind, feats, fi[j], fx[j], empty1, bar, prm, bounds, bucket, seg[j], evid[j],
+                  False, empty1, empty1, empty1, empty2)
+
+
+# --------------------------------------------------------------------------------------------
+# Python side: inputs, features, batches, results
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Per-combination moments of the per-bar returns over the segments between ``bounds``.
+
+    ``sharpe(lo, hi)`` is the per-bar Sharpe ratio of every combination over bars
+    ``lo … hi−1`` (``lo``, ``hi`` must be bounds), as ``toolkit.stats.metrics.sharpe_ratios``
+    computes it on the returns themselves (to rounding).
+    """
+
+    bounds: np.ndarray     # S + 1 sorted bar indices, 0 … T
+    seg: np.ndarray        # N × S × 6: count, shift, Σd, Σd² (d = r − shift), min, max
+    evidence: pd.DataFrame  # evidence-frequency returns, one column per combination (float32)
+
+    def sharpe(self, lo: int, hi: int) -> np.ndarray:
+        from toolkit.stats.metrics import _ROUNDING
+
+        i, k = int(np.searchsorted(self.bounds, lo)), int(np.searchsorted(self.bounds, hi))
+        if self.bounds[i] != lo or self.bounds[k] != hi:
+            raise ValueError(f"sharpe: expected segment bounds, found {lo}..{hi} (bounds {self.bounds.tolist()})")
+        part = self.seg[:, i:k, :]
+        cnt = part[..., 0]
+        n = cnt.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            seg_mean = part[..., 1] + part[..., 2] / cnt
+            seg_m2 = part[..., 3] - part[..., 2] ** 2 / cnt
+            seg_mean = np.where(cnt > 0, seg_mean, 0.0)
+            seg_m2 = np.where(cnt > 0, np.maximum(seg_m2, 0.0), 0.0)
+            mean = (cnt * seg_mean).sum(axis=1) / n
+            m2 = (seg_m2 + cnt * (seg_mean - mean[:, None]) ** 2).sum(axis=1)
+            sd = np.sqrt(m2 / (n - 1))
+            lo_r = np.where(cnt > 0, part[..., 4], np.inf).min(axis=1)
+            hi_r = np.where(cnt > 0, part[..., 5], -np.inf).max(axis=1)
+            flat = hi_r == lo_r
+            out = np.where((n >= 2) & (sd > _ROUNDING * np.abs(mean)) & (sd > 0) & ~flat & np.isfinite(sd),
+                           mean / sd, np.nan)
+        return out
+
+
+def moments_from_returns(returns: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Return the ``Moments.seg`` array of a T × N returns matrix (the vectorbt path's reduction)."""
+    n_seg = len(bounds) - 1
+    out = np.zeros((returns.shape[1], n_seg, 6))
+    for s in range(n_seg):
+        part = returns[bounds[s]:bounds[s + 1]]
+        if len(part) == 0:
+            continue
+        shift = part[0]
+        d = part - shift
+        out[:, s, 0] = len(part)
+        out[:, s, 1] = shift
+        out[:, s, 2] = d.sum(axis=0)
+        out[:, s, 3] = (d * d).sum(axis=0)
+        out[:, s, 4] = part.min(axis=0)
+        out[:, s, 5] = part.max(axis=0)
+    return out
+
+
+def evidence_buckets(index: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Return each bar's bucket (0-based) at ``freq`` (left-labelled, epoch origin) and the buckets' index.
+
+    The same buckets as ``frame.resample(freq, label="left", closed="left", origin="epoch")``,
+    empty ones included.
+    """
+    step = pd.Timedelta(freq).value
+    ns = index.asi8
+    raw = np.floor_divide(ns, step)
+    first = int(raw[0]) if len(raw) else 0
+    n = int(raw[-1]) - first + 1 if len(raw) else 0
+    labels = pd.DatetimeIndex(pd.to_datetime((first + np.arange(n)) * step, utc=True), name=index.name)
+    return (raw - first).astype(np.int64), labels
+
+
+def _params(cfg: BacktestConfig) -> np.ndarray:
+    c = cfg.costs
+    borrow = cfg.borrow_rate_annual_pct / 100.0 * cfg.bar_minutes() / (365.0 * 1440.0)
+    return np.array([cfg.capital, c.taker_fee, c.spread_share, c.impact_coef, c.impact_exponent,
+                     c.max_slippage, cfg.sizing.rebalance_band, borrow], dtype=np.float64)
+
+
+def _bar_rows(cfg: BacktestConfig, bars: pd.DataFrame, cost_inputs: BarCostInputs | None = None) -> np.ndarray:
+    """Return the 6 × T per-bar inputs: open, close, sizing scale (0 while unknown), spread, σ_h, horizon volume."""
+    ci = cost_inputs if cost_inputs is not None else BarCostInputs.from_bars(bars, cfg.costs)
+    scale = cfg.sizing.scale(bars["close"], cfg.bar_minutes()).fillna(0.0)
+    return np.ascontiguousarray(np.vstack([
+        bars["open"].to_numpy(dtype=np.float64), bars["close"].to_numpy(dtype=np.float64),
+        scale.to_numpy(dtype=np.float64), np.asarray(ci.spread, dtype=np.float64),
+        np.asarray(ci.sigma, dtype=np.float64), np.asarray(ci.horizon_quote_volume, dtype=np.float64),
+    ]))
+
+
+FeatureKey = tuple[str, int]
+
+
+def _combo_features(strategy: str, params: Combo) -> tuple[list[FeatureKey], list[int], list[float]]:
+    """Return the feature series a combination reads (in the rule's order), its ints and floats."""
+    s = make_strategy(strategy, params)
+    p = s.params
+    short = int(bool(getattr(p, "allow_short", False)))
+    if strategy == "ma_cross":
+        keys = [("sma", p.fast), ("sma", p.slow)]  # type: ignore[attr-defined]
+        return keys, [short, s.warmup, 1], [0.0]
+    if strategy == "donchian":
+        keys = [("upper", p.window), ("lower", p.window),  # type: ignore[attr-defined]
+                ("upper", p.exit_window), ("lower", p.exit_window)]  # type: ignore[attr-defined]
+        return keys, [short, s.warmup, p.max_hold], [0.0]  # type: ignore[attr-defined]
+    keys = [("mean", p.window), ("std", p.window)]  # type: ignore[attr-defined]
+    return keys, [short, s.warmup, p.max_hold], [float(p.k)]  # type: ignore[attr-defined]
+
+
+def _feature_rows(bars: pd.DataFrame, keys: list[FeatureKey]) -> np.ndarray:
+    """Compute the feature series with the strategies' own functions (rows in ``keys`` order).
+
+    pandas' rolling windows release the GIL: the series are computed on a thread per core.
+    """
+    out = np.empty((len(keys), len(bars)))
+    close = bars["close"]
+
+    def one(i: int) -> None:
+        kind, n = keys[i]
+        if kind == "sma":
+            series = sma(close, n)
+        elif kind in ("upper", "lower"):
+            upper, lower = channel(bars, n)
+            series = upper if kind == "upper" else lower
+        else:
+            mean, std = band(close, n)
+            series = mean if kind == "mean" else std
+        out[i] = series.to_numpy(dtype=np.float64)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
+        list(pool.map(one, range(len(keys))))
+    return out
+
+
+def _groups(strategy: str, combos: list[Combo], n_bars: int) -> list[tuple[list[int], list[FeatureKey]]]:
+    """Split the combinations into groups whose distinct feature series fit ``FEATURE_BUDGET``."""
+    max_rows = max(4, FEATURE_BUDGET // max(1, 8 * n_bars))
+    out: list[tuple[list[int], list[FeatureKey]]] = []
+    members: list[int] = []
+    keys: list[FeatureKey] = []
+    for j, params in enumerate(combos):
+        need = [k for k in dict.fromkeys(_combo_features(strategy, params)[0]) if k not in keys]
+        if members and len(keys) + len(need) > max_rows:
+            out.append((members, keys))
+            members, keys = [], []
+            need = list(dict.fromkeys(_combo_features(strategy, params)[0]))
+        members.append(j)
+        keys.extend(need)
+    if members:
+        out.append((members, keys))
+    return out
+
+
+def sweep_moments(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo], bounds: np.ndarray,
+                  freq: str, on_batch: Callable[[int], None] | None = None) -> Moments:
+    """Sweep ``combos`` with the fused kernel; return their segment moments and evidence returns.
+
+    Parameters
+    ----------
+    cfg
+        The backtest configuration (strategy in ``SUPPORTED``; costs, sizing, capital, borrow).
+    bars
+        The bars (tz-aware UTC index).
+    combos
+        The parameter sets, in grid order.
+    bounds
+        Sorted segment boundaries, 0 first and ``len(bars)`` last.
+    freq
+        Evidence frequency (e.g. ``"60min"``).
+    on_batch
+        Called with the number of combinations done after each kernel call.
+    """
+    kind = SUPPORTED[cfg.strategy]
+    rows, prm = _bar_rows(cfg, bars), _params(cfg)
+    bucket, labels = evidence_buckets(pd.DatetimeIndex(bars.index), freq)
+    bounds = np.unique(np.asarray(bounds, dtype=np.int64))
+    if len(bounds) < 2 or bounds[0] != 0 or bounds[-1] != len(bars):
+        raise ValueError(f"bounds: expected 0 … {len(bars)}, found {bounds.tolist()}")
+    seg = np.zeros((len(combos), len(bounds) - 1, 6))
+    evid = np.zeros((len(combos), len(labels)))
+    done = 0
+    for members, keys in _groups(cfg.strategy, combos, len(bars)):
+        feats = _feature_rows(bars, keys)
+        index = {key: row for row, key in enumerate(keys)}
+        fi = np.zeros((len(members), 7), dtype=np.int64)
+        fx = np.zeros((len(members), 1))
+        for row, j in enumerate(members):
+            fkeys, ints, floats = _combo_features(cfg.strategy, combos[j])
+            fi[row, :len(fkeys)] = [index[key] for key in fkeys]
+            fi[row, 4:7] = ints
+            fx[row, :] = floats
+        for lo in range(0, len(members), BATCH):  # one kernel call per progress step
+            part = members[lo:lo + BATCH]
+            part_seg = np.zeros((len(part), len(bounds) - 1, 6))
+            part_evid = np.zeros((len(part), len(labels)))
+            _sweep(kind, rows, prm, bounds, bucket, feats, fi[lo:lo + BATCH], fx[lo:lo + BATCH], part_seg, part_evid)
+            seg[part] = part_seg
+            evid[part] = part_evid
+            done += len(part)
+            if on_batch is not None:
+                on_batch(done)
+    evidence = pd.DataFrame(evid.T.astype("float32"), index=labels,
+                            columns=[f"t{j:04d}" for j in range(len(combos))])
+    return Moments(bounds=bounds, seg=seg, evidence=evidence)
+
+
+@dataclass(frozen=True)
+class PathResult:
+    """One direction path simulated by the kernel's loop, bar by bar (for comparison and replay)."""
+
+    returns: np.ndarray
+    values: np.ndarray     # equity at each close
+    positions: np.ndarray  # sized position decided on each close
+    orders: pd.DataFrame   # bar, size (signed), price (with slippage), fees, slippage
+
+
+def simulate_path(cfg: BacktestConfig, bars: pd.DataFrame, direction: np.ndarray,
+                  cost_inputs: BarCostInputs | None = None) -> PathResult:
+    """Simulate one direction series (the strategy's, or a walk-forward splice) with the kernel's loop."""
+    rows = _bar_rows(cfg, bars, cost_inputs)
+    n = len(bars)
+    d = np.ascontiguousarray(np.asarray(direction, dtype=np.float64))
+    if d.shape != (n,):
+        raise ValueError(f"direction: expected {n} values, found shape {d.shape}")
+    rets, values, decided = np.empty(n), np.empty(n), np.empty(n)
+    orders = np.empty((n, 5))
+    bounds = np.array([0, n], dtype=np.int64)
+    seg = np.zeros((1, 6))
+    evid = np.zeros(1)
+    k = _simulate(-1, np.empty((1, 0)), np.zeros(7, dtype=np.int64), np.zeros(1), d, rows, _params(cfg), bounds,
+                  np.zeros(n, dtype=np.int64), seg, evid, True, rets, values, decided, orders)
+    frame = pd.DataFrame(orders[:k], columns=["bar", "size", "price", "fees", "slippage"])
+    frame["bar"] = frame["bar"].astype(np.int64)
+    return PathResult(returns=rets, values=values, positions=decided, orders=frame)
+
+
+def directions(cfg: BacktestConfig, bars: pd.DataFrame, params: Combo) -> np.ndarray:
+    """Return one combination's direction per bar as the kernel computes it (tests compare with ``positions``)."""
+    keys, ints, floats = _combo_features(cfg.strategy, params)
+    feats = _feature_rows(bars, list(dict.fromkeys(keys)))
+    uniq = list(dict.fromkeys(keys))
+    fi = np.zeros(7, dtype=np.int64)
+    for slot, key in enumerate(keys):
+        fi[slot] = uniq.index(key)
+    fi[4:7] = ints
+    out = np.empty(len(bars))
+    _directions(SUPPORTED[cfg.strategy], bars["close"].to_numpy(dtype=np.float64), feats, fi,
+                np.asarray(floats, dtype=np.float64), out)
+    return out
