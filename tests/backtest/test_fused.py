@@ -21,6 +21,7 @@ from toolkit.backtest.engine import _simulate, fold_bounds, path_returns, sweep_
 from toolkit.data import load_bars
 from toolkit.data.quality import certify
 from toolkit.errors import ConfigurationError
+from toolkit.reporting.views import engine_note
 from toolkit.stats.metrics import sharpe_ratios
 from toolkit.strategies import BUILTINS, Strategy, StrategyParams, make_strategy
 from toolkit.strategies.sizing import Sizing
@@ -174,6 +175,7 @@ def test_both_engines_give_the_same_backtest(tmp_path: Path) -> None:
         assert 0.0 <= result.engine["kernel_vs_vectorbt_max_abs_diff"] <= TOL
     saved = save_bundle(a, bars, certify(bars, "BTC/USDT", "1h").to_dict(), tmp_path / "bundle")
     assert load_bundle(saved).engine["sweep"] == "fused"
+    assert "the fused kernel" in engine_note(a.engine) and "no fused kernel" in engine_note(b.engine)
 
 
 def test_gates_resimulations_equal_the_vectorbt_path(hourly: pd.DataFrame) -> None:

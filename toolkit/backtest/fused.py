@@ -85,7 +85,7 @@ def engine_for(strategy: str, requested: str = "auto") -> str:
 # size_type=targetpercent, direction=both, no fixed fees, no lock_cash, allow_partial)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _is_close(a: float, b: float) -> bool:
     if np.isnan(a) or np.isnan(b) or np.isinf(a) or np.isinf(b):
         return False
@@ -94,7 +94,7 @@ def _is_close(a: float, b: float) -> bool:
     return abs(a - b) <= max(_REL_TOL * max(abs(a), abs(b)), _ABS_TOL)
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _add(a: float, b: float) -> float:
     if np.sign(a) != np.sign(b):
         zero = _is_close(abs(a), abs(b))
@@ -103,7 +103,7 @@ def _add(a: float, b: float) -> float:
     return 0.0 if zero else a + b
 
 
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _order(cash: float, pos: float, target: float, price: float, fee: float, slip: float) -> tuple[
         float, float, float, float, float]:
     """Execute a target-percent order at ``price``; return (cash, position, size (signed), fill price, fees).
@@ -226,7 +226,7 @@ def _directions(kind: int, close: np.ndarray, feats: np.ndarray, fi: np.ndarray,
 
 
 @njit(cache=True, error_model="numpy")
-def _simulate(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
+def _loop(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
               bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
               evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
               orders: np.ndarray) -> int:
@@ -317,6 +317,25 @@ def _simulate(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, dire
         seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3], seg[s, 4], seg[s, 5] = cnt, shift, s1, s2, lo_r, hi_r
     evid[b_prev] = acc - 1.0
     return n_orders
+
+
+@njit(cache=True, error_model="numpy")
+def _simulate(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
+              bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
+              evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
+              orders: np.ndarray) -> int:
+    """``_loop`` called with ``kind`` a constant per branch: the compiler specialises the rule per strategy."""
+    if kind == 0:
+        return _loop(0, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
+                     decided, orders)
+    if kind == 1:
+        return _loop(1, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
+                     decided, orders)
+    if kind == 2:
+        return _loop(2, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
+                     decided, orders)
+    return _loop(-1, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
+                 decided, orders)
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -583,3 +602,23 @@ def directions(cfg: BacktestConfig, bars: pd.DataFrame, params: Combo) -> np.nda
     _directions(SUPPORTED[cfg.strategy], bars["close"].to_numpy(dtype=np.float64), feats, fi,
                 np.asarray(floats, dtype=np.float64), out)
     return out
+
+
+def warm() -> None:
+    """Compile (or load from numba's on-disk cache) every kernel on a small synthetic market.
+
+    ``make install`` calls it once, so that the first sweep of a fresh clone does not wait for
+    the compiler (the specialised loops take tens of seconds to compile, a few ms to load).
+    """
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-01-01", periods=400, freq="1h", tz="UTC")
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, len(index))))
+    bars = pd.DataFrame({"open": close, "high": close * 1.001, "low": close * 0.999, "close": close,
+                         "volume": 1e3, "quote_volume": 1e5}, index=index)
+    grids = {"ma_cross": {"fast": [5], "slow": [20]}, "donchian": {"window": [20], "exit_window": [10]},
+             "bollinger": {"window": [20]}}
+    for name, grid in grids.items():
+        cfg = BacktestConfig(strategy=name, timeframe="1h", grid=grid,  # type: ignore[arg-type]
+                             sizing={"vol_window_days": 2.0})  # type: ignore[arg-type]
+        sweep_moments(cfg, bars, cfg.combinations(), np.array([0, 200, len(bars)]), "60min")
+        simulate_path(cfg, bars, directions(cfg, bars, cfg.combinations()[0]))

@@ -57,7 +57,21 @@ def chosen_summary(result: Any) -> str:
         f"**Out-of-sample** from {result.split_at:%Y-%m-%d %H:%M} UTC: total return {m['total_return']:.2%}, "
         f"Sharpe {m['sharpe']:.2f}, max drawdown {m['max_drawdown']:.2%}, {int(m['trade_count'])} trades; "
         f"buy and hold {result.benchmark['total_return']:.2%}."
+        + engine_note(result.engine)
     )
+
+
+def engine_note(engine: dict[str, Any]) -> str:
+    """Return the sentence on how the sweep ran and how the kernel agreed with vectorbt ('' when unknown)."""
+    if not engine:
+        return ""
+    how = ("the fused kernel" if engine.get("sweep") == "fused"
+           else "vectorbt (this strategy has no fused kernel)")
+    rate = engine.get("bar_combos_per_second")
+    speed = f" in {engine['sweep_seconds']:.2f} s ({rate / 1e6:,.1f} M bar·combinations/s)" if rate else ""
+    return (f"  \n**Sweep**: {engine['combinations']} combinations × {engine['bars']:,} bars on {how}{speed}; "
+            f"the deployed walk-forward record simulated by vectorbt and by the kernel's loop differs by at most "
+            f"{engine['kernel_vs_vectorbt_max_abs_diff']:.1e} per bar (tolerance {engine['tolerance']:g}).")
 
 
 def temp_bundle_dir() -> str:
