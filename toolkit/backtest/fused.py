@@ -225,43 +225,59 @@ def _directions(kind: int, close: np.ndarray, feats: np.ndarray, fi: np.ndarray,
 # the simulation of one direction path
 
 
+#: per-combination state carried from one tile of bars to the next (see ``_new_state``)
+_STATE = 14
+
+
+@njit(cache=True, error_model="numpy")
+def _new_state(capital: float, first_bucket: int) -> np.ndarray:
+    """Return a fresh state: cash, position, valuation cash and position, previous equity, position
+    decided, last target, orders, hold levels and last events (long, short), bucket product, bucket."""
+    st = np.zeros(_STATE)
+    st[0], st[2], st[4] = capital, capital, capital
+    st[9], st[11] = -1.0, -1.0
+    st[12], st[13] = 1.0, first_bucket
+    return st
+
+
 @njit(cache=True, error_model="numpy")
 def _loop(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
-              bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
-              evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
-              orders: np.ndarray) -> int:
-    """Simulate one path; write segment moments into ``seg`` and compounded returns into ``evid``.
+          bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
+          evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
+          orders: np.ndarray, t_lo: int, t_hi: int, st: np.ndarray) -> int:
+    """Simulate one path over bars ``t_lo … t_hi − 1`` from the state ``st`` (updated in place).
 
     The direction on each close comes from the rule ``kind`` on ``feats`` (``_step``), or from
     ``direction`` when ``kind`` is −1 (a given path, e.g. a walk-forward splice). ``bar`` rows:
-    open, close, sizing scale, spread, σ_h, horizon quote volume (``_Inputs.rows``).
+    open, close, sizing scale, spread, σ_h, horizon quote volume (``_bar_rows``).
 
     prm = [capital, taker fee, spread share, impact coef, impact exponent, max slippage,
     rebalance band, borrow rate per bar]. ``seg`` (S × 6), per segment: count, shift (its
-    first return), Σ(r−shift), Σ(r−shift)², min, max. With ``detail`` the per-bar returns,
-    equity, decided positions and the orders (bar, signed size, fill price, fees, slippage)
-    are written too; returns the number of orders.
+    first return), Σ(r−shift), Σ(r−shift)², min, max — accumulated across calls. ``evid``
+    gets each evidence bucket's compounded return once the bucket is complete (the last one
+    when ``t_hi`` is the end). With ``detail`` the per-bar returns, equity, decided positions
+    and the orders (bar, signed size, fill price, fees, slippage) are written too; returns the
+    number of orders so far.
     """
     capital, fee, share, impact, expo, max_slip, band, borrow = (
         prm[0], prm[1], prm[2], prm[3], prm[4], prm[5], prm[6], prm[7])
     opens, closes, scale, spread, sigma, hqv = bar[0], bar[1], bar[2], bar[3], bar[4], bar[5]
-    cash, pos = capital, 0.0
     # vectorbt reports equity from its order records (cash and asset flows summed with its snapping),
-    # not from the simulation state: the equity is kept the same way
-    cash_v, pos_v = capital, 0.0
-    prev_value = capital
-    held = 0.0          # decided on the previous close (the target executed at this open)
-    last_target = 0.0
-    n_orders = 0
-    b_prev = bucket[0]
-    acc = 1.0
+    # not from the simulation state: the equity is kept the same way (cash_v, pos_v)
+    cash, pos, cash_v, pos_v, prev_value, held, last_target = st[0], st[1], st[2], st[3], st[4], st[5], st[6]
+    n_orders = int(st[7])
+    lv, ll, sv, sl = st[8], int(st[9]), st[10], int(st[11])
+    acc, b_prev = st[12], int(st[13])
     short, warmup, limit, k = fi[4] == 1, fi[5], fi[6] - 1, fx[0]
     fa, fb, fc, fd = feats[fi[0]], feats[fi[1]], feats[fi[2]], feats[fi[3]]
-    lv, ll, sv, sl = 0.0, -1, 0.0, -1
     for s in range(bounds.shape[0] - 1):
+        lo, hi = max(bounds[s], t_lo), min(bounds[s + 1], t_hi)
+        if lo >= hi:
+            continue
         # the segment's moments in registers (memory-carried sums would serialise the loop)
-        cnt, shift, s1, s2, lo_r, hi_r = 0.0, 0.0, 0.0, 0.0, np.inf, -np.inf
-        for t in range(bounds[s], bounds[s + 1]):
+        cnt, shift, s1, s2 = seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3]
+        lo_r, hi_r = (seg[s, 4], seg[s, 5]) if cnt > 0.0 else (np.inf, -np.inf)
+        for t in range(lo, hi):
             target = held
             if t == 0 or target != last_target:
                 delta = abs(target - last_target)
@@ -315,7 +331,10 @@ def _loop(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, directio
                 values[t] = value
                 decided[t] = held
         seg[s, 0], seg[s, 1], seg[s, 2], seg[s, 3], seg[s, 4], seg[s, 5] = cnt, shift, s1, s2, lo_r, hi_r
-    evid[b_prev] = acc - 1.0
+    if t_hi >= closes.shape[0]:
+        evid[b_prev] = acc - 1.0
+    st[0], st[1], st[2], st[3], st[4], st[5], st[6] = cash, pos, cash_v, pos_v, prev_value, held, last_target
+    st[7], st[8], st[9], st[10], st[11], st[12], st[13] = n_orders, lv, ll, sv, sl, acc, b_prev
     return n_orders
 
 
@@ -323,30 +342,40 @@ def _loop(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, directio
 def _simulate(kind: int, feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, direction: np.ndarray,
               bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray, seg: np.ndarray,
               evid: np.ndarray, detail: bool, rets: np.ndarray, values: np.ndarray, decided: np.ndarray,
-              orders: np.ndarray) -> int:
+              orders: np.ndarray, t_lo: int, t_hi: int, st: np.ndarray) -> int:
     """``_loop`` called with ``kind`` a constant per branch: the compiler specialises the rule per strategy."""
     if kind == 0:
         return _loop(0, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
-                     decided, orders)
+                     decided, orders, t_lo, t_hi, st)
     if kind == 1:
         return _loop(1, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
-                     decided, orders)
+                     decided, orders, t_lo, t_hi, st)
     if kind == 2:
         return _loop(2, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
-                     decided, orders)
+                     decided, orders, t_lo, t_hi, st)
     return _loop(-1, feats, fi, fx, direction, bar, prm, bounds, bucket, seg, evid, detail, rets, values,
-                 decided, orders)
+                 decided, orders, t_lo, t_hi, st)
+
+
+#: bars per tile: every combination passes over one tile (its bar rows and features stay in cache) before the next
+TILE = 4096
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _sweep(kind: int, bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, bucket: np.ndarray,
            feats: np.ndarray, fi: np.ndarray, fx: np.ndarray, seg: np.ndarray, evid: np.ndarray) -> None:
-    """Simulate every combination (rows of ``fi``/``fx``) in parallel: ``seg[j]``, ``evid[j]`` per combination."""
+    """Simulate every combination (rows of ``fi``/``fx``) in parallel, tile by tile: ``seg[j]``, ``evid[j]``."""
+    n_combos, n = fi.shape[0], bar.shape[1]
+    state = np.empty((n_combos, _STATE))
+    for j in range(n_combos):
+        state[j] = _new_state(prm[0], bucket[0] if n else 0)
     empty1 = np.empty(0)
     empty2 = np.empty((0, 5))
-    for j in prange(fi.shape[0]):
-        _simulate(kind, feats, fi[j], fx[j], empty1, bar, prm, bounds, bucket, seg[j], evid[j],
-                  False, empty1, empty1, empty1, empty2)
+    for t0 in range(0, n, TILE):
+        t1 = min(n, t0 + TILE)
+        for j in prange(n_combos):
+            _simulate(kind, feats, fi[j], fx[j], empty1, bar, prm, bounds, bucket, seg[j], evid[j],
+                      False, empty1, empty1, empty1, empty2, t0, t1, state[j])
 
 
 # --------------------------------------------------------------------------------------------
@@ -583,7 +612,8 @@ def simulate_path(cfg: BacktestConfig, bars: pd.DataFrame, direction: np.ndarray
     seg = np.zeros((1, 6))
     evid = np.zeros(1)
     k = _simulate(-1, np.empty((1, 0)), np.zeros(7, dtype=np.int64), np.zeros(1), d, rows, _params(cfg), bounds,
-                  np.zeros(n, dtype=np.int64), seg, evid, True, rets, values, decided, orders)
+                  np.zeros(n, dtype=np.int64), seg, evid, True, rets, values, decided, orders, 0, n,
+                  _new_state(float(cfg.capital), 0))
     frame = pd.DataFrame(orders[:k], columns=["bar", "size", "price", "fees", "slippage"])
     frame["bar"] = frame["bar"].astype(np.int64)
     return PathResult(returns=rets, values=values, positions=decided, orders=frame)
