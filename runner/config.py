@@ -38,13 +38,15 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pydantic
 
 from toolkit.canonical import canonical_sha256
 from toolkit.errors import ConfigurationError, from_pydantic
-from toolkit.exchange import ExchangeConfig
+
+if TYPE_CHECKING:
+    from toolkit.exchange import ExchangeConfig
 
 __all__ = ["ALIAS_STAGE", "Deployment", "ExchangeSettings", "PollSettings", "RiskLimits", "RunnerConfig",
            "load_config"]
@@ -106,6 +108,8 @@ class ExchangeSettings(_Frozen):
         ConfigurationError
             A credential variable is unset or empty (the field names the variable, never its value).
         """
+        from toolkit.exchange import ExchangeConfig
+
         env = os.environ if environ is None else environ
         for var in (self.api_key_env, self.secret_env):
             if not env.get(var):
@@ -200,10 +204,14 @@ def load_config(path: str | Path) -> RunnerConfig:
 
 def _field_error(exc: pydantic.ValidationError) -> ConfigurationError:
     """Return the first validation error as a ``ConfigurationError`` named ``deployments[0].symbol`` style."""
-    err = exc.errors()[0]
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    err = (unknown or errors)[0]  # an unknown key first: a misspelt key also shows up as a missing one
     found = from_pydantic(exc)
     if isinstance((err.get("ctx") or {}).get("error"), ConfigurationError):
         return found  # a validator's own error already names its field
+    if unknown:
+        found = ConfigurationError("", "no such key (unknown keys are errors)", err.get("input"))
     parts: list[str] = []
     for part in err["loc"]:
         if isinstance(part, int) and parts:

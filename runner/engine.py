@@ -385,6 +385,8 @@ class Runner:
         self.journal.update_order(cid, order.status or "open", self.clock.now_ms(), exchange_id=order.id,
                                   filled=order.filled, average=order.average, detail="answer to the order request")
         failpoints.hit("after_order")
+        if order.status == "closed":  # filled in full: the decision is executed
+            self.journal.set_exec_state(d.name, t, "done", f"filled by {cid}")
         self.reconcile()
 
     # --- journal helpers --------------------------------------------------------------------------

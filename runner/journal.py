@@ -116,7 +116,9 @@ class Journal:
             raise ConfigurationError("journal", f"a journal of schema version <= {len(MIGRATIONS)}",
                                      f"{self.path} at version {current} (written by newer code)")
         for target in range(current + 1, len(MIGRATIONS) + 1):
-            with self.tx() as con:
+            with self.tx() as con:  # the write lock is held: read the version again (another process may migrate)
+                if int(con.execute("PRAGMA user_version").fetchone()[0]) >= target:
+                    continue
                 for stmt in MIGRATIONS[target - 1].split(";"):
                     if stmt.strip():
                         con.execute(stmt)
