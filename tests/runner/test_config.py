@@ -109,10 +109,12 @@ def test_a_crash_inside_a_journal_write_leaves_the_previous_state(tmp_path: Path
     j.close()
     code = ("import sys\nfrom runner.journal import Journal\nj = Journal(sys.argv[1])\n"
             "f = dict(symbol='BTC/USDT', exchange_order_id='9', client_order_id='btc-1-0', deployment='btc', "
-            "side='sell', price='61000', amount='0.05', cost='3050', fee='3.05', fee_asset='USDT', at=2, recorded_at=2)\n"
+            "side='sell', price='61000', amount='0.05', cost='3050', fee='3.05', fee_asset='USDT', at=2, "
+            "recorded_at=2)\n"
             "j.record_fills([dict(f, trade_id='2'), dict(f, trade_id='3')], watermark=('fills_since:BTC/USDT', 2))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(path)], env={**os.environ, "RUNNER_FAILPOINTS": "fills_tx:1"},
-                          capture_output=True, timeout=PROCESS_TIMEOUT_S)
+    env = {**os.environ, "RUNNER_FAILPOINTS": "fills_tx:1"}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
+                          timeout=PROCESS_TIMEOUT_S)
     assert done.returncode == -signal.SIGKILL
     j = Journal(path)
     try:
