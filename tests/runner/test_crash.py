@@ -170,6 +170,7 @@ def test_kill_points_of_the_order_lifecycle(registry_env: PromotedRegistry,
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~50 runner processes of ~10-20 s each on a loaded 2-core machine
 def test_many_kill_points(registry_env: PromotedRegistry, make_emulator: Callable[..., Emulator],
                           tmp_path: Path) -> None:
     from runner.failpoints import POINTS
