@@ -293,3 +293,25 @@ def download_gate_artifacts(model_name: str, version: str | int, dst: str | Path
     if not verdict.is_file():
         raise RegistryError(f"{what}: gates run {run_id} has no verdict/{VERDICT_FILE}")
     return GateArtifacts(verdict=verdict, evidence=evidence)
+
+
+def load_python_model(model_name: str, version: str | int) -> tuple[Any, dict[str, Any]]:
+    """Load a registered version (models-from-code pyfunc); return its python model and its ``model_config``.
+
+    The python model is the version's own object (``strategy_model.StrategyModel``, built from
+    the strategies package shipped with the version), so its strategy and sizing are the code
+    the version was backtested with.
+
+    Raises
+    ------
+    RegistryError
+        The version cannot be loaded.
+    """
+    import mlflow
+
+    uri = f"models:/{model_name}/{version}"
+    try:
+        loaded = mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # MlflowException, or the model code failing to import
+        raise RegistryError(f"MLflow: loading {uri} failed: {exc}") from exc
+    return loaded.unwrap_python_model(), dict(loaded.model_config or {})

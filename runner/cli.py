@@ -1,0 +1,199 @@
+"""``runner start|status|stop|resolve``: a thin CLI over :class:`runner.engine.Runner` and the journal.
+
+Exit statuses: 0 ok (a requested stop included), 2 bad configuration or environment (the
+message names the field), 4 registry unreachable, 9 halted on an operational exchange
+error, 75 temporary, 130 interrupted before trading started. Errors print one line on
+stderr (``error: <field>: expected …, found …``); with ``--json`` (status) an error object
+on stdout. Credentials never appear in any output: they are read from the environment
+only, and the exchange adapter scrubs them from error messages.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from runner.config import RunnerConfig, load_config
+from toolkit.errors import ConfigurationError, ToolkitError
+
+__all__ = ["app", "main", "status_report"]
+
+app = typer.Typer(help="The live runner: trades the versions its config deploys.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="the runner's TOML file")]
+
+
+def _pid_path(cfg: RunnerConfig) -> Path:
+    return cfg.journal.with_name(cfg.journal.name + ".pid")
+
+
+class _Log(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if msg.startswith("{"):
+            return msg
+        return json.dumps({"event": "log", "level": record.levelname.lower(), "logger": record.name, "message": msg})
+
+
+@app.command()
+def start(config: ConfigOption) -> None:
+    """Start trading (foreground; stops cleanly on SIGTERM or SIGINT)."""
+    from runner.engine import Runner
+
+    cfg = load_config(config)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Log())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    for noisy in ("urllib3", "mlflow", "alembic", "toolkit.exchange"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    pid_file = _pid_path(cfg)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with pid_file.open("a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigurationError("journal", "a journal no other runner is using", str(cfg.journal)) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        runner = Runner(cfg)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop())
+        try:
+            runner.open()
+            typer.echo(json.dumps({"event": "started", "pid": os.getpid(), "deployments": {
+                n: {"model": v.model, "alias": v.alias, "version": v.version} for n, v in runner.versions.items()}}))
+            runner.run()
+        finally:
+            runner.close()
+            fh.seek(0)
+            fh.truncate()
+        typer.echo(json.dumps({"event": "stopped", "cycles": runner.cycles}))
+
+
+def status_report(cfg: RunnerConfig) -> dict[str, Any]:
+    """Return what the journal says: per deployment its version, last decision, position; open incidents."""
+    from runner.journal import Journal
+
+    if not cfg.journal.exists():
+        return {"journal": str(cfg.journal), "running": _running_pid(cfg) is not None, "deployments": {},
+                "open_incidents": [], "heartbeat": None}
+    j = Journal(cfg.journal)
+    try:
+        deployments = {}
+        for d in cfg.deployments:
+            last = j.last_decision(d.name)
+            pos = j.position(d.name, d.base, d.quote)
+            deployments[d.name] = {
+                "model": d.model, "alias": d.alias, "symbol": d.symbol, "version": j.current_version(d.name),
+                "position": str(pos.base), "quote_flow": str(pos.quote_flow),
+                "decisions": len(j.decisions(d.name)), "orders": len(j.orders(d.name)),
+                "last_decision": None if last is None else {
+                    k: last[k] for k in ("bar_time", "decided_at", "direction", "target", "exec_state", "version")}}
+        heartbeat = j.get_meta("heartbeat")
+        return {"journal": str(cfg.journal), "schema_version": j.schema_version, "pid": _running_pid(cfg),
+                "running": _running_pid(cfg) is not None, "deployments": deployments,
+                "open_incidents": j.incidents(open_only=True),
+                "heartbeat": None if heartbeat is None else json.loads(heartbeat)}
+    finally:
+        j.close()
+
+
+def _running_pid(cfg: RunnerConfig) -> int | None:
+    """Return the pid of the runner holding the journal's lock, or None."""
+    path = _pid_path(cfg)
+    if not path.exists():
+        return None
+    with path.open("a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else None
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+@app.command()
+def status(config: ConfigOption, json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Print the deployments' versions, positions and last decisions, and the open incidents."""
+    report = status_report(load_config(config))
+    if json_output:
+        typer.echo(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return
+    state = f"running, pid {report.get('pid')}" if report["running"] else "not running"
+    typer.echo(f"journal {report['journal']}: {state}")
+    for name, d in report["deployments"].items():
+        typer.echo(f"  {name}: {d['model']}@{d['alias']} version {d['version']} {d['symbol']} position {d['position']}"
+                   f" decisions {d['decisions']} orders {d['orders']}")
+    for inc in report["open_incidents"]:
+        typer.echo(f"  incident {inc['id']} [{inc['severity']}] {inc['kind']}: {inc['message']}")
+
+
+@app.command()
+def stop(config: ConfigOption, timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0) -> None:
+    """Ask the running runner to stop (SIGTERM) and wait for it."""
+    cfg = load_config(config)
+    pid = _running_pid(cfg)
+    if pid is None:
+        typer.echo("not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _running_pid(cfg) is None:
+            typer.echo(f"stopped (pid {pid})")
+            return
+        time.sleep(0.1)
+    raise ToolkitError(f"runner pid {pid} did not stop within {timeout:.0f} s")
+
+
+@app.command()
+def resolve(config: ConfigOption, incident: Annotated[int, typer.Argument(help="incident id")],
+            note: Annotated[str, typer.Option(help="what was done")]) -> None:
+    """Mark an incident resolved (a blocking one then stops blocking new orders)."""
+    from runner.journal import Journal
+
+    cfg = load_config(config)
+    if not note.strip():
+        raise ConfigurationError("note", "what was done about the incident", note)
+    j = Journal(cfg.journal)
+    try:
+        if not j.resolve_incident(incident, int(time.time() * 1000), f"operator: {note}"):
+            raise ConfigurationError("incident", "the id of an open incident", incident)
+    finally:
+        j.close()
+    typer.echo(f"incident {incident} resolved")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status (errors mapped by class, one line on stderr)."""
+    try:
+        rv = app(args=argv, standalone_mode=False)
+    except ToolkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return int(getattr(exc, "exit_code", 1))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if hasattr(exc, "exit_code") and hasattr(exc, "format_message"):  # click usage errors
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            return int(exc.exit_code)
+        raise
+    return int(rv or 0)
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -1,0 +1,403 @@
+"""The trading loop: one decision per closed bar, orders sent once, the journal first.
+
+Each cycle (every ``poll.cycle_seconds``):
+
+1. read the exchange's time (the runner's only clock: decisions, bar closes and request
+   signatures all use it);
+2. reconcile the journal with the exchange (``runner.reconcile``);
+3. per deployment: fetch the closed bars (never the forming one), journal one decision per
+   new closed bar (direction, sized target, the band against the target held before; the
+   version's own ``Strategy.positions``, ``Sizing.scale`` and band rule, as in the
+   backtest), and execute the latest one: the quantity that moves the deployment from its
+   journaled position to the target (fraction of its equity at the arrival price), rounded
+   with the market's precision, checked against the risk limits, journaled as an ``intent``
+   with a deterministic client order id ``<deployment>-<bar open ms>-<leg>``, then sent once.
+
+Errors by reaction (``toolkit.exchange.errors``): temporary → the cycle is retried after a
+backoff; ``OutcomeUnknown`` → the order is looked up by client id and re-sent (as a new
+leg) only when the exchange does not know it; rejected → recorded, incident, no retry;
+operational → incident, halt (:class:`RunnerHalted`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+import pandas as pd
+
+from runner import failpoints
+from runner.config import Deployment, RunnerConfig
+from runner.feed import BarFeed
+from runner.journal import OPEN_STATES, Journal
+from runner.reconcile import Reconciler
+from runner.version import LoadedVersion, load_version
+from toolkit.errors import ConfigurationError, ToolkitError
+from toolkit.exchange import (
+    ExchangeOperationalError,
+    ExchangeRejected,
+    ExchangeSession,
+    ExchangeTemporaryError,
+    OutcomeUnknown,
+)
+from toolkit.exchange.errors import InvalidOrderRejected, TimestampRejected
+
+__all__ = ["ExchangeClock", "Runner", "RunnerHalted", "client_order_id"]
+
+log = logging.getLogger("runner")
+
+
+class RunnerHalted(ToolkitError):
+    """An operational error: the runner stopped sending orders and exits; a human looks."""
+
+    exit_code = 9
+
+
+class ExchangeClock:
+    """The exchange's time as last read (``GET /api/v3/time``), read again every cycle and before each order.
+
+    Signing with it keeps request timestamps within the exchange's window whether the venue
+    runs at wall speed, accelerated or stepped (the runner signs with ``recvWindow`` 60 s).
+    """
+
+    def __init__(self) -> None:
+        self._ms = 0
+
+    def sync(self, session: ExchangeSession) -> int:
+        self._ms = max(self._ms, session.fetch_time())
+        return self._ms
+
+    def now_ms(self) -> int:
+        return self._ms
+
+    def now(self) -> pd.Timestamp:
+        return pd.Timestamp(self._ms, unit="ms", tz="UTC")
+
+
+def client_order_id(deployment: str, bar_time: int, leg: int) -> str:
+    """Return the client order id of a deployment's ``leg``-th order for the bar opening at ``bar_time``."""
+    return f"{deployment}-{bar_time}-{leg}"
+
+
+def _dec(x: Any) -> Decimal:
+    return Decimal(str(x))
+
+
+class Runner:
+    """One runner: one exchange account, one journal, the deployments of a config.
+
+    Parameters
+    ----------
+    config
+        The validated config.
+    environ
+        Where the credentials are read (default ``os.environ``).
+    sleep
+        Waits between cycles (default: interruptible by :meth:`stop`).
+    """
+
+    def __init__(self, config: RunnerConfig, environ: Mapping[str, str] | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.cfg = config
+        self.environ = environ
+        self.stopping = threading.Event()
+        self._sleep = sleep or (lambda s: self.stopping.wait(s) and None)
+        self.journal: Journal | None = None
+        self.session: ExchangeSession | None = None
+        self.clock = ExchangeClock()
+        self.versions: dict[str, LoadedVersion] = {}
+        self.feeds: dict[str, BarFeed] = {}
+        self.min_notional: dict[str, Decimal] = {}
+        self.cycles = 0
+
+    # --- start ------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Check everything that can be checked before trading; raise before any order.
+
+        Raises
+        ------
+        ConfigurationError
+            Missing credentials, an unknown model or alias, a version without a passing verdict or
+            an audited promotion, a symbol or timeframe the exchange does not list.
+        """
+        exchange_config = self.cfg.exchange.exchange_config(self.environ)  # credentials first
+        for i, d in enumerate(self.cfg.deployments):
+            self.versions[d.name] = load_version(d.model, d.alias, d.symbol, f"deployments[{i}]")
+        self.session = ExchangeSession(exchange_config, clock=self.clock)
+        self.clock.sync(self.session)
+        markets = self.session.load_markets()
+        timeframes = dict(getattr(self.session.client, "timeframes", {}) or {})
+        for i, d in enumerate(self.cfg.deployments):
+            if d.symbol not in markets:
+                raise ConfigurationError(f"deployments[{i}].symbol", f"a symbol {self.cfg.exchange.id} lists", d.symbol)
+            v = self.versions[d.name]
+            if timeframes and v.timeframe not in timeframes:
+                raise ConfigurationError(f"deployments[{i}].model", f"a version whose timeframe {self.cfg.exchange.id} "
+                                         "serves", v.timeframe)
+            limits = markets[d.symbol].get("limits") or {}
+            self.min_notional[d.name] = _dec((limits.get("cost") or {}).get("min") or 0)
+            self.feeds[d.name] = BarFeed(self.session, d.symbol, v.timeframe, v.bar_ms, keep=v.required_history + 5)
+        self.session.fetch_balance()  # the credentials work (AuthenticationFailed otherwise)
+
+    def open(self) -> None:
+        """Preflight, open the journal, record the versions, take the baseline and reconcile."""
+        self.preflight()
+        self.journal = Journal(self.cfg.journal)
+        now = self.clock.now_ms()
+        for d in self.cfg.deployments:
+            v = self.versions[d.name]
+            current = self.journal.current_version(d.name)
+            if current != v.version:
+                self.journal.record_switch(now, d.name, d.model, d.alias, current, v.version,
+                                           "start" if current is None else "version changed while stopped")
+                self._event("version", deployment=d.name, model=d.model, alias=d.alias, version=v.version,
+                            previous=current)
+        assert self.session is not None
+        Reconciler(self.cfg, self.journal, self.session).ensure_baseline(now)
+        self.reconcile(snapshot=True)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.journal is not None:
+            self.journal.close()
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current step and return (signal handlers call this)."""
+        self.stopping.set()
+
+    # --- loop -------------------------------------------------------------------------------------
+    def run(self, max_cycles: int | None = None) -> None:
+        """Run cycles until :meth:`stop` (or ``max_cycles``); temporary failures back off, operational ones halt."""
+        wait = self.cfg.poll.retry_initial_seconds
+        while not self.stopping.is_set() and (max_cycles is None or self.cycles < max_cycles):
+            try:
+                self.cycle()
+                wait = self.cfg.poll.retry_initial_seconds
+                pause = self.cfg.poll.cycle_seconds
+            except ExchangeTemporaryError as exc:
+                self._incident("exchange_unavailable", "warning", f"{type(exc).__name__}: {exc}")
+                pause, wait = wait, min(wait * 2, self.cfg.poll.retry_max_seconds)
+            except ExchangeOperationalError as exc:
+                self._incident("exchange_operational", "halt", f"{type(exc).__name__}: {exc}")
+                raise RunnerHalted(f"halted: {exc}") from exc
+            if not self.stopping.is_set():
+                self._sleep(pause)
+
+    def cycle(self) -> None:
+        """One pass: time, reconciliation, decisions, orders."""
+        assert self.session is not None and self.journal is not None
+        now = self.clock.sync(self.session)
+        self.cycles += 1
+        self.journal.set_meta("heartbeat", json.dumps({"exchange_ms": now, "wall": time.time(), "cycle": self.cycles}))
+        self.reconcile()
+        for d in self.cfg.deployments:
+            if self.stopping.is_set():
+                return
+            self.step(d, now)
+
+    def reconcile(self, snapshot: bool = False) -> int:
+        assert self.session is not None and self.journal is not None
+        return Reconciler(self.cfg, self.journal, self.session).run(self.clock.now_ms(), snapshot)
+
+    # --- decisions --------------------------------------------------------------------------------
+    def step(self, d: Deployment, now: int) -> None:
+        """Decide on every new closed bar of ``d`` (in order) and execute the latest decision."""
+        assert self.journal is not None
+        v, feed = self.versions[d.name], self.feeds[d.name]
+        last = self.journal.last_decision(d.name)
+        since = None
+        if not len(feed.bars):  # (re)start: the history a decision needs, and the bars since the last decision
+            start = now - (v.required_history + 2) * v.bar_ms
+            since = start if last is None else min(start, int(last["bar_time"]) - (v.required_history + 1) * v.bar_ms)
+            feed.keep = max(feed.keep, (now - since) // v.bar_ms + 2)
+        for issue in feed.update(now, since):
+            self._incident(issue.kind, "warning", issue.message, d.name)
+        behind = feed.behind(now)
+        if behind >= self.cfg.risk.stale_after_bars:
+            self._incident("stale_feed", "blocking", f"{d.symbol} {v.timeframe}: the last closed bar is {behind} "
+                           "bar(s) behind the exchange's time: no new orders", d.name)
+        else:
+            self.journal.resolve_incidents(now, "stale_feed", d.name, "fresh bars again")
+        bars = feed.frame()
+        if len(bars) < v.required_history:
+            return
+        times = [int(t) for t in feed.bars.index]
+        todo = [t for t in times if last is None or t > int(last["bar_time"])]
+        if last is None:
+            todo = todo[-1:]  # a fresh deployment decides from the latest closed bar on
+        new_decisions = [t for t in todo if times.index(t) + 1 >= v.required_history]
+        for t in new_decisions:
+            window = bars.iloc[: times.index(t) + 1].iloc[-v.required_history:]
+            last = self._decide(d, v, t, window, last, now, latest=(t == times[-1]))
+        if last is not None and last["exec_state"] in ("pending", "executing") and int(last["bar_time"]) == times[-1]:
+            self.execute(d, v, last, now)
+
+    def _decide(self, d: Deployment, v: LoadedVersion, t: int, window: pd.DataFrame, last: dict[str, Any] | None,
+                now: int, latest: bool) -> dict[str, Any]:
+        assert self.journal is not None
+        pos = self.journal.position(d.name, d.base, d.quote)
+        price = float(window["close"].iloc[-1])
+        if last is None:  # the first decision starts from the position actually held
+            equity = d.capital + float(pos.quote_flow) + float(pos.base) * price
+            held = float(pos.base) * price / equity if equity > 0 else 0.0
+        else:
+            held = float(last["target"])
+            if last["exec_state"] in ("pending", "executing"):
+                self.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded", "a newer bar closed")
+        direction, raw, target = v.decide(window, held)
+        late_ms = now - (t + v.bar_ms)
+        late = late_ms > v.bar_ms * self.cfg.risk.late_after_pct / 100.0
+        # as the backtest: an order only when the target moves (the band held it, or it changed); a decision
+        # whose execution did not finish (refused, rejected, superseded) leaves the next one to trade
+        settled = last is None or last["exec_state"] in ("done", "unchanged")
+        state = "unchanged" if latest and target == held and settled and last is not None else (
+            "pending" if latest else "superseded")
+        row = {"deployment": d.name, "bar_time": t, "decided_at": now, "decision_price": repr(price),
+               "direction": direction, "raw_target": raw, "target": target, "held_before": held,
+               "position_qty": str(pos.base), "model": v.model, "version": v.version, "late": int(late),
+               "exec_state": state,
+               "note": "" if latest else "a newer bar had closed when this one was decided"}
+        o, h, lo, c, vol = (float(x) for x in window.iloc[-1][["open", "high", "low", "close", "volume"]])
+        self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)])
+        self.journal.record_decision(row)
+        if late:
+            self._incident("late_bar", "warning", f"{d.symbol} bar {_iso(t)} decided {late_ms / 1000:.0f} s after it "
+                           "closed", d.name)
+        self._event("decision", deployment=d.name, bar=_iso(t), direction=direction, target=target, held=held,
+                    version=v.version, late=late)
+        return {**row, "order_delta": None}
+
+    # --- execution --------------------------------------------------------------------------------
+    def execute(self, d: Deployment, v: LoadedVersion, decision: dict[str, Any], now: int) -> None:
+        """Send the next order of the latest decision, if one is needed and allowed."""
+        assert self.journal is not None and self.session is not None
+        t = int(decision["bar_time"])
+        legs = self.journal.orders(d.name, bar_time=t)
+        if any(o["state"] in OPEN_STATES for o in legs):
+            return  # an order's outcome is not known yet: reconciliation first
+        if self.journal.blocking(d.name):
+            return  # stays pending: executed when the incident is resolved, unless a newer bar closes first
+        ticker = self.session.fetch_ticker(d.symbol)
+        arrival = _dec(ticker.get("last") or ticker.get("close"))
+        pos = self.journal.position(d.name, d.base, d.quote)
+        equity = _dec(d.capital) + pos.quote_flow + pos.base * arrival
+        if decision["order_delta"] is None:
+            delta = _dec(decision["target"]) * equity / arrival - pos.base
+            remaining = delta
+        else:
+            delta = _dec(decision["order_delta"])
+            done = sum((_dec(o["filled"]) * (1 if o["side"] == "buy" else -1) for o in legs), Decimal(0))
+            remaining = delta - done
+            if remaining * delta <= 0:
+                self.journal.set_exec_state(d.name, t, "done")
+                return
+        side = "buy" if remaining > 0 else "sell"
+        if side == "sell":
+            remaining = max(remaining, -max(pos.base, Decimal(0)))  # never sell what the deployment does not hold
+        try:
+            amount, _ = self.session.to_precision(d.symbol, abs(remaining))
+        except InvalidOrderRejected:
+            amount = Decimal(0)
+        if amount <= 0 or amount * arrival < self.min_notional[d.name]:
+            self.journal.set_exec_state(d.name, t, "done", f"remaining {remaining} below the market's minimum")
+            return
+        if len(legs) >= self.cfg.risk.max_legs_per_bar:
+            self.journal.set_exec_state(d.name, t, "incomplete", f"{len(legs)} legs sent, {remaining} left")
+            self._incident("incomplete_execution", "warning", f"{d.symbol} bar {_iso(t)}: {remaining} left after "
+                           f"{len(legs)} orders", d.name)
+            return
+        refusal = self._risk(d, decision, side, amount, arrival, pos.base, equity, now)
+        if refusal:
+            self.journal.set_exec_state(d.name, t, "refused", refusal)
+            self._incident("risk_refused", "warning", f"{d.symbol} bar {_iso(t)}: {refusal}", d.name)
+            return
+        self._send(d, v, t, len(legs), side, amount, arrival, delta if decision["order_delta"] is None else None)
+
+    def _risk(self, d: Deployment, decision: dict[str, Any], side: str, amount: Decimal, arrival: Decimal,
+              held: Decimal, equity: Decimal, now: int) -> str:
+        """Return why the order is refused by the pre-trade limits ('' when it passes)."""
+        r = self.cfg.risk
+        notional = amount * arrival
+        after = held + (amount if side == "buy" else -amount)
+        reduces = abs(after) < abs(held)
+        if notional > _dec(r.max_order_notional):
+            return f"order notional {notional:.2f} above max_order_notional {r.max_order_notional}"
+        if not reduces and abs(after) * arrival > _dec(r.max_position_notional):
+            return f"position notional {abs(after) * arrival:.2f} above max_position_notional {r.max_position_notional}"
+        ref = _dec(decision["decision_price"])
+        band = abs(arrival - ref) / ref * 100
+        if band > _dec(r.price_band_pct):
+            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {r.price_band_pct} %)"
+        assert self.journal is not None
+        day = pd.Timestamp(now, unit="ms", tz="UTC").strftime("%Y-%m-%d")
+        key = f"day_start_equity:{d.name}:{day}"
+        start = self.journal.get_meta(key)
+        if start is None:
+            self.journal.set_meta(key, str(equity))
+            start = str(equity)
+        loss = _dec(start) - equity
+        if loss > _dec(r.daily_loss_limit) and not reduces:
+            self._incident("daily_loss", "blocking", f"{d.name}: lost {loss:.2f} today, limit {r.daily_loss_limit}",
+                           d.name)
+            return f"daily loss {loss:.2f} above daily_loss_limit {r.daily_loss_limit}"
+        return ""
+
+    def _send(self, d: Deployment, v: LoadedVersion, t: int, leg: int, side: str, amount: Decimal, arrival: Decimal,
+              first_delta: Decimal | None) -> None:
+        assert self.journal is not None and self.session is not None
+        cid = client_order_id(d.name, t, leg)
+        now = self.clock.sync(self.session)
+        self.journal.record_intent({
+            "client_order_id": cid, "deployment": d.name, "bar_time": t, "leg": leg, "symbol": d.symbol,
+            "side": side, "type": "market", "amount": str(amount), "arrival_price": str(arrival), "intent_at": now,
+            "state": "intent", "updated_at": now, "version": v.version}, order_delta=first_delta)
+        self._event("order", deployment=d.name, client_order_id=cid, side=side, amount=str(amount),
+                    arrival=str(arrival))
+        failpoints.hit("before_send")
+        try:
+            order = self.session.place_order(d.symbol, side, "market", amount, client_order_id=cid)
+        except OutcomeUnknown as exc:
+            self.journal.update_order(cid, "unknown", self.clock.now_ms(), detail=str(exc))
+            self._incident("outcome_unknown", "warning", f"{cid}: {exc}", d.name)
+            Reconciler(self.cfg, self.journal, self.session).resolve_pending(self.clock.now_ms())
+            return
+        except TimestampRejected as exc:  # nothing executed; the adapter resynced the clock
+            self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
+            return
+        except ExchangeTemporaryError as exc:  # a 429/418: refused, nothing executed
+            self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
+            raise
+        except ExchangeRejected as exc:
+            self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
+            self.journal.set_exec_state(d.name, t, "rejected", str(exc)[:500])
+            self._incident("order_rejected", "warning", f"{cid}: {type(exc).__name__}: {exc}", d.name)
+            return
+        except ExchangeOperationalError as exc:
+            self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
+            raise
+        failpoints.hit("after_send")
+        self.journal.update_order(cid, order.status or "open", self.clock.now_ms(), exchange_id=order.id,
+                                  filled=order.filled, average=order.average, detail="answer to the order request")
+        failpoints.hit("after_order")
+        if order.status == "closed":  # filled in full: the decision is executed
+            self.journal.set_exec_state(d.name, t, "done", f"filled by {cid}")
+        self.reconcile()
+
+    # --- journal helpers --------------------------------------------------------------------------
+    def _incident(self, kind: str, severity: str, message: str, deployment: str | None = None) -> None:
+        if self.journal is not None:
+            self.journal.open_incident(self.clock.now_ms(), kind, severity, message, deployment)
+        self._event("incident", kind=kind, severity=severity, message=message, deployment=deployment)
+
+    def _event(self, event: str, **fields: Any) -> None:
+        log.info(json.dumps({"event": event, "exchange_time": _iso(self.clock.now_ms()), **fields}, default=str))
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()

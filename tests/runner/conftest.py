@@ -1,0 +1,80 @@
+"""Fixtures of the runner tests: one promoted registry per test session (shared by the xdist workers), a
+small real-data store, emulators on free loopback ports (stepped clock), stopped at teardown."""
+
+from __future__ import annotations
+
+import fcntl
+import pickle
+import shutil
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from runner_support import START, PromotedRegistry, build_registry
+
+from toolkit.emulator import Emulator
+from toolkit.emulator.testing import EmulatorPool, make_store
+
+
+@pytest.fixture(scope="session")
+def promoted_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> PromotedRegistry:
+    """The registry with version 1 promoted to paper, built once for all workers (a file lock; ~40 s)."""
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = shared / "runner-registry"
+    root.mkdir(exist_ok=True)
+    done = root / "registry.pickle"
+    with (root / "build.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not done.exists():
+            reg = build_registry(root)
+            done.write_bytes(pickle.dumps(reg))
+    return pickle.loads(done.read_bytes())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def private_registry(promoted_registry: PromotedRegistry, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> PromotedRegistry:
+    """A private copy of the registry (tests that tamper with aliases or tags); the environment points at it."""
+    src = promoted_registry.root / "store"
+    dst = tmp_path / "store"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reports"))
+    con = sqlite3.connect(dst / "mlflow.db")
+    try:
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
+                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE "{col[1]}" LIKE ?',
+                                (str(src), str(dst), f"%{src}%"))
+        con.commit()
+    finally:
+        con.close()
+    env = {**promoted_registry.env, "MLFLOW_TRACKING_URI": f"sqlite:///{dst / 'mlflow.db'}",
+           "TOOLKIT_ARTIFACTS": str(dst / "artifacts"), "TOOLKIT_AUDIT": str(dst / "audit.db")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    return PromotedRegistry(root=tmp_path, env=env, bundle=promoted_registry.bundle)
+
+
+@pytest.fixture
+def registry_env(promoted_registry: PromotedRegistry, monkeypatch: pytest.MonkeyPatch) -> PromotedRegistry:
+    """Point this process's environment at the shared promoted registry (read only)."""
+    for k, v in promoted_registry.env.items():
+        monkeypatch.setenv(k, v)
+    return promoted_registry
+
+
+@pytest.fixture(scope="session")
+def bar_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real Binance BTC/USDT 1m bars 2024-02-25..03-04: history for the first decision, then the replay."""
+    return make_store(tmp_path_factory.mktemp("runner-bars"), {"BTC/USDT": ("2024-02-25", "2024-03-04")})
+
+
+@pytest.fixture
+def make_emulator(bar_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emulator]]:
+    """Return a factory of started emulators (stepped clock at 2024-03-01, USDT 100000); all stopped at teardown."""
+    pool = EmulatorPool(tmp_path, start=START, store_roots=(bar_store,), symbols=("BTC/USDT",))
+    try:
+        yield pool.start
+    finally:
+        assert pool.stop_all() == [], "an emulator port is still bound"
