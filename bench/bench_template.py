@@ -1,0 +1,321 @@
+"""Benchmark: the fixed cost of a template run, as ``toolkit backtest`` and ``toolkit gates`` run it.
+
+Usage: .venv/bin/python bench/bench_template.py [--repeat 3] [--json bench/results/template.json]
+
+The issue's case: ``ma_cross`` on the bundled Binance BTC/USDT 15m bars 2024-01-01..2024-03-31 (resampled
+from the bundled 1m bars), grid fast 10,20,40 × slow 100,200 (6 combinations). Everything runs in a fresh
+temporary store (``MLFLOW_TRACKING_URI``, ``TOOLKIT_ARTIFACTS``, ``TOOLKIT_LEDGER``, ``TOOLKIT_REPORTS_DIR``,
+``TOOLKIT_AUDIT``, as the tests point them), created by one untimed warm-up pair (a backtest and its paper
+gates: the store's schema, the numba caches). Then ``--repeat`` times, each timed as a child process of the
+installed ``toolkit`` command:
+
+- ``toolkit backtest … --json``, which registers a new version;
+- ``toolkit gates <that version> --stage paper --json`` (its first evaluation: latency is measured).
+
+Each wall time is split with the timestamps papermill writes into the executed notebook (its start and end,
+each cell's start and end), the HTML report's modification time (nbconvert's end), the moment the command's
+JSON reached stdout (``typer.echo`` flushes) and the child's exit:
+
+- ``before_kernel``: process start, imports, validation (backtest: bars and certificate; gates: registry
+  reads, evidence download and hash) up to papermill's start;
+- ``kernel_start``: papermill's start to the first cell's start (kernel launched and ready);
+- ``cells``: first cell's start to the last cell's end (the three longest cells are named);
+- ``idle_after_last_cell``: the last cell's end to papermill's end (kernel shutdown);
+- ``nbconvert``: papermill's end to the HTML written (includes writing the executed notebook);
+- ``record``: HTML written to the JSON printed (MLflow run and version or verdict tags, the report index);
+- ``exit``: the JSON printed to the process gone (interpreter finalisation).
+
+The **notebook overhead** compares, each in a fresh process, the backtest template executed by
+``toolkit.reporting.notebooks.execute_template`` (papermill import, kernel start, cells, shutdown) with the
+same cells executed in plain Python (``exec`` of the parameters, the injected parameters and every code cell,
+each open matplotlib figure rendered to PNG after its cell, as the inline backend does): ``template /
+plain − 1``. The figures are medians of ``--repeat`` runs after one warm-up. Results are printed as a table
+and written to bench/results/template.json (no paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "template.json"
+TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
+CASE = {"strategy": "ma_cross", "symbol": "BTC/USDT", "timeframe": "15m", "start": "2024-01-01",
+        "end": "2024-03-31", "grid": ["fast=10,20,40", "slow=100,200"]}
+PHASES = ("before_kernel", "kernel_start", "cells", "idle_after_last_cell", "nbconvert", "record", "exit")
+#: a child imports ``toolkit`` from here (``--project``: measure another checkout with this environment)
+PROJECT = {"root": ROOT}
+GOALS = {"backtest_s": 8.0, "gates_s": 6.0, "notebook_overhead": 0.15}
+
+
+def store_env(root: Path) -> dict[str, str]:
+    """Return the environment of a child process writing only under ``root``."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "TOOLKIT_ARTIFACTS": str(root / "artifacts"), "TOOLKIT_LEDGER": str(root / "trials.db"),
+            "TOOLKIT_REPORTS_DIR": str(root / "reports"), "TOOLKIT_AUDIT": str(root / "audit.db"),
+            "PYTHONHASHSEED": "0"}
+
+
+@dataclass(frozen=True)
+class CliRun:
+    """One child process of the ``toolkit`` command: its output and three wall-clock instants (epoch s)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    started: float
+    printed: float
+    ended: float
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> CliRun:
+    """Run ``toolkit *args``; note when it started, when its stdout first delivered data and when it ended."""
+    first_output: list[float] = []
+    chunks: list[bytes] = []
+
+    started = time.time()
+    proc = subprocess.Popen([TOOLKIT, *args], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout, proc.stderr
+
+    def read() -> None:
+        while chunk := os.read(out.fileno(), 65536):
+            if not first_output:
+                first_output.append(time.time())
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    stderr = err.read()
+    proc.wait()
+    ended = time.time()
+    reader.join()
+    return CliRun(proc.returncode, b"".join(chunks).decode(), stderr.decode(), started,
+                  first_output[0] if first_output else ended, ended)
+
+
+def _epoch(iso: str) -> float:
+    t = dt.datetime.fromisoformat(iso)
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()  # papermill writes UTC
+
+
+def phases(notebook: dict[str, Any], run: CliRun, html_written: float) -> dict[str, Any]:
+    """Split ``run``'s wall time into :data:`PHASES` (seconds) from the executed notebook's papermill times.
+
+    ``cell_s`` lists every cell's duration (papermill's), in notebook order.
+    """
+    meta = notebook["metadata"]["papermill"]
+    cells = [c["metadata"]["papermill"] for c in notebook["cells"]]
+    first, last = _epoch(cells[0]["start_time"]), _epoch(cells[-1]["end_time"])
+    nb_start, nb_end = _epoch(meta["start_time"]), _epoch(meta["end_time"])
+    return {
+        "total": run.ended - run.started,
+        "before_kernel": nb_start - run.started,
+        "kernel_start": first - nb_start,
+        "cells": last - first,
+        "idle_after_last_cell": nb_end - last,
+        "nbconvert": html_written - nb_end,
+        "record": run.printed - html_written,
+        "exit": run.ended - run.printed,
+        "cell_s": [float(c.get("duration") or 0.0) for c in cells],
+    }
+
+
+def cell_labels(template: Path) -> list[str]:
+    """Return a short label per cell of ``template`` (its first code line), in notebook order."""
+    cells = json.loads(template.read_text(encoding="utf-8"))["cells"]
+    out = []
+    for c in cells:
+        lines = [ln for ln in "".join(c["source"]).splitlines() if ln.strip() and not ln.startswith("#")]
+        out.append((lines[0] if lines else "")[:48] if c["cell_type"] == "code" else "(markdown)")
+    return out
+
+
+def timed_command(args: list[str], env: dict[str, str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[
+        dict[str, Any], dict[str, Any]]:
+    """Run one ``toolkit … --json`` command; return its JSON and its phases."""
+    run = run_cli([*args, "--json"], env, cwd)
+    if run.returncode not in ok:
+        raise SystemExit(f"toolkit {' '.join(args)} exited {run.returncode}:\n{run.stderr[-3000:]}")
+    result = json.loads(run.stdout)
+    notebook = json.loads(Path(result["notebook_path"]).read_text(encoding="utf-8"))
+    return result, phases(notebook, run, Path(result["report_path"]).stat().st_mtime)
+
+
+def backtest_args() -> list[str]:
+    """Return the CLI arguments of the issue's case."""
+    args = ["backtest"]
+    for k, v in CASE.items():
+        if k != "grid":
+            args += [f"--{k}", str(v)]
+    for g in CASE["grid"]:
+        args += ["--grid", g]
+    return args
+
+
+def backtest_then_gates(env: dict[str, str], cwd: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the case's backtest, then the paper gates of the version it registered."""
+    result, bt = timed_command(backtest_args(), env, cwd)
+    _, gt = timed_command(["gates", result["model_name"], "--version", str(result["model_version"]),
+                           "--stage", "paper"], env, cwd, ok=(0, 5))
+    return bt, gt
+
+
+OVERHEAD_TEMPLATE = """
+import json, sys, time
+t0 = time.perf_counter()
+from toolkit.reporting.notebooks import execute_template, template_path
+execute_template(template_path("backtest"), sys.argv[1], json.loads(sys.argv[2]))
+print(json.dumps(time.perf_counter() - t0))
+"""
+
+OVERHEAD_PLAIN = """
+import json, sys, time
+t0 = time.perf_counter()
+import io
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+with open(sys.argv[1], encoding="utf-8") as f:
+    cells = json.load(f)["cells"]  # plain JSON: nbformat would import jsonschema, which the cells do not need
+params = json.loads(sys.argv[2])
+namespace = {"__name__": "__main__"}
+for cell in cells:
+    if cell["cell_type"] != "code":
+        continue
+    exec(compile("".join(cell["source"]), "<cell>", "exec"), namespace)
+    if "parameters" in cell["metadata"].get("tags", []):
+        namespace.update(params)  # what papermill's injected-parameters cell does
+    for num in plt.get_fignums():  # the inline backend renders every open figure after its cell
+        plt.figure(num).savefig(io.BytesIO(), format="png", bbox_inches="tight")
+    plt.close("all")
+print(json.dumps(time.perf_counter() - t0))
+"""
+
+
+def notebook_overhead(root: Path, env: dict[str, str], repeat: int) -> dict[str, Any]:
+    """Time the backtest template through papermill and the same cells in plain Python (fresh processes)."""
+    params = {k: v for k, v in CASE.items()} | {"progress": False}
+    template = PROJECT["root"] / "templates" / "backtest.ipynb"
+
+    def one(kind: str, i: int) -> float:
+        params_i = params | {"output_dir": str(root / f"bundle-{kind}-{i}")}
+        code, first = ((OVERHEAD_TEMPLATE, str(root / f"overhead-{i}.ipynb")) if kind == "template"
+                       else (OVERHEAD_PLAIN, str(template)))
+        proc = subprocess.run([sys.executable, "-c", code, first, json.dumps(params_i)], env=env, cwd=root,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
+        return float(proc.stdout.strip().splitlines()[-1])
+
+    one("template", -1), one("plain", -1)  # warm-up
+    runs: dict[str, list[float]] = {"template": [], "plain": []}
+    for i in range(repeat):
+        for kind in runs:
+            runs[kind].append(one(kind, i))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    return {"template_s": _summary(runs["template"]), "plain_s": _summary(runs["plain"]),
+            "overhead": med["template"] / med["plain"] - 1.0}
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
+
+
+def _table(name: str, runs: list[dict[str, Any]], labels: list[str], goal: float) -> list[str]:
+    lines = [f"{name} (median of {len(runs)}, min–max; goal < {goal:g} s)"]
+    for key in ("total", *PHASES):
+        vals = [r[key] for r in runs]
+        lines.append(f"  {key:<22} {statistics.median(vals):6.2f} s   ({min(vals):.2f}–{max(vals):.2f})")
+    cells = [statistics.median(r["cell_s"][i] for r in runs) for i in range(len(labels))]
+    for i in sorted(range(len(cells)), key=lambda i: -cells[i])[:3]:
+        lines.append(f"    cell {i:>2} {cells[i]:6.2f} s  {labels[i]}")
+    return lines
+
+
+def cli_startup(env: dict[str, str], cwd: Path, repeat: int) -> dict[str, Any]:
+    """Time ``toolkit --help`` (the entry point's imports) in fresh processes."""
+    run_cli(["--help"], env, cwd)
+    return _summary([(r := run_cli(["--help"], env, cwd)).ended - r.started for _ in range(repeat)])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=RESULTS)
+    ap.add_argument("--project", type=Path, default=ROOT,
+                    help="the checkout whose toolkit and templates the children run (default: this one); "
+                         "another one is put first on PYTHONPATH, with this environment")
+    args = ap.parse_args()
+    PROJECT["root"] = args.project.resolve()
+
+    with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp:
+        root = Path(tmp)
+        env = store_env(root)
+        if PROJECT["root"] != ROOT:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT["root"]), env.get("PYTHONPATH")]))
+        found = subprocess.run([sys.executable, "-c", "import toolkit; print(toolkit.__file__)"], env=env,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        assert Path(found).resolve().is_relative_to(PROJECT["root"]), found
+        backtest_then_gates(env, root)  # warm-up: the store's schema, numba caches, OS file cache
+        bt_runs, gt_runs = [], []
+        for _ in range(args.repeat):
+            bt, gt = backtest_then_gates(env, root)
+            bt_runs.append(bt)
+            gt_runs.append(gt)
+        help_s = cli_startup(env, root, args.repeat)
+        overhead = notebook_overhead(root, env, args.repeat)
+
+    def block(runs: list[dict[str, Any]], template: str) -> dict[str, Any]:
+        labels = cell_labels(PROJECT["root"] / "templates" / f"{template}.ipynb")
+        out: dict[str, Any] = {k: _summary([r[k] for r in runs]) for k in ("total", *PHASES)}
+        out["cells_median_s"] = {f"{i:02d} {labels[i]}": statistics.median(r["cell_s"][i] for r in runs)
+                                 for i in range(len(labels))}
+        return out
+
+    res = {
+        "benchmark": "template runs: toolkit backtest and toolkit gates as the CLI runs them",
+        "case": {**CASE, "combinations": 6, "gates_stage": "paper"},
+        "repeat": args.repeat,
+        "project": "this checkout" if PROJECT["root"] == ROOT else "another checkout (--project)",
+        "backtest_s": block(bt_runs, "backtest"),
+        "gates_s": block(gt_runs, "gates"),
+        "cli_help_s": help_s,
+        "notebook_overhead": overhead,
+        "goals": GOALS,
+        "goals_met": {
+            "backtest_s": statistics.median(r["total"] for r in bt_runs) < GOALS["backtest_s"],
+            "gates_s": statistics.median(r["total"] for r in gt_runs) < GOALS["gates_s"],
+            "notebook_overhead": overhead["overhead"] < GOALS["notebook_overhead"],
+        },
+        "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    labels = {t: cell_labels(PROJECT["root"] / "templates" / f"{t}.ipynb") for t in ("backtest", "gates")}
+    lines = [*_table("toolkit backtest", bt_runs, labels["backtest"], GOALS["backtest_s"]),
+             *_table("toolkit gates --stage paper", gt_runs, labels["gates"], GOALS["gates_s"]),
+             f"toolkit --help                 {help_s['median']:6.2f} s   ({help_s['min']:.2f}–{help_s['max']:.2f})",
+             f"notebook overhead: template {overhead['template_s']['median']:.2f} s vs plain Python "
+             f"{overhead['plain_s']['median']:.2f} s: {overhead['overhead']:+.1%} (goal < "
+             f"{GOALS['notebook_overhead']:.0%})"]
+    print("\n".join(lines))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
