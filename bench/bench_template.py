@@ -131,14 +131,14 @@ def phases(notebook: dict[str, Any], run: CliRun, html_written: float) -> dict[s
         "record": run.printed - html_written,
         "exit": run.ended - run.printed,
         "cell_s": [float(c.get("duration") or 0.0) for c in cells],
+        "cell_labels": cell_labels(notebook),
     }
 
 
-def cell_labels(template: Path) -> list[str]:
-    """Return a short label per cell of ``template`` (its first code line), in notebook order."""
-    cells = json.loads(template.read_text(encoding="utf-8"))["cells"]
+def cell_labels(notebook: dict[str, Any]) -> list[str]:
+    """Return a short label per cell of an executed notebook (its first code line), in notebook order."""
     out = []
-    for c in cells:
+    for c in notebook["cells"]:
         lines = [ln for ln in "".join(c["source"]).splitlines() if ln.strip() and not ln.startswith("#")]
         out.append((lines[0] if lines else "")[:48] if c["cell_type"] == "code" else "(markdown)")
     return out
@@ -235,7 +235,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
-def _table(name: str, runs: list[dict[str, Any]], labels: list[str], goal: float) -> list[str]:
+def _table(name: str, runs: list[dict[str, Any]], goal: float) -> list[str]:
+    labels = runs[-1]["cell_labels"]
     lines = [f"{name} (median of {len(runs)}, min–max; goal < {goal:g} s)"]
     for key in ("total", *PHASES):
         vals = [r[key] for r in runs]
@@ -267,7 +268,7 @@ def main() -> int:
         env = store_env(root)
         if PROJECT["root"] != ROOT:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT["root"]), env.get("PYTHONPATH")]))
-        found = subprocess.run([sys.executable, "-c", "import toolkit; print(toolkit.__file__)"], env=env,
+        found = subprocess.run([sys.executable, "-c", "import toolkit; print(toolkit.__file__)"], env=env, cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         assert Path(found).resolve().is_relative_to(PROJECT["root"]), found
         backtest_then_gates(env, root)  # warm-up: the store's schema, numba caches, OS file cache
@@ -279,8 +280,8 @@ def main() -> int:
         help_s = cli_startup(env, root, args.repeat)
         overhead = notebook_overhead(root, env, args.repeat)
 
-    def block(runs: list[dict[str, Any]], template: str) -> dict[str, Any]:
-        labels = cell_labels(PROJECT["root"] / "templates" / f"{template}.ipynb")
+    def block(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        labels = runs[-1]["cell_labels"]
         out: dict[str, Any] = {k: _summary([r[k] for r in runs]) for k in ("total", *PHASES)}
         out["cells_median_s"] = {f"{i:02d} {labels[i]}": statistics.median(r["cell_s"][i] for r in runs)
                                  for i in range(len(labels))}
@@ -291,8 +292,8 @@ def main() -> int:
         "case": {**CASE, "combinations": 6, "gates_stage": "paper"},
         "repeat": args.repeat,
         "project": "this checkout" if PROJECT["root"] == ROOT else "another checkout (--project)",
-        "backtest_s": block(bt_runs, "backtest"),
-        "gates_s": block(gt_runs, "gates"),
+        "backtest_s": block(bt_runs),
+        "gates_s": block(gt_runs),
         "cli_help_s": help_s,
         "notebook_overhead": overhead,
         "goals": GOALS,
@@ -304,9 +305,8 @@ def main() -> int:
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    labels = {t: cell_labels(PROJECT["root"] / "templates" / f"{t}.ipynb") for t in ("backtest", "gates")}
-    lines = [*_table("toolkit backtest", bt_runs, labels["backtest"], GOALS["backtest_s"]),
-             *_table("toolkit gates --stage paper", gt_runs, labels["gates"], GOALS["gates_s"]),
+    lines = [*_table("toolkit backtest", bt_runs, GOALS["backtest_s"]),
+             *_table("toolkit gates --stage paper", gt_runs, GOALS["gates_s"]),
              f"toolkit --help                 {help_s['median']:6.2f} s   ({help_s['min']:.2f}–{help_s['max']:.2f})",
              f"notebook overhead: template {overhead['template_s']['median']:.2f} s vs plain Python "
              f"{overhead['plain_s']['median']:.2f} s: {overhead['overhead']:+.1%} (goal < "
