@@ -4,23 +4,29 @@ Templates run on the project's own kernel (``toolkit.config.KERNEL_NAME``,
 installed into ``.venv`` by ``make``), so a user-level ``python3`` kernelspec
 elsewhere cannot win. Parameters are checked against the template's
 ``parameters`` cell before a kernel starts: papermill itself only warns about an
-unknown one.
+unknown one. The kernel is started, warmed and stopped by
+:class:`toolkit.reporting.kernels.TemplateKernel` so that no dead time surrounds the
+cells (that module says how; ``bench/bench_template.py`` measures it).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from toolkit import config
 from toolkit.errors import ConfigurationError, ExecutionFailed
+from toolkit.reporting.kernels import TemplateKernel, declared_parameters, template_imports
 
 __all__ = [
     "execute_template",
     "kernel_name",
+    "prepare_rendering",
     "render_html",
     "template_parameters",
     "template_path",
@@ -57,25 +63,30 @@ def kernel_name() -> str:
 
 
 def execute_template(template: str | Path, output: str | Path, parameters: dict[str, Any],
-                     cwd: str | Path | None = None, progress: bool = False) -> Path:
+                     cwd: str | Path | None = None, progress: bool = False,
+                     meanwhile: Callable[[], object] | None = None) -> Path:
     """Execute ``template`` with ``parameters`` into ``output`` through papermill.
+
+    The parameters are checked first; then the kernel starts (and imports the template's modules)
+    while this process imports papermill and calls ``meanwhile``, the caller's own preparation
+    (a backtest opens the registry it records into); then papermill runs the cells on that kernel,
+    which is killed right after the last one.
 
     Raises
     ------
     ConfigurationError
-        A parameter the template does not declare.
+        A parameter the template does not declare (before a kernel starts).
     ExecutionFailed
         A cell raised; the message carries the cell's error (the output notebook,
         with papermill's error banner, is still written). When the kernel itself died,
         the message quotes the end of its log.
 
-    The kernel's own stderr (start-up warnings, the traceback of an interrupted cell after
-    Ctrl-C) goes to a log file instead of the terminal; it is quoted only when it matters.
+    Whatever ``meanwhile`` raises propagates, after the kernel is stopped. The kernel's own
+    stderr (start-up warnings, the traceback of an interrupted cell after Ctrl-C) goes to a
+    log file instead of the terminal; it is quoted only when it matters.
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    declared = template_parameters(template)
+    notebook = json.loads(Path(template).read_text(encoding="utf-8"))
+    declared = declared_parameters(notebook)
     unknown = sorted(set(parameters) - set(declared))
     if unknown:
         raise ConfigurationError(
@@ -88,40 +99,46 @@ def execute_template(template: str | Path, output: str | Path, parameters: dict[
     fd, log_name = tempfile.mkstemp(prefix="toolkit-kernel-", suffix=".log")
     os.close(fd)
     log = Path(log_name)
+    kernel = TemplateKernel(kernel_name(), template_imports(notebook), log, Path(cwd or config.PROJECT_ROOT))
     try:
-        papermill.execute_notebook(
-            str(template), str(out), parameters=parameters, kernel_name=kernel_name(),
-            progress_bar=progress, cwd=str(cwd or config.PROJECT_ROOT),
-            extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            kernel_manager_class=_kernel_manager_logging_to(log),
-        )
-    except PapermillExecutionError as exc:
-        raise ExecutionFailed(
-            f"{Path(template).name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
-            f"(executed notebook kept at {out})"
-        ) from None
-    except RuntimeError as exc:  # nbclient: the kernel died or never started
-        tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise ExecutionFailed(f"{Path(template).name}: the kernel failed ({exc}); its log ends: "
-                              + (" | ".join(tail) or "(empty)")) from None
+        try:
+            kernel.start()
+        except RuntimeError as exc:
+            raise _kernel_failed(template, exc, log) from None
+        import papermill  # while the kernel starts
+        from papermill.exceptions import PapermillExecutionError
+
+        if meanwhile is not None:
+            meanwhile()
+        try:
+            papermill.execute_notebook(
+                str(template), str(out), parameters=parameters, kernel_name=kernel.name, km=kernel.km,
+                progress_bar=progress, cwd=str(cwd or config.PROJECT_ROOT),
+            )
+        except PapermillExecutionError as exc:
+            raise ExecutionFailed(
+                f"{Path(template).name} failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue} "
+                f"(executed notebook kept at {out})"
+            ) from None
+        except RuntimeError as exc:  # nbclient: the kernel died or never answered
+            raise _kernel_failed(template, exc, log) from None
     finally:
+        kernel.stop()
         log.unlink(missing_ok=True)
         if env_before is None:
             os.environ.pop("PYDEVD_DISABLE_FILE_VALIDATION", None)
     return out
 
 
-def _kernel_manager_logging_to(log: Path) -> type:
-    """Return a kernel manager class that starts the kernel with its stderr appended to ``log``."""
-    from jupyter_client.manager import AsyncKernelManager
+def _kernel_failed(template: str | Path, exc: Exception, log: Path) -> ExecutionFailed:
+    tail = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+    return ExecutionFailed(f"{Path(template).name}: the kernel failed ({exc}); its log ends: "
+                           + (" | ".join(tail) or "(empty)"))
 
-    class LoggingKernelManager(AsyncKernelManager):  # type: ignore[misc]
-        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
-            with log.open("ab") as stderr:  # the child keeps its own copy of the descriptor
-                kw["stderr"] = stderr
-                await super()._async_launch_kernel(kernel_cmd, **kw)
 
-    return LoggingKernelManager
+def prepare_rendering() -> None:
+    """Import nbconvert's HTML exporter ahead of :func:`render_html` (a workflow does it while a kernel runs)."""
+    from nbconvert import HTMLExporter  # noqa: F401
 
 
 def render_html(notebook: str | Path, target: str | Path, title: str | None = None) -> Path:

@@ -34,7 +34,7 @@ from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.errors import ExecutionFailed, RegistryError
 from toolkit.naming import child_path, safe_filename, validate_model_name
 from toolkit.reporting.index import append_index_entry
-from toolkit.reporting.notebooks import execute_template, render_html, template_path
+from toolkit.reporting.notebooks import execute_template, prepare_rendering, render_html, template_path
 
 __all__ = ["GatesRun", "run_gates_workflow"]
 
@@ -164,7 +164,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
             "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
             "registry_trials": adapter.registry_trial_count(model_name, v),
             "latency_path": None if latency_path is None else str(latency_path),
-        })
+        }, meanwhile=prepare_rendering)
         html = render_html(nb, nb_path.with_suffix(".html"),
                            title=f"Gates {model_name} v{v} ({stage})" + (" (what-if policy)" if whatif else ""))
         verdict_path = out_dir / VERDICT_FILE
