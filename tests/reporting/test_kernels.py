@@ -1,6 +1,7 @@
 """The template kernel: parameters read as papermill reads them, warm imports, hooks first, killed at once.
 
-Real kernels on the project's kernelspec, through ``execute_template``, on tiny notebooks.
+Real kernels on the project's kernelspec, through ``start_template`` / ``execute_template``, on tiny
+notebooks.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from toolkit.errors import ConfigurationError
 from toolkit.reporting.kernels import KERNEL_ARGUMENTS, SHUTDOWN_NOW, declared_parameters, template_imports
-from toolkit.reporting.notebooks import execute_template, template_parameters, template_path
+from toolkit.reporting.notebooks import execute_template, start_template, template_parameters, template_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted([*(ROOT / "templates").glob("*.ipynb"), *(ROOT / "notebooks").glob("*.ipynb")])
@@ -68,26 +70,36 @@ def test_the_kernel_starts_warm_with_the_hooks_and_is_killed_after_the_last_cell
         "import nbformat, sys\nprint('rfc3987_syntax.syntax_helpers' in sys.modules)",
         f"import atexit, colorsys, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')",
     )
-    calls: list[set[int]] = []
     before = _children()
-    out = execute_template(template, tmp_path / "out.ipynb", {"x": 5}, meanwhile=lambda: calls.append(_children()))
+    with start_template(template) as run:
+        during = _children()  # the caller's own work happens here, the kernel starting meanwhile
+        out = run.execute(tmp_path / "out.ipynb", {"x": 5})
+        after_cells = _children()
     installed, preloaded, x, label, pid = _stdout(out, 3).split()
     assert (installed, preloaded, x, label) == ("True", "True", "5", "a")
     assert _stdout(out, 4).strip() == "False"  # nbformat imported in the kernel without building the parser
-    assert len(calls) == 1 and int(pid) in calls[0]  # meanwhile ran while the kernel was up
-    assert _children() == before  # the kernel is gone …
+    assert int(pid) in during - before  # the kernel ran while the caller worked
+    assert after_cells == before  # it is gone right after the last cell …
     assert not marker.exists()  # … killed, not left to run its exit handlers (SHUTDOWN_NOW)
     assert SHUTDOWN_NOW is True and "--HistoryManager.hist_file=:memory:" in KERNEL_ARGUMENTS
 
 
-def test_an_error_in_meanwhile_propagates_and_leaves_no_kernel(tmp_path: Path) -> None:
+def test_a_failing_check_in_the_block_stops_the_kernel_before_any_cell(tmp_path: Path) -> None:
     template = _notebook(tmp_path / "k.ipynb", "print(x)")
     before = _children()
-
-    def fail() -> None:
+    with pytest.raises(LookupError, match="registry down"), start_template(template) as run:
+        assert _children() != before
         raise LookupError("registry down")
-
-    with pytest.raises(LookupError, match="registry down"):
-        execute_template(template, tmp_path / "out.ipynb", {}, meanwhile=fail)
     assert _children() == before
     assert not (tmp_path / "out.ipynb").exists()  # no cell ran
+    with pytest.raises(RuntimeError, match="once"):
+        run.execute(tmp_path / "out.ipynb", {})
+
+
+def test_an_unknown_parameter_is_refused_before_any_cell(tmp_path: Path) -> None:
+    template = _notebook(tmp_path / "k.ipynb", "print(x)")
+    with start_template(template) as run, pytest.raises(ConfigurationError, match="colour"):
+        run.execute(tmp_path / "out.ipynb", {"colour": "red"})
+    assert not (tmp_path / "out.ipynb").exists()
+    with pytest.raises(ConfigurationError, match="colour"):  # execute_template: before a kernel starts
+        execute_template(template, tmp_path / "out.ipynb", {"colour": "red"})

@@ -1,13 +1,13 @@
 """The kernel a template runs on: started early, warmed with the template's imports, stopped at once.
 
-:func:`toolkit.reporting.notebooks.execute_template` starts a :class:`TemplateKernel` as soon as the
-parameters are checked, then imports papermill (and runs its caller's own preparation) while the
-kernel starts, and hands the running kernel to papermill. Three things keep dead time out of a run
-(``bench/bench_template.py`` measures them):
+A :class:`toolkit.reporting.notebooks.TemplateRun` starts a :class:`TemplateKernel` first, lets its
+caller do its own work and import papermill while the kernel starts, then hands the running kernel
+to papermill. Three things keep dead time out of a run (``bench/bench_template.py`` measures them):
 
 - **Start-up overlaps the caller.** Launching the kernel returns at once; on two cores the kernel's
   interpreter start, its ipykernel imports and the template's imports (below) run while this process
-  imports papermill and, for a backtest, opens the registry.
+  imports papermill and does its own work (a backtest opens the registry; the gates check the
+  version's evidence).
 - **Warm imports.** The kernel starts with :mod:`toolkit.importhooks` installed, whatever the template
   imports first, and imports the modules named by the template's top-level ``import`` statements
   (:func:`template_imports`) before it answers: the cells then find them loaded. Only module-level
@@ -130,6 +130,7 @@ class TemplateKernel:
         self.arguments = (*KERNEL_ARGUMENTS, f"--IPKernelApp.exec_lines={_startup_line(preload)}")
         self.km: Any = _manager_class(log)(kernel_name=name)
         self._cwd = cwd
+        self._stopped = False
 
     def start(self) -> None:
         """Launch the kernel process; it starts up and imports ``preload`` while the caller goes on."""
@@ -138,9 +139,15 @@ class TemplateKernel:
         run_sync(self.km.start_kernel)(extra_arguments=list(self.arguments), cwd=str(self._cwd))
 
     def stop(self) -> None:
-        """Kill the kernel now (``SHUTDOWN_NOW``), close papermill's channels, remove its connection file."""
+        """Kill the kernel now (``SHUTDOWN_NOW``), close papermill's channels, remove its connection file.
+
+        Idempotent.
+        """
         from jupyter_core.utils import run_sync
 
+        if self._stopped:
+            return
+        self._stopped = True
         for kc in self.km.__dict__.get("clients_made", []):
             kc.stop_channels()
         try:

@@ -29,9 +29,9 @@ from toolkit.errors import ConfigurationError, DataQualityError
 from toolkit.naming import child_path
 from toolkit.reporting.index import append_index_entry
 from toolkit.reporting.notebooks import (
-    execute_template,
     prepare_rendering,
     render_html,
+    start_template,
     template_path,
     template_sha256,
 )
@@ -146,12 +146,13 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
     template = template_path("backtest")
     bundle = Path(tempfile.mkdtemp(prefix="backtest-bundle-"))
     try:
-        def meanwhile() -> None:  # while the kernel starts: what recording and rendering will need
-            adapter.connect(tracking_uri)
-            prepare_rendering()
-
-        nb = execute_template(template, nb_path, {**template_params, "output_dir": str(bundle), "progress": False},
-                              progress=progress, meanwhile=meanwhile)
+        run_params = {**template_params, "output_dir": str(bundle), "progress": False}
+        run = start_template(template)
+        run.check(run_params)  # before the kernel starts
+        with run:  # the kernel starts and imports the template's modules while this process
+            adapter.connect(tracking_uri)  # opens the registry it records into
+            prepare_rendering()  # and imports the renderer
+            nb = run.execute(nb_path, run_params, progress=progress)
         html = render_html(nb, html_path, title=f"Backtest {name}")
         recorded = record_backtest(bundle, notebook=nb, html=html, template_sha=template_sha256(template),
                                    tracking_uri=tracking_uri, allow_failed_quality=allow_failed_quality)
