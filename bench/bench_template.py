@@ -1,6 +1,6 @@
 """Benchmark: the fixed cost of a template run, as ``toolkit backtest`` and ``toolkit gates`` run it.
 
-Usage: .venv/bin/python bench/bench_template.py [--repeat 3] [--json bench/results/template.json]
+Usage: .venv/bin/python bench/bench_template.py [--repeat 3] [--baseline PATH] [--json bench/results/template.json]
 
 The issue's case: ``ma_cross`` on the bundled Binance BTC/USDT 15m bars 2024-01-01..2024-03-31 (resampled
 from the bundled 1m bars), grid fast 10,20,40 × slow 100,200 (6 combinations). Everything runs in a fresh
@@ -16,9 +16,11 @@ Each wall time is split with the timestamps papermill writes into the executed n
 each cell's start and end), the HTML report's modification time (nbconvert's end), the moment the command's
 JSON reached stdout (``typer.echo`` flushes) and the child's exit:
 
-- ``before_kernel``: process start, imports, validation (backtest: bars and certificate; gates: registry
-  reads, evidence download and hash) up to papermill's start;
-- ``kernel_start``: papermill's start to the first cell's start (kernel launched and ready);
+- ``until_papermill``: process start to papermill's start: imports, validation (backtest: bars and
+  certificate; gates: registry reads, evidence download and hash) and, since the kernel starts before
+  papermill is imported, the kernel's start-up overlapped with papermill's import (and, for a backtest,
+  the registry connection);
+- ``kernel_wait``: papermill's start to the first cell's start (waiting for the kernel to be ready);
 - ``cells``: first cell's start to the last cell's end (the three longest cells are named);
 - ``idle_after_last_cell``: the last cell's end to papermill's end (kernel shutdown);
 - ``nbconvert``: papermill's end to the HTML written (includes writing the executed notebook);
@@ -29,8 +31,13 @@ The **notebook overhead** compares, each in a fresh process, the backtest templa
 ``toolkit.reporting.notebooks.execute_template`` (papermill import, kernel start, cells, shutdown) with the
 same cells executed in plain Python (``exec`` of the parameters, the injected parameters and every code cell,
 each open matplotlib figure rendered to PNG after its cell, as the inline backend does): ``template /
-plain − 1``. The figures are medians of ``--repeat`` runs after one warm-up. Results are printed as a table
-and written to bench/results/template.json (no paths).
+plain − 1``.
+
+``--baseline PATH`` measures another checkout (e.g. ``git archive <commit>`` unpacked) with this
+environment, put first on ``PYTHONPATH``, in its own store, **interleaved** with this one (each repetition
+runs both, alternating which goes first), so a machine shared with other jobs loads both alike. Figures are
+medians of ``--repeat`` runs after one warm-up, with min and max. Results are printed as a table and
+written to bench/results/template.json (no paths).
 """
 
 from __future__ import annotations
@@ -55,9 +62,7 @@ RESULTS = ROOT / "bench" / "results" / "template.json"
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 CASE = {"strategy": "ma_cross", "symbol": "BTC/USDT", "timeframe": "15m", "start": "2024-01-01",
         "end": "2024-03-31", "grid": ["fast=10,20,40", "slow=100,200"]}
-PHASES = ("before_kernel", "kernel_start", "cells", "idle_after_last_cell", "nbconvert", "record", "exit")
-#: a child imports ``toolkit`` from here (``--project``: measure another checkout with this environment)
-PROJECT = {"root": ROOT}
+PHASES = ("until_papermill", "kernel_wait", "cells", "idle_after_last_cell", "nbconvert", "record", "exit")
 GOALS = {"backtest_s": 8.0, "gates_s": 6.0, "notebook_overhead": 0.15}
 
 
@@ -123,8 +128,8 @@ def phases(notebook: dict[str, Any], run: CliRun, html_written: float) -> dict[s
     nb_start, nb_end = _epoch(meta["start_time"]), _epoch(meta["end_time"])
     return {
         "total": run.ended - run.started,
-        "before_kernel": nb_start - run.started,
-        "kernel_start": first - nb_start,
+        "until_papermill": nb_start - run.started,
+        "kernel_wait": first - nb_start,
         "cells": last - first,
         "idle_after_last_cell": nb_end - last,
         "nbconvert": html_written - nb_end,
@@ -206,111 +211,143 @@ print(json.dumps(time.perf_counter() - t0))
 """
 
 
-def notebook_overhead(root: Path, env: dict[str, str], repeat: int) -> dict[str, Any]:
-    """Time the backtest template through papermill and the same cells in plain Python (fresh processes)."""
-    params = {k: v for k, v in CASE.items()} | {"progress": False}
-    template = PROJECT["root"] / "templates" / "backtest.ipynb"
+@dataclass(frozen=True)
+class Checkout:
+    """A checkout measured with this environment, in its own temporary store."""
 
-    def one(kind: str, i: int) -> float:
-        params_i = params | {"output_dir": str(root / f"bundle-{kind}-{i}")}
-        code, first = ((OVERHEAD_TEMPLATE, str(root / f"overhead-{i}.ipynb")) if kind == "template"
-                       else (OVERHEAD_PLAIN, str(template)))
-        proc = subprocess.run([sys.executable, "-c", code, first, json.dumps(params_i)], env=env, cwd=root,
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SystemExit(f"{kind} run failed:\n{proc.stderr[-3000:]}")
-        return float(proc.stdout.strip().splitlines()[-1])
+    name: str
+    root: Path
+    store: Path
 
-    one("template", -1), one("plain", -1)  # warm-up
-    runs: dict[str, list[float]] = {"template": [], "plain": []}
-    for i in range(repeat):
-        for kind in runs:
-            runs[kind].append(one(kind, i))
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    return {"template_s": _summary(runs["template"]), "plain_s": _summary(runs["plain"]),
-            "overhead": med["template"] / med["plain"] - 1.0}
+    @property
+    def env(self) -> dict[str, str]:
+        env = store_env(self.store)
+        if self.root != ROOT:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")]))
+        return env
+
+    def check(self) -> None:
+        """Make sure a child imports this checkout's ``toolkit``."""
+        found = subprocess.run([sys.executable, "-c", "import toolkit; print(toolkit.__file__)"], env=self.env,
+                               cwd=self.store, capture_output=True, text=True, check=True).stdout.strip()
+        assert Path(found).resolve().is_relative_to(self.root), found
+
+
+def overhead_run(checkout: Checkout, kind: str, i: int) -> float:
+    """Run the backtest template once through papermill (``template``) or as plain Python (``plain``)."""
+    params = {**CASE, "progress": False, "output_dir": str(checkout.store / f"bundle-{kind}-{i}")}
+    code, first = ((OVERHEAD_TEMPLATE, str(checkout.store / f"overhead-{i}.ipynb")) if kind == "template"
+                   else (OVERHEAD_PLAIN, str(checkout.root / "templates" / "backtest.ipynb")))
+    proc = subprocess.run([sys.executable, "-c", code, first, json.dumps(params)], env=checkout.env,
+                          cwd=checkout.store, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{checkout.name} {kind} run failed:\n{proc.stderr[-3000:]}")
+    return float(proc.stdout.strip().splitlines()[-1])
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
 
+def _block(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    labels = runs[-1]["cell_labels"]
+    out: dict[str, Any] = {k: _summary([r[k] for r in runs]) for k in ("total", *PHASES)}
+    out["cells_median_s"] = {f"{i:02d} {labels[i]}": statistics.median(r["cell_s"][i] for r in runs)
+                             for i in range(len(labels))}
+    return out
+
+
 def _table(name: str, runs: list[dict[str, Any]], goal: float) -> list[str]:
     labels = runs[-1]["cell_labels"]
-    lines = [f"{name} (median of {len(runs)}, min–max; goal < {goal:g} s)"]
+    lines = [f"  {name} (goal < {goal:g} s)"]
     for key in ("total", *PHASES):
         vals = [r[key] for r in runs]
-        lines.append(f"  {key:<22} {statistics.median(vals):6.2f} s   ({min(vals):.2f}–{max(vals):.2f})")
+        lines.append(f"    {key:<22} {statistics.median(vals):6.2f} s   ({min(vals):.2f}–{max(vals):.2f})")
     cells = [statistics.median(r["cell_s"][i] for r in runs) for i in range(len(labels))]
     for i in sorted(range(len(cells)), key=lambda i: -cells[i])[:3]:
-        lines.append(f"    cell {i:>2} {cells[i]:6.2f} s  {labels[i]}")
+        lines.append(f"      cell {i:>2} {cells[i]:6.2f} s  {labels[i]}")
     return lines
 
 
-def cli_startup(env: dict[str, str], cwd: Path, repeat: int) -> dict[str, Any]:
-    """Time ``toolkit --help`` (the entry point's imports) in fresh processes."""
-    run_cli(["--help"], env, cwd)
-    return _summary([(r := run_cli(["--help"], env, cwd)).ended - r.started for _ in range(repeat)])
+def measure(checkouts: list[Checkout], repeat: int) -> dict[str, dict[str, Any]]:
+    """Warm each checkout up, then run every measurement ``repeat`` times, interleaving the checkouts."""
+    runs: dict[str, dict[str, list[Any]]] = {
+        c.name: {"backtest": [], "gates": [], "help": [], "template": [], "plain": []} for c in checkouts}
+    for c in checkouts:
+        c.check()
+        backtest_then_gates(c.env, c.store)  # warm-up: the store's schema, numba caches, OS file cache
+        run_cli(["--help"], c.env, c.store)
+        overhead_run(c, "template", -1)
+        overhead_run(c, "plain", -1)
+    for i in range(repeat):
+        for c in (checkouts if i % 2 == 0 else checkouts[::-1]):
+            bt, gt = backtest_then_gates(c.env, c.store)
+            r = run_cli(["--help"], c.env, c.store)
+            got = runs[c.name]
+            got["backtest"].append(bt)
+            got["gates"].append(gt)
+            got["help"].append(r.ended - r.started)
+            got["template"].append(overhead_run(c, "template", i))
+            got["plain"].append(overhead_run(c, "plain", i))
+    return runs
+
+
+def report(name: str, got: dict[str, list[Any]]) -> tuple[dict[str, Any], list[str]]:
+    """Return one checkout's JSON block and table lines."""
+    med = {k: statistics.median(got[k]) for k in ("template", "plain", "help")}
+    overhead = med["template"] / med["plain"] - 1.0
+    bt_total = statistics.median(r["total"] for r in got["backtest"])
+    gt_total = statistics.median(r["total"] for r in got["gates"])
+    block = {
+        "backtest_s": _block(got["backtest"]),
+        "gates_s": _block(got["gates"]),
+        "cli_help_s": _summary(got["help"]),
+        "notebook_overhead": {"template_s": _summary(got["template"]), "plain_s": _summary(got["plain"]),
+                              "overhead": overhead},
+        "goals_met": {"backtest_s": bt_total < GOALS["backtest_s"], "gates_s": gt_total < GOALS["gates_s"],
+                      "notebook_overhead": overhead < GOALS["notebook_overhead"]},
+    }
+    h = block["cli_help_s"]
+    lines = [f"{name} (median of {len(got['backtest'])}, min–max)",
+             *_table("toolkit backtest", got["backtest"], GOALS["backtest_s"]),
+             *_table("toolkit gates --stage paper", got["gates"], GOALS["gates_s"]),
+             f"  toolkit --help             {h['median']:6.2f} s   ({h['min']:.2f}–{h['max']:.2f})",
+             f"  notebook overhead: template {med['template']:.2f} s vs plain Python {med['plain']:.2f} s: "
+             f"{overhead:+.1%} (goal < {GOALS['notebook_overhead']:.0%})"]
+    return block, lines
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", type=Path, default=RESULTS)
-    ap.add_argument("--project", type=Path, default=ROOT,
-                    help="the checkout whose toolkit and templates the children run (default: this one); "
-                         "another one is put first on PYTHONPATH, with this environment")
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another checkout to measure the same way, interleaved (e.g. the code before a change)")
     args = ap.parse_args()
-    PROJECT["root"] = args.project.resolve()
 
     with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp:
-        root = Path(tmp)
-        env = store_env(root)
-        if PROJECT["root"] != ROOT:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT["root"]), env.get("PYTHONPATH")]))
-        found = subprocess.run([sys.executable, "-c", "import toolkit; print(toolkit.__file__)"], env=env, cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        assert Path(found).resolve().is_relative_to(PROJECT["root"]), found
-        backtest_then_gates(env, root)  # warm-up: the store's schema, numba caches, OS file cache
-        bt_runs, gt_runs = [], []
-        for _ in range(args.repeat):
-            bt, gt = backtest_then_gates(env, root)
-            bt_runs.append(bt)
-            gt_runs.append(gt)
-        help_s = cli_startup(env, root, args.repeat)
-        overhead = notebook_overhead(root, env, args.repeat)
+        checkouts = [Checkout("this checkout", ROOT, Path(tmp) / "this")]
+        if args.baseline is not None:
+            checkouts.append(Checkout("baseline", args.baseline.resolve(), Path(tmp) / "baseline"))
+        for c in checkouts:
+            c.store.mkdir()
+        runs = measure(checkouts, args.repeat)
 
-    def block(runs: list[dict[str, Any]]) -> dict[str, Any]:
-        labels = runs[-1]["cell_labels"]
-        out: dict[str, Any] = {k: _summary([r[k] for r in runs]) for k in ("total", *PHASES)}
-        out["cells_median_s"] = {f"{i:02d} {labels[i]}": statistics.median(r["cell_s"][i] for r in runs)
-                                 for i in range(len(labels))}
-        return out
-
-    res = {
+    res: dict[str, Any] = {
         "benchmark": "template runs: toolkit backtest and toolkit gates as the CLI runs them",
         "case": {**CASE, "combinations": 6, "gates_stage": "paper"},
         "repeat": args.repeat,
-        "project": "this checkout" if PROJECT["root"] == ROOT else "another checkout (--project)",
-        "backtest_s": block(bt_runs),
-        "gates_s": block(gt_runs),
-        "cli_help_s": help_s,
-        "notebook_overhead": overhead,
         "goals": GOALS,
-        "goals_met": {
-            "backtest_s": statistics.median(r["total"] for r in bt_runs) < GOALS["backtest_s"],
-            "gates_s": statistics.median(r["total"] for r in gt_runs) < GOALS["gates_s"],
-            "notebook_overhead": overhead["overhead"] < GOALS["notebook_overhead"],
-        },
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    lines = [*_table("toolkit backtest", bt_runs, GOALS["backtest_s"]),
-             *_table("toolkit gates --stage paper", gt_runs, GOALS["gates_s"]),
-             f"toolkit --help                 {help_s['median']:6.2f} s   ({help_s['min']:.2f}–{help_s['max']:.2f})",
-             f"notebook overhead: template {overhead['template_s']['median']:.2f} s vs plain Python "
-             f"{overhead['plain_s']['median']:.2f} s: {overhead['overhead']:+.1%} (goal < "
-             f"{GOALS['notebook_overhead']:.0%})"]
+    lines = []
+    for c in checkouts:
+        block, table = report(c.name, runs[c.name])
+        res["this_checkout" if c.root == ROOT else "baseline"] = block
+        lines += table
+    if args.baseline is not None:
+        res["baseline_is"] = "another checkout, measured interleaved with this one (--baseline)"
     print("\n".join(lines))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
