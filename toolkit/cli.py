@@ -6,6 +6,10 @@ message; Ctrl-C exits 130 with one line. With ``--json``, a failure also prints 
 error object on stdout (unless the command already printed its own JSON document), so a
 script always gets JSON there. A command's own exit status (``toolkit data check`` exits
 1 when the certificate fails) reaches the process.
+
+Mounting the commands imports none of their dependencies: each command imports what it needs
+when it runs (``tests/test_entry_point.py`` checks that ``toolkit --help`` loads no pandas, ccxt,
+MLflow, papermill or vectorbt), and the process freezes its objects before it exits (``cli``).
 """
 
 from __future__ import annotations
