@@ -107,3 +107,29 @@ def _runs(root: Path) -> int:
     c = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     return len(c.search_runs([e.experiment_id for e in c.search_experiments(view_type=ViewType.ALL)],
                              run_view_type=ViewType.ALL))
+
+
+#: what the commands need, each imported by the command that uses it when it runs (papermill, MLflow and
+#: vectorbt by the workflows, ccxt by ``data fetch``, pandas by every command that reads bars)
+COMMAND_DEPENDENCIES = ("aiohttp", "ccxt", "jsonschema", "matplotlib", "mlflow", "nbconvert", "nbformat", "numba",
+                        "pandas", "papermill", "scipy", "vectorbt")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["backtest", "--help"], ["emulator", "serve", "--help"]])
+def test_the_entry_point_imports_no_command_s_dependencies(args: list[str]) -> None:
+    code = ("import json, sys\nfrom toolkit.cli import main\n"
+            f"code = main({args!r})\n"
+            "loaded = {m.split('.')[0] for m in sys.modules}\n"
+            f"print(json.dumps([code, sorted(loaded & set({COMMAND_DEPENDENCIES!r}))]))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [0, []]
+
+
+def test_the_entry_point_freezes_its_objects_before_exiting() -> None:
+    """So the interpreter's finalisation skips full collections over them (seconds after mlflow, vectorbt)."""
+    code = ("import atexit, gc, sys\natexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+            "sys.argv = ['toolkit', '--help']\nfrom toolkit.cli import cli\ncli()")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "frozen True"

@@ -246,7 +246,8 @@ def test_changed_latency_settings_measure_latency_again(registry: Registry, caps
     assert latency["passed"] is True
 
 
-def test_gates_report_refuses_altered_evidence_before_any_kernel(registry: Registry) -> None:
+def test_gates_report_refuses_altered_evidence_before_any_cell_runs(registry: Registry) -> None:
+    """The template's kernel starts while the evidence is checked; it is stopped, no notebook is written."""
     from toolkit.errors import RegistryError
     from toolkit.workflows.gates import run_gates_workflow
 

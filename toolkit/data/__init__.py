@@ -1,7 +1,17 @@
-"""Market data: the bar store, resampling, the 24/7 calendar and quality checks."""
+"""Market data: the bar store, resampling, the 24/7 calendar and quality checks.
 
-from toolkit.data.resample import bars_per_year, resample_ohlcv, timeframe_minutes
-from toolkit.data.store import BarStore, load_bars, read_bars_file, symbol_key
+The names below are imported on first use (PEP 562), so importing a module of this package (the
+``toolkit`` entry point mounts ``toolkit.data.quality_cli`` and ``fetch_cli``) does not import pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.data.resample import bars_per_year, resample_ohlcv, timeframe_minutes
+    from toolkit.data.store import BarStore, load_bars, read_bars_file, symbol_key
 
 __all__ = [
     "BarStore",
@@ -12,3 +22,15 @@ __all__ = [
     "symbol_key",
     "timeframe_minutes",
 ]
+
+_HOME = {"bars_per_year": "resample", "resample_ohlcv": "resample", "timeframe_minutes": "resample",
+         "BarStore": "store", "load_bars": "store", "read_bars_file": "store", "symbol_key": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

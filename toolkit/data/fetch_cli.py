@@ -1,4 +1,8 @@
-"""``toolkit data fetch``: a thin CLI over :func:`toolkit.data.fetch.fetch_ohlcv`."""
+"""``toolkit data fetch``: a thin CLI over :func:`toolkit.data.fetch.fetch_ohlcv`.
+
+The fetcher (hence ccxt, about a second to import) is imported when the command runs, not when the
+``toolkit`` entry point mounts it: every other command starts without ccxt.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,6 @@ import json
 from typing import Annotated
 
 import typer
-
-from toolkit.data.fetch import fetch_ohlcv
 
 __all__ = ["fetch_command"]
 
@@ -29,6 +31,8 @@ def fetch_command(
     Exit codes: 2 for a bad input (an unknown symbol included), 75 when the exchange
     stayed unreachable or rate-limited (run again to resume), 8/9 when it refused.
     """
+    from toolkit.data.fetch import fetch_ohlcv
+
     result = fetch_ohlcv(exchange, symbol, timeframe, since, until, url=url, progress=not json_, retries=retries)
     if json_:
         typer.echo(json.dumps(result.to_dict(), indent=2, default=str))

@@ -1,26 +1,31 @@
 """``toolkit data check``: print the quality certificate of stored bars or of a user's file.
 
 A thin wrapper over ``toolkit.data.quality.certify``; ``toolkit.cli`` registers
-``check_command`` and maps a ``ToolkitError`` to its exit code.
+``check_command`` and maps a ``ToolkitError`` to its exit code. pandas and the certificate are
+imported when the command runs, so mounting it costs the ``toolkit`` entry point nothing.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import pandas as pd
 import typer
 
-from toolkit.data.quality import QualityThresholds, certify
-from toolkit.data.store import _frame_from_table, load_bars, parse_time
 from toolkit.errors import ConfigurationError, DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["check_command", "read_bars_lenient"]
 
 
 def read_bars_lenient(path: Path) -> pd.DataFrame:
     """Read a user's Parquet or CSV bar file without rejecting bad rows (the certificate reports them)."""
+    import pandas as pd
+
+    from toolkit.data.store import _frame_from_table
+
     if not path.is_file():
         raise DataError(f"bars file: expected an existing file, found nothing at {path}")
     try:
@@ -54,6 +59,9 @@ def check_command(
     max_outlier_share: Annotated[float | None, typer.Option(help="outlier returns / returns")] = None,
 ) -> None:
     """Certify the quality of bars; exit 0 when every check passes, 1 otherwise."""
+    from toolkit.data.quality import QualityThresholds, certify
+    from toolkit.data.store import load_bars, parse_time
+
     thresholds = QualityThresholds.build(
         min_bars=min_bars, max_missing_share=max_missing_share, max_gap_bars=max_gap_bars,
         max_duplicates=max_duplicates, max_non_monotonic=max_non_monotonic, max_off_grid=max_off_grid,

@@ -3,11 +3,20 @@
 Used as the paper-trading venue, as the target of the ccxt-based fetcher in
 tests, and as the fault injector of the reliability tests. Start it with
 ``toolkit emulator serve`` or, in Python, ``Emulator(EmulatorConfig(...)).start()``.
+
+The names below are imported on first use (PEP 562): mounting ``toolkit emulator`` on the
+``toolkit`` entry point imports neither the server nor pandas.
 """
 
-from toolkit.emulator.faults import FaultInjector, FaultRule, load_faults
-from toolkit.emulator.matching import MatchingParams
-from toolkit.emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.emulator.faults import FaultInjector, FaultRule, load_faults
+    from toolkit.emulator.matching import MatchingParams
+    from toolkit.emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -19,3 +28,16 @@ __all__ = [
     "MatchingParams",
     "load_faults",
 ]
+
+_HOME = {"FaultInjector": "faults", "FaultRule": "faults", "load_faults": "faults", "MatchingParams": "matching",
+         "DEFAULT_API_KEY": "server", "DEFAULT_API_SECRET": "server", "Emulator": "server",
+         "EmulatorConfig": "server"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,8 @@
-"""``toolkit emulator serve``: a thin CLI over :class:`toolkit.emulator.Emulator`."""
+"""``toolkit emulator serve``: a thin CLI over :class:`toolkit.emulator.Emulator`.
+
+The server (and the bar store, hence pandas) is imported when ``serve`` runs, not when the
+``toolkit`` entry point mounts the command.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from toolkit.emulator.server import DEFAULT_API_KEY, DEFAULT_API_SECRET, Emulator, EmulatorConfig
+from toolkit.emulator.defaults import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.errors import ConfigurationError
 
 __all__ = ["app", "parse_balances", "parse_symbols", "serve"]
@@ -84,6 +88,8 @@ def serve(
     connection is closed, the state is saved, and the process exits with status 0.
     Bad input raises ``ConfigurationError`` naming the field (the toolkit CLI exits 2).
     """
+    from toolkit.emulator.server import Emulator, EmulatorConfig
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = EmulatorConfig.build(
         host=host, port=port, speed=speed, faults_path=faults, api_key=api_key, api_secret=SecretStr(api_secret),

@@ -10,15 +10,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from toolkit import config
+from toolkit.emulator.defaults import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from toolkit.emulator.matching import MatchingParams
 from toolkit.errors import ConfigurationError, from_pydantic
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_API_SECRET", "EmulatorConfig", "default_state_path"]
-
-#: Local-only credentials accepted by default (documented in docs/emulator.md).
-DEFAULT_API_KEY = "emulator-api-key"
-DEFAULT_API_SECRET = "emulator-api-secret"
-
 
 #: What each validated field expects, for the ConfigurationError's message (pydantic's text otherwise).
 _EXPECTED = {

@@ -9,7 +9,9 @@ version is tagged ``data.quality=failed`` and the result says so.
 
 Nothing reaches MLflow unless the notebook ran to the end: a failing cell leaves the
 executed notebook on disk (to read the error) and no run or version; an interruption
-(Ctrl-C) removes the half-written report files as well.
+(Ctrl-C) removes the half-written report files as well. While the template's kernel starts,
+this process connects to the registry (reads only) and imports the HTML renderer, which
+would otherwise wait for the last cell.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.errors import ConfigurationError, DataQualityError
 from toolkit.naming import child_path
 from toolkit.reporting.index import append_index_entry
-from toolkit.reporting.notebooks import execute_template, render_html, template_path, template_sha256
+from toolkit.reporting.notebooks import (
+    prepare_rendering,
+    render_html,
+    start_template,
+    template_path,
+    template_sha256,
+)
 from toolkit.reporting.views import bars_for
 
 __all__ = ["BacktestRun", "prepare_backtest", "run_backtest_workflow"]
@@ -126,6 +134,7 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
         Register even when the bars fail their certificate (tagged and warned).
     """
     from toolkit.backtest.bundle import load_bundle
+    from toolkit.registry import adapter
     from toolkit.registry.record import record_backtest
 
     cfg, template_params, warnings = prepare_backtest(params, allow_failed_quality)
@@ -137,8 +146,13 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
     template = template_path("backtest")
     bundle = Path(tempfile.mkdtemp(prefix="backtest-bundle-"))
     try:
-        nb = execute_template(template, nb_path, {**template_params, "output_dir": str(bundle), "progress": False},
-                              progress=progress)
+        run_params = {**template_params, "output_dir": str(bundle), "progress": False}
+        run = start_template(template)
+        run.check(run_params)  # before the kernel starts
+        with run:  # the kernel starts and imports the template's modules while this process
+            adapter.connect(tracking_uri)  # opens the registry it records into
+            prepare_rendering()  # and imports the renderer
+            nb = run.execute(nb_path, run_params, progress=progress)
         html = render_html(nb, html_path, title=f"Backtest {name}")
         recorded = record_backtest(bundle, notebook=nb, html=html, template_sha=template_sha256(template),
                                    tracking_uri=tracking_uri, allow_failed_quality=allow_failed_quality)

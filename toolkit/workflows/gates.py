@@ -2,12 +2,13 @@
 
 A stage is ``paper`` or ``live``; the policy in force for it is ``$TOOLKIT_POLICY_PAPER`` /
 ``$TOOLKIT_POLICY_LIVE``, else the shipped one. The evidence is downloaded from the
-version's backtest run and checked against its ``evidence.sha256`` tag before a kernel
-starts (tampered evidence is not evaluated). ``templates/gates.ipynb`` then measures the
-extra evidence, evaluates the policy and writes ``verdict.json``; the verdict is checked
-(its own sha, its stage, its policy sha against the policy asked for, its bundle sha
-against the version) and only then recorded in MLflow by
-``toolkit.registry.verdicts.record_verdict``. A failing cell leaves MLflow exactly as it was.
+version's backtest run and checked against its ``evidence.sha256`` tag before any cell
+runs (tampered evidence is not evaluated); the template's kernel starts meanwhile, so that
+its start-up and imports overlap these registry reads, and is stopped if a check fails.
+``templates/gates.ipynb`` then measures the extra evidence, evaluates the policy and
+writes ``verdict.json``; the verdict is checked (its own sha, its stage, its policy sha
+against the policy asked for, its bundle sha against the version) and only then recorded
+in MLflow by ``toolkit.registry.verdicts.record_verdict``. A failing cell leaves MLflow exactly as it was.
 
 Under a policy other than the stage's one in force (``--policy`` for a what-if), nothing is
 written to the registry: no run, no tag. The report is rendered (its file name says
@@ -34,7 +35,7 @@ from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.errors import ExecutionFailed, RegistryError
 from toolkit.naming import child_path, safe_filename, validate_model_name
 from toolkit.reporting.index import append_index_entry
-from toolkit.reporting.notebooks import execute_template, render_html, template_path
+from toolkit.reporting.notebooks import prepare_rendering, render_html, start_template, template_path
 
 __all__ = ["GatesRun", "run_gates_workflow"]
 
@@ -119,7 +120,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
     ------
     ConfigurationError
         Unknown stage, model, version, or an invalid policy or one of another stage (before any
-        kernel starts).
+        cell runs: the template's kernel starts while they are checked, and is stopped).
     RegistryError
         The version's evidence no longer matches its ``evidence.sha256`` tag, or the verdict
         written by the notebook is inconsistent.
@@ -134,37 +135,43 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
 
     require_stage(stage)
     validate_model_name(model_name, "model")
-    info = adapter.version_info(model_name, version)
-    v = info.version
-    in_force = load_policy(policy_in_force_path(stage), stage=stage)
-    policy_file = Path(policy_path if policy_path is not None else policy_in_force_path(stage)).resolve()
-    policy = load_policy(policy_file, stage=stage)
-    whatif = policy.sha256() != in_force.sha256()
     root = reports or config.reports_dir()
     stamp = clock.now().strftime("%Y%m%dT%H%M%S%fZ")
-    base = f"{safe_filename(model_name)}-v{v}-{stage}-{'whatif-' if whatif else ''}{stamp}"
-    nb_path = child_path(root, "gates", f"{base}.ipynb")
     work = Path(tempfile.mkdtemp(prefix="toolkit-gates-"))
+    nb_path: Path | None = None
     try:
-        bundle_dir = adapter.download_evidence(model_name, v, work / "bundle")
-        sha = bundle_sha256(bundle_dir)
-        if sha != info.tags.get("evidence.sha256"):
-            raise RegistryError(f"{model_name} version {v}: evidence artifacts hash to {sha[:12]}, the version "
-                                f"was registered with {str(info.tags.get('evidence.sha256'))[:12]}; "
-                                "not evaluating altered evidence")
-        latency, reused_from = _earlier_latency(model_name, v, dict(info.tags), stage, policy, sha, work)
-        latency_path = None
-        if latency is not None:
-            latency_path = work / "latency.json"
-            latency_path.write_text(json.dumps(latency), encoding="utf-8")
-        out_dir = work / "out"
-        out_dir.mkdir()
-        nb = execute_template(template_path("gates"), nb_path, {
-            "model_name": model_name, "version": v, "stage": stage, "policy_path": str(policy_file),
-            "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
-            "registry_trials": adapter.registry_trial_count(model_name, v),
-            "latency_path": None if latency_path is None else str(latency_path),
-        })
+        # the kernel starts and imports the template's modules while the version and its evidence are
+        # checked here; a check that fails stops it before any cell runs
+        with start_template(template_path("gates")) as run:
+            info = adapter.version_info(model_name, version)
+            v = info.version
+            in_force = load_policy(policy_in_force_path(stage), stage=stage)
+            policy_file = Path(policy_path if policy_path is not None else policy_in_force_path(stage)).resolve()
+            policy = load_policy(policy_file, stage=stage)
+            whatif = policy.sha256() != in_force.sha256()
+            base = f"{safe_filename(model_name)}-v{v}-{stage}-{'whatif-' if whatif else ''}{stamp}"
+            nb_path = child_path(root, "gates", f"{base}.ipynb")
+            bundle_dir = adapter.download_evidence(model_name, v, work / "bundle")
+            sha = bundle_sha256(bundle_dir)
+            if sha != info.tags.get("evidence.sha256"):
+                raise RegistryError(f"{model_name} version {v}: evidence artifacts hash to {sha[:12]}, the version "
+                                    f"was registered with {str(info.tags.get('evidence.sha256'))[:12]}; "
+                                    "not evaluating altered evidence")
+            latency, reused_from = _earlier_latency(model_name, v, dict(info.tags), stage, policy, sha, work)
+            latency_path = None
+            if latency is not None:
+                latency_path = work / "latency.json"
+                latency_path.write_text(json.dumps(latency), encoding="utf-8")
+            out_dir = work / "out"
+            out_dir.mkdir()
+            parameters = {
+                "model_name": model_name, "version": v, "stage": stage, "policy_path": str(policy_file),
+                "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
+                "registry_trials": adapter.registry_trial_count(model_name, v),
+                "latency_path": None if latency_path is None else str(latency_path),
+            }
+            prepare_rendering()
+            nb = run.execute(nb_path, parameters)
         html = render_html(nb, nb_path.with_suffix(".html"),
                            title=f"Gates {model_name} v{v} ({stage})" + (" (what-if policy)" if whatif else ""))
         verdict_path = out_dir / VERDICT_FILE
@@ -191,7 +198,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
             run_id = record_verdict(model_name, v, verdict_path, extra_evidence=out_dir, html=html, notebook=nb,
                                     clock=clock).run_id
     except KeyboardInterrupt:
-        for f in (nb_path, nb_path.with_suffix(".html")):
+        for f in () if nb_path is None else (nb_path, nb_path.with_suffix(".html")):
             f.unlink(missing_ok=True)
         raise
     finally:

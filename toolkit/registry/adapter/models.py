@@ -91,6 +91,21 @@ def configure(tracking_uri: str | None = None) -> str:
     return uri
 
 
+def connect(tracking_uri: str | None = None) -> str:
+    """Import MLflow, point it at the store and open its tracking and model-registry stores; return the URI.
+
+    Reads only (an sqlite store is created on first use, as by any MLflow call). In a fresh process
+    this costs seconds (MLflow's import, each store's schema check), so a workflow connects while a
+    template's kernel starts rather than after its last cell.
+    """
+    uri = configure(tracking_uri)
+    c = _client()
+    with mlflow_call("connecting to the registry"):
+        c.search_experiments(max_results=1)
+        c.search_registered_models(max_results=1)
+    return uri
+
+
 def _client() -> Any:
     from mlflow import MlflowClient
 

@@ -1,0 +1,105 @@
+"""The template kernel: parameters read as papermill reads them, warm imports, hooks first, killed at once.
+
+Real kernels on the project's kernelspec, through ``start_template`` / ``execute_template``, on tiny
+notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from toolkit.errors import ConfigurationError
+from toolkit.reporting.kernels import KERNEL_ARGUMENTS, SHUTDOWN_NOW, declared_parameters, template_imports
+from toolkit.reporting.notebooks import execute_template, start_template, template_parameters, template_path
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted([*(ROOT / "templates").glob("*.ipynb"), *(ROOT / "notebooks").glob("*.ipynb")])
+
+
+def _children() -> set[int]:
+    """Return the ids of this process's live child processes (zombies excluded)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def _notebook(path: Path, *sources: str) -> Path:
+    params = new_code_cell("x = 1\nlabel: str = 'a'  # annotated")
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell("tiny"), params, *(new_code_cell(s) for s in sources)])
+    nb.metadata["kernelspec"] = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _stdout(executed: Path, cell: int) -> str:
+    nb = json.loads(executed.read_text())
+    return "".join("".join(o.get("text", "")) for o in nb["cells"][cell]["outputs"] if o["output_type"] == "stream")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_declared_parameters_are_papermills(path: Path) -> None:
+    assert set(declared_parameters(json.loads(path.read_text()))) == set(template_parameters(path))
+
+
+def test_the_backtest_template_preloads_its_imports_but_not_the_registry() -> None:
+    imports = template_imports(json.loads(template_path("backtest").read_text()))
+    assert {"toolkit.backtest", "toolkit.reporting.plots", "toolkit.data.quality"} <= set(imports)
+    assert not any(m.startswith("toolkit.registry") for m in imports)  # imported under `if register:` only
+
+
+def test_the_kernel_starts_warm_with_the_hooks_and_is_killed_after_the_last_cell(tmp_path: Path) -> None:
+    marker = tmp_path / "atexit-ran"
+    template = _notebook(
+        tmp_path / "k.ipynb",
+        "import os, sys\n"  # no cell imports toolkit: the hooks come with the kernel; colorsys: a later cell's
+        "print(any(type(f).__module__ == 'toolkit.importhooks' for f in sys.meta_path),\n"
+        "      'colorsys' in sys.modules, x, label, os.getpid())",
+        "import nbformat, sys\nprint('rfc3987_syntax.syntax_helpers' in sys.modules)",
+        f"import atexit, colorsys, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')",
+    )
+    before = _children()
+    with start_template(template) as run:
+        during = _children()  # the caller's own work happens here, the kernel starting meanwhile
+        out = run.execute(tmp_path / "out.ipynb", {"x": 5})
+        after_cells = _children()
+    installed, preloaded, x, label, pid = _stdout(out, 3).split()
+    assert (installed, preloaded, x, label) == ("True", "True", "5", "a")
+    assert _stdout(out, 4).strip() == "False"  # nbformat imported in the kernel without building the parser
+    assert int(pid) in during - before  # the kernel ran while the caller worked
+    assert after_cells == before  # it is gone right after the last cell …
+    assert not marker.exists()  # … killed, not left to run its exit handlers (SHUTDOWN_NOW)
+    assert SHUTDOWN_NOW is True and "--HistoryManager.hist_file=:memory:" in KERNEL_ARGUMENTS
+
+
+def test_a_failing_check_in_the_block_stops_the_kernel_before_any_cell(tmp_path: Path) -> None:
+    template = _notebook(tmp_path / "k.ipynb", "print(x)")
+    before = _children()
+    with pytest.raises(LookupError, match="registry down"), start_template(template) as run:
+        assert _children() != before
+        raise LookupError("registry down")
+    assert _children() == before
+    assert not (tmp_path / "out.ipynb").exists()  # no cell ran
+    with pytest.raises(RuntimeError, match="once"):
+        run.execute(tmp_path / "out.ipynb", {})
+
+
+def test_an_unknown_parameter_is_refused_before_any_cell(tmp_path: Path) -> None:
+    template = _notebook(tmp_path / "k.ipynb", "print(x)")
+    with start_template(template) as run, pytest.raises(ConfigurationError, match="colour"):
+        run.execute(tmp_path / "out.ipynb", {"colour": "red"})
+    assert not (tmp_path / "out.ipynb").exists()
+    with pytest.raises(ConfigurationError, match="colour"):  # execute_template: before a kernel starts
+        execute_template(template, tmp_path / "out.ipynb", {"colour": "red"})
