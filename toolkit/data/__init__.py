@@ -6,8 +6,9 @@ The names below are imported on first use (PEP 562), so importing a module of th
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from toolkit.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from toolkit.data.resample import bars_per_year, resample_ohlcv, timeframe_minutes
@@ -27,10 +28,4 @@ _HOME = {"bars_per_year": "resample", "resample_ohlcv": "resample", "timeframe_m
          "BarStore": "store", "load_bars": "store", "read_bars_file": "store", "symbol_key": "store"}
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOME)

@@ -10,8 +10,9 @@ The names below are imported on first use (PEP 562): mounting ``toolkit emulator
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from toolkit.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from toolkit.emulator.faults import FaultInjector, FaultRule, load_faults
@@ -34,10 +35,4 @@ _HOME = {"FaultInjector": "faults", "FaultRule": "faults", "load_faults": "fault
          "EmulatorConfig": "server"}
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOME)
