@@ -498,21 +498,26 @@ def _feature_rows(bars: pd.DataFrame, keys: list[FeatureKey]) -> np.ndarray:
     """
     out = np.empty((len(keys), len(bars)))
     close = bars["close"]
+    rows: dict[FeatureKey, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows.setdefault(key, []).append(i)
+    # one task per function and window: a channel or a band gives two series at once
+    family = {"sma": "sma", "upper": "channel", "lower": "channel", "mean": "band", "std": "band"}
+    tasks = list(dict.fromkeys((family[kind], n) for kind, n in keys))
 
-    def one(i: int) -> None:
-        kind, n = keys[i]
-        if kind == "sma":
-            series = sma(close, n)
-        elif kind in ("upper", "lower"):
-            upper, lower = channel(bars, n)
-            series = upper if kind == "upper" else lower
-        else:
-            mean, std = band(close, n)
-            series = mean if kind == "mean" else std
-        out[i] = series.to_numpy(dtype=np.float64)
+    def one(task: tuple[str, int]) -> None:
+        fn, n = task
+        if fn == "sma":
+            out[rows[("sma", n)]] = sma(close, n).to_numpy(dtype=np.float64)
+            return
+        pair = zip(("upper", "lower"), channel(bars, n), strict=True) if fn == "channel" else \
+            zip(("mean", "std"), band(close, n), strict=True)
+        for kind, series in pair:
+            if (kind, n) in rows:
+                out[rows[(kind, n)]] = series.to_numpy(dtype=np.float64)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(len(keys), os.cpu_count() or 1))) as pool:
-        list(pool.map(one, range(len(keys))))
+    with ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
+        list(pool.map(one, tasks))
     return out
 
 
