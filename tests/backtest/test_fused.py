@@ -64,8 +64,8 @@ def vectorbt_path(cfg: BacktestConfig, bars: pd.DataFrame, direction: np.ndarray
 RUIN = 1e-6
 
 
-def assert_equal_paths(cfg: BacktestConfig, bars: pd.DataFrame, params: dict[str, Any]) -> tuple[int, bool]:
-    """Compare the kernel with the vectorbt path bar by bar; return (orders compared, account ruined)."""
+def assert_equal_paths(cfg: BacktestConfig, bars: pd.DataFrame, params: dict[str, Any]) -> tuple[int, bool, bool]:
+    """Compare the kernel with the vectorbt path bar by bar; return (orders compared, ruined, equity compared)."""
     strategy = make_strategy(cfg.strategy, params)
     direction = strategy.positions(bars).to_numpy()
     # the kernel's rule on the shared features decides exactly what the strategy decides
@@ -79,7 +79,8 @@ def assert_equal_paths(cfg: BacktestConfig, bars: pd.DataFrame, params: dict[str
     ruined = bool((equity < RUIN * cfg.capital).any())
     n = int(np.argmax(equity < RUIN * cfg.capital)) if ruined else len(bars)
     np.testing.assert_allclose(kernel.returns[:n], ref_returns[:n], rtol=0, atol=TOL, err_msg=str(params))
-    if not (kernel.positions < 0).any():  # without borrow charges the returns compound to the equity
+    long_only = not (kernel.positions < 0).any()
+    if long_only:  # without borrow charges the returns compound to the equity
         np.testing.assert_allclose(kernel.values[:n], equity[:n], rtol=TOL, err_msg=str(params))
     k = kernel.orders
     if ruined:  # the orders before the ruin bar
@@ -101,7 +102,7 @@ def assert_equal_paths(cfg: BacktestConfig, bars: pd.DataFrame, params: dict[str
         exits = (h[:-1] != 0) & ((np.abs(h[1:]) < np.abs(h[:-1])) | (np.sign(h[1:]) != np.sign(h[:-1])))
         assert int(exits.sum()) + int(h[-1] != 0) == len(trades), params
         np.testing.assert_allclose(trades["fees"].sum(), k["fees"].sum(), rtol=1e-9)
-    return len(k), ruined
+    return len(k), ruined, long_only
 
 
 @pytest.mark.parametrize("strategy", sorted(fused.SUPPORTED))
@@ -109,8 +110,9 @@ def test_kernel_equals_vectorbt_on_random_combinations_of_hourly_bars(strategy: 
     rng = np.random.default_rng(sorted(fused.SUPPORTED).index(strategy) + 9)
     cfg = config_from_params(strategy=strategy, timeframe="1h")
     compared = [assert_equal_paths(cfg, hourly, random_params(strategy, rng)) for _ in range(4)]
-    assert sum(n for n, _ in compared) > 100  # the draws trade
-    assert not any(ruined for _, ruined in compared)  # sized at the default target nothing is ruined
+    assert sum(n for n, _, _ in compared) > 100  # the draws trade
+    assert not any(ruined for _, ruined, _ in compared)  # sized at the default target nothing is ruined
+    assert any(equity for _, _, equity in compared)  # the equity itself was compared on a long-only draw
 
 
 @pytest.mark.parametrize("strategy", sorted(fused.SUPPORTED))
@@ -123,8 +125,8 @@ def test_kernel_equals_vectorbt_on_minute_bars_with_costs_that_bind(strategy: st
                                      "rebalance_band": 0.1},
                              costs={"taker_fee": 0.002, "impact_coef": 1.0}, borrow_rate_annual_pct=40.0)
     compared = [assert_equal_paths(cfg, minutes, random_params(strategy, rng)) for _ in range(4)]
-    assert sum(n for n, _ in compared) > 100
-    assert sum(ruined for _, ruined in compared) <= 2  # most draws compare the whole month
+    assert sum(n for n, _, _ in compared) > 100
+    assert sum(ruined for _, ruined, _ in compared) <= 2  # most draws compare the whole month
 
 
 @pytest.mark.slow
@@ -133,7 +135,7 @@ def test_kernel_equals_vectorbt_on_many_random_combinations(strategy: str, hourl
     rng = np.random.default_rng()  # new draws every run; the failing parameters are in the message
     cfg = config_from_params(strategy=strategy, timeframe="1h")
     for _ in range(40):
-        _, ruined = assert_equal_paths(cfg, hourly, random_params(strategy, rng))
+        _, ruined, _ = assert_equal_paths(cfg, hourly, random_params(strategy, rng))
         assert not ruined
 
 

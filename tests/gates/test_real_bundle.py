@@ -13,7 +13,8 @@ from gate_support import tweak
 
 from toolkit.errors import DataError
 from toolkit.gates import EXTRAS_FILE, Evidence, GatePolicy, evaluate, verify_verdict_json
-from toolkit.gates.evidence import check_lookahead, check_warmup, neighbour_params
+from toolkit.gates.evidence import check_lookahead, check_warmup
+from toolkit.gates.resimulation import neighbour_params
 from toolkit.strategies import MACross
 
 LENIENT = {

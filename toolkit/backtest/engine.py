@@ -36,6 +36,7 @@ from toolkit.backtest import fused
 from toolkit.backtest.config import BacktestConfig, Fold, GridValue
 from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
+from toolkit.backtest.moments import Moments, evidence_buckets, moments_from_returns
 from toolkit.backtest.portfolio import simulate
 from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.data.quality import data_hash
@@ -155,14 +156,9 @@ def _best(sr: np.ndarray) -> int:
     return int(np.nanargmax(np.where(np.isnan(sr), -np.inf, sr))) if np.isfinite(sr).any() else 0
 
 
-def fold_choices(cfg: BacktestConfig, returns: np.ndarray | fused.Moments, folds: list[Fold]) -> list[int]:
-    """Return, per fold, the column with the highest in-sample Sharpe (ties: the first; none finite: 0).
-
-    ``returns`` is the T × N matrix of per-bar returns, or a sweep's ``Moments`` with the folds' bounds.
-    """
-    if isinstance(returns, fused.Moments):
-        return [_best(returns.sharpe(f.train_lo, f.test_lo)) for f in folds]
-    return [_best(sharpe_ratios(returns[f.train_lo:f.test_lo])) for f in folds]
+def fold_choices(cfg: BacktestConfig, moments: Moments, folds: list[Fold]) -> list[int]:
+    """Return, per fold, the combination with the highest in-sample Sharpe (ties: the first; none finite: 0)."""
+    return [_best(moments.sharpe(f.train_lo, f.test_lo)) for f in folds]
 
 
 def fold_bounds(folds: list[Fold], n_bars: int) -> np.ndarray:
@@ -174,7 +170,7 @@ def fold_bounds(folds: list[Fold], n_bars: int) -> np.ndarray:
 
 
 def sweep_moments(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo], bounds: np.ndarray,
-                  progress: bool = False, engine: str = "auto") -> tuple[fused.Moments, str]:
+                  progress: bool = False, engine: str = "auto") -> tuple[Moments, str]:
     """Sweep ``combos``; return their per-segment moments and evidence-frequency returns, and the engine used.
 
     ``engine``: ``auto`` (the fused kernel when the strategy has one), ``fused`` or ``vectorbt``
@@ -188,19 +184,21 @@ def sweep_moments(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo], 
         bar.close()
         return moments, used
     bounds = np.unique(np.asarray(bounds, dtype=np.int64))
-    bucket, labels = fused.evidence_buckets(pd.DatetimeIndex(bars.index), freq)
+    bucket, labels = evidence_buckets(pd.DatetimeIndex(bars.index), freq)
     seg = np.zeros((len(combos), len(bounds) - 1, 6))
     evid = np.zeros((len(combos), len(labels)))
 
+    present = np.unique(bucket)  # buckets with bars (the others stay 0: no return)
+
     def reduce(lo: int, r: np.ndarray) -> None:
-        seg[lo:lo + r.shape[1]] = fused.moments_from_returns(r, bounds)
+        seg[lo:lo + r.shape[1]] = moments_from_returns(r, bounds)
         grown = pd.DataFrame(1.0 + r).groupby(bucket).prod().to_numpy() - 1.0
-        evid[lo:lo + r.shape[1], np.unique(bucket)] = grown.T
+        evid[lo:lo + r.shape[1], present] = grown.T
 
     sweep_returns(cfg, bars, combos, on_chunk_returns=reduce, on_chunk=lambda k: bar.update(k - bar.n))
     bar.close()
     evidence = pd.DataFrame(evid.T.astype("float32"), index=labels, columns=[f"t{j:04d}" for j in range(len(combos))])
-    return fused.Moments(bounds=bounds, seg=seg, evidence=evidence), used
+    return Moments(bounds=bounds, seg=seg, evidence=evidence), used
 
 
 @dataclass(frozen=True)
@@ -214,14 +212,16 @@ class Replay:
     orders: pd.DataFrame
 
 
-def replay(cfg: BacktestConfig, bars: pd.DataFrame, folds: list[Fold], choices: list[Combo]) -> Replay:
+def replay(cfg: BacktestConfig, bars: pd.DataFrame, folds: list[Fold], choices: list[Combo],
+           cost_inputs: BarCostInputs | None = None) -> Replay:
     """Re-simulate the walk-forward record: fold ``k``'s choice decides on its block, the first before it.
 
     Deterministic: the gates re-derive the recorded returns and positions with it.
     """
     direction = _spliced_directions(cfg, bars, folds, choices)
     decided = cfg.sizing.positions(direction, bars["close"], cfg.bar_minutes())
-    r, trades, orders = _simulate(cfg, bars, decided[:, None], BarCostInputs.from_bars(bars, cfg.costs), (0,))
+    inputs = cost_inputs if cost_inputs is not None else BarCostInputs.from_bars(bars, cfg.costs)
+    r, trades, orders = _simulate(cfg, bars, decided[:, None], inputs, (0,))
     return Replay(returns=r[:, 0], positions=decided, directions=direction, trades=trades[0], orders=orders[0])
 
 
@@ -296,8 +296,9 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
     picks = fold_choices(cfg, moments, folds)
     best = picks[-1]  # the version deploys the latest choice
 
-    record = replay(cfg, bars, folds, [combos[k] for k in picks])
-    kernel = fused.simulate_path(cfg, bars, record.directions)
+    cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)  # the same inputs for vectorbt and the kernel
+    record = replay(cfg, bars, folds, [combos[k] for k in picks], cost_inputs)
+    kernel = fused.simulate_path(cfg, bars, record.directions, cost_inputs)
     deviation = float(np.nanmax(np.abs(kernel.returns - record.returns))) if len(bars) else 0.0
     if not deviation <= KERNEL_TOLERANCE:
         raise ToolkitError(

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,10 +36,8 @@ from numba import njit, prange
 
 from toolkit.backtest.config import BacktestConfig, GridValue
 from toolkit.backtest.costs import BarCostInputs
-from toolkit.strategies import make_strategy
-from toolkit.strategies.bollinger import band
-from toolkit.strategies.donchian import channel
-from toolkit.strategies.ma_cross import sma
+from toolkit.backtest.features import combo_features, feature_groups, feature_rows
+from toolkit.backtest.moments import Moments, evidence_buckets
 from toolkit.strategies.sizing import band_step
 
 __all__ = ["SUPPORTED", "Moments", "PathResult", "engine_for", "simulate_path", "sweep_moments"]
@@ -50,8 +47,6 @@ Combo = dict[str, GridValue]
 #: strategies with a compiled direction rule, and their rule's code in the kernel
 SUPPORTED = {"ma_cross": 0, "donchian": 1, "bollinger": 2}
 
-#: bytes of feature series held at once (more: the grid is swept in groups, features recomputed)
-FEATURE_BUDGET = 768 * 2**20
 #: combinations per kernel call (a progress step each)
 BATCH = 128
 
@@ -382,78 +377,6 @@ def _sweep(kind: int, bar: np.ndarray, prm: np.ndarray, bounds: np.ndarray, buck
 # Python side: inputs, features, batches, results
 
 
-@dataclass(frozen=True)
-class Moments:
-    """Per-combination moments of the per-bar returns over the segments between ``bounds``.
-
-    ``sharpe(lo, hi)`` is the per-bar Sharpe ratio of every combination over bars
-    ``lo … hi−1`` (``lo``, ``hi`` must be bounds), as ``toolkit.stats.metrics.sharpe_ratios``
-    computes it on the returns themselves (to rounding).
-    """
-
-    bounds: np.ndarray     # S + 1 sorted bar indices, 0 … T
-    seg: np.ndarray        # N × S × 6: count, shift, Σd, Σd² (d = r − shift), min, max
-    evidence: pd.DataFrame  # evidence-frequency returns, one column per combination (float32)
-
-    def sharpe(self, lo: int, hi: int) -> np.ndarray:
-        from toolkit.stats.metrics import _ROUNDING
-
-        i, k = int(np.searchsorted(self.bounds, lo)), int(np.searchsorted(self.bounds, hi))
-        if self.bounds[i] != lo or self.bounds[k] != hi:
-            raise ValueError(f"sharpe: expected segment bounds, found {lo}..{hi} (bounds {self.bounds.tolist()})")
-        part = self.seg[:, i:k, :]
-        cnt = part[..., 0]
-        n = cnt.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            seg_mean = part[..., 1] + part[..., 2] / cnt
-            seg_m2 = part[..., 3] - part[..., 2] ** 2 / cnt
-            seg_mean = np.where(cnt > 0, seg_mean, 0.0)
-            seg_m2 = np.where(cnt > 0, np.maximum(seg_m2, 0.0), 0.0)
-            mean = (cnt * seg_mean).sum(axis=1) / n
-            m2 = (seg_m2 + cnt * (seg_mean - mean[:, None]) ** 2).sum(axis=1)
-            sd = np.sqrt(m2 / (n - 1))
-            lo_r = np.where(cnt > 0, part[..., 4], np.inf).min(axis=1)
-            hi_r = np.where(cnt > 0, part[..., 5], -np.inf).max(axis=1)
-            flat = hi_r == lo_r
-            out = np.where((n >= 2) & (sd > _ROUNDING * np.abs(mean)) & (sd > 0) & ~flat & np.isfinite(sd),
-                           mean / sd, np.nan)
-        return out
-
-
-def moments_from_returns(returns: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Return the ``Moments.seg`` array of a T × N returns matrix (the vectorbt path's reduction)."""
-    n_seg = len(bounds) - 1
-    out = np.zeros((returns.shape[1], n_seg, 6))
-    for s in range(n_seg):
-        part = returns[bounds[s]:bounds[s + 1]]
-        if len(part) == 0:
-            continue
-        shift = part[0]
-        d = part - shift
-        out[:, s, 0] = len(part)
-        out[:, s, 1] = shift
-        out[:, s, 2] = d.sum(axis=0)
-        out[:, s, 3] = (d * d).sum(axis=0)
-        out[:, s, 4] = part.min(axis=0)
-        out[:, s, 5] = part.max(axis=0)
-    return out
-
-
-def evidence_buckets(index: pd.DatetimeIndex, freq: str) -> tuple[np.ndarray, pd.DatetimeIndex]:
-    """Return each bar's bucket (0-based) at ``freq`` (left-labelled, epoch origin) and the buckets' index.
-
-    The same buckets as ``frame.resample(freq, label="left", closed="left", origin="epoch")``,
-    empty ones included.
-    """
-    step = pd.Timedelta(freq).value
-    ns = index.asi8
-    raw = np.floor_divide(ns, step)
-    first = int(raw[0]) if len(raw) else 0
-    n = int(raw[-1]) - first + 1 if len(raw) else 0
-    labels = pd.DatetimeIndex(pd.to_datetime((first + np.arange(n)) * step, utc=True), name=index.name)
-    return (raw - first).astype(np.int64), labels
-
-
 def _params(cfg: BacktestConfig) -> np.ndarray:
     c = cfg.costs
     borrow = cfg.borrow_rate_annual_pct / 100.0 * cfg.bar_minutes() / (365.0 * 1440.0)
@@ -470,74 +393,6 @@ def _bar_rows(cfg: BacktestConfig, bars: pd.DataFrame, cost_inputs: BarCostInput
         scale.to_numpy(dtype=np.float64), np.asarray(ci.spread, dtype=np.float64),
         np.asarray(ci.sigma, dtype=np.float64), np.asarray(ci.horizon_quote_volume, dtype=np.float64),
     ]))
-
-
-FeatureKey = tuple[str, int]
-
-
-def _combo_features(strategy: str, params: Combo) -> tuple[list[FeatureKey], list[int], list[float]]:
-    """Return the feature series a combination reads (in the rule's order), its ints and floats."""
-    s = make_strategy(strategy, params)
-    p = s.params
-    short = int(bool(getattr(p, "allow_short", False)))
-    if strategy == "ma_cross":
-        keys = [("sma", p.fast), ("sma", p.slow)]  # type: ignore[attr-defined]
-        return keys, [short, s.warmup, 1], [0.0]
-    if strategy == "donchian":
-        keys = [("upper", p.window), ("lower", p.window),  # type: ignore[attr-defined]
-                ("upper", p.exit_window), ("lower", p.exit_window)]  # type: ignore[attr-defined]
-        return keys, [short, s.warmup, p.max_hold], [0.0]  # type: ignore[attr-defined]
-    keys = [("mean", p.window), ("std", p.window)]  # type: ignore[attr-defined]
-    return keys, [short, s.warmup, p.max_hold], [float(p.k)]  # type: ignore[attr-defined]
-
-
-def _feature_rows(bars: pd.DataFrame, keys: list[FeatureKey]) -> np.ndarray:
-    """Compute the feature series with the strategies' own functions (rows in ``keys`` order).
-
-    pandas' rolling windows release the GIL: the series are computed on a thread per core.
-    """
-    out = np.empty((len(keys), len(bars)))
-    close = bars["close"]
-    rows: dict[FeatureKey, list[int]] = {}
-    for i, key in enumerate(keys):
-        rows.setdefault(key, []).append(i)
-    # one task per function and window: a channel or a band gives two series at once
-    family = {"sma": "sma", "upper": "channel", "lower": "channel", "mean": "band", "std": "band"}
-    tasks = list(dict.fromkeys((family[kind], n) for kind, n in keys))
-
-    def one(task: tuple[str, int]) -> None:
-        fn, n = task
-        if fn == "sma":
-            out[rows[("sma", n)]] = sma(close, n).to_numpy(dtype=np.float64)
-            return
-        pair = zip(("upper", "lower"), channel(bars, n), strict=True) if fn == "channel" else \
-            zip(("mean", "std"), band(close, n), strict=True)
-        for kind, series in pair:
-            if (kind, n) in rows:
-                out[rows[(kind, n)]] = series.to_numpy(dtype=np.float64)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(len(tasks), os.cpu_count() or 1))) as pool:
-        list(pool.map(one, tasks))
-    return out
-
-
-def _groups(strategy: str, combos: list[Combo], n_bars: int) -> list[tuple[list[int], list[FeatureKey]]]:
-    """Split the combinations into groups whose distinct feature series fit ``FEATURE_BUDGET``."""
-    max_rows = max(4, FEATURE_BUDGET // max(1, 8 * n_bars))
-    out: list[tuple[list[int], list[FeatureKey]]] = []
-    members: list[int] = []
-    keys: list[FeatureKey] = []
-    for j, params in enumerate(combos):
-        need = [k for k in dict.fromkeys(_combo_features(strategy, params)[0]) if k not in keys]
-        if members and len(keys) + len(need) > max_rows:
-            out.append((members, keys))
-            members, keys = [], []
-            need = list(dict.fromkeys(_combo_features(strategy, params)[0]))
-        members.append(j)
-        keys.extend(need)
-    if members:
-        out.append((members, keys))
-    return out
 
 
 def sweep_moments(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo], bounds: np.ndarray,
@@ -568,13 +423,13 @@ def sweep_moments(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo], 
     seg = np.zeros((len(combos), len(bounds) - 1, 6))
     evid = np.zeros((len(combos), len(labels)))
     done = 0
-    for members, keys in _groups(cfg.strategy, combos, len(bars)):
-        feats = _feature_rows(bars, keys)
+    for members, keys in feature_groups(cfg.strategy, combos, len(bars)):
+        feats = feature_rows(bars, keys)
         index = {key: row for row, key in enumerate(keys)}
         fi = np.zeros((len(members), 7), dtype=np.int64)
         fx = np.zeros((len(members), 1))
         for row, j in enumerate(members):
-            fkeys, ints, floats = _combo_features(cfg.strategy, combos[j])
+            fkeys, ints, floats = combo_features(cfg.strategy, combos[j])
             fi[row, :len(fkeys)] = [index[key] for key in fkeys]
             fi[row, 4:7] = ints
             fx[row, :] = floats
@@ -626,8 +481,8 @@ def simulate_path(cfg: BacktestConfig, bars: pd.DataFrame, direction: np.ndarray
 
 def directions(cfg: BacktestConfig, bars: pd.DataFrame, params: Combo) -> np.ndarray:
     """Return one combination's direction per bar as the kernel computes it (tests compare with ``positions``)."""
-    keys, ints, floats = _combo_features(cfg.strategy, params)
-    feats = _feature_rows(bars, list(dict.fromkeys(keys)))
+    keys, ints, floats = combo_features(cfg.strategy, params)
+    feats = feature_rows(bars, list(dict.fromkeys(keys)))
     uniq = list(dict.fromkeys(keys))
     fi = np.zeros(7, dtype=np.int64)
     for slot, key in enumerate(keys):
