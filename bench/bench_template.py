@@ -30,8 +30,10 @@ JSON reached stdout (``typer.echo`` flushes) and the child's exit:
 
 The **notebook overhead** compares, each in a fresh process, the backtest template executed by
 ``toolkit.reporting.notebooks.execute_template`` (papermill import, kernel start, cells, shutdown) with the
-same cells executed in plain Python (``exec`` of the parameters, the injected parameters and every code cell,
-each open matplotlib figure rendered to PNG after its cell, as the inline backend does): the median over
+same cells executed in plain Python, producing the same outputs (``exec`` of the parameters, the injected
+parameters and every code cell; each open matplotlib figure rendered to PNG after its cell, as the inline
+backend does; each displayed object formatted by IPython's ``DisplayFormatter``, as the kernel does): the
+median over
 ``--pairs`` back-to-back pairs (alternating which runs first) of ``template / plain − 1``.
 
 ``--baseline PATH`` measures another checkout (e.g. ``git archive <commit>`` unpacked) with this
@@ -195,6 +197,19 @@ import io
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import IPython.core.display_functions
+import IPython.display
+from IPython.core.formatters import DisplayFormatter
+
+formatter = DisplayFormatter()
+
+
+def display(*objs, **kwargs):  # what the kernel does with a displayed object: its rich representations
+    for obj in objs:
+        formatter.format(obj)
+
+
+IPython.display.display = IPython.core.display_functions.display = display
 with open(sys.argv[1], encoding="utf-8") as f:
     cells = json.load(f)["cells"]  # plain JSON: nbformat would import jsonschema, which the cells do not need
 params = json.loads(sys.argv[2])
@@ -280,10 +295,12 @@ def measure(checkouts: list[Checkout], repeat: int, pairs: int) -> dict[str, dic
         c.name: {"backtest": [], "gates": [], "help": [], "template": [], "plain": []} for c in checkouts}
     for c in checkouts:
         c.check()
-        backtest_then_gates(c.env, c.store)  # warm-up: the store's schema, numba caches, OS file cache
-        run_cli(["--help"], c.env, c.store)
-        overhead_run(c, "template", -1)
-        overhead_run(c, "plain", -1)
+        if repeat:
+            backtest_then_gates(c.env, c.store)  # warm-up: the store's schema, numba caches, OS file cache
+            run_cli(["--help"], c.env, c.store)
+        if pairs:
+            overhead_run(c, "template", -1)
+            overhead_run(c, "plain", -1)
     for i in range(max(repeat, pairs)):
         for c in (checkouts if i % 2 == 0 else checkouts[::-1]):
             got = runs[c.name]
@@ -300,29 +317,29 @@ def measure(checkouts: list[Checkout], repeat: int, pairs: int) -> dict[str, dic
 
 
 def report(name: str, got: dict[str, list[Any]]) -> tuple[dict[str, Any], list[str]]:
-    """Return one checkout's JSON block and table lines."""
-    med = {k: statistics.median(got[k]) for k in ("template", "plain", "help")}
-    ratios = [t / p - 1.0 for t, p in zip(got["template"], got["plain"], strict=True)]
-    overhead = statistics.median(ratios)
-    bt_total = statistics.median(r["total"] for r in got["backtest"])
-    gt_total = statistics.median(r["total"] for r in got["gates"])
-    block = {
-        "backtest_s": _block(got["backtest"]),
-        "gates_s": _block(got["gates"]),
-        "cli_help_s": _summary(got["help"]),
-        "notebook_overhead": {"template_s": _summary(got["template"]), "plain_s": _summary(got["plain"]),
-                              "overhead": overhead, "overhead_per_pair": _summary(ratios)},
-        "goals_met": {"backtest_s": bt_total < GOALS["backtest_s"], "gates_s": gt_total < GOALS["gates_s"],
-                      "notebook_overhead": overhead < GOALS["notebook_overhead"]},
-    }
-    h = block["cli_help_s"]
-    lines = [f"{name} (median of {len(got['backtest'])}, min–max)",
-             *_table("toolkit backtest", got["backtest"], GOALS["backtest_s"]),
-             *_table("toolkit gates --stage paper", got["gates"], GOALS["gates_s"]),
-             f"  toolkit --help             {h['median']:6.2f} s   ({h['min']:.2f}–{h['max']:.2f})",
-             f"  notebook overhead: template {med['template']:.2f} s vs plain Python {med['plain']:.2f} s "
-             f"(medians); median of {len(ratios)} paired ratios {overhead:+.1%} ({min(ratios):+.1%}–"
-             f"{max(ratios):+.1%}; goal < {GOALS['notebook_overhead']:.0%})"]
+    """Return one checkout's JSON block and table lines (``--repeat 0`` or ``--pairs 0`` leave parts out)."""
+    block: dict[str, Any] = {"goals_met": {}}
+    lines = [f"{name} (median of {len(got['backtest']) or len(got['template'])}, min–max)"]
+    if got["backtest"]:
+        bt_total = statistics.median(r["total"] for r in got["backtest"])
+        gt_total = statistics.median(r["total"] for r in got["gates"])
+        block.update(backtest_s=_block(got["backtest"]), gates_s=_block(got["gates"]),
+                     cli_help_s=_summary(got["help"]))
+        block["goals_met"].update(backtest_s=bt_total < GOALS["backtest_s"], gates_s=gt_total < GOALS["gates_s"])
+        h = block["cli_help_s"]
+        lines += [*_table("toolkit backtest", got["backtest"], GOALS["backtest_s"]),
+                  *_table("toolkit gates --stage paper", got["gates"], GOALS["gates_s"]),
+                  f"  toolkit --help             {h['median']:6.2f} s   ({h['min']:.2f}–{h['max']:.2f})"]
+    if got["template"]:
+        med = {k: statistics.median(got[k]) for k in ("template", "plain")}
+        ratios = [t / p - 1.0 for t, p in zip(got["template"], got["plain"], strict=True)]
+        overhead = statistics.median(ratios)
+        block["notebook_overhead"] = {"template_s": _summary(got["template"]), "plain_s": _summary(got["plain"]),
+                                      "overhead": overhead, "overhead_per_pair": _summary(ratios)}
+        block["goals_met"]["notebook_overhead"] = overhead < GOALS["notebook_overhead"]
+        lines.append(f"  notebook overhead: template {med['template']:.2f} s vs plain Python {med['plain']:.2f} s "
+                     f"(medians); median of {len(ratios)} paired ratios {overhead:+.1%} ({min(ratios):+.1%}–"
+                     f"{max(ratios):+.1%}; goal < {GOALS['notebook_overhead']:.0%})")
     return block, lines
 
 
