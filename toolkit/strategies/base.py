@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import pandas as pd
 import pydantic
 
@@ -88,8 +89,27 @@ class Strategy:
         return bool(getattr(self.params, "allow_short", False))
 
     def signal(self, bars: pd.DataFrame) -> pd.Series:
-        """Return the raw target position per bar (NaN allowed during warm-up)."""
-        raise NotImplementedError
+        """Return the raw target position per bar (NaN allowed during warm-up).
+
+        A subclass implements this or :meth:`signal_values` (the same numbers as an array, without a
+        Series per step; the built-in strategies do, so a decision costs tens of microseconds).
+        """
+        return pd.Series(self.signal_values(bars), index=bars.index)
+
+    def signal_values(self, bars: pd.DataFrame) -> np.ndarray:
+        """Return :meth:`signal` as a float64 array."""
+        if type(self).signal is Strategy.signal:
+            raise NotImplementedError(f"{type(self).__name__} implements neither signal nor signal_values")
+        return np.asarray(self.signal(bars), dtype="float64")
+
+    def position_values(self, bars: pd.DataFrame) -> np.ndarray:
+        """Return :meth:`positions` as a float64 array."""
+        # a subclass that overrides `signal` (and not `signal_values`) is read through it
+        raw = (self.signal_values(bars) if type(self).signal is Strategy.signal
+               else np.asarray(self.signal(bars), dtype="float64"))
+        out = np.clip(np.where(np.isnan(raw), 0.0, raw), -1.0, 1.0)
+        out[: min(self.warmup, len(out))] = 0.0
+        return out
 
     def positions(self, bars: pd.DataFrame) -> pd.Series:
         """Return target positions in [-1, 1], flat (0) during warm-up.
@@ -99,20 +119,16 @@ class Strategy:
         bars
             Closed bars indexed by open time, with open, high, low, close, volume.
         """
-        raw = self.signal(bars).astype("float64")
-        out = raw.fillna(0.0).clip(-1.0, 1.0)
-        out.iloc[: min(self.warmup, len(out))] = 0.0
-        out.name = "position"
-        return out
+        return pd.Series(self.position_values(bars), index=bars.index, name="position")
 
     def last_position(self, bars: pd.DataFrame) -> float:
         """Return the decision at the last closed bar (the live runner's call)."""
         if bars.empty:
             return 0.0
-        return float(self.positions(bars).iloc[-1])
+        return float(self.position_values(bars)[-1])
 
 
-def hold(events: pd.Series, max_hold: int) -> pd.Series:
+def hold(events: pd.Series | np.ndarray, max_hold: int) -> np.ndarray:
     """Hold the last event level until the next event, for at most ``max_hold`` bars.
 
     ``events`` is NaN where nothing happens and the new target where an entry or
@@ -120,6 +136,11 @@ def hold(events: pd.Series, max_hold: int) -> pd.Series:
     ``max_hold - 1`` bars after it, then the position goes flat unless a new event
     fired (a time stop; an entry that fires again renews it). The result starts
     flat. The time stop gives the strategy finite memory: the decision at a bar
-    depends only on the events of the last ``max_hold`` bars.
+    depends only on the events of the last ``max_hold`` bars. (``Series.ffill(limit=max_hold - 1)``
+    then ``fillna(0.0)``, as an array.)
     """
-    return events.ffill(limit=max_hold - 1).fillna(0.0) if max_hold > 1 else events.fillna(0.0)
+    ev = np.asarray(events, dtype="float64")
+    at = np.arange(len(ev))
+    last = np.maximum.accumulate(np.where(np.isnan(ev), -1, at))
+    held = (last >= 0) & (at - last <= max_hold - 1)
+    return np.where(held, ev[np.maximum(last, 0)], 0.0)

@@ -43,21 +43,18 @@ class Bollinger(Strategy):
         # an event at bar s needs the `window` bars ending at s; the decision holds events of `max_hold` bars
         return self.params.window + self.params.max_hold - 1
 
-    def signal(self, bars: pd.DataFrame) -> pd.Series:
+    def signal_values(self, bars: pd.DataFrame) -> np.ndarray:
         p = self.params
         close = bars["close"]
-        mean, std = band(close, p.window)
-        z = (close - mean) / std.where(std > 0)
-        long_entry = z < -p.k
+        mean, std = (s.to_numpy() for s in band(close, p.window))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (close.to_numpy() - mean) / np.where(std > 0, std, np.nan)
+        long_entry = z < -p.k  # False against NaN, as pandas compares
         long_exit = z >= 0.0
         if not p.allow_short:
-            events = np.where(long_entry, 1.0, np.where(long_exit, 0.0, np.nan))
-            return hold(pd.Series(events, index=bars.index), p.max_hold)
+            return hold(np.where(long_entry, 1.0, np.where(long_exit, 0.0, np.nan)), p.max_hold)
         short_entry = z > p.k
         short_exit = z <= 0.0
-        idx = bars.index
         long_ev = np.where(long_entry, 1.0, np.where(long_exit | short_entry, 0.0, np.nan))
         short_ev = np.where(short_entry, -1.0, np.where(short_exit | long_entry, 0.0, np.nan))
-        long_leg = hold(pd.Series(long_ev, idx), p.max_hold)
-        short_leg = hold(pd.Series(short_ev, idx), p.max_hold)
-        return long_leg + short_leg
+        return hold(long_ev, p.max_hold) + hold(short_ev, p.max_hold)

@@ -51,13 +51,13 @@ class Donchian(Strategy):
         # an event at bar s needs the `window` bars before it; the decision holds events of `max_hold` bars
         return self.params.window + self.params.max_hold
 
-    def signal(self, bars: pd.DataFrame) -> pd.Series:
+    def signal_values(self, bars: pd.DataFrame) -> np.ndarray:
         p = self.params
-        close = bars["close"]
+        close = bars["close"].to_numpy()
         # channels of the *previous* bars: the current bar is compared against them
-        upper, lower = channel(bars, p.window)
-        exit_high, exit_low = channel(bars, p.exit_window)
-        long_entry = close > upper
+        upper, lower = (s.to_numpy() for s in channel(bars, p.window))
+        exit_high, exit_low = (s.to_numpy() for s in channel(bars, p.exit_window))
+        long_entry = close > upper  # False against NaN, as pandas compares
         long_exit = close < exit_low
         if not p.allow_short:
             return hold(_events(long_entry, 1.0, long_exit), p.max_hold)
@@ -69,6 +69,6 @@ class Donchian(Strategy):
         return long_leg + short_leg
 
 
-def _events(entry: pd.Series, level: float, exit_: pd.Series) -> pd.Series:
+def _events(entry: np.ndarray, level: float, exit_: np.ndarray) -> np.ndarray:
     """Return ``level`` where ``entry`` fires, 0 where only ``exit_`` fires, NaN elsewhere."""
-    return pd.Series(np.where(entry, level, np.where(exit_, 0.0, np.nan)), index=entry.index)
+    return np.where(entry, level, np.where(exit_, 0.0, np.nan))

@@ -46,10 +46,9 @@ class MACross(Strategy):
     def required_history(self) -> int:
         return self.params.slow
 
-    def signal(self, bars: pd.DataFrame) -> pd.Series:
+    def signal_values(self, bars: pd.DataFrame) -> np.ndarray:
         close = bars["close"]
-        fast = sma(close, self.params.fast)
-        slow = sma(close, self.params.slow)
+        fast = sma(close, self.params.fast).to_numpy()
+        slow = sma(close, self.params.slow).to_numpy()
         short = -1.0 if self.params.allow_short else 0.0
-        out = pd.Series(np.where(fast > slow, 1.0, short), index=bars.index)
-        return out.where(slow.notna())
+        return np.where(np.isnan(slow), np.nan, np.where(fast > slow, 1.0, short))
