@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CALL = ("import json, numpy as np\nfrom toolkit.strategies import sizing\n"
         "sizing.Sizing().apply_band(np.array([0.1, 0.2, 0.0, -0.1]))\n"
-        "st = sizing._band_loop.stats\n"
+        "st = sizing._compiled[0].stats\n"
         "print(json.dumps([st.cache_path, sum(st.cache_hits.values()), sum(st.cache_misses.values())]))")
 
 

@@ -38,7 +38,10 @@ from toolkit.backtest.config import BacktestConfig, GridValue
 from toolkit.backtest.costs import BarCostInputs
 from toolkit.backtest.features import combo_features, feature_groups, feature_rows
 from toolkit.backtest.moments import Moments, evidence_buckets
-from toolkit.strategies.sizing import band_step
+from toolkit.strategies import sizing
+
+# the band rule the backtest's loop runs (``sizing.band_step``), compiled and inlined into the kernel
+band_step = njit(cache=True, nogil=True, inline="always")(sizing.band_step)
 
 __all__ = ["SUPPORTED", "Moments", "PathResult", "engine_for", "simulate_path", "sweep_moments"]
 

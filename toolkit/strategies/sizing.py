@@ -30,6 +30,8 @@ registered model version (numpy, pandas and pydantic only).
 from __future__ import annotations
 
 import math
+import types
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,14 +119,23 @@ def _band_loop_py(x: np.ndarray, held: np.ndarray, band: float) -> np.ndarray:
     return out
 
 
-try:  # numba (installed with vectorbt) compiles the loop; without it the same Python loop runs
-    from numba import njit as _njit
+_compiled: list[Any] = []  # the compiled band loop, made on first use (importing numba costs ~0.7 s)
 
-    # compiled loops resolve ``band_step`` when first called: the compiled step
-    band_step = _njit(cache=True, nogil=True, inline="always")(band_step)  # type: ignore[assignment]
-    _band_loop = _njit(cache=True, nogil=True)(_band_loop_py)
-except ImportError:  # pragma: no cover - a model environment without numba
-    _band_loop = _band_loop_py  # type: ignore[assignment]
+
+def _band_loop(x: np.ndarray, held: np.ndarray, band: float) -> np.ndarray:
+    """``_band_loop_py`` compiled by numba (installed with vectorbt; loaded from its on-disk cache after the
+    first compilation), or the same Python loop in a model environment without numba."""
+    if not _compiled:
+        try:
+            from numba import njit
+        except ImportError:  # pragma: no cover - a model environment without numba
+            _compiled.append(_band_loop_py)
+        else:
+            # the same code object, its `band_step` resolved to the compiled step (inlined by numba)
+            step = njit(cache=True, nogil=True, inline="always")(band_step)
+            loop = types.FunctionType(_band_loop_py.__code__, {**globals(), "band_step": step}, "_band_loop")
+            _compiled.append(njit(cache=True, nogil=True)(loop))
+    return _compiled[0](x, held, band)  # type: ignore[no-any-return]
 
 
 def rebalance(raw: np.ndarray | float, held: np.ndarray | float, band: float) -> np.ndarray:
