@@ -75,6 +75,8 @@ def gates() -> nbformat.NotebookNode:
         cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes only what was edited
     nb.metadata["kernelspec"] = KERNEL
     nb.metadata["language_info"] = {"name": "python"}
+    # what the cells import lazily (the evidence replays: the numba kernel, the bars' parquet reader)
+    nb.metadata["toolkit"] = {"preload": ["toolkit.backtest.fused", "pyarrow.parquet"]}
     return nb
 
 

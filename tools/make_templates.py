@@ -24,6 +24,13 @@ def notebook(cells: list) -> nbformat.NotebookNode:
     return nb
 
 
+def with_preload(nb: nbformat.NotebookNode, modules: list[str]) -> nbformat.NotebookNode:
+    """Name the modules the template's cells import lazily, for its kernel to import at start-up
+    (``toolkit.reporting.kernels.template_imports``)."""
+    nb.metadata["toolkit"] = {"preload": modules}
+    return nb
+
+
 def backtest() -> nbformat.NotebookNode:
     params = new_code_cell('''# Parameters (papermill injects overrides after this cell; the run validates them strictly)
 strategy = "ma_cross"                          # ma_cross | donchian | bollinger
@@ -320,7 +327,7 @@ if not other.empty:
 
 def notebooks() -> dict[Path, nbformat.NotebookNode]:
     """Return every notebook this script writes, by path (``tests/test_templates.py`` compares them)."""
-    return {ROOT / "templates" / "backtest.ipynb": backtest(),
+    return {ROOT / "templates" / "backtest.ipynb": with_preload(backtest(), ["vectorbt", "toolkit.backtest.fused"]),
             ROOT / "notebooks" / "explore_strategy.ipynb": explore(),
             ROOT / "notebooks" / "cost_calibration.ipynb": cost_calibration(),
             ROOT / "notebooks" / "demo_selection.ipynb": demo_selection()}

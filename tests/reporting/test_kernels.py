@@ -103,3 +103,13 @@ def test_an_unknown_parameter_is_refused_before_any_cell(tmp_path: Path) -> None
     assert not (tmp_path / "out.ipynb").exists()
     with pytest.raises(ConfigurationError, match="colour"):  # execute_template: before a kernel starts
         execute_template(template, tmp_path / "out.ipynb", {"colour": "red"})
+
+
+def test_a_template_names_the_modules_its_cells_import_lazily() -> None:
+    backtest = template_imports(json.loads(template_path("backtest").read_text()))
+    gates = template_imports(json.loads(template_path("gates").read_text()))
+    assert {"vectorbt", "toolkit.backtest.fused"} <= set(backtest)
+    assert {"toolkit.backtest.fused", "pyarrow.parquet"} <= set(gates)
+    notebook = {"metadata": {"toolkit": {"preload": ["colorsys", "json"]}},
+                "cells": [{"cell_type": "code", "source": "import json\nimport os"}]}
+    assert template_imports(notebook) == ("json", "os", "colorsys")

@@ -12,7 +12,10 @@ to papermill. Three things keep dead time out of a run (``bench/bench_template.p
   imports first, and imports the modules named by the template's top-level ``import`` statements
   (:func:`template_imports`) before it answers: the cells then find them loaded. Only module-level
   statements count (an import inside an ``if`` stays where it is); a failing one is left for its cell
-  to report.
+  to report. A template names in its metadata (``"toolkit": {"preload": [...]}``) the modules its
+  cells import through the toolkit's own lazy imports (vectorbt, for the backtest's vectorbt
+  record; the numba sweep kernel and pyarrow, for the gates' replays): the kernel imports those at
+  start-up too, while the caller works, instead of inside a cell.
 - **Stopped at once** (:meth:`TemplateKernel.stop`, ``SHUTDOWN_NOW``): killed after the last cell
   instead of asked to exit. A graceful exit lets the kernel's interpreter finalise, running full
   garbage collections over everything the cells imported (vectorbt, pandas, numba): 2–3 s for a
@@ -68,7 +71,8 @@ def declared_parameters(notebook: dict[str, Any]) -> tuple[str, ...]:
 
 def template_imports(notebook: dict[str, Any]) -> tuple[str, ...]:
     """Return the modules the template's code cells import at top level, in order (``from m import a``
-    gives ``m`` and ``m.a``, which the kernel imports only when it is a submodule)."""
+    gives ``m`` and ``m.a``, which the kernel imports only when it is a submodule), then the modules its
+    metadata names under ``toolkit.preload``."""
     out: list[str] = []
     for is_parameters, source in _code_cells(notebook):
         tree = None if is_parameters else _parse(source)
@@ -80,6 +84,8 @@ def template_imports(notebook: dict[str, Any]) -> tuple[str, ...]:
             else:
                 continue
             out += [m for m in found if m not in out]
+    declared = notebook.get("metadata", {}).get("toolkit", {}).get("preload", [])
+    out += [str(m) for m in declared if str(m) not in out]
     return tuple(out)
 
 
