@@ -44,6 +44,21 @@ evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials, 
 display(Markdown(plots.verdict_header(verdict, policy)))'''
 
 
+REGIMES = '''from toolkit.errors import ToolkitError
+from toolkit.ops.plots import regime_figure, regime_summary
+from toolkit.ops.regimes import regime_map
+
+try:  # an hour is a bucket: daily bars, or fewer than a few weeks of bars, have no map
+    regimes = regime_map(evidence.bundle.bars, evidence.config.symbol, evidence.config.costs,
+                         reference_notional=policy.capital.allocation_usdt)
+except ToolkitError as exc:
+    display(Markdown(f"No regime map for these bars: {exc}"))
+else:
+    (out / "regime_map.json").write_text(regimes.to_json(), encoding="utf-8")
+    display(Markdown(regime_summary(regimes)))
+    regime_figure(regimes);'''
+
+
 def gates() -> nbformat.NotebookNode:
     params = new_code_cell(PARAMETERS)
     params.metadata["tags"] = ["parameters"]
@@ -68,6 +83,11 @@ def gates() -> nbformat.NotebookNode:
         new_code_cell("plots.drawdown_figure(evidence, policy);"),
         new_markdown_cell("## Decision latency against the budget"),
         new_code_cell("plots.latency_figure(evidence, policy);"),
+        new_markdown_cell("## Liquidity regimes by hour of the week\n\nWhat is normal at each UTC hour of the "
+                          "week on this market (volume, spread estimate, volatility, the cost model's slippage for "
+                          "an order of the whole allocation): the runner's alerts judge a live figure against its "
+                          "hour's bucket, not against the week's average. Not a gate."),
+        new_code_cell(REGIMES),
         new_markdown_cell("## Identity"),
         new_code_cell("display(Markdown(plots.verdict_footer(verdict)))\nprint(verdict.summary())"),
     ])
