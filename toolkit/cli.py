@@ -52,6 +52,7 @@ def _register() -> None:
     from toolkit.data.fetch_cli import fetch_command
     from toolkit.data.quality_cli import check_command
     from toolkit.emulator.cli import app as emulator_app
+    from toolkit.ops.cli import register as register_ops
     from toolkit.registry.cli import register as register_registry
     from toolkit.workflows.cli import register as register_workflows
 
@@ -61,6 +62,7 @@ def _register() -> None:
     app.add_typer(emulator_app, name="emulator", help="The loopback Binance-compatible exchange emulator.")
     register_workflows(app)
     register_registry(app)
+    register_ops(app)
     _registered["done"] = True
 
 
