@@ -5,7 +5,7 @@ Every expected figure is Perold's formula worked by hand on the orders' numbers 
 
 from __future__ import annotations
 
-from decimal import Decimal as D
+from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -38,26 +38,29 @@ def test_shortfall_by_hand(three_orders: Path) -> None:
     assert [o.bar_time for o in got] == [T0, T0 + HOUR, T0 + 3 * HOUR]
     buy, sell, legs = got
     # 1: s=+1, X=x=1.0, P_d=100, P_0=101
-    assert buy.delay == D("1.0") * (D(101) - D(100))                                   # 1.0
-    assert buy.trading == D("0.4") * D("101.5") + D("0.6") * D(102) - D("1.0") * D(101)  # 0.8
+    assert buy.delay == Decimal("1.0") * (Decimal(101) - Decimal(100))                                   # 1.0
+    # 0.8
+    assert buy.trading == (Decimal("0.4") * Decimal("101.5") + Decimal("0.6") * Decimal(102)
+                           - Decimal("1.0") * Decimal(101))
     assert buy.opportunity == 0
-    assert buy.fees == D("0.0004") * D("101.5") + D("0.0006") * D(102)                 # fees in BTC at fill prices
-    assert buy.total == D("1.9018")
+    # fees in BTC, valued at their fills' prices
+    assert buy.fees == Decimal("0.0004") * Decimal("101.5") + Decimal("0.0006") * Decimal(102)
+    assert buy.total == Decimal("1.9018")
     assert buy.bps(buy.total) == pytest.approx(190.18)                                  # of X·P_d = 100
     # 2: s=-1, X=0.5, x=0.2, P_d=110, P_0=109, canceled: P_n = close of the bar closing after it ended (107)
-    assert sell.end_price == D(107)
-    assert sell.delay == -1 * D("0.2") * (D(109) - D(110))                              # +0.2
-    assert sell.trading == -1 * (D("0.2") * D("108.5") - D("0.2") * D(109))             # +0.1
-    assert sell.opportunity == -1 * (D("0.5") - D("0.2")) * (D(107) - D(110))          # +0.9
-    assert sell.fees == D("0.0217")
-    assert sell.total == D("1.2217") and sell.filled == D("0.2") and sell.size == D("0.5")
+    assert sell.end_price == Decimal(107)
+    assert sell.delay == -1 * Decimal("0.2") * (Decimal(109) - Decimal(110))                              # +0.2
+    assert sell.trading == -1 * (Decimal("0.2") * Decimal("108.5") - Decimal("0.2") * Decimal(109))             # +0.1
+    assert sell.opportunity == -1 * (Decimal("0.5") - Decimal("0.2")) * (Decimal(107) - Decimal(110))          # +0.9
+    assert sell.fees == Decimal("0.0217")
+    assert sell.total == Decimal("1.2217") and sell.filled == Decimal("0.2") and sell.size == Decimal("0.5")
     assert sell.bps(sell.total) == pytest.approx(1.2217 / 55 * 1e4)
     # 3: one order over two legs: X = leg 0's 0.3, P_0 = leg 0's arrival 120, nothing left over
-    assert legs.legs == 2 and legs.size == D("0.3") and legs.arrival_price == D(120)
-    assert legs.delay == D("0.3") * (D(120) - D("119.5"))                               # 0.15
-    assert legs.trading == D("0.3") * D("121.2") - D("0.3") * D(120)                    # 0.36
-    assert legs.opportunity == 0 and legs.fees == D("0.0003") * D("121.2")
-    assert legs.total == D("0.54636")
+    assert legs.legs == 2 and legs.size == Decimal("0.3") and legs.arrival_price == Decimal(120)
+    assert legs.delay == Decimal("0.3") * (Decimal(120) - Decimal("119.5"))                               # 0.15
+    assert legs.trading == Decimal("0.3") * Decimal("121.2") - Decimal("0.3") * Decimal(120)                    # 0.36
+    assert legs.opportunity == 0 and legs.fees == Decimal("0.0003") * Decimal("121.2")
+    assert legs.total == Decimal("0.54636")
 
 
 def test_aggregates_weight_by_notional(three_orders: Path) -> None:
@@ -75,10 +78,11 @@ def test_half_spread_and_impact_from_quotes(three_orders: Path) -> None:
     at = [f.at for o in jd.orders for f in o.fills]
     quotes = pd.DataFrame({"timestamp": pd.to_datetime(sorted(at), unit="ms", utc=True) - pd.Timedelta("1s"),
                            "bid": [100.9, 100.9, 108.4, 121.0], "ask": [101.1, 101.1, 108.6, 121.4]})
-    buy, sell, legs = shortfalls(jd.orders, jd.decisions, jd.bars, HOUR, QuoteBook(quotes))
-    assert buy.half_spread == D("0.4") * D("0.1") + D("0.6") * D("0.1")   # half of 101.1 − 100.9, per unit filled
+    buy, _sell, legs = shortfalls(jd.orders, jd.decisions, jd.bars, HOUR, QuoteBook(quotes))
+    # half of 101.1 − 100.9 per unit filled
+    assert buy.half_spread == Decimal("0.4") * Decimal("0.1") + Decimal("0.6") * Decimal("0.1")
     assert buy.impact == buy.trading - buy.half_spread
-    assert legs.half_spread == D("0.3") * D("0.2")
+    assert legs.half_spread == Decimal("0.3") * Decimal("0.2")
     late = QuoteBook(quotes.assign(timestamp=quotes["timestamp"] + pd.Timedelta("30min")))
     assert all(o.half_spread is None for o in shortfalls(jd.orders, jd.decisions, jd.bars, HOUR, late))  # no guess
 

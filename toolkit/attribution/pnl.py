@@ -216,7 +216,7 @@ def split_pnl(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
         equity_l = float(Decimal(repr(capital)) + cash + q * c)
         target_b = float(sim.positions[k])
         target_l = float(d["target"])
-        differs = abs(q_l - q_b) * float(c) > max(1e-6 * equity_l, 1e-9)
+        differs = abs(q_l - q_b) > 1e-12
         reason = ""
         if differs:
             if carried and rows and rows[-1]["differs"] and abs(target_l - float(rows[-1]["target_live"])) < 1e-12 \
