@@ -158,7 +158,7 @@ def _ms(t: Any) -> int | None:
 def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: Any, bundle: Any,
               bundle_sha256: str, version: str, capital: float | None = None, start: Any = None, end: Any = None,
               quotes: pd.DataFrame | None = None, alpha: float = 0.05, min_days: float = 30.0,
-              top_drawdowns: int = 5) -> Attribution:
+              top_drawdowns: int = 5, regime: pd.Series | None = None) -> Attribution:
     """Attribute the record of ``version`` in journal ``jd`` over ``[start, end)`` (default: all of it).
 
     Parameters
@@ -178,6 +178,9 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
         The deployment's capital; None infers it from the first order from flat.
     quotes
         Best bid/ask by time; where they cover the fills, trading cost is split in half-spread and impact.
+    regime
+        The liquidity regime per bar (``shortfall.liquidity_regime`` of bars reaching 30 days further back);
+        default: computed from ``bars``.
     alpha, min_days
         The paper policy's ``min_consistency_p`` and ``min_days``.
 
@@ -197,7 +200,7 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
         notes.append(f"capital {capital:,.2f} inferred from the first order from flat (the journal does not record "
                      "it)")
     split = split_pnl(jd, bars, direction, cfg, capital, bar_ms, version=version, start_ms=start_ms, end_ms=end_ms)
-    regime = liquidity_regime(bars)
+    regime = liquidity_regime(bars) if regime is None else regime
     split.frame["regime"] = [str(regime.get(t, "unknown")) for t in split.frame.index]
     lo = -(2**62) if start_ms is None else start_ms
     hi = 2**62 if end_ms is None else end_ms

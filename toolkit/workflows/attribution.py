@@ -129,10 +129,14 @@ def load_attribution(model: str, journal: str | Path, version: str | int | None 
                         f"{'none' if bars.empty else 'the archive starting ' + str(bars.index[0])}; fetch them "
                         "with `toolkit data fetch`")
     direction = strategy.positions(bars).to_numpy(dtype="float64")
+    from toolkit.attribution.shortfall import liquidity_regime
+
+    regime = liquidity_regime(load_bars(cfg.symbol, cfg.timeframe, lo - pd.Timedelta(days=31), times[-1] + bar))
     quotes_frame = pd.read_parquet(quotes) if quotes is not None else None
     paper = load_policy(policy_in_force_path("paper"), stage="paper").paper_record
     return attribute(jd, bars, direction, cfg, bundle, sha, v, capital=capital, start=start, end=end,
-                     quotes=quotes_frame, alpha=paper.min_consistency_p, min_days=float(paper.min_days))
+                     quotes=quotes_frame, alpha=paper.min_consistency_p, min_days=float(paper.min_days),
+                     regime=regime)
 
 
 def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Path | None, clock: Clock) -> str:
