@@ -19,7 +19,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from toolkit.attribution.errors import JournalError
 
@@ -40,6 +40,20 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _dec(value: Any, table: str, key: object, column: str, positive: bool = False,
+         nonnegative: bool = False) -> Decimal:
+    """Fast path of :func:`parse_decimal`: the field's name is built only when the value is bad."""
+    if type(value) is str:
+        try:
+            d = Decimal(value)
+        except InvalidOperation:
+            d = None
+        if d is not None and d.is_finite() and not (positive and d <= 0) and not (nonnegative and d < 0) \
+                and value == value.strip():
+            return d
+    return parse_decimal(value, f"{table}[{key}].{column}", positive=positive, nonnegative=nonnegative)
+
+
 def parse_decimal(value: Any, where: str, *, positive: bool = False, nonnegative: bool = False) -> Decimal:
     """Return ``value`` (decimal text) as an exact ``Decimal``; raise ``JournalError`` naming ``where`` otherwise."""
     want = "a finite decimal number" + (" > 0" if positive else " >= 0" if nonnegative else "")
@@ -54,8 +68,7 @@ def parse_decimal(value: Any, where: str, *, positive: bool = False, nonnegative
     return d
 
 
-@dataclass(frozen=True)
-class Fill:
+class Fill(NamedTuple):
     """One fill of an order (exact)."""
 
     trade_id: str
@@ -195,21 +208,22 @@ def read_journal(path: str | Path, deployment: str | None = None, model: str | N
                 d["order_delta"] = parse_decimal(d["order_delta"], f"decisions[bar_time={d['bar_time']}].order_delta")
         fills_by_order: dict[str, list[Fill]] = {}
         foreign = 0
-        for r in con.execute("SELECT * FROM fills WHERE deployment = ? OR deployment IS NULL ORDER BY at, trade_id",
-                             (deployment,)):
-            where = f"fills[trade_id={r['trade_id']}]"
-            if r["side"] not in ("buy", "sell"):
-                raise JournalError(f"{where}.side", "buy or sell", r["side"])
-            f = Fill(trade_id=str(r["trade_id"]), side=str(r["side"]),
-                     price=parse_decimal(r["price"], f"{where}.price", positive=True),
-                     amount=parse_decimal(r["amount"], f"{where}.amount", positive=True),
-                     fee=parse_decimal(r["fee"], f"{where}.fee", nonnegative=True),
-                     fee_asset=str(r["fee_asset"]), at=int(r["at"]))
-            cid = r["client_order_id"]
+        con.row_factory = None
+        rows = con.execute("SELECT trade_id, side, price, amount, fee, fee_asset, at, client_order_id, deployment "
+                           "FROM fills WHERE deployment = ? OR deployment IS NULL ORDER BY at, trade_id",
+                           (deployment,)).fetchall()
+        con.row_factory = sqlite3.Row
+        for tid, side, price, amount, fee, fee_asset, at, cid, dep in rows:
+            if side != "buy" and side != "sell":
+                raise JournalError(f"fills[trade_id={tid}].side", "buy or sell", side)
+            key = f"trade_id={tid}"
+            f = Fill(str(tid), side, _dec(price, "fills", key, "price", positive=True),
+                     _dec(amount, "fills", key, "amount", positive=True),
+                     _dec(fee, "fills", key, "fee", nonnegative=True), fee_asset, at)
             if cid is None:
-                foreign += r["deployment"] == deployment
+                foreign += dep == deployment
                 continue
-            fills_by_order.setdefault(str(cid), []).append(f)
+            fills_by_order.setdefault(cid, []).append(f)
         ended = {str(r[0]): int(r[1]) for r in con.execute(
             "SELECT client_order_id, MAX(at) FROM order_events GROUP BY client_order_id")}
         orders = []

@@ -211,41 +211,39 @@ def liquidity_regime(bars: pd.DataFrame, days: float = 30.0) -> pd.Series:
     return out
 
 
-def _bucket(notional: float) -> str:
-    label = SIZE_BUCKETS[0][1]
-    for lo, name in SIZE_BUCKETS:
-        if notional >= lo:
-            label = name
-    return label
-
-
 def shortfall_frame(items: Sequence[OrderShortfall], regime: pd.Series | None = None) -> pd.DataFrame:
     """Return one row per order: times, sizes, components in quote and in bps, and the grouping keys."""
-    rows = []
-    for o in items:
-        t = pd.Timestamp(o.bar_time, unit="ms", tz="UTC")
-        bench = float(o.benchmark)
-        rows.append({
-            "bar_time": t, "side": "buy" if o.side > 0 else "sell", "size": float(o.size), "filled": float(o.filled),
-            "fill_ratio": float(o.filled / o.size) if o.size else np.nan, "decision_price": float(o.decision_price),
-            "arrival_price": float(o.arrival_price), "end_price": float(o.end_price),
-            "average_price": None if o.average_price is None else float(o.average_price), "notional": bench,
-            **{c: float(getattr(o, c)) for c in COMPONENTS}, "total": float(o.total),
-            **{f"{c}_bps": o.bps(getattr(o, c)) for c in COMPONENTS}, "total_bps": o.bps(o.total),
-            "half_spread": None if o.half_spread is None else float(o.half_spread),
-            "impact": None if o.impact is None else float(o.impact),
-            "half_spread_bps": o.bps(o.half_spread), "impact_bps": o.bps(o.impact),
-            "legs": o.legs, "state": o.state, "version": o.version,
-            "hour": t.hour, "weekday": t.day_name()[:3], "weekend": "weekend" if t.dayofweek >= 5 else "weekday",
-            "size_bucket": _bucket(bench),
-        })
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    if regime is not None:
-        frame["regime"] = [str(regime.get(t, "unknown")) for t in frame["bar_time"]]
-    else:
-        frame["regime"] = "unknown"
+    if not items:
+        return pd.DataFrame()
+
+    def col(get: object) -> np.ndarray:
+        return np.array([get(o) for o in items], dtype=np.float64)  # type: ignore[operator]
+
+    bench = col(lambda o: o.benchmark)
+    t = pd.DatetimeIndex(pd.to_datetime(np.array([o.bar_time for o in items], dtype=np.int64), unit="ms", utc=True))
+    frame = pd.DataFrame({
+        "bar_time": t, "side": ["buy" if o.side > 0 else "sell" for o in items], "size": col(lambda o: o.size),
+        "filled": col(lambda o: o.filled), "decision_price": col(lambda o: o.decision_price),
+        "arrival_price": col(lambda o: o.arrival_price), "end_price": col(lambda o: o.end_price),
+        "average_price": col(lambda o: np.nan if o.average_price is None else o.average_price), "notional": bench,
+        **{c: col(lambda o, c=c: getattr(o, c)) for c in COMPONENTS},
+        "half_spread": col(lambda o: np.nan if o.half_spread is None else o.half_spread),
+        "impact": col(lambda o: np.nan if o.impact is None else o.impact),
+        "legs": [o.legs for o in items], "state": [o.state for o in items], "version": [o.version for o in items],
+    })
+    frame["total"] = frame[list(COMPONENTS)].sum(axis=1)
+    frame["fill_ratio"] = frame["filled"] / frame["size"]
+    for c in (*COMPONENTS, "total", "half_spread", "impact"):
+        frame[f"{c}_bps"] = frame[c] / frame["notional"] * 10_000
+    frame["total"] = [float(o.total) for o in items]  # the exact sum, rounded once
+    frame["total_bps"] = frame["total"] / frame["notional"] * 10_000
+    frame["hour"] = t.hour
+    frame["weekday"] = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])[t.dayofweek]
+    frame["weekend"] = np.where(t.dayofweek >= 5, "weekend", "weekday")
+    edges = [lo for lo, _ in SIZE_BUCKETS]
+    names = np.array([name for _, name in SIZE_BUCKETS])
+    frame["size_bucket"] = names[np.clip(np.searchsorted(edges, bench, side="right") - 1, 0, len(names) - 1)]
+    frame["regime"] = regime.reindex(t).fillna("unknown").astype(str).to_numpy() if regime is not None else "unknown"
     return frame
 
 
