@@ -17,9 +17,11 @@ Tests, each one-sided at ``alpha`` (the paper policy's ``min_consistency_p``):
   benchmark (Bailey & López de Prado 2012; raw kurtosis) — the probability that the live
   record's true Sharpe is at least the backtest's — and a circular block bootstrap of the
   backtest's returns over windows as long as the live record (blocks of a day), whose p is
-  the share of resampled Sharpe ratios at or below the live one. ``consistency_p`` is the
-  larger of the two: "edge decaying" needs both to reject (serial dependence and fat tails
-  fool the PSR alone; a short bootstrap window is coarse alone);
+  the share of resampled Sharpe ratios at or below the live one. Per window, the larger of the
+  two ("edge decaying" needs both to reject: serial dependence and fat tails fool the PSR
+  alone; a short bootstrap window is coarse alone); over the whole record and its recent half
+  (an edge lost mid-record shows there), Bonferroni-combined: ``consistency_p`` = 2 × the
+  smaller, capped at 1;
 - **execution**: a one-sided Student t test of the mean per-order excess cost over
   ``tolerance_bps`` (``execution_p``; small means execution is worse than the fill model by
   more than the tolerance);
@@ -142,6 +144,20 @@ def _t_sf(t: float, dof: int) -> float:
     return float(student.sf(t, dof))
 
 
+def _edge_test(live: np.ndarray, bt: np.ndarray, sr_b: float, inputs: RecordInputs) -> tuple[float, float]:
+    """Return (PSR of the live Sharpe against the backtest's, block-bootstrap p) for one live window."""
+    if len(live) < 2 or len(bt) < 2 or not math.isfinite(sr_b):
+        return math.nan, math.nan
+    sr_l, sk_l, ku_l, n_l = sharpe_moments(live)
+    if not math.isfinite(sr_l):
+        return math.nan, math.nan
+    psr = psr_from_moments(sr_l, sk_l, ku_l, n_l, sr_b)
+    sims = block_bootstrap_sharpes(bt, n_l, max(1, round(inputs.bars_per_day)), inputs.bootstrap_samples, inputs.seed)
+    sims = sims[np.isfinite(sims)]
+    boot_p = float((1 + np.sum(sims <= sr_l)) / (len(sims) + 1)) if len(sims) else math.nan
+    return psr, boot_p
+
+
 def evaluate_record(inputs: RecordInputs) -> RecordVerdict:
     """Return the verdict on a record (pure: the same inputs give the same verdict)."""
     live = np.asarray(inputs.live_returns, dtype=np.float64)
@@ -149,17 +165,15 @@ def evaluate_record(inputs: RecordInputs) -> RecordVerdict:
     excess = np.asarray(inputs.excess_cost_bps, dtype=np.float64)
     ann = math.sqrt(365.0 * inputs.bars_per_day)
     notes: list[str] = []
-    sr_l, sk_l, ku_l, n_l = sharpe_moments(live) if len(live) >= 2 else (math.nan, math.nan, math.nan, len(live))
-    sr_b, sk_b, ku_b, n_b = sharpe_moments(bt) if len(bt) >= 2 else (math.nan, math.nan, math.nan, len(bt))
-    psr = psr_from_moments(sr_l, sk_l, ku_l, n_l, sr_b) if math.isfinite(sr_b) else math.nan
-    boot_p = math.nan
-    if n_l >= 2 and n_b >= 2 and math.isfinite(sr_l):
-        block = max(1, round(inputs.bars_per_day))
-        sims = block_bootstrap_sharpes(bt, n_l, block, inputs.bootstrap_samples, inputs.seed)
-        sims = sims[np.isfinite(sims)]
-        if len(sims):
-            boot_p = float((1 + np.sum(sims <= sr_l)) / (len(sims) + 1))
+    sr_l, _sk_l, _ku_l, n_l = sharpe_moments(live) if len(live) >= 2 else (math.nan, math.nan, math.nan, len(live))
+    sr_b, sk_b, ku_b, _n_b = sharpe_moments(bt) if len(bt) >= 2 else (math.nan, math.nan, math.nan, len(bt))
+    psr, boot_p = _edge_test(live, bt, sr_b, inputs)
     consistency = max(psr, boot_p) if math.isfinite(psr) and math.isfinite(boot_p) else math.nan
+    half = len(live) // 2
+    if math.isfinite(consistency) and half >= 2:  # the recent half too: an edge lost mid-record shows there
+        psr_h, boot_h = _edge_test(live[half:], bt, sr_b, inputs)
+        if math.isfinite(psr_h) and math.isfinite(boot_h):
+            consistency = min(1.0, 2.0 * min(consistency, max(psr_h, boot_h)))  # Bonferroni over the two windows
     mintrl_bars = (min_track_record_length_from_moments(sr_b, sk_b, ku_b, 0.0, inputs.alpha)
                    if math.isfinite(sr_b) else math.nan)
     mintrl_days = mintrl_bars / inputs.bars_per_day if math.isfinite(mintrl_bars) else math.inf
