@@ -84,7 +84,8 @@ def main() -> int:
         t3, c3 = time.perf_counter(), time.process_time()
     n_fills = sum(len(o.fills) for o in jd.orders)
     res = {"fills": n_fills, "orders": len(items), "read_s": round(t1 - t0, 2), "decompose_s": round(t2 - t1, 2),
-           "frame_s": round(t3 - t2, 2), "total_s": round(t3 - t0, 2), "cpu_s": round(c3 - c0, 2), "total_bps_mean": float(frame["total_bps"].mean())}
+           "frame_s": round(t3 - t2, 2), "total_s": round(t3 - t0, 2), "cpu_s": round(c3 - c0, 2),
+           "total_bps_mean": float(frame["total_bps"].mean())}
     print(json.dumps(res))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(res, indent=1) + "\n")

@@ -17,14 +17,14 @@ from toolkit.attribution.verdict import (
     evaluate_record,
 )
 
-REPS = 30
+REPS = 20
 
 
 def _labels(seed: int, **kw: object) -> list[str]:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(REPS):
-        inputs = dataclasses.replace(synthetic_inputs(rng, **kw), bootstrap_samples=400)  # type: ignore[arg-type]
+        inputs = dataclasses.replace(synthetic_inputs(rng, **kw), bootstrap_samples=200)  # type: ignore[arg-type]
         out.append(evaluate_record(inputs).verdict)
     return out
 
