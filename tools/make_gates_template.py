@@ -22,7 +22,8 @@ policy_path = None                    # None: the stage's policy in force ($TOOL
 output_dir = None                     # receives verdict.json and gate_evidence.json (None: a temp dir)
 evidence_dir = None                   # a local evidence bundle; None: download the version's evidence/
 registry_trials = None                # trials the registry holds for this strategy and market (None: not asked)
-latency_path = None                   # JSON of latency samples recorded earlier for this bundle (None: measure)'''
+latency_path = None                   # JSON of latency samples recorded earlier for this bundle (None: measure)
+paper_record_path = None              # the version's paper_record.json from attribution (None: no paper record)'''
 
 SETUP = '''%matplotlib inline
 import json
@@ -40,7 +41,8 @@ if evidence_dir is None:
     from toolkit.registry.adapter import download_evidence
     evidence_dir = download_evidence(model_name, int(version), out / "evidence")
 latency = json.loads(Path(latency_path).read_text()) if latency_path else None
-evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials, latency)
+paper_record = json.loads(Path(paper_record_path).read_text()) if paper_record_path else None
+evidence, verdict = evaluate_bundle(evidence_dir, policy, out, registry_trials, latency, paper_record)
 display(Markdown(plots.verdict_header(verdict, policy)))'''
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -203,19 +204,44 @@ def robustness(ev: Evidence, pol: GatePolicy) -> GateResult:
 
 
 def paper_record(ev: Evidence, pol: GatePolicy) -> GateResult:
-    """A paper track record long enough and consistent with the backtest (post-trade attribution)."""
+    """A paper track record long enough (policy minimum and MinTRL) and consistent with the backtest.
+
+    Measured by post-trade attribution (``toolkit.attribution``) on the version's paper trading:
+    the edge (live Sharpe at decision prices against the backtest's, PSR and block bootstrap) and
+    the execution (shortfall against the fill model) must both be consistent at the policy's
+    ``min_consistency_p``, measured under the policy's own thresholds, on this version's bundle.
+    """
     rec = ev.extras.get("paper_record")
     lim = pol.paper_record
+    threshold = {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p}
     if not isinstance(rec, dict):
-        return gate("paper_record", "paper", False, {"days": 0, "consistency_p": None},
-                    {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p},
+        return gate("paper_record", "paper", False, {"days": 0, "consistency_p": None}, threshold,
                     "no paper record yet: the version has not traded on paper (attribution measures it)")
     days, p = rec.get("days"), rec.get("consistency_p")
-    ok = bool(finite(days) and finite(p) and days >= lim.min_days and p >= lim.min_consistency_p)  # type: ignore[operator]
-    return gate("paper_record", "paper", ok, {"days": days, "consistency_p": p},
-                {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p},
-                f"{fmt(days, '.0f')} days on paper (need {lim.min_days}); consistency with the backtest "
-                f"p = {fmt(p)} (floor {lim.min_consistency_p:.2f})")
+    raw_inputs = rec.get("inputs")
+    inputs: dict[str, Any] = raw_inputs if isinstance(raw_inputs, dict) else {}
+    measured = {"days": days, "required_days": rec.get("required_days"), "consistency_p": p,
+                "execution_p": rec.get("execution_p"), "verdict": rec.get("verdict"),
+                "mean_excess_cost_bps": rec.get("mean_excess_cost_bps"), "journal_sha256": rec.get("journal_sha256")}
+    if "verdict" not in rec:  # a bare (days, p) record, as the policy tests write it
+        ok = bool(finite(days) and finite(p) and days >= lim.min_days and p >= lim.min_consistency_p)  # type: ignore[operator]
+        return gate("paper_record", "paper", ok, measured, threshold,
+                    f"{fmt(days, '.0f')} days on paper (need {lim.min_days}); consistency with the backtest "
+                    f"p = {fmt(p)} (floor {lim.min_consistency_p:.2f})")
+    problems = []
+    if rec.get("bundle_sha256") != ev.bundle_sha:
+        problems.append(f"measured against evidence {str(rec.get('bundle_sha256'))[:12]}, not this version's "
+                        f"{ev.bundle_sha[:12]}")
+    if inputs.get("alpha") != lim.min_consistency_p or inputs.get("min_days") != float(lim.min_days):
+        problems.append(f"measured under other thresholds (alpha {inputs.get('alpha')}, min_days "
+                        f"{inputs.get('min_days')}): run `toolkit attribute` again")
+    if rec.get("verdict") != "edge intact":
+        problems.append(str(rec.get("sentence") or rec.get("verdict")))
+    ok = not problems and bool(finite(days) and finite(p) and days >= lim.min_days  # type: ignore[operator]
+                               and finite(rec.get("required_days")) and days >= rec["required_days"]  # type: ignore[operator]
+                               and p >= lim.min_consistency_p)  # type: ignore[operator]
+    why = "; ".join(problems) if problems else str(rec.get("sentence"))
+    return gate("paper_record", "paper", ok, measured, threshold, f"paper record: {why}")
 
 
 GATES: tuple[Callable[[Evidence, GatePolicy], GateResult], ...] = (

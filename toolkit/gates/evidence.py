@@ -337,7 +337,7 @@ def check_warmup(strategy: Strategy, bars: pd.DataFrame, policy: GatePolicy) -> 
 
 
 def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials: int | None = None,
-                     latency: dict[str, Any] | None = None) -> Evidence:
+                     latency: dict[str, Any] | None = None, paper_record: dict[str, Any] | None = None) -> Evidence:
     """Measure what the gates need beyond the backtest's bundle.
 
     Parameters
@@ -357,6 +357,11 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
         (``extras["latency"]`` of the version's recorded gate evidence), reused as is so that
         re-evaluating a version gives the same evidence; None measures it now. The caller
         checks that it fits (``toolkit.gates.rederive.reusable_latency``).
+    paper_record
+        The version's paper record measured by post-trade attribution (``paper_record.json`` of its
+        latest paper-stage attribution run); its derived figures are recomputed here from its stored
+        inputs (``toolkit.attribution.record.rederive_paper_record``), so an edited figure does not
+        survive. None: no paper record (the ``paper_record`` gate fails with "no paper record yet").
 
     Returns
     -------
@@ -399,5 +404,9 @@ def collect_evidence(bundle_dir: str | Path, policy: GatePolicy, registry_trials
         "latency": measure_latency(strategy, bars, policy) if latency is None else latency,
         "registry_trials": None if registry_trials is None else int(registry_trials),
     }
+    if paper_record is not None:
+        from toolkit.attribution.record import rederive_paper_record
+
+        extras["paper_record"] = rederive_paper_record(paper_record)
     extras = json.loads(canonical_json(extras))  # the exact values a reader of the file gets back
     return Evidence(bundle_dir=d, bundle=bundle, bundle_sha=extras["bundle_sha256"], extras=extras)

@@ -10,7 +10,8 @@ the values: the same 12 significant digits the file holds):
 - deterministic fields, compared for equality: ``schema``, ``settings`` (the policy in
   force's measurement settings), ``bundle_sha256``, ``bundle_files``, ``strategy``,
   ``lookahead``, ``warmup``, ``cost_stress``, ``robustness``, ``registry_trials`` (the
-  caller passes the registry's count recomputed now) and any field a later version of
+  caller passes the registry's count recomputed now), ``paper_record`` (recomputed from its own
+  stored inputs: an edited day count, p-value or verdict differs) and any field a later version of
   ``collect_evidence`` adds (the comparison runs over the union of the keys);
 - ``latency``: the raw samples are wall-clock times of this host and cannot be
   re-derived exactly, so they are checked for plausibility instead: at least the
@@ -140,7 +141,9 @@ def rederive(bundle_dir: str | Path, extras: dict[str, Any], policy: GatePolicy,
         is plausible; otherwise one entry per differing top-level field (the first differing
         leaf named), then the latency findings.
     """
-    again = collect_evidence(bundle_dir, policy, registry_trials).extras
+    stored_record = extras.get("paper_record")
+    again = collect_evidence(bundle_dir, policy, registry_trials,
+                             paper_record=stored_record if isinstance(stored_record, dict) else None).extras
     out: list[Mismatch] = []
     for key in sorted(set(extras) | set(again)):
         if key == "latency":

@@ -174,7 +174,7 @@ def evaluate(evidence: Evidence, policy: GatePolicy) -> Verdict:
 
 def evaluate_bundle(
     bundle_dir: str | Path, policy: GatePolicy, output_dir: str | Path, registry_trials: int | None = None,
-    latency: dict[str, Any] | None = None,
+    latency: dict[str, Any] | None = None, paper_record: dict[str, Any] | None = None,
 ) -> tuple[Evidence, Verdict]:
     """Collect the evidence of a bundle, evaluate it, and write the extras and ``verdict.json``.
 
@@ -191,6 +191,8 @@ def evaluate_bundle(
     latency
         A latency block recorded earlier for this bundle, reused instead of measuring again
         (see ``collect_evidence``).
+    paper_record
+        The version's paper record from post-trade attribution (see ``collect_evidence``).
 
     Returns
     -------
@@ -200,7 +202,7 @@ def evaluate_bundle(
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    collect_evidence(bundle_dir, policy, registry_trials, latency).write(out)
+    collect_evidence(bundle_dir, policy, registry_trials, latency, paper_record).write(out)
     evidence = Evidence.read(bundle_dir, out)
     verdict = evaluate(evidence, policy)
     (out / VERDICT_FILE).write_text(verdict.to_json(), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""``toolkit backtest | gates | demo``: thin wrappers over the workflows.
+"""``toolkit backtest | gates | demo | attribute``: thin wrappers over the workflows.
 
 Exit codes come from the error classes (``toolkit.cli.main`` maps them): a failed verdict
 exits with ``GateFailed`` (5) after printing the verdict; bad input with
@@ -15,7 +15,7 @@ import typer
 from toolkit.cli_support import emit, short
 from toolkit.errors import GateFailed
 
-__all__ = ["backtest_command", "demo_command", "gates_command", "register"]
+__all__ = ["attribute_command", "backtest_command", "demo_command", "gates_command", "register"]
 
 
 def _fixed(items: list[str] | None) -> dict[str, Any]:
@@ -96,6 +96,43 @@ def gates_command(
         raise GateFailed(f"{model} version {result.version} failed the {stage} gates: {', '.join(result.failed)}")
 
 
+def attribute_command(
+    model: Annotated[str, typer.Argument(help="registered model the journal's deployment trades")],
+    journal: Annotated[Path, typer.Option("--journal", help="the runner's journal (SQLite, read-only)")],
+    version: Annotated[str | None, typer.Option("--version", help="model version (default: the latest the "
+                                                                  "journal traded)")] = None,
+    start: Annotated[str | None, typer.Option(help="period start, UTC (default: the first decision)")] = None,
+    end: Annotated[str | None, typer.Option(help="period end, excluded (default: after the last decision)")] = None,
+    capital: Annotated[float | None, typer.Option(help="the deployment's capital (default: inferred from its "
+                                                       "first order from flat)")] = None,
+    quotes: Annotated[Path | None, typer.Option(help="Parquet of best bid/ask by time (splits trading cost)")]
+    = None,
+    deployment: Annotated[str | None, typer.Option(help="the journal's deployment (default: the one trading "
+                                                        "the model)")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="compute only: no template, no HTML")] = False,
+    no_record: Annotated[bool, typer.Option("--no-record", help="write nothing to MLflow")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Attribute a deployed version's record: shortfall, live vs backtest, edge or execution, drawdowns.
+
+    A scheduler runs it every morning per deployed version; the report index shows the latest. The paper
+    stage's record is what the live stage's paper_record gate reads.
+    """
+    from toolkit.workflows.attribution import run_attribution_workflow
+
+    run = run_attribution_workflow(model, journal, version=version, start=start, end=end, capital=capital,
+                                   quotes=quotes, deployment=deployment, report=not no_report, record=not no_record)
+    s = run.summary
+    emit(run.to_dict(), json_output,
+         f"{run.sentence}\n"
+         f"shortfall {s['shortfall']['orders']} orders, {s['shortfall']['total']:+,.2f} quote "
+         f"({'n/a' if s['shortfall']['total_bps'] is None else format(s['shortfall']['total_bps'], '+.1f')} bps); "
+         f"live − backtest {s['pnl']['gap']:+,.2f} = signal {s['pnl']['signal']:+,.2f} + execution "
+         f"{s['pnl']['execution']:+,.2f} + fees {s['pnl']['fees']:+,.2f} + residual {s['pnl']['residual']:+.2g}\n"
+         + (f"run {run.run_id} ({run.stage})\n" if run.run_id else "")
+         + (f"report {run.report_path}" if run.report_path else ""))
+
+
 def demo_command(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run the main job on the bundled data: backtest, gates, promotion, index of reports."""
     from toolkit.workflows.demo import run_demo
@@ -110,3 +147,4 @@ def register(app: typer.Typer) -> None:
     app.command("backtest")(backtest_command)
     app.command("gates")(gates_command)
     app.command("demo")(demo_command)
+    app.command("attribute")(attribute_command)

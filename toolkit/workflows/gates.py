@@ -15,6 +15,9 @@ written to the registry: no run, no tag. The report is rendered (its file name s
 ``whatif``) and the result says it was not recorded. Recording a verdict moves no alias
 (``toolkit promote`` does).
 
+The ``paper_record`` gate reads the version's latest paper-stage attribution (version tag
+``attribution.paper.run_id``, artifact ``paper_record/paper_record.json``; ``toolkit attribute``).
+
 Latency is measured once per version: when an earlier gates run of the version (either
 stage) recorded latency samples on the same bundle under the same latency settings, they
 are reused (``toolkit.gates.rederive.reusable_latency``), so evaluating a version twice
@@ -97,6 +100,23 @@ def _earlier_latency(model_name: str, v: str, tags: dict[str, str], stage: str, 
     return None, None
 
 
+def _paper_record(model_name: str, v: str, tags: dict[str, str], work: Path) -> Path | None:
+    """Return the version's latest paper record (``paper_record.json`` of its paper-stage attribution run)."""
+    from toolkit.attribution import PAPER_RECORD_FILE
+    from toolkit.registry import adapter
+
+    run_id = tags.get("attribution.paper.run_id")
+    if not run_id:
+        return None
+    folder = adapter.download_artifacts(run_id, "paper_record", work / "paper_record",
+                                        f"{model_name} version {v}'s paper record")
+    path = folder / PAPER_RECORD_FILE
+    if not path.is_file():
+        raise RegistryError(f"{model_name} version {v}: attribution run {run_id} has no paper_record/"
+                            f"{PAPER_RECORD_FILE}")
+    return path
+
+
 def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_path: str | Path | None = None,
                        reports: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> GatesRun:
     """Evaluate the gates of ``model_name`` version ``version`` at ``stage``; record the verdict unless a what-if.
@@ -162,6 +182,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
             if latency is not None:
                 latency_path = work / "latency.json"
                 latency_path.write_text(json.dumps(latency), encoding="utf-8")
+            record_path = _paper_record(model_name, v, dict(info.tags), work)
             out_dir = work / "out"
             out_dir.mkdir()
             parameters = {
@@ -169,6 +190,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
                 "output_dir": str(out_dir), "evidence_dir": str(bundle_dir),
                 "registry_trials": adapter.registry_trial_count(model_name, v),
                 "latency_path": None if latency_path is None else str(latency_path),
+                "paper_record_path": None if record_path is None else str(record_path),
             }
             prepare_rendering()
             nb = run.execute(nb_path, parameters)

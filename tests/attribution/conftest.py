@@ -1,0 +1,87 @@
+"""Attribution tests import the hand-built journal helpers beside them and the runner tests' registry helpers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for p in (HERE, HERE.parent / "runner"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+
+import fcntl  # noqa: E402
+import pickle  # noqa: E402
+import shutil  # noqa: E402
+import sqlite3  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+
+
+@pytest.fixture(scope="session")
+def attribution_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> object:
+    """The runner tests' promoted registry (the same directory and lock: built once for both suites)."""
+    from runner_support import build_registry
+
+    root = _shared(tmp_path_factory, worker_id) / "runner-registry"
+    root.mkdir(exist_ok=True)
+    done = root / "registry.pickle"
+    with (root / "build.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not done.exists():
+            done.write_bytes(pickle.dumps(build_registry(root)))
+    return pickle.loads(done.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def paper_journals(attribution_registry: object, tmp_path_factory: pytest.TempPathFactory,
+                   worker_id: str) -> dict[str, Path]:
+    """Real journals of the runner paper-trading the promoted version for 72 replayed hours against the emulator:
+    ``plain`` (the emulator's default fill model) and ``wide`` (a 25 bps half-spread: a known extra slippage)."""
+    from live_support import paper_journal
+
+    from toolkit.emulator.testing import make_store
+
+    root = _shared(tmp_path_factory, worker_id) / "attribution-journals"
+    root.mkdir(exist_ok=True)
+    with (root / "build.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not (root / "done").exists():
+            store = make_store(root / "bars", {"BTC/USDT": ("2024-02-25", "2024-03-04")})
+            for name, matching in (("plain", None), ("wide", {"min_half_spread_bps": 25.0, "spread_coef": 0.0})):
+                paper_journal(attribution_registry, root, store, 72, name, matching)  # type: ignore[arg-type]
+            (root / "done").write_text("ok")
+    return {name: root / f"{name}.sqlite" for name in ("plain", "wide")}
+
+
+@pytest.fixture
+def private_store(attribution_registry: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A private copy of the promoted registry (attribution writes runs and tags); the environment points at it."""
+    reg = attribution_registry
+    src = reg.root / "store"  # type: ignore[attr-defined]
+    dst = tmp_path / "store"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reports"))
+    con = sqlite3.connect(dst / "mlflow.db")
+    try:
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
+                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE "{col[1]}" LIKE ?',
+                                (str(src), str(dst), f"%{src}%"))
+        con.commit()
+    finally:
+        con.close()
+    env = {**reg.env, "MLFLOW_TRACKING_URI": f"sqlite:///{dst / 'mlflow.db'}",  # type: ignore[attr-defined]
+           "TOOLKIT_ARTIFACTS": str(dst / "artifacts"), "TOOLKIT_AUDIT": str(dst / "audit.db"),
+           "TOOLKIT_REPORTS_DIR": str(tmp_path / "reports")}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    from toolkit.registry import adapter
+
+    adapter.configure()
+    return env

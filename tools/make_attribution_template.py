@@ -1,0 +1,96 @@
+"""Write templates/attribution.ipynb from the cell sources below (run by hand after editing).
+
+    .venv/bin/python tools/make_attribution_template.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+
+PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
+model = "ma_cross.BTC-USDT.1h"   # registered model the journal's deployment trades
+version = None                    # its version (None: the latest the journal traded)
+journal = "runner.sqlite"         # the runner's journal (read-only)
+start = None                      # period start (UTC; None: the first decision)
+end = None                        # period end, excluded (None: the last decision)
+capital = None                    # the deployment's capital (None: inferred from its first order from flat)
+quotes = None                     # Parquet of best bid/ask by time: splits trading cost in half-spread and impact
+deployment = None                 # the journal's deployment (None: the one trading the model)
+output_dir = None                 # receives attribution.pickle for the calling workflow (None: nothing kept)'''
+
+SETUP = '''%matplotlib inline
+import pickle
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+from toolkit.attribution import plots
+from toolkit.workflows.attribution import load_attribution
+
+att = load_attribution(model, journal, version, start, end, capital, quotes, deployment)
+if output_dir:
+    (Path(output_dir) / "attribution.pickle").write_bytes(pickle.dumps(att))
+display(Markdown(plots.header(att)))'''
+
+
+def attribution() -> nbformat.NotebookNode:
+    params = new_code_cell(PARAMETERS)
+    params.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[
+        new_markdown_cell("*Post-trade attribution template. Run by `toolkit attribute <model> --journal PATH` "
+                          "through papermill, or in JupyterLab after editing the parameters cell.*"),
+        params,
+        new_code_cell(SETUP),
+        new_markdown_cell("## Implementation shortfall\n\nPer decision (all its legs): delay (decision → arrival), "
+                          "trading (fills against the arrival price; split into half-spread and impact where quotes "
+                          "exist), opportunity (the unfilled part, to the price when the order ended) and fees, in "
+                          "bps of the paper notional X·P_d. Positive is a cost."),
+        new_code_cell("plots.waterfall_figure(att);"),
+        new_code_cell("plots.heatmap_figure(att);"),
+        new_code_cell("for key in ('hour', 'weekend', 'regime', 'size_bucket'):\n"
+                      "    display(Markdown(f'**By {key.replace(\"_\", \" \")}**'))\n"
+                      "    display(plots.orders_table(att, key))"),
+        new_markdown_cell("## Live against the backtest\n\nThe same version replayed over the same bars by the "
+                          "backtest's engine. The gap is split into signal (different holdings, with the reason), "
+                          "execution (fills against the decision price, live minus the fill model), fees, and a "
+                          "residual that should be close to zero."),
+        new_code_cell("plots.equity_figure(att);"),
+        new_code_cell("display(plots.gap_table(att))\ndisplay(Markdown('**Signal differences by reason**'))\n"
+                      "display(plots.reasons_table(att))"),
+        new_markdown_cell("## Drawdowns\n\nThe deepest episodes of the live equity, what they came from and their "
+                          "class; dashed lines: the backtest's block-bootstrap drawdown quantiles over as many bars."),
+        new_code_cell("plots.drawdown_figure(att);"),
+        new_code_cell("display(plots.drawdown_table(att))"),
+        new_markdown_cell("## Paper record\n\nWhat the `live` stage's `paper_record` gate reads (inputs stored with "
+                          "the verdict, so it re-derives)."),
+        new_code_cell("rec = att.paper_record()\n"
+                      "display({k: v for k, v in rec.items() if k != 'inputs'})"),
+    ])
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i:02d}"
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["language_info"] = {"name": "python"}
+    return nb
+
+
+def notebooks() -> dict[Path, nbformat.NotebookNode]:
+    """Return every notebook this script writes, by path (``tests/test_templates.py`` compares them)."""
+    return {ROOT / "templates" / "attribution.ipynb": attribution()}
+
+
+def main() -> int:
+    for path, nb in notebooks().items():
+        nbformat.write(nb, str(path))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
