@@ -11,7 +11,9 @@ import nbformat
 import pytest
 
 from toolkit import config
+from toolkit.backtest.bundle import load_bundle
 from toolkit.gates import EXTRAS_FILE, VERDICT_FILE, Evidence, GatePolicy, evaluate, verify_verdict_json
+from toolkit.ops.regimes import RegimeMap, verify_regime_map
 from toolkit.reporting.notebooks import execute_template, render_html, template_parameters
 
 TEMPLATE = config.TEMPLATES_DIR / "gates.ipynb"
@@ -24,7 +26,8 @@ def test_template_declares_the_contract_parameters() -> None:
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
     assert set(template_parameters(TEMPLATE)) == {"model_name", "version", "policy_path", "output_dir",
-                                                  "evidence_dir", "registry_trials", "stage", "latency_path"}
+                                                  "evidence_dir", "registry_trials", "stage", "latency_path",
+                                                  "paper_record_path"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,10 @@ def test_executed_template_writes_a_reproducible_verdict(executed: tuple[Path, P
     assert evaluate(Evidence.read(bundle_dir, out), policy).to_json() == text
     nb = nbformat.read(str(nb_path), as_version=4)
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
-    assert images == 4  # DSR vs trials, PBO logits, drawdown vs limit, latency vs budget
+    assert images == 5  # DSR vs trials, PBO logits, drawdown vs limit, latency vs budget, regime map
+    # the regime map stored with the verdict re-derives from the bundle's own bars
+    regimes = RegimeMap.from_json((out / "regime_map.json").read_text())
+    verify_regime_map(regimes, load_bundle(bundle_dir).bars)
     assert not any(o.get("output_type") == "error" for c in nb.cells for o in c.get("outputs", []))
     html = render_html(nb_path, out / "gates.html").read_text()
     assert "Promotion gates" in html and json.loads(text)["verdict_sha"] in html
