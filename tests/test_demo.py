@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -41,10 +42,17 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     # live: never eligible today, and the demo says why in plain words
     assert live == "failed" and "paper_record" in tags["gate.live.failed"].split(",")
     assert "not eligible for live:" in out and "no paper record yet" in out
-    if paper == "failed":
-        assert "never traded on paper" in out
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "backtest" in index and "paper gates" in index and "live gates" in index
+    # the desk overview on top of the index
+    assert index.index("<h2>Models</h2>") < index.index("<h2>Reports</h2>")
+    row = json.loads((tmp_path / "reports" / "overview.json").read_text())["ma_cross.BTC-USDT.1h"]
+    assert row["paper"]["version"] == "1" and row["champion"] is None
+    run = client.get_run(client.get_model_version("ma_cross.BTC-USDT.1h", "1").run_id)
+    assert row["paper"]["backtest_oos_sharpe"] == run.data.metrics["oos.sharpe"]
+    assert {s: v["verdict"] for s, v in row["latest_verdicts"].items()} == {"paper": "passed", "live": "failed"}
+    assert row["promotions"] == {"paper": 1, "live": 0} and row["rollbacks"] == {"paper": 0, "live": 0}
+    assert 0 <= row["median_hours_registration_to_paper"] < 1 and row["median_hours_paper_to_live"] is None
     assert f"tracking store: sqlite:///{tmp_path / 'mlflow.db'}" in out  # the temporary store, not the repo's
 
 

@@ -38,9 +38,11 @@ _registered = {"done": False}
 
 @report_app.command("index")
 def report_index(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Rebuild reports/index.html from the report log."""
+    """Rebuild reports/index.html from the report log, the desk overview refreshed from the registry."""
     from toolkit.reporting.index import write_index
+    from toolkit.workflows.overview import refresh_overview
 
+    refresh_overview()
     path = write_index()
     emit({"index": str(path)}, json_output, f"index {path}")
 

@@ -1,4 +1,5 @@
-"""The desk's front page: ``reports/index.html``, rebuilt from an append-only ``reports/index.jsonl``."""
+"""The desk's front page: ``reports/index.html``, rebuilt from an append-only ``reports/index.jsonl``, with the
+desk overview (``reports/overview.json``, one row per model; ``toolkit.workflows.overview``) on top."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from typing import Any
 
 from toolkit import config
 
-__all__ = ["append_index_entry", "write_index"]
+__all__ = ["append_index_entry", "overview_table", "write_index"]
+
+
+def _overview(root: Path) -> dict[str, Any]:
+    path = root / "overview.json"  # written by toolkit.workflows.overview
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def append_index_entry(entry: dict[str, Any], reports: Path | None = None) -> Path:
@@ -19,6 +25,51 @@ def append_index_entry(entry: dict[str, Any], reports: Path | None = None) -> Pa
     with (root / "index.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(entry, sort_keys=True) + "\n")
     return write_index(root)
+
+
+def _h(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "-"
+    return f"{h:.1f} h" if h < 48 else f"{h / 24:.1f} d"
+
+
+def _holder(h: dict[str, Any] | None) -> str:
+    if h is None:
+        return "-"
+    sharpe = h.get("backtest_oos_sharpe")
+    rec = h.get("paper_record")
+    record = "no paper record yet" if not rec else f"paper record: {rec['verdict']} ({float(rec['days']):.1f} days)"
+    return (f"v{_h(h['version'])} since {_h(str(h.get('since') or '')[:16])}<br><small>backtest OOS Sharpe "
+            f"{'-' if sharpe is None else f'{sharpe:.2f}'}; {_h(record)}</small>")
+
+
+def overview_table(overview: dict[str, Any]) -> str:
+    """Return the HTML of the desk overview (``toolkit.workflows.overview`` rows), one row per model."""
+    if not overview:
+        return ""
+    head = ["model", "paper", "champion", "latest paper verdict", "latest live verdict",
+            "registration → paper (median)", "paper → live (median)", "promotions paper / live",
+            "rollbacks paper / live"]
+    rows = []
+    for name, r in sorted(overview.items()):
+        verdicts = []
+        for stage in ("paper", "live"):
+            v = r["latest_verdicts"].get(stage)
+            verdicts.append("-" if v is None else
+                            f"<span class='{'failed' if v['verdict'] != 'passed' else ''}'>v{_h(v['version'])} "
+                            f"{_h(v['verdict'])}</span>")
+        warn = "".join(f"<br><small class='failed'>{_h(w)}</small>" for w in r.get("warnings", []))
+        cells = [f"<b>{_h(name)}</b> ({r['versions']} versions){warn}", _holder(r["paper"]), _holder(r["champion"]),
+                 *verdicts, _hours(r["median_hours_registration_to_paper"]), _hours(r["median_hours_paper_to_live"]),
+                 f"{r['promotions']['paper']} / {r['promotions']['live']}",
+                 f"{r['rollbacks']['paper']} / {r['rollbacks']['live']}"]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<h2>Models</h2><table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in head) + "</tr>"
+            + "".join(rows) + "</table><h2>Reports</h2>")
 
 
 def write_index(reports: Path | None = None) -> Path:
@@ -43,8 +94,9 @@ def write_index(reports: Path | None = None) -> Path:
         "<!doctype html><html><head><meta charset='utf-8'><title>Desk reports</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}"
-        ".failed{color:#b00}</style></head><body><h1>Desk reports</h1>"
-        f"<p>{len(entries)} reports, newest first. Times are UTC.</p><table><tr>"
+        ".failed{color:#b00}small{color:#555}</style></head><body><h1>Desk reports</h1>"
+        + overview_table(_overview(root))
+        + f"<p>{len(entries)} reports, newest first. Times are UTC.</p><table><tr>"
         + "".join(f"<th>{c}</th>" for c in [*cols, "link"]) + "</tr>" + "".join(rows)
         + "</table></body></html>\n"
     )

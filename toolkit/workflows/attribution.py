@@ -185,6 +185,7 @@ def run_attribution_workflow(model: str, journal: str | Path, version: str | int
     """
     from toolkit.attribution import read_journal
     from toolkit.reporting.index import append_index_entry
+    from toolkit.workflows.overview import refresh_overview
 
     validate_model_name(model, "model")
     jp = Path(journal).resolve()
@@ -214,6 +215,7 @@ def run_attribution_workflow(model: str, journal: str | Path, version: str | int
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = att.summary()
+    refresh_overview([att.model], root)
     append_index_entry({
         "created_at": clock.now().isoformat(timespec="seconds"), "kind": f"{stage} attribution", "model": model,
         "version": v, "run_id": run_id, "html": None if html is None else str(html.relative_to(root.resolve())),

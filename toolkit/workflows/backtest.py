@@ -36,6 +36,7 @@ from toolkit.reporting.notebooks import (
     template_sha256,
 )
 from toolkit.reporting.views import bars_for
+from toolkit.workflows.overview import refresh_overview
 
 __all__ = ["BacktestRun", "prepare_backtest", "run_backtest_workflow"]
 
@@ -165,6 +166,7 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
         shutil.rmtree(bundle, ignore_errors=True)
     m = summary.metrics
     quality = "passed" if summary.certificate.get("passed") else "failed"
+    refresh_overview([recorded.model_name], root)
     append_index_entry({
         "created_at": clock.now().isoformat(timespec="seconds"),
         "kind": "backtest", "model": recorded.model_name, "version": recorded.model_version,

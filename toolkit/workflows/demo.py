@@ -50,6 +50,7 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
     from toolkit.reporting.index import write_index
     from toolkit.workflows.backtest import run_backtest_workflow
     from toolkit.workflows.gates import run_gates_workflow
+    from toolkit.workflows.overview import refresh_overview
 
     say = echo or (lambda _msg: None)
     say(f"tracking store: {config.tracking_uri()}")
@@ -99,6 +100,7 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
         say(f"    eligible for live: `toolkit promote {name} --version {version} --stage live --reason ...` "
             "re-checks everything and moves alias champion (the demo does not)")
     result["status"] = st
+    refresh_overview([name])
     index = write_index()
-    say(f"5/5 index {index}")
+    say(f"5/5 index {index} (the desk overview on top)")
     return result

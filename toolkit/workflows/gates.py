@@ -39,6 +39,7 @@ from toolkit.errors import ExecutionFailed, RegistryError
 from toolkit.naming import child_path, safe_filename, validate_model_name
 from toolkit.reporting.index import append_index_entry
 from toolkit.reporting.notebooks import prepare_rendering, render_html, start_template, template_path
+from toolkit.workflows.overview import refresh_overview
 
 __all__ = ["GatesRun", "run_gates_workflow"]
 
@@ -227,6 +228,7 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
         shutil.rmtree(work, ignore_errors=True)
     gates = tuple(g.to_dict() for g in verdict.gates)
     n, failed = len(gates), verdict.failed
+    refresh_overview([model_name], root)
     append_index_entry({
         "created_at": clock.now().isoformat(timespec="seconds"),
         "kind": f"{stage} gates (what-if, not recorded)" if whatif else f"{stage} gates", "model": model_name,

@@ -60,6 +60,7 @@ from toolkit.registry.adapter.runs import (
     log_params,
     purge_failed_recording,
     registry_trial_count,
+    run_metrics,
     run_tags,
 )
 
@@ -101,6 +102,7 @@ __all__ = [
     "registry_trial_count",
     "require_model",
     "restore_registry_snapshot",
+    "run_metrics",
     "run_tags",
     "set_alias",
     "set_model_tag",

@@ -37,6 +37,7 @@ __all__ = [
     "log_params",
     "purge_failed_recording",
     "registry_trial_count",
+    "run_metrics",
     "run_tags",
 ]
 
@@ -46,6 +47,12 @@ def run_tags(run_id: str) -> dict[str, str]:
     """Return the tags of run ``run_id``."""
     with mlflow_call(f"reading run {run_id}"):
         return {str(k): str(v) for k, v in _client().get_run(run_id).data.tags.items()}
+
+
+def run_metrics(run_id: str) -> dict[str, float]:
+    """Return the latest value of each metric of run ``run_id``."""
+    with mlflow_call(f"reading run {run_id}"):
+        return {str(k): float(v) for k, v in _client().get_run(run_id).data.metrics.items()}
 
 
 def create_run(experiment_id: str, run_name: str, tags: Mapping[str, str]) -> str:
