@@ -63,7 +63,9 @@ def overview_table(overview: dict[str, Any]) -> str:
                             f"<span class='{'failed' if v['verdict'] != 'passed' else ''}'>v{_h(v['version'])} "
                             f"{_h(v['verdict'])}</span>")
         warn = "".join(f"<br><small class='failed'>{_h(w)}</small>" for w in r.get("warnings", []))
-        cells = [f"<b>{_h(name)}</b> ({r['versions']} versions){warn}", _holder(r["paper"]), _holder(r["champion"]),
+        plural = "" if r["versions"] == 1 else "s"
+        cells = [f"<b>{_h(name)}</b> ({r['versions']} version{plural}){warn}",
+                 _holder(r["paper"]), _holder(r["champion"]),
                  *verdicts, _hours(r["median_hours_registration_to_paper"]), _hours(r["median_hours_paper_to_live"]),
                  f"{r['promotions']['paper']} / {r['promotions']['live']}",
                  f"{r['rollbacks']['paper']} / {r['rollbacks']['live']}"]
