@@ -135,7 +135,9 @@ def ensure_experiment(name: str) -> str:
         if exp is not None:
             return str(exp.experiment_id)
         try:
-            return str(c.create_experiment(name, artifact_location=f"{config.artifact_root()}/{safe_filename(name)}"))
+            root = config.artifact_root()  # None: the tracking server's own (proxied) artifact store
+            location = f"{root}/{safe_filename(name)}" if root else None
+            return str(c.create_experiment(name, artifact_location=location))
         except Exception:  # a concurrent creator won the race
             exp = c.get_experiment_by_name(name)
             if exp is None:
