@@ -264,7 +264,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status when it is this process's child (a zombie would look alive)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def _group_alive(pgid: int) -> bool:
+    _reap(pgid)
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -391,7 +400,8 @@ def _stop_group(pgid: int, timeout: float) -> bool:
         os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         return False
-    while _group_alive(pgid):
+    deadline = time.monotonic() + 10
+    while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return True
 
@@ -412,7 +422,7 @@ def down(root: Path | None = None, timeout: float = 60.0) -> list[str]:
     if ep is None:
         return done
     if _group_alive(ep.mlflow_pgid):
-        killed = _stop_group(ep.mlflow_pgid, timeout / 2)
+        killed = _stop_group(ep.mlflow_pgid, min(10.0, timeout / 2))
         done.append(f"mlflow server (process group {ep.mlflow_pgid}) {'killed' if killed else 'stopped'}")
     pgdata = root / "pgdata"
     if _alive(ep.postgres_pid) and (pgdata / "postmaster.pid").exists():
