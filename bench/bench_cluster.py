@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -66,7 +67,8 @@ def main() -> None:
            "cells": len(configs), "combinations": combos, "chunk": args.chunk, "repeat": args.repeat,
            "seconds": {str(n): v for n, v in times.items()}, "median_seconds": {str(n): round(m, 2) for n, m in
                                                                                   med.items()},
-           "scaling_1_to_2": round(med[1] / med[2], 3), "note": "includes each run's LocalCluster start and stop"}
+           "scaling_1_to_2": round(med[1] / med[2], 3), "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+           "note": "includes each run's LocalCluster start and stop"}
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
 
