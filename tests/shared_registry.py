@@ -56,7 +56,7 @@ def shared_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) ->
             users.write_text(str(left))
             if left == 0:
                 down(state)
-                shutil.rmtree(state, ignore_errors=True)
+                shutil.rmtree(root, ignore_errors=True)  # a later user (another worker) recreates it
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from registry_support import STAGES, lenient_policy, policy_env
 
 from toolkit.database import Database
 from toolkit.errors import ConfigurationError, RegistryError
@@ -37,6 +36,8 @@ class Built:
 @pytest.fixture(scope="module")
 def built(shared_registry: RegistryEndpoints, tmp_path_factory: pytest.TempPathFactory) -> Built:
     """Two versions of a fresh model on the server, each with passing paper and live verdicts."""
+    from registry_support import STAGES, lenient_policy, policy_env  # here: imported as a plugin elsewhere
+
     from toolkit.backtest import config_from_params, run_backtest
     from toolkit.backtest.bundle import save_bundle
     from toolkit.backtest.ledger import TrialLedger
