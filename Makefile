@@ -10,7 +10,7 @@ TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 2 ] && n=2;
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-slow lint typecheck lab bench clean
+.PHONY: help install demo test test-slow lint typecheck lab bench clean registry-up registry-down
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -41,6 +41,12 @@ lint: $(STAMP) ## ruff on the code
 typecheck: $(STAMP) ## mypy on toolkit/ and runner/
 	$(VENV)/bin/mypy toolkit runner
 
+registry-up: $(STAMP) ## Start PostgreSQL + mlflow server on loopback (AUTH=1: basic-auth); print MLFLOW_TRACKING_URI=...
+	@$(VENV)/bin/toolkit registry up $(if $(AUTH),--auth)
+
+registry-down: $(STAMP) ## Stop what registry-up started (checks that no process or port is left)
+	@$(VENV)/bin/toolkit registry down
+
 lab: $(STAMP) ## Start JupyterLab on the project's environment
 	$(VENV)/bin/jupyter lab --notebook-dir=. --MultiKernelManager.default_kernel_name=$(KERNEL)
 
@@ -50,6 +56,7 @@ bench: $(STAMP) ## Run the benchmarks under bench/ (results in bench/results/, q
 	$(PY) bench/bench_emulator.py
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_template.py
+	$(PY) bench/bench_cluster.py
 
 clean: ## Remove generated reports and the local MLflow store (keeps .venv)
-	rm -rf reports mlflow/mlflow.db mlflow/artifacts mlflow/trials.db mlflow/audit.db mlflow/audit.db.lock
+	rm -rf reports mlflow/server mlflow/mlflow.db mlflow/artifacts mlflow/trials.db mlflow/audit.db mlflow/audit.db.lock

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytest_plugins = ["shared_registry"]  # the session's PostgreSQL + mlflow server (tests/shared_registry.py)
 _SESSION_DIR: Path | None = None
 
 

@@ -26,6 +26,8 @@ ADAPTERS = {
     "vectorbt": {"backtest/portfolio.py"},
     "ccxt": {"exchange/client.py", "exchange/convert.py"},
     "tenacity": {"exchange/retry.py"},
+    "psycopg": {"database.py"},
+    "distributed": {"backtest/cluster.py"},
 }
 
 

@@ -20,6 +20,12 @@ an edit of a new row's stage breaks the chain. Every new row must name its stage
 
 ``registry_lock`` serialises promote and rollback across processes (``flock`` on
 ``<audit file>.lock``).
+
+When the desk shares a PostgreSQL database (``TOOLKIT_DATABASE_URL``, ``toolkit.database``),
+``AuditLog()`` without a path is the table ``toolkit.audit`` there
+(``toolkit.registry.audit_pg.PgAuditLog``, same rows and guarantees), and ``promotion_lock``
+takes a PostgreSQL advisory lock per model and stage instead of the local file lock, so the
+lock holds across hosts. An explicit path always means a local SQLite file.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from toolkit.errors import ConfigurationError, RegistryError, TemporaryError
 from toolkit.registry.adapter import STAGE_ALIAS
 
 __all__ = ["ACTIONS", "OUTCOMES", "STAGES", "AuditAttempt", "AuditEvent", "AuditLog", "default_actor",
-           "default_audit_path", "registry_lock"]
+           "default_audit_path", "promotion_lock", "registry_lock"]
 
 ACTIONS = ("promote", "rollback")
 STAGES = tuple(STAGE_ALIAS)
@@ -136,7 +142,21 @@ def _content_sha(prev_sha: str, row: dict[str, Any]) -> str:
 
 
 class AuditLog:
-    """Append-only audit trail in one SQLite file (WAL, synchronous FULL)."""
+    """Append-only audit trail in one SQLite file (WAL, synchronous FULL), or in the shared database.
+
+    ``AuditLog()`` (no path) is the shared PostgreSQL table when ``toolkit.database.database_url()``
+    names one; ``AuditLog(path)`` is always the SQLite file at ``path``.
+    """
+
+    def __new__(cls, path: str | Path | None = None, *args: Any, **kwargs: Any) -> AuditLog:
+        if cls is AuditLog and path is None:
+            from toolkit.database import database_url
+
+            if database_url() is not None:
+                from toolkit.registry.audit_pg import PgAuditLog
+
+                return super().__new__(PgAuditLog)
+        return super().__new__(cls)
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else default_audit_path()
@@ -244,6 +264,33 @@ class AuditAttempt:
                                actor=self.base.actor, stage=self.base.stage, at=at, reason=self.base.reason,
                                to_version=self.base.to_version,
                                detail=f"{type(exc).__name__}: {exc}"[:2000]))
+
+
+@contextmanager
+def promotion_lock(log: AuditLog, model: str, stages: tuple[str, ...],
+                   timeout: float = 120.0) -> Iterator[str]:
+    """Serialise promote and rollback of ``model`` at ``stages`` with every other process, on any host.
+
+    On the shared database (``log`` is a ``PgAuditLog``): one PostgreSQL advisory lock per
+    (model, stage), taken in the stage order given (callers pass them in ``STAGES`` order, so two
+    callers never wait on each other crosswise). On local files: the file lock of ``registry_lock``.
+    Yields a description of the lock held.
+
+    Raises
+    ------
+    TemporaryError
+        The lock was not obtained within ``timeout`` seconds.
+    """
+    db = getattr(log, "db", None)
+    if db is None:
+        with registry_lock(log.path, timeout=timeout) as lock:
+            yield f"file lock {lock}"
+        return
+    from toolkit.database import advisory_lock
+
+    names = [f"promotion|{model}|{s}" for s in sorted(stages, key=STAGES.index)]
+    with advisory_lock(db, names, timeout=timeout):
+        yield f"advisory locks {names} on {db.display}"
 
 
 @contextmanager

@@ -136,8 +136,41 @@ def status_command(
     emit(st, json_output, format_status(st) if not json_output else "")
 
 
+registry_app = typer.Typer(help="The desk's shared registry on loopback: PostgreSQL + mlflow server.",
+                           no_args_is_help=True)
+
+
+@registry_app.command("up")
+def registry_up_command(
+    auth: Annotated[bool, typer.Option("--auth", help="run MLflow's basic-auth app (admin password from "
+                                       "MLFLOW_AUTH_ADMIN_PASSWORD)")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the endpoints as JSON")] = False,
+) -> None:
+    """Start PostgreSQL and mlflow server on loopback (state in mlflow/server); print the variables to export.
+
+    The first line is ``MLFLOW_TRACKING_URI=http://127.0.0.1:PORT``; ``TOOLKIT_DATABASE_URL`` and
+    ``PGPASSFILE`` follow (the password stays in that file). Already running: prints the same lines.
+    """
+    from toolkit.registry.server import up
+
+    ep = up(auth=auth)
+    emit(ep.to_dict(), json_output, "\n".join(ep.lines()))
+
+
+@registry_app.command("down")
+def registry_down_command(
+    json_output: Annotated[bool, typer.Option("--json", help="print what was stopped as JSON")] = False,
+) -> None:
+    """Stop the server and PostgreSQL started by ``toolkit registry up``; check nothing is left running."""
+    from toolkit.registry.server import down
+
+    stopped = down()
+    emit({"stopped": stopped}, json_output, "\n".join(stopped) or "nothing was running")
+
+
 def register(app: typer.Typer) -> None:
-    """Add the ``promote``, ``rollback`` and ``status`` commands to ``app``."""
+    """Add the ``promote``, ``rollback``, ``status`` and ``registry up|down`` commands to ``app``."""
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
     app.command("status")(status_command)
+    app.add_typer(registry_app, name="registry")

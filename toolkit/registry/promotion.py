@@ -28,9 +28,11 @@ The replaced holder of the alias is remembered on the new one (tag
 Both take a ``registry_snapshot`` first, write the tags, and move the alias last; a
 failure on the way restores every tag and alias from the snapshot. The promotion-cycle
 bookkeeping runs after the alias moved: its failure does not undo the promotion but is
-reported (``bookkeeping_error`` and the audit row). Both run under one inter-process
-lock and append to the audit trail (the stage in every row); their figures (time from
-registration to promotion, promotion and rollback counts, per stage) are logged by
+reported (``bookkeeping_error`` and the audit row). Both run under an inter-process
+lock (``toolkit.registry.audit.promotion_lock``: a file lock on local files, a PostgreSQL advisory
+lock per model and stage on the desk's shared database, which holds across hosts) and
+append to the audit trail (the stage in every row); their figures (time from registration
+to promotion, promotion and rollback counts, per stage) are logged by
 ``toolkit.registry.status.record_cycle``, and ``toolkit.registry.status.status`` reports them.
 
 Tags a promotion writes on the version (``<stage>`` is ``paper`` or ``live``):
@@ -62,7 +64,7 @@ from toolkit.registry.audit import (
     AuditEvent,
     AuditLog,
     default_actor,
-    registry_lock,
+    promotion_lock,
 )
 from toolkit.registry.status import record_cycle
 from toolkit.registry.verdicts import gate_tag, parse_verdict, require_stage
@@ -325,7 +327,9 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
                     clock: Clock, lock_timeout: float) -> dict[str, Any]:
     log = attempt
     alias = STAGE_ALIAS[stage]
-    with registry_lock(attempt.log.path, timeout=lock_timeout):
+    # a live promotion reads the paper state too: it holds the paper lock as well (always taken first)
+    stages = ("paper", "live") if stage == "live" else (stage,)
+    with promotion_lock(attempt.log, model_name, stages, timeout=lock_timeout):
         previous = adapter.alias_version(model_name, alias)
         result = check_promotable(model_name, version, stage)
         v = result["version"]
@@ -397,7 +401,7 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, stage: str, reason:
     log = attempt
     alias = STAGE_ALIAS[stage]
     adapter.require_model(model_name)
-    with registry_lock(attempt.log.path, timeout=lock_timeout):
+    with promotion_lock(attempt.log, model_name, (stage,), timeout=lock_timeout):
         current = adapter.alias_version(model_name, alias)
         now = clock.now()
         target = None

@@ -21,7 +21,7 @@ from toolkit.clock import timestamp_to_ms
 from toolkit.errors import RegistryError, ToolkitError
 from toolkit.registry import adapter
 from toolkit.registry.adapter import CHAMPION, PAPER, STAGE_ALIAS
-from toolkit.registry.audit import AuditLog, default_audit_path
+from toolkit.registry.audit import AuditLog
 from toolkit.registry.verdicts import gate_tag, holder_failed_tag
 
 __all__ = ["REGISTRY_EXPERIMENT", "live_blockers", "record_cycle", "status"]
@@ -170,7 +170,7 @@ def status(model_name: str, audit_path: str | Path | None = None, audit_limit: i
     aliases = adapter.model_aliases(model_name)
     tags = adapter.model_tags(model_name)
     versions = [_version_row(model_name, v) for v in adapter.list_versions(model_name)]
-    log = AuditLog(audit_path if audit_path is not None else default_audit_path())
+    log = AuditLog(audit_path)  # the shared table when the desk has one, else the local file
     try:
         n = log.verify()
         chain = f"ok ({n} rows)"

@@ -35,7 +35,7 @@ from toolkit.gates.policy import STAGES
 from toolkit.gates.result import GateResult
 from toolkit.registry import adapter
 from toolkit.registry.adapter import STAGE_ALIAS, VERDICT_FILE
-from toolkit.registry.audit import AuditLog, registry_lock
+from toolkit.registry.audit import AuditLog, promotion_lock
 
 __all__ = [
     "GATES_EXPERIMENT",
@@ -258,7 +258,8 @@ def _tag_version(model_name: str, v: str, stage: str, old_tags: Mapping[str, str
                  version_tags: dict[str, str], audit_path: str | Path | None) -> None:
     """Set the stage's gate tags under the registry lock; flag (or clear) the alias holder's failure."""
     flag = holder_failed_tag(stage)
-    with registry_lock(AuditLog(audit_path).path):  # a promote never reads a half-updated set of gate tags
+    # a promote never reads a half-updated set of gate tags
+    with promotion_lock(AuditLog(audit_path), model_name, (stage,)):
         for key, value in version_tags.items():
             adapter.set_version_tag(model_name, v, key, value)
         if not verdict.passed and adapter.alias_version(model_name, STAGE_ALIAS[stage]) == v:

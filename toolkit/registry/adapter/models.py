@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ def configure(tracking_uri: str | None = None) -> str:
     import mlflow
 
     uri = tracking_uri or config.tracking_uri()
+    # against a tracking server MLflow prints a "View run" link on stdout, which would break `--json` output
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
@@ -135,7 +138,9 @@ def ensure_experiment(name: str) -> str:
         if exp is not None:
             return str(exp.experiment_id)
         try:
-            return str(c.create_experiment(name, artifact_location=f"{config.artifact_root()}/{safe_filename(name)}"))
+            root = config.artifact_root()  # None: the tracking server's own (proxied) artifact store
+            location = f"{root}/{safe_filename(name)}" if root else None
+            return str(c.create_experiment(name, artifact_location=location))
         except Exception:  # a concurrent creator won the race
             exp = c.get_experiment_by_name(name)
             if exp is None:
