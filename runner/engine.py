@@ -305,6 +305,7 @@ class Runner:
                            "bar(s) behind the exchange's time: no new orders", d.name)
         else:
             self.journal.resolve_incidents(now, "stale_feed", d.name, "fresh bars again")
+        self.guard.observe(d)  # the equity before this cycle's orders, for the drawdown since the version started
         bars = feed.frame()
         if len(bars) < v.required_history:
             return

@@ -74,20 +74,10 @@ class RollbackGuard:
         assert r.journal is not None
         v = r.versions[d.name]
         switches = r.journal.switches(d.name)
-        since = switches[-1] if switches else None
-        seq, started = (0, 0) if since is None else (int(since["seq"]), int(since["at"]))
-        feed = r.feeds.get(d.name)
-        if feed is not None and len(feed.bars):
-            price = Decimal(repr(float(feed.bars["close"].iloc[-1])))
-            pos = r.journal.position(d.name, d.base, d.quote)
-            equity = Decimal(str(d.capital)) + pos.quote_flow + pos.base * price
-            key = f"peak_equity:{d.name}:{seq}"
-            stored = r.journal.get_meta(key)
-            peak = equity if stored is None else max(Decimal(stored), equity)
-            if stored is None or peak != Decimal(stored):
-                r.journal.set_meta(key, str(peak))
-            dd = float((peak - equity) / peak * 100) if peak > 0 else 0.0
-            self.equity[d.name], self.drawdown_pct[d.name] = equity, dd
+        started = int(switches[-1]["at"]) if switches else 0
+        seen = self.observe(d)
+        if seen is not None:
+            dd, peak = seen
             limit, source = self.limit(d)
             if dd > limit:
                 return (f"live drawdown {dd:.4f} % from the peak equity {peak:.2f} since version {v.version} started "
@@ -104,6 +94,29 @@ class RollbackGuard:
                 return (f"reconciliation incident {inc['id']} ({inc['kind']}) unresolved after {r.cycles - first} "
                         f"cycles: {inc['message'][:300]}")
         return ""
+
+    def observe(self, d: Deployment) -> tuple[float, Decimal] | None:
+        """Mark ``d``'s equity at the last closed bar against its peak since the version started; return
+        (drawdown %, peak), None before any bar. The loop calls it before any order of a cycle too, so the
+        peak includes the equity before the version's first order."""
+        r = self.r
+        assert r.journal is not None
+        feed = r.feeds.get(d.name)
+        if feed is None or not len(feed.bars):
+            return None
+        switches = r.journal.switches(d.name)
+        seq = int(switches[-1]["seq"]) if switches else 0
+        price = Decimal(repr(float(feed.bars["close"].iloc[-1])))
+        pos = r.journal.position(d.name, d.base, d.quote)
+        equity = Decimal(str(d.capital)) + pos.quote_flow + pos.base * price
+        key = f"peak_equity:{d.name}:{seq}"
+        stored = r.journal.get_meta(key)
+        peak = equity if stored is None else max(Decimal(stored), equity)
+        if stored is None or peak != Decimal(stored):
+            r.journal.set_meta(key, str(peak))
+        dd = float((peak - equity) / peak * 100) if peak > 0 else 0.0
+        self.equity[d.name], self.drawdown_pct[d.name] = equity, dd
+        return dd, peak
 
     def roll_back(self, d: Deployment, why: str, now: int) -> None:
         """Move ``d``'s alias back through the registry's audited rollback; flatten or hand over per config."""

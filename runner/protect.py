@@ -32,7 +32,12 @@ from toolkit.exchange.errors import ExchangeRejected, InvalidOrderRejected, Orde
 if TYPE_CHECKING:
     from runner.engine import Runner
 
-__all__ = ["cancel_open", "cancel_stop", "check_kill", "flatten", "keep_stop"]
+__all__ = ["FLATTEN_LEG", "STOP_LEG", "cancel_open", "cancel_stop", "check_kill", "flatten", "keep_stop"]
+
+#: ``orders.leg`` of flatten orders (100, 101, …) and protective stops (200): they are stamped with the exchange's
+#: time, which may be the open time of a bar a decision later trades (legs 0, 1, …)
+FLATTEN_LEG = 100
+STOP_LEG = 200
 
 
 def check_kill(r: Runner) -> bool:
@@ -117,8 +122,8 @@ def flatten(r: Runner, d: Deployment, why: str) -> None:
             amount = Decimal(0)
         if amount <= 0 or amount * arrival < r.min_notional.get(d.name, Decimal(0)):
             break
-        order = r.place(d, cid=f"{d.name}-{stamp}-x{leg}", bar_time=stamp, leg=leg, side="sell", amount=amount,
-                        arrival=arrival, version=version, purpose="flatten")
+        order = r.place(d, cid=f"{d.name}-{stamp}-x{leg}", bar_time=stamp, leg=FLATTEN_LEG + leg, side="sell",
+                        amount=amount, arrival=arrival, version=version, purpose="flatten")
         r.reconcile()
         if order is None and r.journal.orders(d.name, states=OPEN_STATES):
             raise ExchangeTemporaryError("flatten", r.session.exchange, f"{d.name}: the flatten order's outcome is "
@@ -159,7 +164,7 @@ def keep_stop(r: Runner, d: Deployment) -> None:
     stamp = r.clock.sync(r.session)
     version = r.versions[d.name].version if d.name in r.versions else "-"
     try:
-        order = r.place(d, cid=f"{d.name}-{stamp}-s0", bar_time=stamp, leg=0, side="sell", amount=want,
+        order = r.place(d, cid=f"{d.name}-{stamp}-s0", bar_time=stamp, leg=STOP_LEG, side="sell", amount=want,
                         arrival=last, version=version, purpose="stop", order_type="limit", price=limit_price,
                         params={"stopPrice": format(stop_price, "f")})
     except ExchangeRejected:
