@@ -71,9 +71,11 @@ class ExchangeClock:
 
     def __init__(self) -> None:
         self._ms = 0
+        self.server_ms = 0  # the exchange's time as last read (may go back: a skewed venue)
 
     def sync(self, session: ExchangeSession) -> int:
-        self._ms = max(self._ms, session.fetch_time())
+        self.server_ms = session.fetch_time()
+        self._ms = max(self._ms, self.server_ms)
         return self._ms
 
     def now_ms(self) -> int:
@@ -260,9 +262,10 @@ class Runner:
         started = time.perf_counter()
         before = self.clock.now_ms()
         now = self.clock.sync(self.session)
-        if before and now < before - 5_000:
-            self._incident("clock_skew", "warning", f"the exchange's time went back {(before - now) / 1000:.1f} s "
-                           "(the runner keeps its clock monotonic; request signatures are resynced)")
+        if before and self.clock.server_ms < before - 5_000:
+            self._incident("clock_skew", "warning", f"the exchange's time went back "
+                           f"{(before - self.clock.server_ms) / 1000:.1f} s (the runner keeps its clock monotonic; "
+                           "request signatures are resynced)")
         self.cycles += 1
         self.journal.set_meta("heartbeat", json.dumps({"exchange_ms": now, "wall": time.time(), "cycle": self.cycles}))
         if protect.check_kill(self):
