@@ -42,7 +42,12 @@ def _attempts(r: Runner, emu: Emulator, bars: int, per_bar: int = 4) -> None:
             r.attempt()
 
 
-@pytest.mark.parametrize("case, emu_opts, overrides, faults, incident", CASES, ids=[c[0] for c in CASES])
+#: in ``make test``: one case per reaction (temporary, outcome unknown, stale feed, rejected); the rest: slow marker
+FAST = ("429 on an order", "timeout, not executed", "dropped after acceptance", "stale klines", "insufficient funds")
+
+
+@pytest.mark.parametrize("case, emu_opts, overrides, faults, incident", [
+    pytest.param(*c, id=c[0], marks=() if c[0] in FAST else (pytest.mark.slow,)) for c in CASES])
 def test_each_fault_is_survived_with_its_reaction(registry_env: Any, make_emulator: Callable[..., Emulator],
                                                   make_runner: Callable[..., Runner], case: str,
                                                   emu_opts: dict[str, Any], overrides: dict[str, Any],
