@@ -37,17 +37,27 @@ def _pid_path(cfg: RunnerConfig) -> Path:
 
 
 class _Log(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC, wall), ``level``, ``logger``, then the event's own fields."""
+
     def format(self, record: logging.LogRecord) -> str:
+        head = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+                "level": record.levelname.lower(), "logger": record.name}
         msg = record.getMessage()
         if msg.startswith("{"):
-            return msg
-        return json.dumps({"event": "log", "level": record.levelname.lower(), "logger": record.name, "message": msg})
+            try:
+                return json.dumps({**head, **json.loads(msg)}, default=str)
+            except ValueError:
+                pass
+        doc = {**head, "event": "log", "message": msg}
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
 
 
 @app.command()
 def start(config: ConfigOption) -> None:
     """Start trading (foreground; stops cleanly on SIGTERM or SIGINT)."""
-    from runner.engine import Runner
+    from runner.engine import Runner, RunnerHalted
 
     cfg = load_config(config)
     handler = logging.StreamHandler(sys.stderr)
@@ -69,15 +79,21 @@ def start(config: ConfigOption) -> None:
         runner = Runner(cfg)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop())
+        signal.signal(signal.SIGUSR1, lambda *_: runner.request_kill())  # `runner kill`: the journal holds it
         try:
             runner.open()
-            typer.echo(json.dumps({"event": "started", "pid": os.getpid(), "deployments": {
-                n: {"model": v.model, "alias": v.alias, "version": v.version} for n, v in runner.versions.items()}}))
+            typer.echo(json.dumps({"event": "started", "pid": os.getpid(), "metrics_port": runner.metrics.port,
+                                   "deployments": {n: {"model": v.model, "alias": v.alias, "version": v.version}
+                                                   for n, v in runner.versions.items()}}), nl=True)
+            sys.stdout.flush()
             runner.run()
         finally:
             runner.close()
             fh.seek(0)
             fh.truncate()
+        if runner.killed is not None:
+            raise RunnerHalted(f"kill switch (incident {runner.killed}): every position flattened, trading halted; "
+                               f"`runner resolve --config {config} {runner.killed} --note ...` lifts it")
         typer.echo(json.dumps({"event": "stopped", "cycles": runner.cycles}))
 
 
@@ -157,6 +173,61 @@ def stop(config: ConfigOption, timeout: Annotated[float, typer.Option(help="seco
             return
         time.sleep(0.1)
     raise ToolkitError(f"runner pid {pid} did not stop within {timeout:.0f} s")
+
+
+@app.command()
+def kill(config: ConfigOption, reason: Annotated[str, typer.Option(help="why (journaled)")],
+         timeout: Annotated[float, typer.Option(help="seconds to wait for the runner")] = 120.0) -> None:
+    """Kill switch: flatten every deployment and halt (the running runner does it; else this command)."""
+    from runner import protect
+    from runner.engine import KILL, Runner
+    from runner.journal import Journal
+
+    cfg = load_config(config)
+    if not reason.strip():
+        raise ConfigurationError("reason", "why the kill switch is pulled", reason)
+    j = Journal(cfg.journal)
+    try:
+        incident = j.open_incident(int(time.time() * 1000), KILL, "halt", f"operator: {reason}")
+    finally:
+        j.close()
+    pid = _running_pid(cfg)
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _running_pid(cfg) is None:
+                break
+            time.sleep(0.1)
+        else:
+            raise ToolkitError(f"runner pid {pid} did not flatten and stop within {timeout:.0f} s; the kill switch "
+                               f"(incident {incident}) stays open and any runner started will execute it")
+        done_by = f"runner pid {pid}"
+    else:
+        pid_file = _pid_path(cfg)
+        with pid_file.open("a+") as fh:  # no runner may start while this command trades
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigurationError("journal", "a journal no other runner is using", str(cfg.journal)) from None
+            runner = Runner(cfg)
+            try:
+                runner.open(versions=False)
+                protect.check_kill(runner)
+            finally:
+                runner.close()
+        done_by = "this command (no runner was running)"
+    j = Journal(cfg.journal)
+    try:
+        done = j.get_meta(f"kill_done:{incident}")
+        positions = {d.name: str(j.position(d.name, d.base, d.quote).base) for d in cfg.deployments}
+    finally:
+        j.close()
+    typer.echo(json.dumps({"event": "killed" if done else "kill_pending", "incident": incident, "by": done_by,
+                           "positions": positions}))
+    if not done:
+        raise ToolkitError(f"the kill switch (incident {incident}) is recorded but was not executed; any runner "
+                           "started will execute it")
 
 
 @app.command()

@@ -18,6 +18,21 @@
 
     [poll]
     cycle_seconds = 5.0
+    alias_check_seconds = 30.0            # how often the aliases are re-checked (wall seconds)
+
+    [rollback]                            # automatic rollback (optional table; these are the defaults)
+    enabled = true
+    max_rejections = 3                    # rejected orders of one version
+    unresolved_cycles = 20                # cycles a blocking reconciliation incident may stay open
+    action = "flatten"                    # or "handover": the restored version takes the position
+    # max_drawdown_pct = 10.0             # tighter than the stage policy's capital.max_drawdown_pct
+
+    [protective_stop]                     # optional: an exchange-side STOP_LOSS_LIMIT under the position
+    stop_pct = 5.0                        # stop price: this far under the last close
+    limit_pct = 6.0                       # limit price: this far under it (>= stop_pct)
+
+    [metrics]                             # optional: /healthz and /metrics on 127.0.0.1
+    port = 9108                           # 0: any free port (written to the journal and the start event)
 
     [[deployments]]
     name = "btc-ma"
@@ -48,8 +63,8 @@ from toolkit.errors import ConfigurationError, from_pydantic
 if TYPE_CHECKING:
     from toolkit.exchange import ExchangeConfig
 
-__all__ = ["ALIAS_STAGE", "Deployment", "ExchangeSettings", "PollSettings", "RiskLimits", "RunnerConfig",
-           "load_config"]
+__all__ = ["ALIAS_STAGE", "Deployment", "ExchangeSettings", "MetricsSettings", "PollSettings", "ProtectiveStop",
+           "RiskLimits", "RollbackSettings", "RunnerConfig", "load_config"]
 
 #: alias -> the promotion stage that moves it (``toolkit.registry.adapter.STAGE_ALIAS`` inverted)
 ALIAS_STAGE = {"paper": "paper", "champion": "live"}
@@ -130,6 +145,9 @@ class RiskLimits(_Frozen):
     max_legs_per_bar: int = pydantic.Field(3, ge=1, le=10, description="orders one decision may take to fill")
     balance_tolerance: float = pydantic.Field(
         1e-8, ge=0.0, description="largest difference between the journal's and the exchange's balance of an asset")
+    not_found_lookups: int = pydantic.Field(
+        3, ge=1, le=20, description="lookups (one per cycle) of an order the exchange does not know before it is "
+        "taken as never placed (Binance's order index can lag)")
     stale_after_bars: int = pydantic.Field(2, ge=1, description="bars without a new closed bar: the feed is stale")
     late_after_pct: float = pydantic.Field(
         50.0, gt=0.0, le=100.0, description="a decision later than this share of a bar after the close is late")
@@ -141,6 +159,41 @@ class PollSettings(_Frozen):
     cycle_seconds: float = pydantic.Field(5.0, gt=0.0, le=3600.0)
     retry_initial_seconds: float = pydantic.Field(1.0, gt=0.0)
     retry_max_seconds: float = pydantic.Field(60.0, gt=0.0)
+    alias_check_seconds: float = pydantic.Field(30.0, gt=0.0, le=3600.0,
+                                                description="wall seconds between two re-checks of the aliases")
+
+
+class RollbackSettings(_Frozen):
+    """When the runner rolls a deployment's alias back by itself, and what it does with the position."""
+
+    enabled: bool = True
+    max_drawdown_pct: float | None = pydantic.Field(
+        None, gt=0.0, le=100.0, allow_inf_nan=False,
+        description="a tighter drawdown limit than the stage policy's capital.max_drawdown_pct (never looser)")
+    max_rejections: int = pydantic.Field(3, ge=1, description="rejected orders of one version")
+    unresolved_cycles: int = pydantic.Field(
+        20, ge=1, description="cycles a blocking reconciliation incident may stay open")
+    action: Literal["flatten", "handover"] = "flatten"
+
+
+class ProtectiveStop(_Frozen):
+    """An exchange-side ``STOP_LOSS_LIMIT`` sell under a long position, so a dead runner still has a floor."""
+
+    stop_pct: float = pydantic.Field(gt=0.0, lt=50.0, allow_inf_nan=False)
+    limit_pct: float = pydantic.Field(gt=0.0, lt=60.0, allow_inf_nan=False)
+
+    @pydantic.model_validator(mode="after")
+    def _limit_under_stop(self) -> ProtectiveStop:
+        if self.limit_pct < self.stop_pct:
+            raise ConfigurationError("protective_stop.limit_pct", f"at least stop_pct ({self.stop_pct})",
+                                     self.limit_pct)
+        return self
+
+
+class MetricsSettings(_Frozen):
+    """``/healthz`` and ``/metrics`` (Prometheus) on 127.0.0.1; no port: off, 0: any free port."""
+
+    port: int | None = pydantic.Field(None, ge=0, le=65535)
 
 
 class RunnerConfig(_Frozen):
@@ -150,6 +203,9 @@ class RunnerConfig(_Frozen):
     exchange: ExchangeSettings
     risk: RiskLimits
     poll: PollSettings = PollSettings()
+    rollback: RollbackSettings = RollbackSettings()
+    protective_stop: ProtectiveStop | None = None
+    metrics: MetricsSettings = MetricsSettings()
     deployments: tuple[Deployment, ...] = pydantic.Field(min_length=1)
 
     @pydantic.model_validator(mode="after")

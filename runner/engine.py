@@ -45,9 +45,13 @@ from toolkit.exchange import (
     ExchangeTemporaryError,
     OutcomeUnknown,
 )
-from toolkit.exchange.errors import InvalidOrderRejected, TimestampRejected
+from toolkit.exchange.errors import InvalidOrderRejected, RateLimited, TimestampRejected
+from toolkit.exchange.orders import Order
 
-__all__ = ["ExchangeClock", "Runner", "RunnerHalted", "client_order_id"]
+__all__ = ["KILL", "ExchangeClock", "Runner", "RunnerHalted", "client_order_id"]
+
+#: the incident kind of the kill switch (``runner kill``): account-wide, severity ``halt``
+KILL = "kill_switch"
 
 log = logging.getLogger("runner")
 
@@ -67,9 +71,11 @@ class ExchangeClock:
 
     def __init__(self) -> None:
         self._ms = 0
+        self.server_ms = 0  # the exchange's time as last read (may go back: a skewed venue)
 
     def sync(self, session: ExchangeSession) -> int:
-        self._ms = max(self._ms, session.fetch_time())
+        self.server_ms = session.fetch_time()
+        self._ms = max(self._ms, self.server_ms)
         return self._ms
 
     def now_ms(self) -> int:
@@ -106,7 +112,13 @@ class Runner:
         self.cfg = config
         self.environ = environ
         self.stopping = threading.Event()
-        self._sleep = sleep or (lambda s: self.stopping.wait(s) and None)
+        self.wake = threading.Event()  # set by stop() and a kill request: ends the pause between cycles
+
+        def _pause(seconds: float) -> None:
+            self.wake.wait(seconds)
+            self.wake.clear()
+
+        self._sleep = sleep or _pause
         self.journal: Journal | None = None
         self.session: ExchangeSession | None = None
         self.clock = ExchangeClock()
@@ -114,9 +126,22 @@ class Runner:
         self.feeds: dict[str, BarFeed] = {}
         self.min_notional: dict[str, Decimal] = {}
         self.cycles = 0
+        self.killed: int | None = None  # the kill-switch incident executed (flattened, halted)
+        self.fresh: set[str] = set()    # deployments whose next decision starts from the position held
+        self.pending_switch: dict[str, tuple[LoadedVersion, str]] = {}  # handovers waiting for a bar boundary
+        self._bar_seen_at: dict[str, float] = {}  # wall time a deployment's newest bar was first seen
+        self.drift: dict[str, Decimal] = {}  # exchange minus journal per asset, at the last reconciliation
+        self._stop_refused: dict[str, Decimal] = {}  # a protective stop refused for this amount: not re-sent
+        from runner.guard import RollbackGuard
+        from runner.observe import Metrics
+        from runner.switch import AliasWatch
+
+        self.metrics = Metrics(self)
+        self.watch = AliasWatch(self)
+        self.guard = RollbackGuard(self)
 
     # --- start ------------------------------------------------------------------------------------
-    def preflight(self) -> None:
+    def preflight(self, versions: bool = True) -> None:
         """Check everything that can be checked before trading; raise before any order.
 
         Raises
@@ -127,7 +152,8 @@ class Runner:
         """
         exchange_config = self.cfg.exchange.exchange_config(self.environ)  # credentials first
         for i, d in enumerate(self.cfg.deployments):
-            self.versions[d.name] = load_version(d.model, d.alias, d.symbol, f"deployments[{i}]")
+            if versions:
+                self.versions[d.name] = load_version(d.model, d.alias, d.symbol, f"deployments[{i}]")
         self.session = ExchangeSession(exchange_config, clock=self.clock)
         self.clock.sync(self.session)
         markets = self.session.load_markets()
@@ -135,21 +161,27 @@ class Runner:
         for i, d in enumerate(self.cfg.deployments):
             if d.symbol not in markets:
                 raise ConfigurationError(f"deployments[{i}].symbol", f"a symbol {self.cfg.exchange.id} lists", d.symbol)
+            limits = markets[d.symbol].get("limits") or {}
+            self.min_notional[d.name] = _dec((limits.get("cost") or {}).get("min") or 0)
+            if not versions:
+                continue
             v = self.versions[d.name]
             if timeframes and v.timeframe not in timeframes:
                 raise ConfigurationError(f"deployments[{i}].model", f"a version whose timeframe {self.cfg.exchange.id} "
                                          "serves", v.timeframe)
-            limits = markets[d.symbol].get("limits") or {}
-            self.min_notional[d.name] = _dec((limits.get("cost") or {}).get("min") or 0)
             self.feeds[d.name] = BarFeed(self.session, d.symbol, v.timeframe, v.bar_ms, keep=v.required_history + 5)
         self.session.fetch_balance()  # the credentials work (AuthenticationFailed otherwise)
 
-    def open(self) -> None:
-        """Preflight, open the journal, record the versions, take the baseline and reconcile."""
-        self.preflight()
+    def open(self, versions: bool = True) -> None:
+        """Preflight, open the journal, record the versions, take the baseline and reconcile.
+
+        ``versions=False`` (``runner kill`` with no runner running): no registry, no version; the
+        journal and the exchange only.
+        """
+        self.preflight(versions)
         self.journal = Journal(self.cfg.journal)
         now = self.clock.now_ms()
-        for d in self.cfg.deployments:
+        for d in self.cfg.deployments if versions else ():
             v = self.versions[d.name]
             current = self.journal.current_version(d.name)
             if current != v.version:
@@ -160,8 +192,12 @@ class Runner:
         assert self.session is not None
         Reconciler(self.cfg, self.journal, self.session).ensure_baseline(now)
         self.reconcile(snapshot=True)
+        if versions:
+            self.metrics.start()
+            self.watch.mark_checked()
 
     def close(self) -> None:
+        self.metrics.stop()
         if self.session is not None:
             self.session.close()
         if self.journal is not None:
@@ -170,45 +206,93 @@ class Runner:
     def stop(self) -> None:
         """Ask the loop to finish its current step and return (signal handlers call this)."""
         self.stopping.set()
+        self.wake.set()
+
+    def request_kill(self) -> None:
+        """Wake the loop now to execute the kill switch the journal holds (``runner kill`` signals this)."""
+        self.wake.set()
 
     # --- loop -------------------------------------------------------------------------------------
     def run(self, max_cycles: int | None = None) -> None:
         """Run cycles until :meth:`stop` (or ``max_cycles``); temporary failures back off, operational ones halt."""
-        wait = self.cfg.poll.retry_initial_seconds
         while not self.stopping.is_set() and (max_cycles is None or self.cycles < max_cycles):
-            try:
-                self.cycle()
-                wait = self.cfg.poll.retry_initial_seconds
-                pause = self.cfg.poll.cycle_seconds
-            except ExchangeTemporaryError as exc:
-                self._incident("exchange_unavailable", "warning", f"{type(exc).__name__}: {exc}")
-                pause, wait = wait, min(wait * 2, self.cfg.poll.retry_max_seconds)
-            except ExchangeOperationalError as exc:
-                self._incident("exchange_operational", "halt", f"{type(exc).__name__}: {exc}")
-                raise RunnerHalted(f"halted: {exc}") from exc
+            pause = self.attempt()
             if not self.stopping.is_set():
                 self._sleep(pause)
 
+    _backoff = 0.0
+
+    def attempt(self) -> float:
+        """Run one cycle with the reactions by error class; return the pause before the next one.
+
+        Temporary (unreachable, 5xx, maintenance, 429/418) → incident, back off (at least the
+        exchange's ``Retry-After``); a read the exchange refused (e.g. a lookup it answers with an
+        error) → incident, back off, never the end of the process; operational → ``halt``
+        incident and :class:`RunnerHalted`.
+        """
+        base = self.cfg.poll.retry_initial_seconds
+        try:
+            self.cycle()
+        except RateLimited as exc:
+            self._incident("rate_limited", "warning", f"{type(exc).__name__}: {exc}")
+            self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
+            return max(self._backoff, float(exc.retry_after or 0.0))
+        except ExchangeTemporaryError as exc:
+            self._incident("exchange_unavailable", "warning", f"{type(exc).__name__}: {exc}")
+            self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
+            return self._backoff
+        except ExchangeRejected as exc:  # a read refused (orders are handled where they are sent)
+            self._incident("read_rejected", "warning", f"{type(exc).__name__}: {exc}")
+            self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
+            return self._backoff
+        except ExchangeOperationalError as exc:
+            self._incident("exchange_operational", "halt", f"{type(exc).__name__}: {exc}")
+            raise RunnerHalted(f"halted: {exc}") from exc
+        self._backoff = 0.0
+        if self.journal is not None:
+            for kind in ("exchange_unavailable", "rate_limited", "read_rejected"):
+                self.journal.resolve_incidents(self.clock.now_ms(), kind, None, "a later cycle succeeded")
+        return self.cfg.poll.cycle_seconds
+
     def cycle(self) -> None:
-        """One pass: time, reconciliation, decisions, orders."""
+        """One pass: time, kill switch, reconciliation, rollback triggers, aliases, decisions, orders, stops."""
+        from runner import protect
+
         assert self.session is not None and self.journal is not None
+        started = time.perf_counter()
+        before = self.clock.now_ms()
         now = self.clock.sync(self.session)
+        if before and self.clock.server_ms < before - 5_000:
+            self._incident("clock_skew", "warning", f"the exchange's time went back "
+                           f"{(before - self.clock.server_ms) / 1000:.1f} s (the runner keeps its clock monotonic; "
+                           "request signatures are resynced)")
         self.cycles += 1
         self.journal.set_meta("heartbeat", json.dumps({"exchange_ms": now, "wall": time.time(), "cycle": self.cycles}))
+        if protect.check_kill(self):
+            return
         self.reconcile()
+        self.guard.check_all(now)
+        self.watch.maybe_check()
         for d in self.cfg.deployments:
             if self.stopping.is_set():
                 return
             self.step(d, now)
+            protect.keep_stop(self, d)
+        self.metrics.after_cycle(time.perf_counter() - started)
 
     def reconcile(self, snapshot: bool = False) -> int:
         assert self.session is not None and self.journal is not None
-        return Reconciler(self.cfg, self.journal, self.session).run(self.clock.now_ms(), snapshot)
+        rec = Reconciler(self.cfg, self.journal, self.session)
+        new = rec.run(self.clock.now_ms(), snapshot)
+        self.drift = rec.drift
+        return new
 
     # --- decisions --------------------------------------------------------------------------------
     def step(self, d: Deployment, now: int) -> None:
         """Decide on every new closed bar of ``d`` (in order) and execute the latest decision."""
         assert self.journal is not None
+        if self.journal.blocking_halt(d.name):
+            return  # halted (a refused rollback): flat, no decisions
         v, feed = self.versions[d.name], self.feeds[d.name]
         last = self.journal.last_decision(d.name)
         since = None
@@ -224,6 +308,7 @@ class Runner:
                            "bar(s) behind the exchange's time: no new orders", d.name)
         else:
             self.journal.resolve_incidents(now, "stale_feed", d.name, "fresh bars again")
+        self.guard.observe(d)  # the equity before this cycle's orders, for the drawdown since the version started
         bars = feed.frame()
         if len(bars) < v.required_history:
             return
@@ -231,7 +316,14 @@ class Runner:
         todo = [t for t in times if last is None or t > int(last["bar_time"])]
         if last is None:
             todo = todo[-1:]  # a fresh deployment decides from the latest closed bar on
+        if d.name in self.pending_switch:  # a new version waits for the next bar boundary; no orders meanwhile
+            if not todo or not self.watch.handover(d, now, boundary=todo[0]):
+                return
+            return self.step(d, now)  # the new version decides the bar, from its own history
         new_decisions = [t for t in todo if times.index(t) + 1 >= v.required_history]
+        if new_decisions:
+            self._bar_seen_at[d.name] = time.perf_counter()
+            self.metrics.bars(d.name, len(new_decisions))
         for t in new_decisions:
             window = bars.iloc[: times.index(t) + 1].iloc[-v.required_history:]
             last = self._decide(d, v, t, window, last, now, latest=(t == times[-1]))
@@ -243,9 +335,13 @@ class Runner:
         assert self.journal is not None
         pos = self.journal.position(d.name, d.base, d.quote)
         price = float(window["close"].iloc[-1])
-        if last is None:  # the first decision starts from the position actually held
+        if last is None or d.name in self.fresh:  # a first decision (of a version) starts from the position held
             equity = d.capital + float(pos.quote_flow) + float(pos.base) * price
             held = float(pos.base) * price / equity if equity > 0 else 0.0
+            self.fresh.discard(d.name)
+            if last is not None and last["exec_state"] in ("pending", "executing"):
+                self.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded", "a newer bar closed")
+            last = None
         else:
             held = float(last["target"])
             if last["exec_state"] in ("pending", "executing"):
@@ -271,6 +367,8 @@ class Runner:
                            "closed", d.name)
         self._event("decision", deployment=d.name, bar=_iso(t), direction=direction, target=target, held=held,
                     version=v.version, late=late)
+        if latest and state != "pending":
+            self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
         return {**row, "order_delta": None}
 
     # --- execution --------------------------------------------------------------------------------
@@ -278,7 +376,7 @@ class Runner:
         """Send the next order of the latest decision, if one is needed and allowed."""
         assert self.journal is not None and self.session is not None
         t = int(decision["bar_time"])
-        legs = self.journal.orders(d.name, bar_time=t)
+        legs = self.journal.orders(d.name, bar_time=t, purpose="trade")
         if any(o["state"] in OPEN_STATES for o in legs):
             return  # an order's outcome is not known yet: reconciliation first
         if self.journal.blocking(d.name):
@@ -296,6 +394,7 @@ class Runner:
             remaining = delta - done
             if remaining * delta <= 0:
                 self.journal.set_exec_state(d.name, t, "done")
+                self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
                 return
         side = "buy" if remaining > 0 else "sell"
         if side == "sell":
@@ -306,6 +405,11 @@ class Runner:
             amount = Decimal(0)
         if amount <= 0 or amount * arrival < self.min_notional[d.name]:
             self.journal.set_exec_state(d.name, t, "done", f"remaining {remaining} below the market's minimum")
+            if not legs and abs(remaining) > 0:
+                self._incident("below_min_notional", "info", f"{d.symbol} bar {_iso(t)}: an order of {remaining} at "
+                               f"{arrival} is under the market's minimum notional {self.min_notional[d.name]}: "
+                               "not sent", d.name)
+            self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
             return
         if len(legs) >= self.cfg.risk.max_legs_per_bar:
             self.journal.set_exec_state(d.name, t, "incomplete", f"{len(legs)} legs sent, {remaining} left")
@@ -350,34 +454,57 @@ class Runner:
 
     def _send(self, d: Deployment, v: LoadedVersion, t: int, leg: int, side: str, amount: Decimal, arrival: Decimal,
               first_delta: Decimal | None) -> None:
+        from runner import protect
+
+        protect.cancel_stop(self, d)  # a protective stop locks the base asset: it is placed again after the fill
+        order = self.place(d, cid=client_order_id(d.name, t, leg), bar_time=t, leg=leg, side=side, amount=amount,
+                           arrival=arrival, version=v.version, purpose="trade", first_delta=first_delta)
+        if order is not None and order.status == "closed":  # filled in full: the decision is executed
+            self.journal.set_exec_state(d.name, t, "done", f"filled by {order.client_order_id}")  # type: ignore[union-attr]
+        if order is not None:
+            self.reconcile()
+
+    def place(self, d: Deployment, *, cid: str, bar_time: int, leg: int, side: str, amount: Decimal, arrival: Decimal,
+              version: str, purpose: str, order_type: str = "market", price: Decimal | None = None,
+              params: dict[str, Any] | None = None, first_delta: Decimal | None = None) -> Order | None:
+        """Journal an order's intent, send it once, journal the answer; return the order (None: not placed now).
+
+        ``OutcomeUnknown`` → looked up by client id (reconciliation settles it); a timestamp refusal → not
+        placed (the clock is resynced); temporary → not placed, raised; rejected → recorded, incident, no
+        retry; operational → recorded, raised.
+        """
         assert self.journal is not None and self.session is not None
-        cid = client_order_id(d.name, t, leg)
         now = self.clock.sync(self.session)
         self.journal.record_intent({
-            "client_order_id": cid, "deployment": d.name, "bar_time": t, "leg": leg, "symbol": d.symbol,
-            "side": side, "type": "market", "amount": str(amount), "arrival_price": str(arrival), "intent_at": now,
-            "state": "intent", "updated_at": now, "version": v.version}, order_delta=first_delta)
+            "client_order_id": cid, "deployment": d.name, "bar_time": bar_time, "leg": leg, "symbol": d.symbol,
+            "side": side, "type": order_type, "amount": str(amount), "arrival_price": str(arrival), "intent_at": now,
+            "state": "intent", "updated_at": now, "version": version, "purpose": purpose}, order_delta=first_delta)
         self._event("order", deployment=d.name, client_order_id=cid, side=side, amount=str(amount),
-                    arrival=str(arrival))
+                    arrival=str(arrival), type=order_type, purpose=purpose, price=None if price is None else str(price))
         failpoints.hit("before_send")
+        if purpose == "trade":
+            self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "order")
         try:
-            order = self.session.place_order(d.symbol, side, "market", amount, client_order_id=cid)
+            order = self.session.place_order(d.symbol, side, order_type, amount, price, client_order_id=cid,
+                                             params=params)
         except OutcomeUnknown as exc:
             self.journal.update_order(cid, "unknown", self.clock.now_ms(), detail=str(exc))
             self._incident("outcome_unknown", "warning", f"{cid}: {exc}", d.name)
             Reconciler(self.cfg, self.journal, self.session).resolve_pending(self.clock.now_ms())
-            return
+            return None
         except TimestampRejected as exc:  # nothing executed; the adapter resynced the clock
             self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
-            return
+            self._incident("timestamp_rejected", "warning", f"{cid}: {exc}", d.name)
+            return None
         except ExchangeTemporaryError as exc:  # a 429/418: refused, nothing executed
             self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
             raise
         except ExchangeRejected as exc:
             self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
-            self.journal.set_exec_state(d.name, t, "rejected", str(exc)[:500])
+            if purpose == "trade":
+                self.journal.set_exec_state(d.name, bar_time, "rejected", str(exc)[:500])
             self._incident("order_rejected", "warning", f"{cid}: {type(exc).__name__}: {exc}", d.name)
-            return
+            return None
         except ExchangeOperationalError as exc:
             self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
             raise
@@ -385,9 +512,7 @@ class Runner:
         self.journal.update_order(cid, order.status or "open", self.clock.now_ms(), exchange_id=order.id,
                                   filled=order.filled, average=order.average, detail="answer to the order request")
         failpoints.hit("after_order")
-        if order.status == "closed":  # filled in full: the decision is executed
-            self.journal.set_exec_state(d.name, t, "done", f"filled by {cid}")
-        self.reconcile()
+        return order
 
     # --- journal helpers --------------------------------------------------------------------------
     def _incident(self, kind: str, severity: str, message: str, deployment: str | None = None) -> None:

@@ -69,6 +69,12 @@ MIGRATIONS: list[str] = [
     CREATE INDEX orders_by_bar ON orders (deployment, bar_time);
     CREATE INDEX fills_by_order ON fills (exchange_order_id);
     """,
+    # 2: what an order is for (a decision's ``trade``, a ``flatten``, a protective ``stop``); the bar boundary
+    # of a version switch (the first bar the new version decides)
+    """
+    ALTER TABLE orders ADD COLUMN purpose TEXT NOT NULL DEFAULT 'trade';
+    ALTER TABLE version_switches ADD COLUMN boundary INTEGER;
+    """,
 ]
 
 #: order states: ``intent`` (journaled, maybe sent), ``unknown`` (sent, outcome unknown), the exchange's
@@ -212,9 +218,22 @@ class Journal:
                         (client_order_id, at, state, detail[:2000]))
             failpoints.hit("order_update_tx")
 
+    def note_order_event(self, client_order_id: str, state: str, at: int, detail: str = "") -> None:
+        """Record an event of an order without changing its state (e.g. ``lookup_miss``)."""
+        with self.tx() as con:
+            con.execute("INSERT INTO order_events (client_order_id, at, state, detail) VALUES (?, ?, ?, ?)",
+                        (client_order_id, at, state, detail[:2000]))
+
+    def order_event_count(self, client_order_id: str, state: str) -> int:
+        return int(self.con.execute("SELECT COUNT(*) FROM order_events WHERE client_order_id = ? AND state = ?",
+                                    (client_order_id, state)).fetchone()[0])
+
     def orders(self, deployment: str | None = None, states: tuple[str, ...] | None = None,
-               bar_time: int | None = None) -> list[dict[str, Any]]:
+               bar_time: int | None = None, purpose: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM orders WHERE 1 = 1", list[Any]()
+        if purpose is not None:
+            sql += " AND purpose = ?"
+            args.append(purpose)
         if deployment is not None:
             sql += " AND deployment = ?"
             args.append(deployment)
@@ -318,12 +337,22 @@ class Journal:
         return self.rows("SELECT * FROM incidents WHERE resolved_at IS NULL AND severity IN ('blocking', 'halt') "
                          "AND (deployment IS NULL OR deployment = ?) ORDER BY id", (deployment,))
 
+    def blocking_halt(self, deployment: str) -> list[dict[str, Any]]:
+        """Return the open ``halt`` incidents of ``deployment`` itself (it stays flat and decides nothing)."""
+        return self.rows("SELECT * FROM incidents WHERE resolved_at IS NULL AND severity = 'halt' "
+                         "AND deployment = ? ORDER BY id", (deployment,))
+
     def record_switch(self, at: int, deployment: str, model: str, alias: str, from_version: str | None,
-                      to_version: str, reason: str) -> None:
+                      to_version: str, reason: str, boundary: int | None = None) -> None:
         with self.tx() as con:
             con.execute("INSERT INTO version_switches (at, deployment, model, alias, from_version, to_version, "
-                        "reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (at, deployment, model, alias, from_version, to_version, reason))
+                        "reason, boundary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (at, deployment, model, alias, from_version, to_version, reason, boundary))
+
+    def switches(self, deployment: str | None = None) -> list[dict[str, Any]]:
+        if deployment is None:
+            return self.rows("SELECT * FROM version_switches ORDER BY seq")
+        return self.rows("SELECT * FROM version_switches WHERE deployment = ? ORDER BY seq", (deployment,))
 
     def current_version(self, deployment: str) -> str | None:
         rows = self.rows("SELECT to_version FROM version_switches WHERE deployment = ? ORDER BY seq DESC LIMIT 1",

@@ -3,7 +3,8 @@
 Run on start and every cycle, before any new order:
 
 1. every journaled order not known to be final (``intent``, ``unknown``, ``open``) is looked
-   up by its client order id; one the exchange does not know becomes ``not_placed``;
+   up by its client order id; one the exchange does not know at ``risk.not_found_lookups``
+   lookups (one per reconciliation: Binance's order index can lag) becomes ``not_placed``;
 2. the account's fills since the last one seen (``fetch_my_trades``) are journaled, each
    linked to its order (fills that happened while the runner was down are backfilled); a
    fill of an order the journal does not know opens a blocking incident;
@@ -40,6 +41,8 @@ class Reconciler:
         self.cfg = config
         self.journal = journal
         self.session = session
+        #: exchange minus journal per asset at the last balance check
+        self.drift: dict[str, Decimal] = {}
 
     # --- 0. baseline ---------------------------------------------------------------------------------
     def ensure_baseline(self, now: int) -> bool:
@@ -70,16 +73,23 @@ class Reconciler:
         return out
 
     # --- 1. orders whose outcome the journal does not know -----------------------------------------
-    def resolve_pending(self, now: int) -> int:
+    def resolve_pending(self, now: int, count_misses: bool = True) -> int:
         """Look up every order not known to be final by its client id; return how many changed state."""
         changed = 0
         for o in self.journal.orders(states=OPEN_STATES):
             found = self.session.find_order(o["symbol"], o["client_order_id"])
             if found is None:
-                if o["state"] in ("intent", "unknown"):
-                    self.journal.update_order(o["client_order_id"], "not_placed", now,
-                                              detail="the exchange does not know this client order id")
-                    changed += 1
+                if o["state"] in ("intent", "unknown") and count_misses:
+                    # Binance's order index can lag its matching engine: ask again on later cycles before
+                    # concluding that the order was never placed
+                    cid = o["client_order_id"]
+                    self.journal.note_order_event(cid, "lookup_miss", now, "the exchange does not know this "
+                                                  "client order id (yet)")
+                    misses = self.journal.order_event_count(cid, "lookup_miss")
+                    if misses >= self.cfg.risk.not_found_lookups:
+                        self.journal.update_order(cid, "not_placed", now, detail=f"the exchange did not know this "
+                                                  f"client order id at {misses} lookups")
+                        changed += 1
                 continue
             state = found.status or "open"
             if state != o["state"] or str(found.filled or 0) != o["filled"]:
@@ -159,6 +169,7 @@ class Reconciler:
         for asset in sorted(assets):
             have = actual.get(asset, (Decimal(0), Decimal(0), Decimal(0)))[2]
             want = expected.get(asset, Decimal(0))
+            self.drift[asset] = have - want
             if abs(have - want) > tol:
                 diffs.append(f"{asset}: exchange {have}, journal {want} (difference {have - want})")
         if snapshot or diffs:
@@ -175,7 +186,7 @@ class Reconciler:
         """Reconcile everything; return the number of new fills."""
         self.resolve_pending(now)
         new = self.sync_fills(now)
-        self.resolve_pending(now)  # fills may have linked orders to their final state
+        self.resolve_pending(now, count_misses=False)  # fills may have linked orders to their final state
         self.check_open_orders(now)
         self.check_balances(now, snapshot or new > 0)
         return new

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runner_support import START, PromotedRegistry, build_registry
+from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, build_registry, write_config
 
+from runner.config import load_config
+from runner.engine import Runner
 from toolkit.emulator import Emulator
 from toolkit.emulator.testing import EmulatorPool, make_store
 
@@ -78,3 +80,23 @@ def make_emulator(bar_store: Path, tmp_path: Path) -> Iterator[Callable[..., Emu
         yield pool.start
     finally:
         assert pool.stop_all() == [], "an emulator port is still bound"
+
+
+ENV = {"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET}
+
+
+@pytest.fixture
+def make_runner(tmp_path: Path) -> Iterator[Callable[..., Runner]]:
+    """Return a factory of in-process runners against an emulator (config overrides as ``write_config``)."""
+    opened: list[Runner] = []
+
+    def _make(emu: Emulator, environ: dict[str, str] | None = None, **overrides: object) -> Runner:
+        cfg = load_config(write_config(tmp_path / f"runner{len(opened)}.toml", emu.url,
+                                       tmp_path / f"journal{len(opened)}.sqlite", **overrides))
+        r = Runner(cfg, environ=ENV if environ is None else environ)
+        opened.append(r)
+        return r
+
+    yield _make
+    for r in opened:
+        r.close()

@@ -5,8 +5,9 @@ backtest of ``ma_cross`` on the bundled BTC/USDT 1h bars 2023-01..2024-02 (one c
 fast 20 / slow 50, sized at 15 % volatility over a 2-day window so a decision needs 50 bars),
 recorded in a private sqlite MLflow store, evaluated by the real gates under a lenient
 paper policy and promoted to ``paper`` through ``toolkit.registry.promotion.promote`` (audited).
-Version 2 is the same bundle registered again with the paper verdict recorded but never
-promoted (the hand-set alias case).
+Version 2 is the same bundle registered again with its own paper verdict recorded but never
+promoted (the hand-set alias case; tests that need a promotion and a rollback promote it in a
+private copy of the registry).
 
 The emulator replays the bundled 1m bars from 2024-03-01 (stepped clock); a runner process
 trades against it; the test steps the clock one bar (60 minutes) at a time.
@@ -20,8 +21,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from toolkit.emulator import Emulator
 
 MODEL = "ma_cross.BTC-USDT.1h"
 PARAMS = {"fast": 20, "slow": 50}
@@ -31,6 +38,7 @@ RUNNER = str(Path(sys.executable).with_name("runner"))
 PROCESS_TIMEOUT_S = 120
 CANARY_KEY = "emulator-api-key"
 CANARY_SECRET = "emulator-api-secret"
+HOUR_MS = 3_600_000
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,14 @@ def build_registry(root: Path) -> PromotedRegistry:
         (out / "verdict.json").write_text(verdict.to_json(), encoding="utf-8")
         record_verdict(MODEL, v1, out / "verdict.json", extra_evidence=out)
         promote(MODEL, v1, "paper", reason="runner tests", actor="tests")
-        v2 = record_backtest(bundle).model_version  # same bundle, verdict recorded, never promoted
-        record_verdict(MODEL, v2, out / "verdict.json", extra_evidence=out)
+        v2 = record_backtest(bundle).model_version  # same bundle, its own verdict recorded, never promoted here
+        evidence2 = collect_evidence(bundle, policy, registry_trial_count(MODEL, v2))
+        out2 = root / "verdict2"
+        evidence2.write(out2)
+        verdict2 = evaluate(evidence2, policy)
+        assert verdict2.passed, verdict2.summary()
+        (out2 / "verdict.json").write_text(verdict2.to_json(), encoding="utf-8")
+        record_verdict(MODEL, v2, out2 / "verdict.json", extra_evidence=out2)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -109,9 +123,12 @@ def write_config(path: Path, url: str, journal: Path, **overrides: Any) -> Path:
     def table(d: dict[str, Any]) -> str:
         return "\n".join(f"{k} = {_toml(v)}" for k, v in d.items())
 
-    text = (f"journal = {_toml(str(journal))}\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in overrides.items())
+    tables = {k: v for k, v in overrides.items() if isinstance(v, dict)}  # [rollback], [metrics], ...
+    scalars = {k: v for k, v in overrides.items() if not isinstance(v, dict)}
+    text = (f"journal = {_toml(str(journal))}\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in scalars.items())
             + f"\n[exchange]\n{table(exchange)}\n\n[risk]\n{table(risk)}\n\n[poll]\n{table(poll)}\n\n"
-            f"[[deployments]]\n{table(deployment)}\n")
+            + "".join(f"[{k}]\n{table(v)}\n\n" for k, v in tables.items())
+            + f"[[deployments]]\n{table(deployment)}\n")
     path.write_text(text)
     return path
 
@@ -168,3 +185,76 @@ def wait_for(predicate: Any, what: str, proc: RunnerProcess | None = None, timeo
             raise AssertionError(f"runner exited with {proc.proc.returncode} while waiting for {what}:\n{proc.logs()}")
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}" + (f":\n{proc.logs()}" if proc else ""))
+
+
+def last_decided(journal_path: Path) -> int | None:
+    if not journal_path.exists():
+        return None
+    from runner.journal import Journal
+
+    j = Journal(journal_path)
+    try:
+        last = j.last_decision("btc")
+        pending = j.orders(states=("intent", "unknown", "open"))
+        executing = last is not None and last["exec_state"] in ("pending", "executing")
+        return None if last is None or pending or executing else int(last["bar_time"])
+    finally:
+        j.close()
+
+
+class Venue:
+    """An emulator with planted canary credentials and a test-side client of it."""
+
+    def __init__(self, emu: Emulator, key: str = CANARY_KEY, secret: str = CANARY_SECRET) -> None:
+        self.emu = emu
+        from toolkit.exchange import exchange_client
+
+        self.client = exchange_client(url=emu.url, api_key=key, secret=secret, clock=emu.clock,
+                                      enableRateLimit=False)
+        self.client.load_markets()
+
+    def latest_closed(self) -> int:
+        return (self.emu.clock.now_ms() // HOUR_MS) * HOUR_MS - HOUR_MS
+
+    def drive(self, journal: Path, proc: RunnerProcess, until: Callable[[], bool], max_bars: int = 200) -> None:
+        """Step the replay one hour each time the runner has decided (and settled) the latest closed bar."""
+        for _ in range(max_bars):
+            if until():
+                return
+            wait_for(lambda: last_decided(journal) == self.latest_closed() or proc.proc.poll() is not None,
+                     "the runner to decide the latest bar", None)
+            if proc.proc.poll() is not None or until():
+                return
+            from toolkit.emulator.testing import step_clock
+
+            step_clock(self.emu.url, 60)
+        raise AssertionError(f"no stop condition within {max_bars} bars:\n{proc.logs()}")
+
+
+def check_books(venue: Venue, journal_path: Path) -> dict[str, Any]:
+    """Assert no duplicate order, no lost fill, journal position == exchange balance; return figures."""
+    from runner.journal import Journal
+
+    j = Journal(journal_path)
+    try:
+        orders = venue.client.fetch_orders("BTC/USDT")
+        cids = [o["clientOrderId"] for o in orders]
+        assert len(cids) == len(set(cids)), f"duplicate client order ids on the exchange: {cids}"
+        journaled = {o["client_order_id"]: o for o in j.orders()}
+        assert set(cids) <= set(journaled), "an order on the exchange the journal does not know"
+        for o in orders:  # the journal knows each order's final state
+            assert journaled[o["clientOrderId"]]["state"] == o["status"], (o, journaled[o["clientOrderId"]])
+        placed = {k for k, o in journaled.items() if o["state"] != "not_placed"}
+        assert placed == set(cids)
+        trades = venue.client.fetch_my_trades("BTC/USDT", since=0, limit=1000)
+        fills = j.fills()
+        assert sorted(str(t["id"]) for t in trades) == sorted(f["trade_id"] for f in fills), "lost or extra fills"
+        assert all(f["deployment"] == "btc" for f in fills)
+        pos = j.position("btc", "BTC", "USDT")
+        balance = venue.client.fetch_balance()
+        base = j.baseline()
+        assert Decimal(str(balance["BTC"]["total"])) == base.get("BTC", Decimal(0)) + pos.base
+        assert abs(Decimal(str(balance["USDT"]["total"])) - (base["USDT"] + pos.quote_flow)) <= Decimal("1e-8")
+        return {"orders": len(cids), "fills": len(fills), "position": pos.base}
+    finally:
+        j.close()

@@ -134,3 +134,17 @@ def test_two_processes_opening_a_new_journal_migrate_it_once(tmp_path: Path) -> 
     errors = [p.communicate(timeout=PROCESS_TIMEOUT_S)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     assert Journal(path).schema_version == len(MIGRATIONS)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"protective_stop": {"stop_pct": 5.0, "limit_pct": 4.0}}, "protective_stop.limit_pct"),
+    ({"rollback": {"action": "ignore"}}, "rollback.action"),
+    ({"rollback": {"max_drawdown_pct": 0.0}}, "rollback.max_drawdown_pct"),
+    ({"metrics": {"port": 70000}}, "metrics.port"),
+    ({"poll": {"alias_check_seconds": 0}}, "poll.alias_check_seconds"),
+])
+def test_bad_rollback_stop_and_metrics_settings_name_the_field(tmp_path: Path, overrides: dict[str, object],
+                                                               field: str) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        load_config(_cfg(tmp_path, **overrides))
+    assert err.value.field == field

@@ -13,7 +13,6 @@ import json
 import random
 import subprocess
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,88 +23,28 @@ from runner_support import (
     START,
     PromotedRegistry,
     RunnerProcess,
+    check_books,
+    last_decided,
     runner_env,
     wait_for,
     write_config,
 )
+from runner_support import Venue as _Venue
 
 from runner.journal import Journal
 from toolkit.emulator import Emulator
-from toolkit.emulator.testing import EmulatorPool, make_store, step_clock
-from toolkit.exchange import exchange_client
+from toolkit.emulator.testing import EmulatorPool, make_store
 
 CANARY_KEY = "canary-key-7f3a9c1e5b"
 CANARY_SECRET = "canary-secret-d41d8cd98f00b204"
-HOUR_MS = 3_600_000
+
+
+def Venue(emu: Emulator) -> _Venue:
+    return _Venue(emu, CANARY_KEY, CANARY_SECRET)
 
 
 def _env(reg: PromotedRegistry, **extra: str) -> dict[str, str]:
     return runner_env(reg, TOOLKIT_EXCHANGE_API_KEY=CANARY_KEY, TOOLKIT_EXCHANGE_SECRET=CANARY_SECRET, **extra)
-
-
-def _last_decided(journal_path: Path) -> int | None:
-    if not journal_path.exists():
-        return None
-    j = Journal(journal_path)
-    try:
-        last = j.last_decision("btc")
-        pending = j.orders(states=("intent", "unknown", "open"))
-        executing = last is not None and last["exec_state"] in ("pending", "executing")
-        return None if last is None or pending or executing else int(last["bar_time"])
-    finally:
-        j.close()
-
-
-class Venue:
-    """An emulator with planted canary credentials and a test-side client of it."""
-
-    def __init__(self, emu: Emulator) -> None:
-        self.emu = emu
-        self.client = exchange_client(url=emu.url, api_key=CANARY_KEY, secret=CANARY_SECRET, clock=emu.clock,
-                                      enableRateLimit=False)
-        self.client.load_markets()
-
-    def latest_closed(self) -> int:
-        return (self.emu.clock.now_ms() // HOUR_MS) * HOUR_MS - HOUR_MS
-
-    def drive(self, journal: Path, proc: RunnerProcess, until: Callable[[], bool], max_bars: int = 200) -> None:
-        """Step the replay one hour each time the runner has decided (and settled) the latest closed bar."""
-        for _ in range(max_bars):
-            if until():
-                return
-            wait_for(lambda: _last_decided(journal) == self.latest_closed() or proc.proc.poll() is not None,
-                     "the runner to decide the latest bar", None)
-            if proc.proc.poll() is not None or until():
-                return
-            step_clock(self.emu.url, 60)
-        raise AssertionError(f"no stop condition within {max_bars} bars:\n{proc.logs()}")
-
-
-def _check_books(venue: Venue, journal_path: Path) -> dict[str, Any]:
-    """Assert no duplicate order, no lost fill, journal position == exchange balance; return figures."""
-    j = Journal(journal_path)
-    try:
-        orders = venue.client.fetch_orders("BTC/USDT")
-        cids = [o["clientOrderId"] for o in orders]
-        assert len(cids) == len(set(cids)), f"duplicate client order ids on the exchange: {cids}"
-        journaled = {o["client_order_id"]: o for o in j.orders()}
-        assert set(cids) <= set(journaled), "an order on the exchange the journal does not know"
-        for o in orders:  # the journal knows each order's final state
-            assert journaled[o["clientOrderId"]]["state"] == o["status"], (o, journaled[o["clientOrderId"]])
-        placed = {k for k, o in journaled.items() if o["state"] != "not_placed"}
-        assert placed == set(cids)
-        trades = venue.client.fetch_my_trades("BTC/USDT", since=0, limit=1000)
-        fills = j.fills()
-        assert sorted(str(t["id"]) for t in trades) == sorted(f["trade_id"] for f in fills), "lost or extra fills"
-        assert all(f["deployment"] == "btc" for f in fills)
-        pos = j.position("btc", "BTC", "USDT")
-        balance = venue.client.fetch_balance()
-        base = j.baseline()
-        assert Decimal(str(balance["BTC"]["total"])) == base.get("BTC", Decimal(0)) + pos.base
-        assert abs(Decimal(str(balance["USDT"]["total"])) - (base["USDT"] + pos.quote_flow)) <= Decimal("1e-8")
-        return {"orders": len(cids), "fills": len(fills), "position": pos.base}
-    finally:
-        j.close()
 
 
 def _scan_for_canary(*paths: Path, texts: tuple[str, ...] = ()) -> None:
@@ -139,8 +78,8 @@ def _kill_chain(points: list[str], reg: PromotedRegistry, emu: Emulator, work: P
         assert proc.wait() == -9, f"kill point {point} not reached:\n{proc.logs()}"
         killed += 1
     final = RunnerProcess(config, _env(reg), work, name="final")
-    venue.drive(journal, final, until=lambda: False if _last_decided(journal) is None else True, max_bars=5)
-    wait_for(lambda: _last_decided(journal) == venue.latest_closed(), "the restarted runner to settle", final)
+    venue.drive(journal, final, until=lambda: False if last_decided(journal) is None else True, max_bars=5)
+    wait_for(lambda: last_decided(journal) == venue.latest_closed(), "the restarted runner to settle", final)
     status = subprocess.run([RUNNER, "status", "--config", str(config), "--json"], env=_env(reg), capture_output=True,
                             text=True, timeout=PROCESS_TIMEOUT_S)
     assert status.returncode == 0, status.stderr
@@ -150,7 +89,7 @@ def _kill_chain(points: list[str], reg: PromotedRegistry, emu: Emulator, work: P
                           timeout=PROCESS_TIMEOUT_S)
     assert stop.returncode == 0, stop.stderr
     assert final.wait() == 0, final.logs()  # SIGTERM: a clean stop
-    figures = _check_books(venue, journal)
+    figures = check_books(venue, journal)
     _scan_for_canary(work, texts=(status.stdout, status.stderr, stop.stdout, stop.stderr))
     return {"killed": killed, **figures}
 

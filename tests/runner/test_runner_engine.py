@@ -7,16 +7,14 @@ by hand, a failed verdict, missing credentials).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from runner_support import CANARY_KEY, CANARY_SECRET, MODEL, PARAMS, SIZING, PromotedRegistry, write_config
+from runner_support import CANARY_KEY, CANARY_SECRET, MODEL, PARAMS, SIZING, PromotedRegistry
 
-from runner.config import load_config
 from runner.engine import Runner
 from toolkit.emulator import Emulator
 from toolkit.emulator.testing import admin, step_clock
@@ -24,22 +22,6 @@ from toolkit.errors import ConfigurationError
 
 ENV = {"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET}
 BARS = 36  # hours replayed by the parity test
-
-
-@pytest.fixture
-def make_runner(tmp_path: Path) -> Iterator[Callable[..., Runner]]:
-    opened: list[Runner] = []
-
-    def _make(emu: Emulator, environ: dict[str, str] | None = None, **overrides: object) -> Runner:
-        cfg = load_config(write_config(tmp_path / f"runner{len(opened)}.toml", emu.url,
-                                       tmp_path / f"journal{len(opened)}.sqlite", **overrides))
-        r = Runner(cfg, environ=ENV if environ is None else environ)
-        opened.append(r)
-        return r
-
-    yield _make
-    for r in opened:
-        r.close()
 
 
 def exchange_orders(emu: Emulator) -> list[dict[str, object]]:
