@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
                           text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for step in ("1/5 backtest", "2/5 paper gates", "3/5 promote to paper", "4/5 live gates", "5/5 index"):
+    for step in ("1/7 backtest", "2/7 paper gates", "3/7 promote to paper", "4/7 paper trading", "5/7 attribution",
+                 "6/7 live gates", "7/7 index"):
         assert step in out, out
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -41,13 +43,19 @@ def test_make_demo_runs_the_whole_flow(tmp_path: Path) -> None:
     assert "not promoted" not in out
     # live: never eligible today, and the demo says why in plain words
     assert live == "failed" and "paper_record" in tags["gate.live.failed"].split(",")
-    assert "not eligible for live:" in out and "no paper record yet" in out
+    assert "not eligible for live:" in out and "paper_record: paper record: Not enough data yet" in out
+    # the runner paper-traded the version against the emulator, attribution measured the record
+    assert re.search(r"96 replayed hours from 2024-03-01 UTC against the emulator: 97 decisions, [1-9]\d* orders?", out)
+    assert "0 open incidents" in out
+    assert tags["attribution.paper.verdict"] == "not enough data yet"
+    assert float(tags["attribution.paper.days"]) == pytest.approx(4.0, abs=0.05)
     index = (tmp_path / "reports" / "index.html").read_text()
     assert "backtest" in index and "paper gates" in index and "live gates" in index
     # the desk overview on top of the index
     assert index.index("<h2>Models</h2>") < index.index("<h2>Reports</h2>")
     row = json.loads((tmp_path / "reports" / "overview.json").read_text())["ma_cross.BTC-USDT.1h"]
     assert row["paper"]["version"] == "1" and row["champion"] is None
+    assert row["paper"]["paper_record"]["verdict"] == "not enough data yet"
     run = client.get_run(client.get_model_version("ma_cross.BTC-USDT.1h", "1").run_id)
     assert row["paper"]["backtest_oos_sharpe"] == run.data.metrics["oos.sharpe"]
     assert {s: v["verdict"] for s, v in row["latest_verdicts"].items()} == {"paper": "passed", "live": "failed"}

@@ -2,9 +2,12 @@
 
 backtest (template -> HTML -> MLflow version) -> paper gates (template -> paper verdict
 on the version) -> promote to alias ``paper`` when the paper verdict passed, otherwise
-say which gates failed and why -> live gates -> say in plain words whether the version
-is eligible for live and why not (today: no paper record yet, since post-trade
-attribution has not measured one) -> index of reports. The demo never promotes to live.
+say which gates failed and why -> the runner paper-trades the ``paper`` version against the
+loopback emulator over four replayed days of real minute bars (``runner.demo``) ->
+post-trade attribution of that journal (template -> HTML -> MLflow; the paper record) ->
+live gates -> say in plain words whether the version is eligible for live and why not
+(four days are far from the record the live policy asks for: "not enough data yet") ->
+index of reports with the desk overview. The demo never promotes to live.
 
 The demo's market, strategy, period and grid live in one place, ``DEMO_BACKTEST``.
 """
@@ -54,7 +57,7 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
 
     say = echo or (lambda _msg: None)
     say(f"tracking store: {config.tracking_uri()}")
-    say(f"1/5 backtest {DEMO_BACKTEST}")
+    say(f"1/7 backtest {DEMO_BACKTEST}")
     bt = run_backtest_workflow(dict(DEMO_BACKTEST), progress=echo is not None, clock=clock)
     m = bt.metrics
     name, version = bt.model_name, bt.model_version
@@ -63,7 +66,7 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
         f"{bt.n_trials} trials in the ledger")
     say(f"    report {bt.report_path}")
 
-    say(f"2/5 paper gates on {name} v{version} (the paper policy in force)")
+    say(f"2/7 paper gates on {name} v{version} (the paper policy in force)")
     paper = run_gates_workflow(name, version, "paper", clock=clock)
     n_passed = sum(bool(g.get("passed")) for g in paper.gates)
     say(f"    paper verdict {paper.verdict.upper()} ({n_passed}/{len(paper.gates)} gates passed; "
@@ -73,17 +76,35 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
 
     result: dict[str, Any] = {"backtest": bt.to_dict(), "paper_gates": paper.to_dict()}
     if paper.passed:
-        say("3/5 promote to paper: the paper verdict passed under the paper policy in force")
+        say("3/7 promote to paper: the paper verdict passed under the paper policy in force")
         result["paper_promotion"] = promote(name, version, "paper", reason="make demo: the paper gates passed",
                                             actor="demo", clock=clock)
         say(f"    alias paper -> {name} v{version} (was {result['paper_promotion']['from_version'] or 'unset'})")
     else:
-        say(f"3/5 promote to paper: not promoted — {len(paper.failed)} gate(s) failed: {', '.join(paper.failed)}. "
+        say(f"3/7 promote to paper: not promoted — {len(paper.failed)} gate(s) failed: {', '.join(paper.failed)}. "
             f"`toolkit promote {name} --version {version} --stage paper --reason ...` would refuse for the "
             "same reason.")
         result["paper_promotion"] = None
 
-    say(f"4/5 live gates on {name} v{version} (the live policy in force)")
+    if result["paper_promotion"] is not None:
+        from runner.demo import paper_trade
+        from toolkit.workflows.attribution import demo_attribution
+
+        say(f"4/7 paper trading: the runner trades {name}@paper against the loopback emulator (real ccxt, "
+            "replayed real 1m bars, an hour per step)")
+        work = config.reports_dir() / "paper" / clock.now().strftime("%Y%m%dT%H%M%SZ")
+        work.mkdir(parents=True, exist_ok=True)  # the journal stays for `toolkit attribute` and the reader
+        stretch = paper_trade(name, work, echo=say)
+        result["paper_trading"] = {"journal": str(stretch.journal), "decisions": stretch.decisions,
+                                   "orders": stretch.orders, "fills": stretch.fills}
+        say(f"5/7 attribution of the paper-traded stretch (journal {stretch.journal})")
+        att = demo_attribution(name, version, stretch.journal, echo=say, clock=clock)
+        result["attribution"] = {"verdict": att.verdict, "sentence": att.sentence}
+    else:
+        say("4/7 paper trading: skipped (not on paper)")
+        say("5/7 attribution: skipped (no paper record)")
+
+    say(f"6/7 live gates on {name} v{version} (the live policy in force)")
     live = run_gates_workflow(name, version, "live", clock=clock)
     say(f"    live verdict {live.verdict.upper()}, verdict sha {live.verdict_sha[:12]}"
         + ("" if live.latency_reused_from is None else "; latency samples reused from the paper evaluation"))
@@ -102,5 +123,5 @@ def run_demo(echo: Callable[[str], None] | None = print, clock: Clock = SYSTEM_C
     result["status"] = st
     refresh_overview([name])
     index = write_index()
-    say(f"5/5 index {index} (the desk overview on top)")
+    say(f"7/7 index {index} (the desk overview on top)")
     return result
