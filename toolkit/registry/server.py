@@ -273,14 +273,29 @@ def _reap(pid: int) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
+    """Return whether a live (not zombie) process is in group ``pgid``.
+
+    The server may have been started by another test worker, whose child it is: once stopped it stays a
+    zombie until that worker reaps it, and ``killpg(pgid, 0)`` still finds it. /proc tells the states apart.
+    """
     _reap(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+    proc = Path("/proc")
+    if not proc.is_dir():  # not Linux: signal 0 (a zombie counts as alive there)
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    for entry in proc.glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":  # state, ppid, pgrp
+            return True
+    return False
 
 
 def _load(root: Path) -> RegistryEndpoints | None:
