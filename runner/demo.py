@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from toolkit.errors import ExecutionFailed
 
-__all__ = ["PaperStretch", "paper_trade"]
+__all__ = ["PaperStretch", "paper_trade", "replay_hours"]
 
 DEMO_KEY, DEMO_SECRET = "demo-api-key", "demo-api-secret"  # the demo's emulator accepts these, nothing else does
 DEMO_CREDENTIALS = {"TOOLKIT_EXCHANGE_API_KEY": DEMO_KEY, "TOOLKIT_EXCHANGE_SECRET": DEMO_SECRET}
@@ -68,6 +69,17 @@ capital = {capital}
 """
 
 
+def replay_hours(runner: Any, url: str, hours: int) -> None:
+    """Open ``runner`` and run one cycle per replayed hour of the stepped emulator at ``url`` (``hours`` + 1 cycles)."""
+    from toolkit.emulator.testing import step_clock
+
+    runner.open()
+    for _ in range(hours):
+        runner.cycle()
+        step_clock(url, 60)
+    runner.cycle()
+
+
 def paper_trade(model: str, work: Path, start: str = "2024-03-01", hours: int = 96, capital: float = 20_000.0,
                 echo: Callable[[str], None] | None = print) -> PaperStretch:
     """Paper-trade ``model@paper`` for ``hours`` replayed hours from ``start`` (UTC); return what it did.
@@ -80,7 +92,7 @@ def paper_trade(model: str, work: Path, start: str = "2024-03-01", hours: int = 
     from runner.config import load_config
     from runner.engine import Runner
     from runner.journal import Journal
-    from toolkit.emulator.testing import EmulatorPool, make_store, step_clock
+    from toolkit.emulator.testing import EmulatorPool, make_store
 
     say = echo or (lambda _m: None)
     t0 = pd.Timestamp(start, tz="UTC")
@@ -97,11 +109,7 @@ def paper_trade(model: str, work: Path, start: str = "2024-03-01", hours: int = 
         cfg_path = work / "runner.toml"
         cfg_path.write_text(_config_text(emu.url, journal_path, model, capital), encoding="utf-8")
         runner = Runner(load_config(cfg_path), environ=DEMO_CREDENTIALS)
-        runner.open()
-        for _ in range(hours):
-            runner.cycle()
-            step_clock(emu.url, 60)
-        runner.cycle()
+        replay_hours(runner, emu.url, hours)
     finally:
         if runner is not None:
             runner.close()

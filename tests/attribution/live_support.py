@@ -22,8 +22,9 @@ def paper_journal(reg: PromotedRegistry, work: Path, store: Path, hours: int, na
                   matching: dict[str, Any] | None = None) -> Path:
     """Trade ``hours`` replayed hours on paper; return the journal (emulator and runner stopped)."""
     from runner.config import load_config
+    from runner.demo import replay_hours
     from runner.engine import Runner
-    from toolkit.emulator.testing import EmulatorPool, step_clock
+    from toolkit.emulator.testing import EmulatorPool
 
     saved = {k: os.environ.get(k) for k in reg.env}
     os.environ.update(reg.env)
@@ -36,11 +37,7 @@ def paper_journal(reg: PromotedRegistry, work: Path, store: Path, hours: int, na
         cfg = load_config(write_config(work / f"{name}.toml", emu.url, journal,
                                        deployment={"capital": CAPITAL}))
         runner = Runner(cfg, environ=ENV)
-        runner.open()
-        for _ in range(hours):
-            runner.cycle()
-            step_clock(emu.url, 60)
-        runner.cycle()
+        replay_hours(runner, emu.url, hours)
     finally:
         if runner is not None:
             runner.close()

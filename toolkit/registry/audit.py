@@ -227,14 +227,24 @@ class AuditLog:
         RegistryError
             A row's content or its link to the previous row does not match its sha.
         """
-        prev = _GENESIS
-        rows = self.events()
-        for r in rows:
-            if r["prev_sha"] != prev or _content_sha(prev, r) != r["sha"]:
-                raise RegistryError(f"audit trail {self.path}: row {r['seq']} (id {r['id']}) does not match "
-                                    "its hash chain: the log was altered outside the toolkit")
-            prev = r["sha"]
-        return len(rows)
+        return verify_chain(self.events(), self.path)
+
+
+def verify_chain(rows: list[dict[str, Any]], where: object) -> int:
+    """Check the hash chain of audit ``rows`` (oldest first) stored at ``where``; return their number.
+
+    Raises
+    ------
+    RegistryError
+        A row's content or its link to the previous row does not match its sha.
+    """
+    prev = _GENESIS
+    for r in rows:
+        if r["prev_sha"] != prev or _content_sha(prev, r) != r["sha"]:
+            raise RegistryError(f"audit trail {where}: row {r['seq']} (id {r['id']}) does not match "
+                                "its hash chain: the log was altered outside the toolkit")
+        prev = r["sha"]
+    return len(rows)
 
 
 class AuditAttempt:

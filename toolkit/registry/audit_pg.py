@@ -17,8 +17,7 @@ from dataclasses import asdict
 from typing import Any
 
 from toolkit.database import Database, advisory_key
-from toolkit.errors import RegistryError
-from toolkit.registry.audit import _FIELDS, _GENESIS, AuditEvent, AuditLog, _content_sha
+from toolkit.registry.audit import _FIELDS, _GENESIS, AuditEvent, AuditLog, _content_sha, verify_chain
 
 __all__ = ["AUDIT_DDL", "PgAuditLog"]
 
@@ -98,11 +97,4 @@ class PgAuditLog(AuditLog):
         RegistryError
             A row's content or its link to the previous row does not match its sha.
         """
-        prev = _GENESIS
-        rows = self.events()
-        for r in rows:
-            if r["prev_sha"] != prev or _content_sha(prev, r) != r["sha"]:
-                raise RegistryError(f"audit trail {self.path}: row {r['seq']} (id {r['id']}) does not match "
-                                    "its hash chain: the log was altered outside the toolkit")
-            prev = r["sha"]
-        return len(rows)
+        return verify_chain(self.events(), self.path)
