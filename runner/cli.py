@@ -10,6 +10,7 @@ only, and the exchange adapter scrubs them from error messages.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -246,6 +247,64 @@ def resolve(config: ConfigOption, incident: Annotated[int, typer.Argument(help="
     finally:
         j.close()
     typer.echo(f"incident {incident} resolved")
+
+
+def _incident_state(row: dict[str, Any]) -> str:
+    if row["resolved_at"] is not None:
+        return "resolved"
+    return "acknowledged" if row.get("acknowledged_at") is not None else "open"
+
+
+def _ms_iso(ms: int | None) -> str | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat(timespec="seconds")
+
+
+@app.command()
+def incidents(config: ConfigOption,
+              all_: Annotated[bool, typer.Option("--all", help="resolved ones too")] = False,
+              json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the incidents (open and acknowledged; --all: resolved too), newest first, with their runbooks."""
+    from runner.journal import Journal
+
+    cfg = load_config(config)
+    j = Journal(cfg.journal)
+    try:
+        rows = [r for r in j.incidents() if all_ or r["resolved_at"] is None][::-1]
+    finally:
+        j.close()
+    books = Path(__file__).resolve().parent / "runbooks"
+    out = [{"id": r["id"], "state": _incident_state(r), "at": _ms_iso(r["at"]), "deployment": r["deployment"],
+            "kind": r["kind"], "severity": r["severity"], "message": r["message"],
+            "acknowledged_at": _ms_iso(r.get("acknowledged_at")), "acknowledged_by": r.get("acknowledged_by"),
+            "resolved_at": _ms_iso(r["resolved_at"]), "resolution": r["resolution"],
+            "runbook": str(books / f"{r['kind']}.md") if (books / f"{r['kind']}.md").is_file() else None}
+           for r in rows]
+    if json_output:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    if not out:
+        typer.echo("no open incidents" if not all_ else "no incidents")
+    for r in out:
+        who = f" (acknowledged by {r['acknowledged_by']})" if r["state"] == "acknowledged" else ""
+        typer.echo(f"#{r['id']} {r['state']}{who} {r['severity']} {r['kind']} {r['deployment'] or 'account'} "
+                   f"{r['at']}: {r['message']}" + (f"\n    runbook {r['runbook']}" if r["runbook"] else ""))
+
+
+@app.command()
+def ack(config: ConfigOption, incident: Annotated[int, typer.Argument(help="incident id")],
+        by: Annotated[str, typer.Option(help="who takes it (default $USER)")] = "") -> None:
+    """Acknowledge an open incident: someone is on it (it keeps blocking until `runner resolve`)."""
+    from runner.journal import Journal
+
+    cfg = load_config(config)
+    who = by.strip() or os.environ.get("USER", "") or "operator"
+    j = Journal(cfg.journal)
+    try:
+        if not j.acknowledge_incident(incident, int(time.time() * 1000), who):
+            raise ConfigurationError("incident", "the id of an open incident nobody has acknowledged", incident)
+    finally:
+        j.close()
+    typer.echo(f"incident {incident} acknowledged by {who}")
 
 
 def main(argv: list[str] | None = None) -> int:

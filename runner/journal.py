@@ -75,6 +75,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE orders ADD COLUMN purpose TEXT NOT NULL DEFAULT 'trade';
     ALTER TABLE version_switches ADD COLUMN boundary INTEGER;
     """,
+    # 3: an incident's acknowledgement (open -> acknowledged -> resolved): who took it and when
+    """
+    ALTER TABLE incidents ADD COLUMN acknowledged_at INTEGER;
+    ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+    """,
 ]
 
 #: order states: ``intent`` (journaled, maybe sent), ``unknown`` (sent, outcome unknown), the exchange's
@@ -326,6 +331,14 @@ class Journal:
             cur = con.execute("UPDATE incidents SET resolved_at = ?, resolution = ? "
                               "WHERE id = ? AND resolved_at IS NULL",
                               (at, resolution, incident_id))
+            return cur.rowcount == 1
+
+    def acknowledge_incident(self, incident_id: int, at: int, by: str) -> bool:
+        """Mark an open, not yet acknowledged incident as taken by ``by``; return False when there is none."""
+        with self.tx() as con:
+            cur = con.execute("UPDATE incidents SET acknowledged_at = ?, acknowledged_by = ? "
+                              "WHERE id = ? AND resolved_at IS NULL AND acknowledged_at IS NULL",
+                              (at, by[:200], incident_id))
             return cur.rowcount == 1
 
     def incidents(self, open_only: bool = False) -> list[dict[str, Any]]:
