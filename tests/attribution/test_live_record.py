@@ -113,3 +113,41 @@ def test_cli_json_and_bad_journal(private_store: dict[str, str], paper_journals:
     assert err.returncode == 3
     e = json.loads(err.stdout)["error"]
     assert e["field"].startswith("fills[trade_id=") and e["field"].endswith("].price") and e["found"] == "n/a"
+
+
+def test_the_morning_command_attributes_every_deployment_of_a_journal(private_store: dict[str, str],
+                                                                      paper_journals: dict[str, Path],
+                                                                      tmp_path: Path) -> None:
+    import os
+    import sqlite3
+
+    env = {**os.environ, **private_store}
+
+    def run(journal: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TOOLKIT, "attribute-journal", "--journal", str(journal), "--no-report", "--no-record",
+                               "--json"], capture_output=True, text=True, env=env, timeout=300)
+
+    ok = run(paper_journals["wide"])
+    assert ok.returncode == 0, ok.stderr
+    [entry] = json.loads(ok.stdout)
+    assert (entry["deployment"], entry["model"], entry["verdict"]) == ("btc", MODEL, "execution worse than modelled")
+
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(paper_journals["plain"].read_bytes())
+    con = sqlite3.connect(bad)
+    con.execute("UPDATE fills SET fee = 'x' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
+    con.commit()
+    con.close()
+    failed = run(bad)
+    assert failed.returncode == 3  # the deployment's error decides the exit status, after the report of all
+    [entry] = json.loads(failed.stdout)
+    assert entry["deployment"] == "btc" and "].fee: expected" in entry["error"]
+
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(paper_journals["plain"].read_bytes())
+    con = sqlite3.connect(empty)
+    con.execute("DELETE FROM decisions")
+    con.commit()
+    con.close()
+    nothing = run(empty)
+    assert nothing.returncode == 2 and "journal: expected a journal with at least one decision" in nothing.stderr

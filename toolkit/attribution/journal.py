@@ -160,6 +160,16 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def journal_deployments(path: str | Path) -> list[tuple[str, str]]:
+    """Return ``(deployment, model)`` for every deployment that decided something in the journal, sorted."""
+    con = _connect(Path(path))
+    try:
+        return [(str(r[0]), str(r[1])) for r in
+                con.execute("SELECT DISTINCT deployment, model FROM decisions ORDER BY deployment, model")]
+    finally:
+        con.close()
+
+
 def read_journal(path: str | Path, deployment: str | None = None, model: str | None = None,
                  start_ms: int | None = None, end_ms: int | None = None) -> JournalData:
     """Read one deployment's decisions, orders with their fills, bars, incidents and version switches.

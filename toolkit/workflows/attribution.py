@@ -32,7 +32,7 @@ import pandas as pd
 
 from toolkit import config
 from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.errors import ConfigurationError, DataError, RegistryError
+from toolkit.errors import ConfigurationError, DataError, RegistryError, ToolkitError
 from toolkit.naming import child_path, safe_filename, validate_model_name
 
 __all__ = ["AttributionRun", "demo_attribution", "load_attribution", "run_attribution_workflow", "stage_of"]
@@ -241,6 +241,25 @@ def _load_pickle(work: Path) -> Any:
     if not path.is_file():
         raise DataError(f"attribution.ipynb ran but left no {path.name} in its output_dir")
     return pickle.loads(path.read_bytes())
+
+
+def attribute_journal(journal: str | Path, report: bool = True, record: bool = True,
+                      reports: Path | None = None, clock: Clock = SYSTEM_CLOCK
+                      ) -> list[tuple[str, str, AttributionRun | ToolkitError]]:
+    """Attribute every deployment of ``journal`` (the latest version each traded): what a scheduler runs each
+    morning. Returns ``(deployment, model, run or the error)`` per deployment; one failing does not stop the
+    others."""
+    from toolkit.attribution.journal import journal_deployments
+
+    out: list[tuple[str, str, AttributionRun | ToolkitError]] = []
+    for deployment, model in journal_deployments(journal):
+        try:
+            out.append((deployment, model, run_attribution_workflow(model, journal, deployment=deployment,
+                                                                    report=report, record=record, reports=reports,
+                                                                    clock=clock)))
+        except ToolkitError as exc:
+            out.append((deployment, model, exc))
+    return out
 
 
 def demo_attribution(model: str, version: str | int, journal: str | Path, echo: Callable[[str], None] | None = print,

@@ -96,6 +96,31 @@ def gates_command(
         raise GateFailed(f"{model} version {result.version} failed the {stage} gates: {', '.join(result.failed)}")
 
 
+def attribute_journal_command(
+    journal: Annotated[Path, typer.Option("--journal", help="the runner's journal (SQLite, read-only)")],
+    no_report: Annotated[bool, typer.Option("--no-report", help="compute only: no template, no HTML")] = False,
+    no_record: Annotated[bool, typer.Option("--no-record", help="write nothing to MLflow")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the results as JSON")] = False,
+) -> None:
+    """Attribute every deployment of a journal (the latest version each traded): the morning run a scheduler
+    calls. Exits non-zero when any deployment failed, after attributing the others."""
+    from toolkit.errors import ToolkitError
+    from toolkit.workflows.attribution import attribute_journal
+
+    results = attribute_journal(journal, report=not no_report, record=not no_record)
+    if not results:
+        from toolkit.errors import ConfigurationError
+
+        raise ConfigurationError("journal", "a journal with at least one decision", str(journal))
+    failed = [(d, m, r) for d, m, r in results if isinstance(r, ToolkitError)]
+    payload = [{"deployment": d, "model": m, **({"error": str(r)} if isinstance(r, ToolkitError) else r.to_dict())}
+               for d, m, r in results]
+    emit(payload, json_output, "\n".join(
+        f"{d} ({m}): " + (f"FAILED: {r}" if isinstance(r, ToolkitError) else r.sentence) for d, m, r in results))
+    if failed:
+        raise failed[0][2]
+
+
 def attribute_command(
     model: Annotated[str, typer.Argument(help="registered model the journal's deployment trades")],
     journal: Annotated[Path, typer.Option("--journal", help="the runner's journal (SQLite, read-only)")],
@@ -148,3 +173,4 @@ def register(app: typer.Typer) -> None:
     app.command("gates")(gates_command)
     app.command("demo")(demo_command)
     app.command("attribute")(attribute_command)
+    app.command("attribute-journal")(attribute_journal_command)
