@@ -136,7 +136,6 @@ def paper_trade(model: str, work: Path, start: str = "2024-03-01", hours: int = 
 
     say(f"    {hours} replayed hours from {start} UTC against the emulator: {n(stretch.decisions, 'decision')}, "
         f"{n(stretch.orders, 'order')}, {n(stretch.fills, 'fill')}, fees {fees:.2f} USDT")
-    say(f"    position {pos.base.normalize()} BTC; PnL {stretch.equity_change_quote:+.2f} USDT at the last close "
-        f"on {capital:,.0f} USDT; reconciled with the exchange every cycle: "
-        f"{n(stretch.open_incidents, 'open incident')}")
+    say(f"    position {pos.base.normalize()} BTC on a {capital:,.0f} USDT allocation (PnL and its split: the "
+        f"attribution below); reconciled with the exchange every cycle: {n(stretch.open_incidents, 'open incident')}")
     return stretch
