@@ -100,14 +100,8 @@ def test_cli_json_and_bad_journal(private_store: dict[str, str], paper_journals:
                          "--no-record", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["verdict"] == "execution worse than modelled"
-    bad = tmp_path / "bad.sqlite"
-    bad.write_bytes(paper_journals["plain"].read_bytes())
-    import sqlite3
-
-    con = sqlite3.connect(bad)
-    con.execute("UPDATE fills SET price = 'n/a' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
-    con.commit()
-    con.close()
+    bad = _edited_copy(paper_journals["plain"], tmp_path / "bad.sqlite",
+                       "UPDATE fills SET price = 'n/a' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
     err = subprocess.run([TOOLKIT, "attribute", MODEL, "--journal", str(bad), "--no-report", "--no-record",
                           "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert err.returncode == 3
@@ -119,7 +113,6 @@ def test_the_morning_command_attributes_every_deployment_of_a_journal(private_st
                                                                       paper_journals: dict[str, Path],
                                                                       tmp_path: Path) -> None:
     import os
-    import sqlite3
 
     env = {**os.environ, **private_store}
 
@@ -132,22 +125,25 @@ def test_the_morning_command_attributes_every_deployment_of_a_journal(private_st
     [entry] = json.loads(ok.stdout)
     assert (entry["deployment"], entry["model"], entry["verdict"]) == ("btc", MODEL, "execution worse than modelled")
 
-    bad = tmp_path / "bad.sqlite"
-    bad.write_bytes(paper_journals["plain"].read_bytes())
-    con = sqlite3.connect(bad)
-    con.execute("UPDATE fills SET fee = 'x' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
-    con.commit()
-    con.close()
+    bad = _edited_copy(paper_journals["plain"], tmp_path / "bad.sqlite",
+                       "UPDATE fills SET fee = 'x' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
     failed = run(bad)
     assert failed.returncode == 3  # the deployment's error decides the exit status, after the report of all
     [entry] = json.loads(failed.stdout)
     assert entry["deployment"] == "btc" and "].fee: expected" in entry["error"]
 
-    empty = tmp_path / "empty.sqlite"
-    empty.write_bytes(paper_journals["plain"].read_bytes())
-    con = sqlite3.connect(empty)
-    con.execute("DELETE FROM decisions")
-    con.commit()
-    con.close()
+    empty = _edited_copy(paper_journals["plain"], tmp_path / "empty.sqlite", "DELETE FROM decisions")
     nothing = run(empty)
     assert nothing.returncode == 2 and "journal: expected a journal with at least one decision" in nothing.stderr
+
+
+def _edited_copy(journal: Path, dst: Path, sql: str) -> Path:
+    """Return a copy of ``journal`` at ``dst`` with ``sql`` applied (a corrupted or emptied journal)."""
+    import sqlite3
+
+    dst.write_bytes(journal.read_bytes())
+    con = sqlite3.connect(dst)
+    con.execute(sql)
+    con.commit()
+    con.close()
+    return dst
