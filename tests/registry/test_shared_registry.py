@@ -93,7 +93,8 @@ def _toolkit(built: Built, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow  # two backtests and their gates on the server: about 3 minutes on the shared 2-core machine
 def test_pipeline_backtest_gates_promote_rollback_against_the_server(
-        built: Built, on_shared_registry: RegistryEndpoints, monkeypatch: pytest.MonkeyPatch) -> None:
+        built: Built, on_shared_registry: RegistryEndpoints, monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
     from toolkit.backtest.ledger import TrialLedger, ledger_key
     from toolkit.registry import adapter
     from toolkit.registry.audit import AuditLog
@@ -131,9 +132,23 @@ def test_pipeline_backtest_gates_promote_rollback_against_the_server(
     assert [(e["action"], e["outcome"]) for e in events] == [
         ("promote", "started"), ("promote", "done"), ("promote", "started"), ("promote", "done"),
         ("rollback", "started"), ("rollback", "done")]
-    # TODO(issue 10, issue 11): the runner trading `paper` from this server and the attribution of its
-    # record are built by other branches; when they land, start the runner here with built.env (it reads
-    # models:/<model>@paper by MLFLOW_TRACKING_URI alone) against the emulator, then run attribution.
+
+    # the runner trades models:/<model>@paper from the server (found by MLFLOW_TRACKING_URI alone, its audited
+    # rollback read from the shared audit table), then attribution records its paper record on the server
+    from runner.demo import paper_trade
+    from toolkit.workflows.attribution import run_attribution_workflow
+
+    for k in ("TOOLKIT_ARTIFACTS", "TOOLKIT_LEDGER", "TOOLKIT_AUDIT"):
+        monkeypatch.delenv(k, raising=False)
+    work = tmp_path / "paper"
+    work.mkdir()
+    stretch = paper_trade(built.model, work, hours=24, echo=None)
+    assert stretch.decisions == 25 and stretch.open_incidents == 0
+    run = run_attribution_workflow(built.model, stretch.journal, report=False)
+    assert run.version == a and run.stage == "paper"
+    tags = adapter.version_info(built.model, a).tags
+    assert tags["attribution.paper.verdict"] == run.verdict and tags["attribution.paper.run_id"] == run.run_id
+    assert MlflowClient().get_run(run.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
 
 
 @pytest.mark.slow  # uses the two versions built for the pipeline test; four real toolkit processes
