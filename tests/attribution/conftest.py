@@ -13,8 +13,6 @@ for p in (HERE, HERE.parent / "runner"):
 
 import fcntl  # noqa: E402
 import pickle  # noqa: E402
-import shutil  # noqa: E402
-import sqlite3  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -65,17 +63,9 @@ def private_store(attribution_registry: object, tmp_path: Path, monkeypatch: pyt
     reg = attribution_registry
     src = reg.root / "store"  # type: ignore[attr-defined]
     dst = tmp_path / "store"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reports"))
-    con = sqlite3.connect(dst / "mlflow.db")
-    try:
-        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
-                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
-                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE "{col[1]}" LIKE ?',
-                                (str(src), str(dst), f"%{src}%"))
-        con.commit()
-    finally:
-        con.close()
+    from runner_support import copy_store
+
+    copy_store(src, dst)
     env = {**reg.env, "MLFLOW_TRACKING_URI": f"sqlite:///{dst / 'mlflow.db'}",  # type: ignore[attr-defined]
            "TOOLKIT_ARTIFACTS": str(dst / "artifacts"), "TOOLKIT_AUDIT": str(dst / "audit.db"),
            "TOOLKIT_REPORTS_DIR": str(tmp_path / "reports")}

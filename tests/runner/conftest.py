@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import fcntl
 import pickle
-import shutil
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, build_registry, write_config
+from runner_support import (
+    CANARY_KEY,
+    CANARY_SECRET,
+    START,
+    PromotedRegistry,
+    build_registry,
+    copy_store,
+    write_config,
+)
 
 from runner.config import load_config
 from runner.engine import Runner
@@ -40,17 +46,7 @@ def private_registry(promoted_registry: PromotedRegistry, tmp_path: Path,
     """A private copy of the registry (tests that tamper with aliases or tags); the environment points at it."""
     src = promoted_registry.root / "store"
     dst = tmp_path / "store"
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reports"))
-    con = sqlite3.connect(dst / "mlflow.db")
-    try:
-        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
-            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
-                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
-                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE "{col[1]}" LIKE ?',
-                                (str(src), str(dst), f"%{src}%"))
-        con.commit()
-    finally:
-        con.close()
+    copy_store(src, dst)
     env = {**promoted_registry.env, "MLFLOW_TRACKING_URI": f"sqlite:///{dst / 'mlflow.db'}",
            "TOOLKIT_ARTIFACTS": str(dst / "artifacts"), "TOOLKIT_AUDIT": str(dst / "audit.db")}
     for k, v in env.items():

@@ -111,6 +111,25 @@ def build_registry(root: Path) -> PromotedRegistry:
     return PromotedRegistry(root=root, env=env, bundle=bundle)
 
 
+def copy_store(src: Path, dst: Path) -> None:
+    """Copy a sqlite MLflow store (``mlflow.db``, artifacts, audit) from ``src`` to ``dst``, its recorded paths
+    rewritten to ``dst`` so the copy stands alone (tests that tamper with aliases, tags or runs)."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("reports"))
+    con = sqlite3.connect(dst / "mlflow.db")
+    try:
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+            for col in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in col[2].upper() or "TEXT" in col[2].upper():
+                    con.execute(f'UPDATE "{table}" SET "{col[1]}" = replace("{col[1]}", ?, ?) WHERE "{col[1]}" LIKE ?',
+                                (str(src), str(dst), f"%{src}%"))
+        con.commit()
+    finally:
+        con.close()
+
+
 def write_config(path: Path, url: str, journal: Path, **overrides: Any) -> Path:
     """Write a runner TOML for one deployment of the test model against ``url``."""
     risk = {"max_position_notional": 50000.0, "max_order_notional": 50000.0, "price_band_pct": 5.0,
