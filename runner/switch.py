@@ -25,7 +25,7 @@ from runner.config import Deployment
 from runner.feed import BarFeed
 from runner.journal import OPEN_STATES
 from runner.reconcile import Reconciler
-from runner.version import load_version
+from runner.version import load_version, resolve_version
 from toolkit.errors import ConfigurationError, ToolkitError
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class AliasWatch:
                              note=f"the alias is back on version {running} before the bar boundary")
                 r.journal.resolve_incidents(now, "alias_unaudited", d.name,
                                             f"{d.alias} names version {running} again")
+                self.recheck(d, i, running, now)
                 continue
             if pending is not None and pending[0].version == current:
                 continue
@@ -93,6 +94,28 @@ class AliasWatch:
             r.pending_switch[d.name] = (loaded, reason)
             r._event("switch_pending", deployment=d.name, from_version=running, to_version=loaded.version,
                      reason=reason, note="no new orders until the next bar boundary")
+
+    def recheck(self, d: Deployment, i: int, running: str, now: int) -> None:
+        """Check the running version's verdict and promotion again, as at start.
+
+        A verdict that no longer holds (a failed re-evaluation flagged the holder, the stage's policy in
+        force changed, the stored verdict was altered) or a promotion the audit trail no longer names
+        opens a blocking ``verdict_invalid`` incident: no new orders for the deployment, its position kept,
+        until the version re-checks (re-gated under the policy in force) or another version takes over.
+        """
+        r = self.r
+        assert r.journal is not None
+        try:
+            resolve_version(d.model, d.alias, f"deployments[{i}]")
+        except ConfigurationError as exc:
+            r._incident("verdict_invalid", "blocking",
+                        f"{d.model} version {running} no longer re-checks at {d.stage}: {exc}. No new orders for "
+                        f"{d.name}; its position is kept (toolkit status {d.model}; re-gate it, or toolkit rollback "
+                        f"{d.model} --stage {d.stage})", d.name)
+        except ToolkitError as exc:
+            r._incident("registry_unreachable", "warning", f"{d.model}@{d.alias}: {exc}", d.name)
+        else:
+            r.journal.resolve_incidents(now, "verdict_invalid", d.name, f"version {running} re-checks again")
 
     def handover(self, d: Deployment, now: int, boundary: int | None) -> bool:
         """Hand ``d`` over to its pending version; return False when an order's outcome is still unknown."""

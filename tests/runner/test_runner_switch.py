@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from runner_support import (
     CANARY_KEY,
     CANARY_SECRET,
@@ -191,6 +192,55 @@ def test_an_alias_set_by_hand_while_running_is_refused_and_the_version_kept(
     r.cycle()
     assert not [i for i in r.journal.incidents(open_only=True) if i["kind"] == "alias_unaudited"]
     assert len(r.journal.switches("btc")) == 1
+
+
+def test_a_running_version_whose_verdict_no_longer_holds_sends_no_new_orders(
+        private_registry: PromotedRegistry, make_emulator: Callable[..., Emulator],
+        make_runner: Callable[..., Runner], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from toolkit.registry import adapter
+    from toolkit.registry.verdicts import holder_failed_tag
+
+    adapter.configure()
+    emu = make_emulator()
+    r = make_runner(emu, poll={"alias_check_seconds": 0.001})
+    r.open()  # version 1 re-checks at start
+    assert r.journal is not None and r.versions["btc"].version == "1"
+
+    def invalid() -> list[dict[str, Any]]:
+        assert r.journal is not None
+        return [i for i in r.journal.incidents(open_only=True) if i["kind"] == "verdict_invalid"]
+
+    # a re-evaluation failed the holder (what `toolkit gates` flags): the first decision would buy, nothing is sent
+    adapter.set_version_tag(MODEL, "1", holder_failed_tag("paper"), "true")
+    r.cycle()
+    assert len(invalid()) == 1 and invalid()[0]["severity"] == "blocking"
+    assert "failed a re-evaluation" in invalid()[0]["message"] and "toolkit rollback" in invalid()[0]["message"]
+    assert r.journal.orders("btc") == [] and r.journal.last_decision("btc")["exec_state"] == "pending"  # type: ignore[index]
+    adapter.delete_version_tag(MODEL, "1", holder_failed_tag("paper"))
+    step_clock(emu.url, 60)
+    r.cycle()  # re-checks again: resolved, the new bar's decision trades
+    assert invalid() == [] and [o["purpose"] for o in r.journal.orders("btc")] == ["trade"]
+
+    # the paper policy in force changed: the verdict was given under another policy
+    from toolkit.gates.policy import policy_in_force_path
+
+    in_force = policy_in_force_path("paper")
+    changed = tmp_path / "paper_policy.yaml"
+    policy = yaml.safe_load(Path(in_force).read_text())
+    policy["version"] = f"{policy['version']}-changed"
+    changed.write_text(yaml.safe_dump(policy, sort_keys=False))
+    monkeypatch.setenv("TOOLKIT_POLICY_PAPER", str(changed))
+    orders = len(r.journal.orders("btc"))
+    step_clock(emu.url, 60)
+    r.cycle()
+    assert len(invalid()) == 1 and "policy in force" in invalid()[0]["message"]
+    assert len(r.journal.orders("btc")) == orders and r.versions["btc"].version == "1"
+    monkeypatch.setenv("TOOLKIT_POLICY_PAPER", str(in_force))  # the policy the verdict was given under
+    step_clock(emu.url, 60)
+    r.cycle()
+    assert invalid() == []
+    assert r.session is not None
+    assert Decimal(str(r.session.fetch_balance()["BTC"]["total"])) == r.journal.position("btc", "BTC", "USDT").base
 
 
 def _audit_rollbacks() -> list[dict[str, Any]]:
