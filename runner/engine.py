@@ -335,17 +335,16 @@ class Runner:
         assert self.journal is not None
         pos = self.journal.position(d.name, d.base, d.quote)
         price = float(window["close"].iloc[-1])
+        # the decision it supersedes, its bar and the decision itself are journaled in one commit
+        supersede = last is not None and last["exec_state"] in ("pending", "executing")
+        previous = None if last is None else int(last["bar_time"])
         if last is None or d.name in self.fresh:  # a first decision (of a version) starts from the position held
             equity = d.capital + float(pos.quote_flow) + float(pos.base) * price
             held = float(pos.base) * price / equity if equity > 0 else 0.0
             self.fresh.discard(d.name)
-            if last is not None and last["exec_state"] in ("pending", "executing"):
-                self.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded", "a newer bar closed")
             last = None
         else:
             held = float(last["target"])
-            if last["exec_state"] in ("pending", "executing"):
-                self.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded", "a newer bar closed")
         direction, raw, target = v.decide(window, held)
         late_ms = now - (t + v.bar_ms)
         late = late_ms > v.bar_ms * self.cfg.risk.late_after_pct / 100.0
@@ -360,8 +359,11 @@ class Runner:
                "exec_state": state,
                "note": "" if latest else "a newer bar had closed when this one was decided"}
         o, h, lo, c, vol = (float(x) for x in window.iloc[-1][["open", "high", "low", "close", "volume"]])
-        self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)])
-        self.journal.record_decision(row)
+        with self.journal.tx() as con:
+            if supersede and previous is not None:
+                self.journal.set_exec_state(d.name, previous, "superseded", "a newer bar closed", con=con)
+            self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)], con=con)
+            self.journal.record_decision(row, con=con)
         if late:
             self._incident("late_bar", "warning", f"{d.symbol} bar {_iso(t)} decided {late_ms / 1000:.0f} s after it "
                            "closed", d.name)

@@ -167,10 +167,14 @@ class Journal:
                 c.execute(sql, (key, value))
 
     # --- bars and decisions -------------------------------------------------------------------------
-    def record_bars(self, deployment: str, bars: list[tuple[int, float, float, float, float, float]]) -> None:
-        with self.tx() as con:
-            con.executemany("INSERT OR IGNORE INTO bars VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(deployment, *b) for b in bars])
+    def record_bars(self, deployment: str, bars: list[tuple[int, float, float, float, float, float]],
+                    con: sqlite3.Connection | None = None) -> None:
+        sql, rows = "INSERT OR IGNORE INTO bars VALUES (?, ?, ?, ?, ?, ?, ?)", [(deployment, *b) for b in bars]
+        if con is not None:
+            con.executemany(sql, rows)
+        else:
+            with self.tx() as c:
+                c.executemany(sql, rows)
 
     def last_decision(self, deployment: str) -> dict[str, Any] | None:
         rows = self.rows("SELECT * FROM decisions WHERE deployment = ? ORDER BY bar_time DESC LIMIT 1", (deployment,))
@@ -179,13 +183,19 @@ class Journal:
     def decisions(self, deployment: str) -> list[dict[str, Any]]:
         return self.rows("SELECT * FROM decisions WHERE deployment = ? ORDER BY bar_time", (deployment,))
 
-    def record_decision(self, row: dict[str, Any]) -> None:
-        """Journal one decision (one per deployment and bar; a second one for the same bar is an error)."""
+    def record_decision(self, row: dict[str, Any], con: sqlite3.Connection | None = None) -> None:
+        """Journal one decision (one per deployment and bar; a second one for the same bar is an error).
+
+        ``con``: inside the caller's transaction (the runner journals the decision, its bar and the
+        decision it supersedes in one commit); else in a transaction of its own.
+        """
+        if con is None:
+            with self.tx() as c:
+                return self.record_decision(row, c)
         cols = list(row)
-        with self.tx() as con:
-            con.execute(f"INSERT INTO decisions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [row[c] for c in cols])
-            failpoints.hit("decision_tx")
+        con.execute(f"INSERT INTO decisions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols])
+        failpoints.hit("decision_tx")
 
     def set_exec_state(self, deployment: str, bar_time: int, state: str, note: str = "",
                        con: sqlite3.Connection | None = None) -> None:
