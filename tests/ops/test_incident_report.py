@@ -159,6 +159,7 @@ def test_the_template_renders_the_report_listed_in_the_index(incident_journal: t
     assert page.count("<img") >= 2  # the market-context and the PnL figures
     assert "incident_report(" not in page and "Traceback" not in page  # no code, no error
     index = (reports / "index.html").read_text(encoding="utf-8")
-    assert str(page_path.relative_to(reports)) in index and f"#{incident} stale_feed" in index
+    assert "<h2>Incidents</h2>" in index and f"#{incident} stale_feed" in index
+    assert str(page_path.relative_to(reports)) in index
     entry = json.loads((reports / "index.jsonl").read_text().splitlines()[-1])
     assert (entry["kind"], entry["status"], entry["incident_id"]) == ("incident", "resolved", incident)

@@ -83,9 +83,9 @@ def run_incident_workflow(incident_id: int, journal: str | Path, hours: float = 
     html = render_html(nb, nb_path.with_suffix(".html"), title=f"Incident #{incident_id} {inc['kind']}")
     append_index_entry({
         "created_at": clock.now().isoformat(timespec="seconds"), "kind": "incident",
-        "model": data["deployment"] or "account", "version": f"#{incident_id} {inc['kind']}",
         "html": str(html.relative_to(root)), "summary": data["summary"], "status": data["state"],
-        "incident_id": int(incident_id), "journal": str(jp), "severity": inc["severity"],
+        "incident_id": int(incident_id), "incident_kind": inc["kind"], "opened_at": inc["at"],
+        "deployment": data["deployment"], "journal": str(jp), "severity": inc["severity"],
     }, root)
     return IncidentRun(incident_id=int(incident_id), state=data["state"], summary=data["summary"],
                        report_path=str(html), notebook_path=str(nb), report=data)
