@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from runner.journal import Journal
+from runner.journal import MIGRATIONS, Journal
 from toolkit.attribution.errors import JournalError
 from toolkit.cli import main
 from toolkit.errors import ConfigurationError
 from toolkit.ops.incident import check_incident, incident_report
 
 H = 3_600_000
+TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 T0 = 1_709_251_200_000  # 2024-03-01 00:00 UTC, a Friday
 DEP = "btc"
 
@@ -138,6 +141,15 @@ def test_bad_input_is_named(small_journal: tuple[Path, int], tmp_path: Path,
     sqlite3.connect(other).execute("CREATE TABLE experiments (id INTEGER)").connection.commit()
     with pytest.raises(JournalError, match=r"journal table balances: expected present \(a journal written by the"):
         incident_report(other, 1)
+    old = tmp_path / "schema1.sqlite"  # a journal of the first schema: incidents had no acknowledgement yet
+    sqlite3.connect(old).executescript(MIGRATIONS[0]).close()
+    with pytest.raises(JournalError, match=r"incidents.acknowledged_at: expected a column of the runner's journal "
+                                           r"\(schema 3\)"):
+        incident_report(old, 1)
+    # the installed command: the exit status reaches the process
+    done = subprocess.run([TOOLKIT, "incident", "99", "--journal", str(path), "--no-report"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and "error: incident: expected the id of an incident in" in done.stderr
     # through the entry point: exit codes and the JSON error naming the field
     assert main(["incident", "99", "--journal", str(path), "--no-report", "--json"]) == 2
     err = json.loads(capsys.readouterr().out)["error"]
