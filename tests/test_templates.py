@@ -10,7 +10,8 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-GENERATORS = ["make_templates.py", "make_gates_template.py", "make_attribution_template.py"]
+GENERATORS = ["make_templates.py", "make_gates_template.py", "make_attribution_template.py",
+              "make_incident_template.py"]
 
 
 def _load(name: str) -> ModuleType:

@@ -41,7 +41,7 @@ from toolkit.canonical import canonical_sha256
 from toolkit.data.quality import data_hash
 from toolkit.errors import ConfigurationError, DataError
 
-__all__ = ["BUCKETS", "METRICS", "QUANTILES", "SCHEMA", "RegimeMap", "bucket_of", "regime_map",
+__all__ = ["BUCKETS", "METRICS", "QUANTILES", "SCHEMA", "RegimeMap", "bar_figures", "bucket_of", "regime_map",
            "verify_regime_map"]
 
 SCHEMA = 1
@@ -84,6 +84,16 @@ def _per_bar(bars: pd.DataFrame, model: CostModel, reference_notional: float) ->
         "volatility_bps": np.abs(log_ret) / math.sqrt(minutes) * 1e4,
         "slippage_bps": slip * 1e4,
     }
+
+
+def bar_figures(bars: pd.DataFrame, cost_model: CostModel | None = None,
+                reference_notional: float = 10_000.0) -> pd.DataFrame:
+    """Return the per-bar figures the map is measured on (:data:`METRICS`, one column each) for ``bars``.
+
+    The first bar has no spread or volatility (they need the bar before), the first horizon no slippage.
+    """
+    per_bar = _per_bar(bars, cost_model or CostModel(), reference_notional)
+    return pd.DataFrame(per_bar, index=bars.index, columns=list(METRICS))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The desk's front page: ``reports/index.html``, rebuilt from an append-only ``reports/index.jsonl``, with the
-desk overview (``reports/overview.json``, one row per model; ``toolkit.workflows.overview``) on top."""
+desk overview (``reports/overview.json``, one row per model; ``toolkit.workflows.overview``) on top, then the
+runner's incidents (the latest report of each, ``toolkit incident``), then every other report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from toolkit import config
 
-__all__ = ["append_index_entry", "overview_table", "write_index"]
+__all__ = ["append_index_entry", "incidents_table", "overview_table", "write_index"]
 
 
 def _overview(root: Path) -> dict[str, Any]:
@@ -74,6 +75,29 @@ def overview_table(overview: dict[str, Any]) -> str:
             + "".join(rows) + "</table><h2>Reports</h2>")
 
 
+def incidents_table(entries: list[dict[str, Any]]) -> str:
+    """Return the HTML of the incident reports (``kind`` ``incident``), the latest report of each incident only."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    for e in sorted(entries, key=lambda e: e.get("created_at", "")):
+        latest[(str(e.get("journal")), int(e.get("incident_id", 0)))] = e
+    if not latest:
+        return ""
+    head = ["opened (UTC)", "incident", "deployment", "severity", "state", "summary", "report"]
+    rows = []
+    for e in sorted(latest.values(), key=lambda e: e.get("opened_at", ""), reverse=True):
+        link = e.get("html")
+        state = str(e.get("status", ""))
+        cells = [f"<span style='white-space:nowrap'>{_h(str(e.get('opened_at', ''))[:16].replace('T', ' '))}</span>",
+                 f"#{_h(e.get('incident_id'))} {_h(e.get('incident_kind'))}", _h(e.get("deployment") or "account"),
+                 _h(e.get("severity")), f"<span class='{'failed' if state == 'open' else ''}'>{_h(state)}</span>",
+                 f"<small>{_h(e.get('summary'))}</small>",
+                 f'<a href="{html.escape(link)}">report</a>' if link else ""]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ("<h2>Incidents</h2><p>The latest report of each runner incident (<code>toolkit incident ID --journal "
+            "PATH</code>), newest incident first.</p><table><tr>" + "".join(f"<th>{_h(c)}</th>" for c in head)
+            + "</tr>" + "".join(rows) + "</table>")
+
+
 def write_index(reports: Path | None = None) -> Path:
     """Rebuild ``reports/index.html`` from ``reports/index.jsonl`` (newest first)."""
     root = reports or config.reports_dir()
@@ -84,6 +108,8 @@ def write_index(reports: Path | None = None) -> Path:
         for line in log.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entries.append(json.loads(line))
+    incidents = [e for e in entries if e.get("kind") == "incident"]
+    entries = [e for e in entries if e.get("kind") != "incident"]
     entries.sort(key=lambda e: e.get("created_at", ""), reverse=True)
     cols = ["created_at", "kind", "model", "version", "summary", "status"]
     rows = []
@@ -97,7 +123,7 @@ def write_index(reports: Path | None = None) -> Path:
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}"
         ".failed{color:#b00}small{color:#555}</style></head><body><h1>Desk reports</h1>"
-        + overview_table(_overview(root))
+        + overview_table(_overview(root)) + incidents_table(incidents)
         + f"<p>{len(entries)} reports, newest first. Times are UTC.</p><table><tr>"
         + "".join(f"<th>{c}</th>" for c in [*cols, "link"]) + "</tr>" + "".join(rows)
         + "</table></body></html>\n"

@@ -1,4 +1,4 @@
-"""``toolkit backtest | gates | demo | attribute``: thin wrappers over the workflows.
+"""``toolkit backtest | gates | demo | attribute | incident``: thin wrappers over the workflows.
 
 Exit codes come from the error classes (``toolkit.cli.main`` maps them): a failed verdict
 exits with ``GateFailed`` (5) after printing the verdict; bad input with
@@ -15,7 +15,7 @@ import typer
 from toolkit.cli_support import emit, short
 from toolkit.errors import GateFailed
 
-__all__ = ["attribute_command", "backtest_command", "demo_command", "gates_command", "register"]
+__all__ = ["attribute_command", "backtest_command", "demo_command", "gates_command", "incident_command", "register"]
 
 
 def _fixed(items: list[str] | None) -> dict[str, Any]:
@@ -158,6 +158,29 @@ def attribute_command(
          + (f"report {run.report_path}" if run.report_path else ""))
 
 
+def incident_command(
+    incident: Annotated[int, typer.Argument(help="the incident id (`runner incidents --all` lists them)")],
+    journal: Annotated[Path, typer.Option("--journal", help="the runner's journal (SQLite, read-only)")],
+    hours: Annotated[float, typer.Option(help="window: hours before it opened and after it was resolved")] = 6.0,
+    deployment: Annotated[str | None, typer.Option(help="for an account-wide incident in a journal of several "
+                                                        "deployments: whose PnL to show")] = None,
+    symbol: Annotated[str | None, typer.Option(help="the market (default: the deployment's orders say)")] = None,
+    capital: Annotated[float | None, typer.Option(help="the deployment's capital, for bps (default: inferred "
+                                                       "from its first order from flat)")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="compute only: no template, no HTML")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Report one runner incident: timeline, market context, what the runner did, PnL impact (HTML under reports/).
+
+    The on-call engineer's first page and the desk's next-morning read; the report index lists it.
+    """
+    from toolkit.workflows.incident import run_incident_workflow
+
+    run = run_incident_workflow(incident, journal, hours=hours, deployment=deployment, symbol=symbol,
+                                capital=capital, report=not no_report)
+    emit(run.to_dict(), json_output, run.summary + (f"\nreport {run.report_path}" if run.report_path else ""))
+
+
 def demo_command(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Run the main job on the bundled data: backtest, gates, promotion, index of reports."""
     from toolkit.workflows.demo import run_demo
@@ -174,3 +197,4 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo_command)
     app.command("attribute")(attribute_command)
     app.command("attribute-journal")(attribute_journal_command)
+    app.command("incident")(incident_command)
