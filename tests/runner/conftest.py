@@ -3,8 +3,6 @@ small real-data store, emulators on free loopback ports (stepped clock), stopped
 
 from __future__ import annotations
 
-import fcntl
-import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,8 +12,8 @@ from runner_support import (
     CANARY_SECRET,
     START,
     PromotedRegistry,
-    build_registry,
     copy_store,
+    shared_registry,
     write_config,
 )
 
@@ -27,17 +25,9 @@ from toolkit.emulator.testing import EmulatorPool, make_store
 
 @pytest.fixture(scope="session")
 def promoted_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> PromotedRegistry:
-    """The registry with version 1 promoted to paper, built once for all workers (a file lock; ~40 s)."""
+    """The registry with version 1 promoted to paper, built once for all workers (``shared_registry``)."""
     shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    root = shared / "runner-registry"
-    root.mkdir(exist_ok=True)
-    done = root / "registry.pickle"
-    with (root / "build.lock").open("a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        if not done.exists():
-            reg = build_registry(root)
-            done.write_bytes(pickle.dumps(reg))
-    return pickle.loads(done.read_bytes())  # type: ignore[no-any-return]
+    return shared_registry(shared)
 
 
 @pytest.fixture

@@ -111,6 +111,22 @@ def build_registry(root: Path) -> PromotedRegistry:
     return PromotedRegistry(root=root, env=env, bundle=bundle)
 
 
+def shared_registry(shared: Path) -> PromotedRegistry:
+    """Return the promoted registry under ``shared/runner-registry``, built once for every suite and xdist
+    worker that asks (a file lock; ~40 s): the runner, ops and attribution tests read the same one."""
+    import fcntl
+    import pickle
+
+    root = shared / "runner-registry"
+    root.mkdir(exist_ok=True)
+    done = root / "registry.pickle"
+    with (root / "build.lock").open("a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        if not done.exists():
+            done.write_bytes(pickle.dumps(build_registry(root)))
+    return pickle.loads(done.read_bytes())  # type: ignore[no-any-return]
+
+
 def copy_store(src: Path, dst: Path) -> None:
     """Copy a sqlite MLflow store (``mlflow.db``, artifacts, audit) from ``src`` to ``dst``, its recorded paths
     rewritten to ``dst`` so the copy stands alone (tests that tamper with aliases, tags or runs)."""
