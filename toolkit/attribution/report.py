@@ -18,17 +18,11 @@ import numpy as np
 import pandas as pd
 
 from toolkit.attribution.drawdowns import Episode, bootstrap_max_drawdowns, drawdown_episodes, max_drawdown_of
+from toolkit.attribution.fast import fast_shortfall_frame, journal_frames
 from toolkit.attribution.journal import JournalData
 from toolkit.attribution.pnl import PnLSplit, infer_capital, model_costs_bps, split_pnl
 from toolkit.attribution.record import paper_record_block
-from toolkit.attribution.shortfall import (
-    COMPONENTS,
-    QuoteBook,
-    aggregate,
-    liquidity_regime,
-    shortfall_frame,
-    shortfalls,
-)
+from toolkit.attribution.shortfall import COMPONENTS, QuoteBook, aggregate, liquidity_regime
 from toolkit.attribution.verdict import RecordInputs, RecordVerdict, evaluate_record
 from toolkit.errors import ConfigurationError
 
@@ -184,6 +178,9 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     alpha, min_days
         The paper policy's ``min_consistency_p`` and ``min_days``.
 
+    The shortfall is the vectorised decomposition (``toolkit.attribution.fast``) of the orders
+    read exactly in ``jd``; ``toolkit.attribution.shortfall`` is its exact reference.
+
     Raises
     ------
     ConfigurationError
@@ -202,12 +199,8 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     split = split_pnl(jd, bars, direction, cfg, capital, bar_ms, version=version, start_ms=start_ms, end_ms=end_ms)
     regime = liquidity_regime(bars) if regime is None else regime
     split.frame["regime"] = [str(regime.get(t, "unknown")) for t in split.frame.index]
-    lo = -(2**62) if start_ms is None else start_ms
-    hi = 2**62 if end_ms is None else end_ms
-    orders_in = [o for o in jd.orders if lo <= o.bar_time < hi]
     book = QuoteBook(quotes) if quotes is not None and len(quotes) else None
-    items = shortfalls(orders_in, jd.decisions, jd.bars, bar_ms, book)
-    frame = shortfall_frame(items, regime)
+    frame = fast_shortfall_frame(journal_frames(jd), bar_ms, book, regime, start_ms, end_ms)
     excess = np.zeros(0)
     if not frame.empty:
         opens = pd.DatetimeIndex(bars.index)
