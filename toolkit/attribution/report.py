@@ -23,7 +23,13 @@ from toolkit.attribution.journal import JournalData
 from toolkit.attribution.pnl import PnLSplit, infer_capital, model_costs_bps, split_pnl
 from toolkit.attribution.record import paper_record_block
 from toolkit.attribution.shortfall import COMPONENTS, QuoteBook, aggregate, liquidity_regime
-from toolkit.attribution.verdict import RecordInputs, RecordVerdict, evaluate_record
+from toolkit.attribution.verdict import (
+    EXECUTION_TOLERANCE_BPS,
+    RecordInputs,
+    RecordVerdict,
+    evaluate_record,
+    validate_tolerance_bps,
+)
 from toolkit.errors import ConfigurationError
 
 __all__ = ["Attribution", "attribute", "backtest_decision_returns"]
@@ -152,7 +158,8 @@ def _ms(t: Any) -> int | None:
 def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: Any, bundle: Any,
               bundle_sha256: str, version: str, capital: float | None = None, start: Any = None, end: Any = None,
               quotes: pd.DataFrame | None = None, alpha: float = 0.05, min_days: float = 30.0,
-              top_drawdowns: int = 5, regime: pd.Series | None = None) -> Attribution:
+              top_drawdowns: int = 5, regime: pd.Series | None = None,
+              execution_tolerance_bps: float = EXECUTION_TOLERANCE_BPS) -> Attribution:
     """Attribute the record of ``version`` in journal ``jd`` over ``[start, end)`` (default: all of it).
 
     Parameters
@@ -175,8 +182,8 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     regime
         The liquidity regime per bar (``shortfall.liquidity_regime`` of bars reaching 30 days further back);
         default: computed from ``bars``.
-    alpha, min_days
-        The paper policy's ``min_consistency_p`` and ``min_days``.
+    alpha, min_days, execution_tolerance_bps
+        The paper policy's ``min_consistency_p``, ``min_days`` and ``execution_tolerance_bps``.
 
     The shortfall is the vectorised decomposition (``toolkit.attribution.fast``) of the orders
     read exactly in ``jd``; ``toolkit.attribution.shortfall`` is its exact reference.
@@ -184,8 +191,9 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     Raises
     ------
     ConfigurationError
-        No capital given and none can be inferred.
+        No capital given and none can be inferred; a tolerance that is not a finite number >= 0.
     """
+    tolerance = validate_tolerance_bps(execution_tolerance_bps)
     bar_ms = round(cfg.bar_minutes() * 60_000)
     start_ms, end_ms = _ms(start), _ms(end)
     notes: list[str] = []
@@ -220,7 +228,7 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     days = (f.index[-1] - f.index[0]).total_seconds() / 86_400.0 + bar_ms / 86_400_000
     inputs = RecordInputs(live_returns=[float(x) for x in live_r], backtest_returns=[float(x) for x in bt_r],
                           excess_cost_bps=[float(x) for x in excess], bars_per_day=bars_per_day, days=float(days),
-                          alpha=float(alpha), min_days=float(min_days))
+                          alpha=float(alpha), min_days=float(min_days), tolerance_bps=tolerance)
     verdict = evaluate_record(inputs)
     net = bundle.returns["return"].to_numpy(dtype=np.float64)
     net = net[(bundle.returns.index >= pd.Timestamp(bundle.split_at)) & np.isfinite(net)]
