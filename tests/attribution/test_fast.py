@@ -252,3 +252,14 @@ def test_a_zero_fee_in_any_asset_is_no_error(tmp_path: Path) -> None:
     fast = fast_shortfall_frame(read_journal_frames(path), HOUR)
     assert_same(fast, exact_frame(path, None))
     assert fast["fees"].iloc[0] == pytest.approx(0.0006 * 102)
+
+
+def test_valid_unusual_spellings_read_the_same_on_both_paths(tmp_path: Path) -> None:
+    path = _journal(tmp_path)
+    before = fast_shortfall_frame(read_journal_frames(path), HOUR)
+    _edit(path, "UPDATE fills SET price = '1.015E2', fee = ' 0.0004' WHERE trade_id = '1'",
+          f"UPDATE decisions SET decision_price = 110, order_delta = '-5e-1' WHERE bar_time = {T1}")
+    assert read_journal(path).orders[0].fills[0].price == Decimal("101.5")
+    after = fast_shortfall_frame(read_journal_frames(path), HOUR)
+    assert_same(after, exact_frame(path, None))
+    pd.testing.assert_frame_equal(after, before)

@@ -23,9 +23,12 @@ the suspect rows, the exact parser words the error of the first.
 
 from __future__ import annotations
 
+import gc
+import math
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +59,9 @@ class JournalFrames:
 
     ``orders`` (sorted by bar and leg): ``client_order_id``, ``bar_time``, ``leg``, ``symbol``,
     ``side``, ``amount``, ``arrival_price``, ``state``, ``ended_at`` (ms; NaN while open),
-    ``version``. ``fills`` (the fills of ``orders``, in journal order ``(at, trade_id)``):
-    ``trade_id``, ``order`` (row of ``orders``), ``side``, ``price``, ``amount``, ``fee``,
-    ``fee_asset``, ``at``. ``decisions``: ``bar_time``, ``decision_price``. ``bars``:
+    ``version``. ``fills`` (the fills of ``orders``, by time): ``order`` (row of ``orders``),
+    ``side``, ``price``, ``amount``, ``fee``, ``fee_asset``, ``at``; ``trade_ids`` returns the
+    trade ids of some of them (by position), for messages. ``decisions``: ``bar_time``, ``decision_price``. ``bars``:
     ``open_time``, ``close`` (every bar of the deployment).
     """
 
@@ -70,57 +73,37 @@ class JournalFrames:
     fills: pd.DataFrame
     bars: pd.DataFrame
     foreign_fills: int
+    trade_ids: Callable[[np.ndarray], list[str]]
 
 
-def _floats(values: Sequence[Any]) -> np.ndarray:
-    """Return ``values`` as float64 (NaN where one does not parse); vectorised unless one is malformed."""
-    arr = np.asarray(values, dtype=object) if len(values) else np.zeros(0, dtype=object)
-    try:
-        return arr.astype(np.float64)
-    except (TypeError, ValueError):
-        def one(v: Any) -> float:
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                return float("nan")
-        return np.fromiter((one(v) for v in values), dtype=np.float64, count=len(values))
+def _plain(col: str) -> str:
+    """SQL: 1 when ``col`` is a well-formed number that is not stored as a float, else 0.
+
+    Comparing the TEXT column with its own ``CAST(… AS REAL)`` applies numeric affinity to the
+    text, which SQLite does only for a well-formed integer or real literal (``'12abc'``, ``'1.2.3'``,
+    ``''`` and ``'NaN'`` stay text and compare unequal), so a 0 marks a value to re-check exactly.
+    """
+    return f"coalesce(typeof({col}) != 'real' AND {col} = CAST({col} AS REAL), 0)"
 
 
-def _numeric(values: Sequence[Any], typed: np.ndarray, *, positive: bool = False, nonnegative: bool = False,
-             nullable: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(floats, bad)``: the column as float64 and the mask of rows the exact parser may refuse."""
-    x = _floats(values)
-    bad = ~np.isfinite(x) | ~typed.astype(bool)
-    if positive:
-        bad |= x <= 0
-    if nonnegative:
-        bad |= x < 0
-    if nullable:
-        null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-        bad &= ~null
-    return x, bad
+def _side(col: str) -> str:
+    return f"(CASE {col} WHEN 'buy' THEN 1 WHEN 'sell' THEN -1 ELSE 0 END)"
 
 
-def _raise_numeric(value: Any, where: str, positive: bool = False, nonnegative: bool = False) -> None:
-    """Raise the exact parser's error for ``value``; if it accepts it, raise that float64 cannot hold it."""
-    parse_decimal(value, where, positive=positive, nonnegative=nonnegative)
-    raise JournalError(where, "a decimal number within float64's range (attribution's vectorised path)", value)
+def _checked(d: Decimal, where: str, value: Any, positive: bool = False) -> float:
+    """Return ``d`` as float64, refusing a value float64 cannot hold (the exact parser accepted it)."""
+    x = float(d)
+    if not math.isfinite(x) or (positive and x <= 0):
+        raise JournalError(where, "a decimal number within float64's range (attribution's vectorised path)", value)
+    return x
 
 
-def _first_error(checks: Sequence[tuple[np.ndarray, Callable[[int], None]]]) -> None:
-    """Raise the error of the first row any mask flags, checking that row's fields in order."""
-    n = len(checks[0][0]) if checks else 0
-    if not n:
-        return
-    any_bad = np.zeros(n, dtype=bool)
-    for mask, _ in checks:
-        any_bad |= mask
-    rows = np.flatnonzero(any_bad)
-    if len(rows):
-        i = int(rows[0])
-        for mask, fail in checks:
-            if mask[i]:
-                fail(i)
+def _cols(rows: list[tuple[Any, ...]], n: int) -> list[tuple[Any, ...]]:
+    return list(zip(*rows, strict=True)) if rows else [()] * n
+
+
+def _obj(values: Any) -> pd.Series:
+    return pd.Series(np.asarray(values, dtype=object), dtype=object)
 
 
 def read_journal_frames(path: str | Path, deployment: str | None = None, model: str | None = None,
@@ -128,7 +111,11 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     """Read one deployment's decisions, orders, fills and bars as checked columns (one query per table).
 
     The arguments are those of :func:`~toolkit.attribution.journal.read_journal`, and so are the
-    errors: the same bad value is reported with the same field, expected and found.
+    errors: the same bad value is reported with the same field, expected and found. SQLite
+    converts the plain decimal text the runner writes (digits and one point) to float64 and
+    flags every other value; each flagged row is re-read and parsed by the exact parser, in
+    journal order, so the first bad row raises and a valid unusual spelling (``1e-3``, `` 2``)
+    is still read.
 
     Raises
     ------
@@ -139,123 +126,180 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     p = Path(path)
     con = connect_journal(p)
     con.row_factory = None
+    collect = gc.isenabled()
+    gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
     try:
         deployment = resolve_deployment(con, deployment, model)
         lo, hi = period_bounds(start_ms, end_ms)
-        d = con.execute(f"SELECT bar_time, decision_price, order_delta, typeof(decision_price) {_TEXT}, "
-                        f"typeof(order_delta) {_TEXT} FROM decisions WHERE deployment = ? AND bar_time >= ? "
-                        "AND bar_time < ? ORDER BY bar_time", (deployment, lo, hi)).fetchall()
-        f = con.execute(f"SELECT trade_id, side, price, amount, fee, fee_asset, at, client_order_id, deployment, "
-                        f"typeof(price) {_TEXT}, typeof(amount) {_TEXT}, typeof(fee) {_TEXT} FROM fills "
-                        "WHERE deployment = ? OR deployment IS NULL ORDER BY at, trade_id", (deployment,)).fetchall()
-        o = con.execute(f"SELECT client_order_id, bar_time, leg, symbol, side, amount, arrival_price, state, "
-                        f"updated_at, version, typeof(amount) {_TEXT}, typeof(arrival_price) {_TEXT} FROM orders "
-                        "WHERE deployment = ? AND bar_time >= ? AND bar_time < ? ORDER BY bar_time, leg",
-                        (deployment, lo, hi)).fetchall()
+        period = (deployment, lo, hi)
+        d_rows = con.execute(
+            f"SELECT rowid, bar_time, CAST(decision_price AS REAL), {_plain('decision_price')}, order_delta IS NULL "
+            f"OR {_plain('order_delta')} "
+            "FROM decisions WHERE deployment = ? AND bar_time >= ? AND bar_time < ? ORDER BY bar_time",
+            period).fetchall()
+        assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills")]
+        asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
+            if assets else "0"
+        # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
+        # 96 × fee asset; the rows come in storage order (sorted by time below, ties by trade id when it matters)
+        f_rows = con.execute(
+            f"SELECT f.rowid, o.rowid, CAST(f.price AS REAL), CAST(f.amount AS REAL), CAST(f.fee AS REAL), f.at, "
+            f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
+            f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case}, "
+            "CASE WHEN o.rowid IS NULL THEN f.client_order_id END "
+            "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
+            "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
+            (deployment, *assets, *period, deployment)).fetchall()
+        o_rows = con.execute(
+            f"SELECT o.rowid, o.client_order_id, o.bar_time, o.leg, o.symbol, {_side('o.side')}, "
+            f"CAST(o.amount AS REAL), CAST(o.arrival_price AS REAL), "
+            f"{_plain('o.amount')} + 2 * {_plain('o.arrival_price')}, o.state, o.updated_at, o.version, e.m "
+            "FROM orders o LEFT JOIN (SELECT client_order_id, MAX(at) AS m FROM order_events "
+            "GROUP BY client_order_id) e ON e.client_order_id = o.client_order_id "
+            "WHERE o.deployment = ? AND o.bar_time >= ? AND o.bar_time < ? ORDER BY o.bar_time, o.leg",
+            period).fetchall()
         outside = {str(r[0]) for r in con.execute(
-            "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)",
-            (deployment, lo, hi))}
-        ev = con.execute("SELECT client_order_id, MAX(at) FROM order_events GROUP BY client_order_id").fetchall()
+            "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)", period)}
         b = con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
                         (deployment,)).fetchall()
+        decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
         con.close()
+        if collect:
+            gc.enable()
+    bc = _cols(b, 2)
+    bars = pd.DataFrame({"open_time": np.asarray(bc[0], dtype=np.int64), "close": np.asarray(bc[1], dtype=np.float64)})
 
+    def trade_ids(rows: np.ndarray) -> list[str]:
+        con = connect_journal(p)
+        try:
+            return [str(con.execute("SELECT trade_id FROM fills WHERE rowid = ?", (int(rowids[i]),)).fetchone()[0])
+                    for i in rows]
+        finally:
+            con.close()
+
+    return JournalFrames(path=p, sha256=file_sha256(p), deployment=deployment, decisions=decisions, orders=orders,
+                         fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
+
+
+def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: list[Any], o_rows: list[Any],
+           assets: list[Any], outside: set[str]
+           ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int, np.ndarray]:
+    """Check the rows read (decisions, then fills, then orders, each in journal order) and return the frames."""
     # decisions: decision_price > 0, order_delta a decimal or NULL
-    dc = list(zip(*d, strict=True)) if d else [()] * 5
-    d_bt = np.asarray(dc[0], dtype=np.int64)
-    d_price, bad_price = _numeric(dc[1], np.asarray(dc[3], dtype=bool), positive=True)
-    _, bad_delta = _numeric(dc[2], np.asarray(dc[4], dtype=bool) | np.fromiter((v is None for v in dc[2]), bool,
-                                                                               len(dc[2])), nullable=True)
-    _first_error([
-        (bad_price, lambda i: _raise_numeric(dc[1][i], f"decisions[bar_time={dc[0][i]}].decision_price",
-                                             positive=True)),
-        (bad_delta, lambda i: _raise_numeric(dc[2][i], f"decisions[bar_time={dc[0][i]}].order_delta")),
-    ])
+    dc = _cols(d_rows, 5)
+    d_price = np.asarray(dc[2], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        suspect = ~np.asarray(dc[3], dtype=bool) | ~np.asarray(dc[4], dtype=bool) | ~(d_price > 0)
+    for i in np.flatnonzero(suspect):
+        bt, price, delta = con.execute("SELECT bar_time, decision_price, order_delta FROM decisions WHERE rowid = ?",
+                                       (dc[0][i],)).fetchone()
+        where = f"decisions[bar_time={bt}]"
+        d_price[i] = _checked(parse_decimal(price, f"{where}.decision_price", positive=True),
+                              f"{where}.decision_price", price, positive=True)
+        if delta is not None:
+            parse_decimal(delta, f"{where}.order_delta")
 
-    # fills: side buy|sell, price > 0, amount > 0, fee >= 0
-    fc = list(zip(*f, strict=True)) if f else [()] * 12
-    f_side = np.asarray(fc[1], dtype=object)
-    bad_side = ~np.isin(f_side, ("buy", "sell")) if len(f_side) else np.zeros(0, dtype=bool)
-    f_price, bad_fp = _numeric(fc[2], np.asarray(fc[9], dtype=bool), positive=True)
-    f_amount, bad_fa = _numeric(fc[3], np.asarray(fc[10], dtype=bool), positive=True)
-    f_fee, bad_ff = _numeric(fc[4], np.asarray(fc[11], dtype=bool), nonnegative=True)
+    # fills: side buy|sell, price > 0, amount > 0, fee >= 0 (the suspects re-read in journal order)
+    fc = _cols(f_rows, 8)
+    f_rowid = np.asarray(fc[0], dtype=np.int64)
+    f_price = np.asarray(fc[2], dtype=np.float64)
+    f_amount = np.asarray(fc[3], dtype=np.float64)
+    f_fee = np.asarray(fc[4], dtype=np.float64)
+    f_at = np.asarray(fc[5], dtype=np.int64)
+    code = np.asarray(fc[6], dtype=np.int64)
+    f_side = code % 3 - 1
+    with np.errstate(invalid="ignore"):
+        suspect = (f_side == 0) | ((code // 3) % 8 != 7) | ~(f_price > 0) | ~(f_amount > 0) | ~(f_fee >= 0)
 
-    def fill_side(i: int) -> None:
-        raise JournalError(f"fills[trade_id={fc[0][i]}].side", "buy or sell", fc[1][i])
+    def reread(rows: np.ndarray, cols: str) -> list[tuple[Any, ...]]:
+        """Rows ``rows`` of ``fills`` (positions) as (position, at, trade_id, *cols), in journal order."""
+        got = [(int(i), *con.execute(f"SELECT at, trade_id, {cols} FROM fills WHERE rowid = ?",
+                                     (int(f_rowid[i]),)).fetchone()) for i in rows]
+        return sorted(got, key=lambda r: (r[1], r[2]))
 
-    _first_error([
-        (bad_side, fill_side),
-        (bad_fp, lambda i: _raise_numeric(fc[2][i], f"fills[trade_id={fc[0][i]}].price", positive=True)),
-        (bad_fa, lambda i: _raise_numeric(fc[3][i], f"fills[trade_id={fc[0][i]}].amount", positive=True)),
-        (bad_ff, lambda i: _raise_numeric(fc[4][i], f"fills[trade_id={fc[0][i]}].fee", nonnegative=True)),
-    ])
+    for i, _at, tid, side, price, amount, fee in reread(np.flatnonzero(suspect), "side, price, amount, fee"):
+        where = f"fills[trade_id={tid}]"
+        if side != "buy" and side != "sell":
+            raise JournalError(f"{where}.side", "buy or sell", side)
+        f_price[i] = _checked(parse_decimal(price, f"{where}.price", positive=True), f"{where}.price", price, True)
+        f_amount[i] = _checked(parse_decimal(amount, f"{where}.amount", positive=True), f"{where}.amount", amount,
+                               True)
+        f_fee[i] = _checked(parse_decimal(fee, f"{where}.fee", nonnegative=True), f"{where}.fee", fee)
 
     # orders: side buy|sell, its fills on its side, amount > 0, arrival_price > 0
-    oc = list(zip(*o, strict=True)) if o else [()] * 12
-    cids = pd.Index(np.asarray(oc[0], dtype=object))
-    o_side = np.asarray(oc[4], dtype=object)
-    f_cid = np.asarray(fc[7], dtype=object)
-    f_order = cids.get_indexer(f_cid) if len(f_cid) and len(cids) else np.full(len(f_cid), -1, dtype=np.intp)
-    mine = f_order >= 0
-    mismatch = np.zeros(len(cids), dtype=bool)
-    wrong = mine.copy()
+    oc = _cols(o_rows, 13)
+    o_rowid = np.asarray(oc[0], dtype=np.int64)
+    by_rowid = np.argsort(o_rowid, kind="stable")
+    f_orow = np.asarray([-1 if r is None else r for r in fc[1]], dtype=np.int64)
+    mine = f_orow >= 0
+    f_order = np.full(len(f_orow), -1, dtype=np.intp)
+    if len(o_rowid):
+        f_order[mine] = by_rowid[np.searchsorted(o_rowid[by_rowid], f_orow[mine])]
+    o_side = np.asarray(oc[5], dtype=np.int64)
+    o_amount = np.asarray(oc[6], dtype=np.float64)
+    o_arrival = np.asarray(oc[7], dtype=np.float64)
+    wrong = np.zeros(len(f_orow), dtype=bool)
     wrong[mine] = f_side[mine] != o_side[f_order[mine]]
+    mismatch = np.zeros(len(o_rowid), dtype=bool)
     mismatch[f_order[wrong]] = True
-    bad_os = ~np.isin(o_side, ("buy", "sell")) if len(o_side) else np.zeros(0, dtype=bool)
-    o_amount, bad_oa = _numeric(oc[5], np.asarray(oc[10], dtype=bool), positive=True)
-    o_arrival, bad_op = _numeric(oc[6], np.asarray(oc[11], dtype=bool), positive=True)
-
-    def order_side(i: int) -> None:
-        raise JournalError(f"orders[{oc[0][i]}].side", "buy or sell", oc[4][i])
-
-    def fill_mismatch(i: int) -> None:
-        j = int(np.flatnonzero(wrong & (f_order == i))[0])
-        raise JournalError(f"fills[trade_id={fc[0][j]}].side", f"{oc[4][i]} (the side of {oc[0][i]})", fc[1][j])
-
-    _first_error([
-        (bad_os, order_side), (mismatch, fill_mismatch),
-        (bad_oa, lambda i: _raise_numeric(oc[5][i], f"orders[{oc[0][i]}].amount", positive=True)),
-        (bad_op, lambda i: _raise_numeric(oc[6][i], f"orders[{oc[0][i]}].arrival_price", positive=True)),
-    ])
-    if not len(d_bt):
+    with np.errstate(invalid="ignore"):
+        suspect = (o_side == 0) | mismatch | (np.asarray(oc[8], dtype=np.int64) != 3) | ~(o_amount > 0) \
+            | ~(o_arrival > 0)
+    for i in np.flatnonzero(suspect):
+        cid, side, amount, arrival = con.execute(
+            "SELECT client_order_id, side, amount, arrival_price FROM orders WHERE rowid = ?", (int(o_rowid[i]),)
+        ).fetchone()
+        where = f"orders[{cid}]"
+        if side not in ("buy", "sell"):
+            raise JournalError(f"{where}.side", "buy or sell", side)
+        if mismatch[i]:
+            _j, _at, tid, fside = reread(np.flatnonzero(wrong & (f_order == i)), "side")[0]
+            raise JournalError(f"fills[trade_id={tid}].side", f"{side} (the side of {cid})", fside)
+        o_amount[i] = _checked(parse_decimal(amount, f"{where}.amount", positive=True), f"{where}.amount", amount,
+                               True)
+        o_arrival[i] = _checked(parse_decimal(arrival, f"{where}.arrival_price", positive=True),
+                                f"{where}.arrival_price", arrival, True)
+    if not len(d_price):
         raise JournalError("decisions", f"at least one decision of deployment {deployment!r} in the period", "none")
 
     # foreign fills: of the deployment without an order id, or naming no order of this deployment
-    f_dep = np.asarray(fc[8], dtype=object)
-    no_cid = pd.isna(f_cid)
-    foreign = int(np.sum(no_cid & (f_dep == deployment)))
-    unknown = np.flatnonzero(~mine & ~no_cid)
+    no_cid = (code // 24) % 2 == 1
+    ours_dep = (code // 48) % 2 == 1
+    foreign = int(np.sum(no_cid & ours_dep))
     prefix = f"{deployment}-"
-    ours = np.array([str(f_cid[k]).startswith(prefix) for k in unknown], dtype=bool)
-    foreign += int(np.sum(~ours))
-    for k in unknown[ours]:
-        if f_dep[k] == deployment and str(f_cid[k]) not in outside:
-            raise JournalError(f"fills[trade_id={fc[0][k]}].client_order_id", stray_order_expected(deployment),
-                               f_cid[k])
+    stray = []
+    for k in np.flatnonzero(~mine & ~no_cid):
+        cid = str(fc[7][k])
+        if not cid.startswith(prefix):
+            foreign += 1
+        elif ours_dep[k] and cid not in outside:
+            stray.append(k)
+    if stray:
+        _k, _at, tid, cid = reread(np.asarray(stray), "client_order_id")[0]
+        raise JournalError(f"fills[trade_id={tid}].client_order_id", stray_order_expected(deployment), cid)
 
-    ended = pd.Series([float(r[1]) for r in ev], index=pd.Index([str(r[0]) for r in ev], dtype=object),
-                      dtype=np.float64)
-    state = np.asarray(oc[7], dtype=object)
-    end_at = ended.reindex(cids).to_numpy(dtype=np.float64) if len(ended) else np.full(len(cids), np.nan)
-    end_at = np.where(np.isnan(end_at), np.asarray(oc[8], dtype=np.float64), end_at)
-    end_at[np.isin(state, _TERMINAL_NOT)] = np.nan
+    ended = np.asarray([np.nan if m is None else m for m in oc[12]], dtype=np.float64)
+    ended = np.where(np.isnan(ended), np.asarray(oc[10], dtype=np.float64), ended)
+    state = np.asarray(oc[9], dtype=object)
+    ended[np.isin(state, _TERMINAL_NOT)] = np.nan
+    sides = np.array(["sell", "", "buy"], dtype=object)
     orders = pd.DataFrame({
-        "client_order_id": np.asarray(oc[0], dtype=object), "bar_time": np.asarray(oc[1], dtype=np.int64),
-        "leg": np.asarray(oc[2], dtype=np.int64), "symbol": np.asarray(oc[3], dtype=object), "side": o_side,
-        "amount": o_amount, "arrival_price": o_arrival, "state": state, "ended_at": end_at,
-        "version": np.asarray([str(v) for v in oc[9]], dtype=object)})
+        "client_order_id": _obj(oc[1]), "bar_time": np.asarray(oc[2], dtype=np.int64),
+        "leg": np.asarray(oc[3], dtype=np.int64), "symbol": _obj(oc[4]), "side": _obj(sides[o_side + 1]),
+        "amount": o_amount, "arrival_price": o_arrival, "state": _obj(state), "ended_at": ended,
+        "version": _obj([str(v) for v in oc[11]])})
+    asset_of = np.asarray(assets, dtype=object)
+    keep = np.flatnonzero(mine)
+    keep = keep[np.argsort(f_at[keep], kind="stable")]
     fills = pd.DataFrame({
-        "trade_id": np.asarray(fc[0], dtype=object)[mine], "order": f_order[mine], "side": f_side[mine],
-        "price": f_price[mine], "amount": f_amount[mine], "fee": f_fee[mine],
-        "fee_asset": np.asarray(fc[5], dtype=object)[mine], "at": np.asarray(fc[6], dtype=np.int64)[mine]})
-    bc = list(zip(*b, strict=True)) if b else [(), ()]
-    bars = pd.DataFrame({"open_time": np.asarray(bc[0], dtype=np.int64), "close": np.asarray(bc[1], dtype=np.float64)})
-    return JournalFrames(path=p, sha256=file_sha256(p), deployment=deployment,
-                         decisions=pd.DataFrame({"bar_time": d_bt, "decision_price": d_price}), orders=orders,
-                         fills=fills, bars=bars, foreign_fills=foreign)
+        "order": f_order[keep], "side": _obj(sides[f_side[keep] + 1]), "price": f_price[keep],
+        "amount": f_amount[keep], "fee": f_fee[keep], "fee_asset": _obj(asset_of[code[keep] // 96]),
+        "at": f_at[keep]})
+    decisions = pd.DataFrame({"bar_time": np.asarray(dc[1], dtype=np.int64), "decision_price": d_price})
+    return decisions, orders, fills, foreign, f_rowid[keep]
 
 
 def journal_frames(jd: JournalData) -> JournalFrames:
@@ -273,8 +317,8 @@ def journal_frames(jd: JournalData) -> JournalFrames:
         "ended_at": np.array([np.nan if o.ended_at is None else float(o.ended_at) for o in os_], dtype=np.float64),
         "version": np.array([o.version for o in os_], dtype=object)})
     rows = [(k, f) for k, o in enumerate(os_) for f in o.fills]
+    tids = [f.trade_id for _, f in rows]
     fills = pd.DataFrame({
-        "trade_id": np.array([f.trade_id for _, f in rows], dtype=object),
         "order": np.array([k for k, _ in rows], dtype=np.intp),
         "side": np.array([f.side for _, f in rows], dtype=object),
         "price": np.array([float(f.price) for _, f in rows], dtype=np.float64),
@@ -288,7 +332,8 @@ def journal_frames(jd: JournalData) -> JournalFrames:
     bars = pd.DataFrame({"open_time": np.array([int(b["open_time"]) for b in jd.bars], dtype=np.int64),
                          "close": np.array([float(b["close"]) for b in jd.bars], dtype=np.float64)})
     return JournalFrames(path=jd.path, sha256=jd.sha256, deployment=jd.deployment, decisions=decisions,
-                         orders=orders, fills=fills, bars=bars, foreign_fills=jd.foreign_fills)
+                         orders=orders, fills=fills, bars=bars, foreign_fills=jd.foreign_fills,
+                         trade_ids=lambda rows: [tids[int(i)] for i in rows])
 
 
 def fast_shortfall_frame(jf: JournalFrames, bar_ms: int, quotes: QuoteBook | None = None,
@@ -317,8 +362,9 @@ def fast_shortfall_frame(jf: JournalFrames, bar_ms: int, quotes: QuoteBook | Non
     remap[keep[order]] = np.arange(n)
     f = jf.fills
     f_o = remap[f["order"].to_numpy()]
-    f = f.iloc[np.flatnonzero(f_o >= 0)]
-    f_o = f_o[f_o >= 0]
+    f_pos = np.flatnonzero(f_o >= 0)  # rows of jf.fills
+    f = f.iloc[f_pos]
+    f_o = f_o[f_pos]
 
     bt = o["bar_time"].to_numpy()
     new = np.empty(n, dtype=bool)
@@ -368,9 +414,11 @@ def fast_shortfall_frame(jf: JournalFrames, bar_ms: int, quotes: QuoteBook | Non
             i = int(legs_bad[0])
             raise JournalError(f"orders[{cid[i]}].side", f"{side[first[bad_g]]} (as leg 0 of its bar)", side[i])
         cand = np.flatnonzero(bad_asset & (f_g == bad_g))
-        j = int(cand[np.lexsort((cand, f_o[cand]))][0])  # legs in order, fills in journal order
+        at = f["at"].to_numpy()
+        tid, j = min((int(f_o[c]), int(at[c]), t, int(c)) for c, t in zip(cand, jf.trade_ids(f_pos[cand]),
+                                                                             strict=True))[2:]  # legs, then time
         sym = symbol[first[bad_g]]
-        raise JournalError(f"fills[trade_id={f['trade_id'].to_numpy()[j]}].fee_asset",
+        raise JournalError(f"fills[trade_id={tid}].fee_asset",
                            f"{base_u[f_sym[j]]} or {quote_u[f_sym[j]]} (of {sym})", asset[j])
 
     size = o["amount"].to_numpy()[first]
