@@ -8,12 +8,12 @@ one query each and checks them with vectorised masks; :func:`journal_frames` tur
 :class:`~toolkit.attribution.journal.JournalData` already read exactly into the same columns;
 :func:`fast_shortfall_frame` returns the frame of :func:`~toolkit.attribution.shortfall.shortfall_frame`.
 
-Precision: amounts, prices and fees are parsed from their decimal text to float64 (correctly
-rounded, 53 bits: about 16 significant digits); components are float64 sums over an order's
-fills (trading as Σ x_j · (p_j − P_0), which keeps the cancellation small), so they agree with
-the exact path to about 1e-12 relative on desk-sized orders. A value whose decimal text is
-finite but beyond float64's range (|x| > 1.8e308, or so small it rounds to 0 where > 0 is
-required) is refused as a ``JournalError`` rather than silently rounded.
+Precision: amounts, prices and fees are converted from their decimal text to float64 by
+SQLite (about 16 significant digits, within an ulp or so of the correctly rounded value);
+components are float64 sums over an order's fills (trading as Σ x_j · (p_j − P_0), which keeps
+the cancellation small), so they agree with the exact path to about 1e-12 relative on
+desk-sized orders (the tests hold them to 1e-9 relative or 1e-6 quote). A value whose decimal
+text is finite but beyond float64's range is refused as a ``JournalError`` rather than rounded.
 
 Errors are those of the exact path, for the same first bad row: a malformed value names the
 table, the row key, the field, what was expected and what was found
@@ -27,6 +27,7 @@ import gc
 import math
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -50,6 +51,9 @@ from toolkit.attribution.shortfall import QuoteBook, frame_from_columns
 __all__ = ["JournalFrames", "fast_shortfall_frame", "journal_frames", "read_journal_frames"]
 
 _TERMINAL_NOT = ("intent", "unknown", "open")
+#: one fill as read: its rowid, its order's rowid (-1: none in the period), the values, time and flags
+_FILL_ROW = np.dtype([("rowid", np.int64), ("order", np.int64), ("price", np.float64), ("amount", np.float64),
+                      ("fee", np.float64), ("at", np.int64), ("code", np.int64)])
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -126,6 +130,8 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     p = Path(path)
     con = connect_journal(p)
     con.row_factory = None
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="journal-sha256")
+    sha = hashing.submit(file_sha256, p)  # on the other core while SQLite reads (hashlib releases the GIL)
     collect = gc.isenabled()
     gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
     try:
@@ -142,14 +148,14 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
             if assets else "0"
         # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
         # 96 × fee asset; the rows come in storage order (sorted by time below, ties by trade id when it matters)
-        f_rows = con.execute(
-            f"SELECT f.rowid, o.rowid, CAST(f.price AS REAL), CAST(f.amount AS REAL), CAST(f.fee AS REAL), f.at, "
+        f_rows = np.fromiter(con.execute(
+            "SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
+            "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
             f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
-            f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case}, "
-            "CASE WHEN o.rowid IS NULL THEN f.client_order_id END "
+            f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
             "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
             "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
-            (deployment, *assets, *period, deployment)).fetchall()
+            (deployment, *assets, *period, deployment)), dtype=_FILL_ROW)
         o_rows = con.execute(
             f"SELECT o.rowid, o.client_order_id, o.bar_time, o.leg, o.symbol, {_side('o.side')}, "
             f"CAST(o.amount AS REAL), CAST(o.arrival_price AS REAL), "
@@ -167,6 +173,7 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
         con.close()
+        hashing.shutdown(wait=True)
         if collect:
             gc.enable()
     bc = _cols(b, 2)
@@ -180,11 +187,11 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         finally:
             con.close()
 
-    return JournalFrames(path=p, sha256=file_sha256(p), deployment=deployment, decisions=decisions, orders=orders,
+    return JournalFrames(path=p, sha256=sha.result(), deployment=deployment, decisions=decisions, orders=orders,
                          fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
 
 
-def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: list[Any], o_rows: list[Any],
+def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: np.ndarray, o_rows: list[Any],
            assets: list[Any], outside: set[str]
            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int, np.ndarray]:
     """Check the rows read (decisions, then fills, then orders, each in journal order) and return the frames."""
@@ -203,13 +210,12 @@ def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: 
             parse_decimal(delta, f"{where}.order_delta")
 
     # fills: side buy|sell, price > 0, amount > 0, fee >= 0 (the suspects re-read in journal order)
-    fc = _cols(f_rows, 8)
-    f_rowid = np.asarray(fc[0], dtype=np.int64)
-    f_price = np.asarray(fc[2], dtype=np.float64)
-    f_amount = np.asarray(fc[3], dtype=np.float64)
-    f_fee = np.asarray(fc[4], dtype=np.float64)
-    f_at = np.asarray(fc[5], dtype=np.int64)
-    code = np.asarray(fc[6], dtype=np.int64)
+    f_rowid = f_rows["rowid"]
+    f_price = f_rows["price"].copy()
+    f_amount = f_rows["amount"].copy()
+    f_fee = f_rows["fee"].copy()
+    f_at = f_rows["at"]
+    code = f_rows["code"]
     f_side = code % 3 - 1
     with np.errstate(invalid="ignore"):
         suspect = (f_side == 0) | ((code // 3) % 8 != 7) | ~(f_price > 0) | ~(f_amount > 0) | ~(f_fee >= 0)
@@ -233,7 +239,7 @@ def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: 
     oc = _cols(o_rows, 13)
     o_rowid = np.asarray(oc[0], dtype=np.int64)
     by_rowid = np.argsort(o_rowid, kind="stable")
-    f_orow = np.asarray([-1 if r is None else r for r in fc[1]], dtype=np.int64)
+    f_orow = f_rows["order"]
     mine = f_orow >= 0
     f_order = np.full(len(f_orow), -1, dtype=np.intp)
     if len(o_rowid):
@@ -272,7 +278,7 @@ def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: 
     prefix = f"{deployment}-"
     stray = []
     for k in np.flatnonzero(~mine & ~no_cid):
-        cid = str(fc[7][k])
+        cid = str(con.execute("SELECT client_order_id FROM fills WHERE rowid = ?", (int(f_rowid[k]),)).fetchone()[0])
         if not cid.startswith(prefix):
             foreign += 1
         elif ours_dep[k] and cid not in outside:
