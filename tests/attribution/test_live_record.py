@@ -69,6 +69,8 @@ def test_the_workflow_records_reports_and_feeds_the_gate(private_store: dict[str
     tags = adapter.version_info(MODEL, "1").tags
     assert tags["attribution.paper.run_id"] == run.run_id and tags["attribution.paper.verdict"] == run.verdict
     assert "attribution.json" in adapter.list_artifact_paths(run.run_id)
+    assert adapter.run_tags(run.run_id)["execution_tolerance_bps"] == "2"  # the paper policy's, kept with the verdict
+    assert run.summary["record"]["tolerance_bps"] == 2.0
     index = (Path(private_store["TOOLKIT_REPORTS_DIR"]) / "index.html").read_text(encoding="utf-8")
     assert "paper attribution" in index
     # the live stage's paper_record gate reads it: three days are not enough, and it says so
@@ -100,6 +102,16 @@ def test_cli_json_and_bad_journal(private_store: dict[str, str], paper_journals:
                          "--no-record", "--json"], capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["verdict"] == "execution worse than modelled"
+    loose = subprocess.run([TOOLKIT, "attribute", MODEL, "--journal", str(paper_journals["wide"]), "--no-report",
+                            "--no-record", "--json", "--execution-tolerance-bps", "50"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert loose.returncode == 0, loose.stderr
+    body = json.loads(loose.stdout)
+    assert body["verdict"] != "execution worse than modelled" and body["summary"]["record"]["tolerance_bps"] == 50.0
+    neg = subprocess.run([TOOLKIT, "attribute", MODEL, "--journal", str(paper_journals["wide"]), "--no-report",
+                          "--no-record", "--json", "--execution-tolerance-bps", "-1"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert neg.returncode == 2 and json.loads(neg.stdout)["error"]["field"] == "execution_tolerance_bps"
     bad = _edited_copy(paper_journals["plain"], tmp_path / "bad.sqlite",
                        "UPDATE fills SET price = 'n/a' WHERE rowid = (SELECT MIN(rowid) FROM fills)")
     err = subprocess.run([TOOLKIT, "attribute", MODEL, "--journal", str(bad), "--no-report", "--no-record",

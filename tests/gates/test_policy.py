@@ -68,6 +68,10 @@ def test_policy_is_frozen(policy: GatePolicy) -> None:
     (lambda d: d["data"]["quality"].update(max_gap_bars=-1), "data.quality.max_gap_bars", "-1"),
     (lambda d: d["capital"].pop("target_vol_annual_pct"), "capital.target_vol_annual_pct", "required"),
     (lambda d: d["paper_record"].update(min_days="a month"), "paper_record.min_days", "a month"),
+    (lambda d: d["paper_record"].update(execution_tolerance_bps=-1.0), "paper_record.execution_tolerance_bps",
+     "-1.0"),
+    (lambda d: d["paper_record"].update(execution_tolerance_bps=float("nan")), "paper_record.execution_tolerance_bps",
+     "nan"),
 ])
 def test_bad_policy_names_the_field(tmp_path: Path, edit, field: str, found: str) -> None:
     data = _default()

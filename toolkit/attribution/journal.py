@@ -131,7 +131,7 @@ class JournalData:
         return next(iter(models)) if len(models) == 1 else ",".join(sorted(models))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect_journal(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise JournalError("journal", "a runner journal (SQLite file)", str(path))
     try:
@@ -152,7 +152,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return con
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -160,9 +160,36 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def resolve_deployment(con: sqlite3.Connection, deployment: str | None, model: str | None) -> str:
+    """Return the deployment to read: ``deployment`` if it decided something, else the only one (trading ``model``)."""
+    deps = [(str(r[0]), str(r[1])) for r in
+            con.execute("SELECT DISTINCT deployment, model FROM decisions ORDER BY deployment")]
+    if model is not None:
+        deps = [d for d in deps if d[1] == model]
+    names = sorted({d[0] for d in deps})
+    if deployment is None:
+        if len(names) != 1:
+            raise JournalError("deployment", f"one deployment{' trading ' + model if model else ''} in the journal",
+                               names or "none")
+        return names[0]
+    if deployment not in names:
+        raise JournalError("deployment", f"one of {names}", deployment)
+    return deployment
+
+
+def stray_order_expected(deployment: str) -> str:
+    """What a fill naming one of ``deployment``'s orders needs: that order in the journal."""
+    return f"an order of deployment {deployment!r} journaled in orders (the runner journals it before sending)"
+
+
+def period_bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
+    """Return ``[lo, hi)`` in epoch ms for an optional period (None: unbounded)."""
+    return (-(2**62) if start_ms is None else int(start_ms)), (2**62 if end_ms is None else int(end_ms))
+
+
 def journal_deployments(path: str | Path) -> list[tuple[str, str]]:
     """Return ``(deployment, model)`` for every deployment that decided something in the journal, sorted."""
-    con = _connect(Path(path))
+    con = connect_journal(Path(path))
     try:
         return [(str(r[0]), str(r[1])) for r in
                 con.execute("SELECT DISTINCT deployment, model FROM decisions ORDER BY deployment, model")]
@@ -192,22 +219,10 @@ def read_journal(path: str | Path, deployment: str | None = None, model: str | N
         deployment is ambiguous or absent.
     """
     p = Path(path)
-    con = _connect(p)
+    con = connect_journal(p)
     try:
-        deps = [(str(r[0]), str(r[1])) for r in
-                con.execute("SELECT DISTINCT deployment, model FROM decisions ORDER BY deployment")]
-        if model is not None:
-            deps = [d for d in deps if d[1] == model]
-        names = sorted({d[0] for d in deps})
-        if deployment is None:
-            if len(names) != 1:
-                raise JournalError("deployment", f"one deployment{' trading ' + model if model else ''} in the journal",
-                                   names or "none")
-            deployment = names[0]
-        elif deployment not in names:
-            raise JournalError("deployment", f"one of {names}", deployment)
-        lo = -(2**62) if start_ms is None else int(start_ms)
-        hi = 2**62 if end_ms is None else int(end_ms)
+        deployment = resolve_deployment(con, deployment, model)
+        lo, hi = period_bounds(start_ms, end_ms)
         decisions = [dict(r) for r in con.execute(
             "SELECT * FROM decisions WHERE deployment = ? AND bar_time >= ? AND bar_time < ? ORDER BY bar_time",
             (deployment, lo, hi))]
@@ -260,6 +275,15 @@ def read_journal(path: str | Path, deployment: str | None = None, model: str | N
         known = {o.client_order_id for o in orders}
         foreign += sum(len(v) for k, v in fills_by_order.items()
                        if k not in known and not k.startswith(f"{deployment}-"))
+        if any(k not in known and k.startswith(f"{deployment}-") for k in fills_by_order):
+            outside = {str(r[0]) for r in con.execute(
+                "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)",
+                (deployment, lo, hi))}
+            for tid, _s, _p, _a, _f, _fa, _at, cid, dep in rows:
+                if dep == deployment and cid is not None and cid not in known and cid not in outside \
+                        and cid.startswith(f"{deployment}-"):
+                    raise JournalError(f"fills[trade_id={tid}].client_order_id", stray_order_expected(deployment),
+                                       cid)
         bars = [dict(r) for r in con.execute(
             "SELECT * FROM bars WHERE deployment = ? ORDER BY open_time", (deployment,))]
         incidents = [dict(r) for r in con.execute(
@@ -273,5 +297,5 @@ def read_journal(path: str | Path, deployment: str | None = None, model: str | N
     if not decisions:
         raise JournalError("decisions", f"at least one decision of deployment {deployment!r} in the period",
                            "none")
-    return JournalData(path=p, sha256=_file_sha256(p), deployment=deployment, decisions=decisions, orders=orders,
+    return JournalData(path=p, sha256=file_sha256(p), deployment=deployment, decisions=decisions, orders=orders,
                        bars=bars, incidents=incidents, switches=switches, foreign_fills=foreign)

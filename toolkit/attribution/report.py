@@ -18,18 +18,18 @@ import numpy as np
 import pandas as pd
 
 from toolkit.attribution.drawdowns import Episode, bootstrap_max_drawdowns, drawdown_episodes, max_drawdown_of
+from toolkit.attribution.fast import fast_shortfall_frame, journal_frames
 from toolkit.attribution.journal import JournalData
 from toolkit.attribution.pnl import PnLSplit, infer_capital, model_costs_bps, split_pnl
 from toolkit.attribution.record import paper_record_block
-from toolkit.attribution.shortfall import (
-    COMPONENTS,
-    QuoteBook,
-    aggregate,
-    liquidity_regime,
-    shortfall_frame,
-    shortfalls,
+from toolkit.attribution.shortfall import COMPONENTS, QuoteBook, aggregate, liquidity_regime
+from toolkit.attribution.verdict import (
+    EXECUTION_TOLERANCE_BPS,
+    RecordInputs,
+    RecordVerdict,
+    evaluate_record,
+    validate_tolerance_bps,
 )
-from toolkit.attribution.verdict import RecordInputs, RecordVerdict, evaluate_record
 from toolkit.errors import ConfigurationError
 
 __all__ = ["Attribution", "attribute", "backtest_decision_returns"]
@@ -158,7 +158,8 @@ def _ms(t: Any) -> int | None:
 def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: Any, bundle: Any,
               bundle_sha256: str, version: str, capital: float | None = None, start: Any = None, end: Any = None,
               quotes: pd.DataFrame | None = None, alpha: float = 0.05, min_days: float = 30.0,
-              top_drawdowns: int = 5, regime: pd.Series | None = None) -> Attribution:
+              top_drawdowns: int = 5, regime: pd.Series | None = None,
+              execution_tolerance_bps: float = EXECUTION_TOLERANCE_BPS) -> Attribution:
     """Attribute the record of ``version`` in journal ``jd`` over ``[start, end)`` (default: all of it).
 
     Parameters
@@ -181,14 +182,18 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     regime
         The liquidity regime per bar (``shortfall.liquidity_regime`` of bars reaching 30 days further back);
         default: computed from ``bars``.
-    alpha, min_days
-        The paper policy's ``min_consistency_p`` and ``min_days``.
+    alpha, min_days, execution_tolerance_bps
+        The paper policy's ``min_consistency_p``, ``min_days`` and ``execution_tolerance_bps``.
+
+    The shortfall is the vectorised decomposition (``toolkit.attribution.fast``) of the orders
+    read exactly in ``jd``; ``toolkit.attribution.shortfall`` is its exact reference.
 
     Raises
     ------
     ConfigurationError
-        No capital given and none can be inferred.
+        No capital given and none can be inferred; a tolerance that is not a finite number >= 0.
     """
+    tolerance = validate_tolerance_bps(execution_tolerance_bps)
     bar_ms = round(cfg.bar_minutes() * 60_000)
     start_ms, end_ms = _ms(start), _ms(end)
     notes: list[str] = []
@@ -202,12 +207,8 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     split = split_pnl(jd, bars, direction, cfg, capital, bar_ms, version=version, start_ms=start_ms, end_ms=end_ms)
     regime = liquidity_regime(bars) if regime is None else regime
     split.frame["regime"] = [str(regime.get(t, "unknown")) for t in split.frame.index]
-    lo = -(2**62) if start_ms is None else start_ms
-    hi = 2**62 if end_ms is None else end_ms
-    orders_in = [o for o in jd.orders if lo <= o.bar_time < hi]
     book = QuoteBook(quotes) if quotes is not None and len(quotes) else None
-    items = shortfalls(orders_in, jd.decisions, jd.bars, bar_ms, book)
-    frame = shortfall_frame(items, regime)
+    frame = fast_shortfall_frame(journal_frames(jd), bar_ms, book, regime, start_ms, end_ms)
     excess = np.zeros(0)
     if not frame.empty:
         opens = pd.DatetimeIndex(bars.index)
@@ -227,7 +228,7 @@ def attribute(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     days = (f.index[-1] - f.index[0]).total_seconds() / 86_400.0 + bar_ms / 86_400_000
     inputs = RecordInputs(live_returns=[float(x) for x in live_r], backtest_returns=[float(x) for x in bt_r],
                           excess_cost_bps=[float(x) for x in excess], bars_per_day=bars_per_day, days=float(days),
-                          alpha=float(alpha), min_days=float(min_days))
+                          alpha=float(alpha), min_days=float(min_days), tolerance_bps=tolerance)
     verdict = evaluate_record(inputs)
     net = bundle.returns["return"].to_numpy(dtype=np.float64)
     net = net[(bundle.returns.index >= pd.Timestamp(bundle.split_at)) & np.isfinite(net)]

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -41,8 +42,17 @@ import pandas as pd
 from toolkit.attribution.errors import JournalError
 from toolkit.attribution.journal import Fill, Order
 
-__all__ = ["COMPONENTS", "SIZE_BUCKETS", "OrderShortfall", "aggregate", "liquidity_regime", "order_shortfall",
-           "shortfall_frame", "shortfalls"]
+__all__ = [
+    "COMPONENTS",
+    "SIZE_BUCKETS",
+    "OrderShortfall",
+    "aggregate",
+    "frame_from_columns",
+    "liquidity_regime",
+    "order_shortfall",
+    "shortfall_frame",
+    "shortfalls",
+]
 
 COMPONENTS = ("delay", "trading", "opportunity", "fees")
 #: order notional buckets in the quote currency (lower bounds)
@@ -146,6 +156,7 @@ class QuoteBook:
         q = q.sort_values("timestamp")
         self.ms = (pd.DatetimeIndex(q["timestamp"]).as_unit("ms").asi8).astype(np.int64)
         self.half = [(Decimal(str(a)) - Decimal(str(b))) / 2 for a, b in zip(q[ask], q[bid], strict=True)]
+        self.half_f = np.array([float(h) for h in self.half], dtype=np.float64)
         self.max_age_ms = int(max_age_ms)
 
     def half_spreads(self, times_ms: Iterable[int]) -> list[Decimal | None]:
@@ -153,6 +164,13 @@ class QuoteBook:
         i = np.searchsorted(self.ms, t, side="right") - 1
         return [None if k < 0 or tt - self.ms[k] > self.max_age_ms else self.half[k]
                 for k, tt in zip(i.tolist(), t.tolist(), strict=True)]
+
+    def half_spread_array(self, times_ms: np.ndarray) -> np.ndarray:
+        """Return the half-spread in force at each time (float64; NaN where no quote is fresh enough)."""
+        t = np.asarray(times_ms, dtype=np.int64)
+        i = np.searchsorted(self.ms, t, side="right") - 1
+        ok = (i >= 0) & (t - self.ms[np.maximum(i, 0)] <= self.max_age_ms) if len(self.ms) else np.zeros(len(t), bool)
+        return np.where(ok, self.half_f[np.maximum(i, 0)] if len(self.ms) else np.nan, np.nan)
 
     def covers(self, t_ms: int) -> bool:
         return len(self.ms) > 0 and self.ms[0] <= t_ms <= self.ms[-1] + self.max_age_ms
@@ -219,24 +237,42 @@ def shortfall_frame(items: Sequence[OrderShortfall], regime: pd.Series | None = 
     def col(get: object) -> np.ndarray:
         return np.array([get(o) for o in items], dtype=np.float64)  # type: ignore[operator]
 
-    bench = col(lambda o: o.benchmark)
-    t = pd.DatetimeIndex(pd.to_datetime(np.array([o.bar_time for o in items], dtype=np.int64), unit="ms", utc=True))
-    frame = pd.DataFrame({
-        "bar_time": t, "side": ["buy" if o.side > 0 else "sell" for o in items], "size": col(lambda o: o.size),
+    return frame_from_columns({
+        "bar_time": np.array([o.bar_time for o in items], dtype=np.int64),
+        "side": np.array([o.side for o in items], dtype=np.int64), "size": col(lambda o: o.size),
         "filled": col(lambda o: o.filled), "decision_price": col(lambda o: o.decision_price),
         "arrival_price": col(lambda o: o.arrival_price), "end_price": col(lambda o: o.end_price),
-        "average_price": col(lambda o: np.nan if o.average_price is None else o.average_price), "notional": bench,
-        **{c: col(lambda o, c=c: getattr(o, c)) for c in COMPONENTS},
+        "average_price": col(lambda o: np.nan if o.average_price is None else o.average_price),
+        "notional": col(lambda o: o.benchmark), **{c: col(lambda o, c=c: getattr(o, c)) for c in COMPONENTS},
         "half_spread": col(lambda o: np.nan if o.half_spread is None else o.half_spread),
         "impact": col(lambda o: np.nan if o.impact is None else o.impact),
-        "legs": [o.legs for o in items], "state": [o.state for o in items], "version": [o.version for o in items],
+        "legs": np.array([o.legs for o in items], dtype=np.int64), "state": [o.state for o in items],
+        "version": [o.version for o in items],
+        "total": col(lambda o: o.total),  # the exact sum, rounded once
+    }, regime)
+
+
+def frame_from_columns(cols: dict[str, Any], regime: pd.Series | None = None) -> pd.DataFrame:
+    """Return the per-order frame of :func:`shortfall_frame` from its columns (one entry per order).
+
+    ``cols`` holds ``bar_time`` (epoch ms), ``side`` (+1/−1), ``size``, ``filled``, the prices,
+    ``notional``, the components, ``half_spread``/``impact`` (NaN: unsplit), ``legs``, ``state``,
+    ``version`` and ``total``; the exact and the vectorised paths both build their frame here.
+    """
+    t = pd.DatetimeIndex(pd.to_datetime(np.asarray(cols["bar_time"], dtype=np.int64), unit="ms", utc=True))
+    bench = np.asarray(cols["notional"], dtype=np.float64)
+    frame = pd.DataFrame({
+        "bar_time": t, "side": np.where(np.asarray(cols["side"]) > 0, "buy", "sell").astype(object),
+        **{c: np.asarray(cols[c], dtype=np.float64) for c in ("size", "filled", "decision_price", "arrival_price",
+                                                                "end_price", "average_price")},
+        "notional": bench, **{c: np.asarray(cols[c], dtype=np.float64) for c in (*COMPONENTS, "half_spread",
+                                                                                  "impact")},
+        "legs": np.asarray(cols["legs"], dtype=np.int64), "state": np.asarray(cols["state"], dtype=object),
+        "version": np.asarray(cols["version"], dtype=object), "total": np.asarray(cols["total"], dtype=np.float64),
     })
-    frame["total"] = frame[list(COMPONENTS)].sum(axis=1)
     frame["fill_ratio"] = frame["filled"] / frame["size"]
     for c in (*COMPONENTS, "total", "half_spread", "impact"):
         frame[f"{c}_bps"] = frame[c] / frame["notional"] * 10_000
-    frame["total"] = [float(o.total) for o in items]  # the exact sum, rounded once
-    frame["total_bps"] = frame["total"] / frame["notional"] * 10_000
     frame["hour"] = t.hour
     frame["weekday"] = np.array(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])[t.dayofweek]
     frame["weekend"] = np.where(t.dayofweek >= 5, "weekend", "weekday")

@@ -47,10 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from toolkit.errors import ConfigurationError
 from toolkit.stats.sharpe import min_track_record_length_from_moments, psr_from_moments, sharpe_moments
 
 __all__ = ["EDGE_DECAYING", "EDGE_INTACT", "EXECUTION_TOLERANCE_BPS", "EXECUTION_WORSE", "NOT_ENOUGH", "VERDICTS",
-           "RecordInputs", "RecordVerdict", "block_bootstrap_sharpes", "evaluate_record"]
+           "RecordInputs", "RecordVerdict", "block_bootstrap_sharpes", "evaluate_record", "validate_tolerance_bps"]
 
 EDGE_INTACT = "edge intact"
 EDGE_DECAYING = "edge decaying"
@@ -60,6 +61,8 @@ VERDICTS = (EDGE_INTACT, EDGE_DECAYING, EXECUTION_WORSE, NOT_ENOUGH)
 #: execution may cost this much more than the fill model (bps of X·P_d) before it counts as worse
 EXECUTION_TOLERANCE_BPS = 2.0
 BOOTSTRAP_SEED = 20261130
+#: the largest tolerance accepted (bps): beyond it the execution test could never fire on a real record
+MAX_TOLERANCE_BPS = 1_000.0
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -112,6 +115,17 @@ class RecordVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def validate_tolerance_bps(value: Any, field: str = "execution_tolerance_bps") -> float:
+    """Return ``value`` as the execution tolerance (bps); raise ``ConfigurationError`` naming ``field`` otherwise."""
+    want = f"a finite number of bps in [0, {MAX_TOLERANCE_BPS:g}]"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(field, want, value)
+    v = float(value)
+    if not math.isfinite(v) or not 0.0 <= v <= MAX_TOLERANCE_BPS:
+        raise ConfigurationError(field, want, value)
+    return v
 
 
 def _finite(x: float) -> float | None:

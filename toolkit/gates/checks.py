@@ -213,7 +213,8 @@ def paper_record(ev: Evidence, pol: GatePolicy) -> GateResult:
     """
     rec = ev.extras.get("paper_record")
     lim = pol.paper_record
-    threshold = {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p}
+    threshold = {"min_days": lim.min_days, "min_consistency_p": lim.min_consistency_p,
+                 "execution_tolerance_bps": lim.execution_tolerance_bps}
     if not isinstance(rec, dict):
         return gate("paper_record", "paper", False, {"days": 0, "consistency_p": None}, threshold,
                     "no paper record yet: the version has not traded on paper (attribution measures it)")
@@ -232,9 +233,12 @@ def paper_record(ev: Evidence, pol: GatePolicy) -> GateResult:
     if rec.get("bundle_sha256") != ev.bundle_sha:
         problems.append(f"measured against evidence {str(rec.get('bundle_sha256'))[:12]}, not this version's "
                         f"{ev.bundle_sha[:12]}")
-    if inputs.get("alpha") != lim.min_consistency_p or inputs.get("min_days") != float(lim.min_days):
+    tolerance = inputs.get("tolerance_bps", 2.0)  # records before the setting existed used 2 bps
+    if inputs.get("alpha") != lim.min_consistency_p or inputs.get("min_days") != float(lim.min_days) \
+            or tolerance != lim.execution_tolerance_bps:
         problems.append(f"measured under other thresholds (alpha {inputs.get('alpha')}, min_days "
-                        f"{inputs.get('min_days')}): run `toolkit attribute` again")
+                        f"{inputs.get('min_days')}, execution tolerance {tolerance} bps): run `toolkit attribute` "
+                        "again")
     if rec.get("verdict") != "edge intact":
         problems.append(str(rec.get("sentence") or rec.get("verdict")))
     ok = not problems and bool(finite(days) and finite(p) and days >= lim.min_days  # type: ignore[operator]

@@ -196,6 +196,10 @@ class PaperRecordPolicy(_Section):
     min_consistency_p: float = pydantic.Field(
         ge=0.0, le=1.0, description="p-value floor of paper returns against the backtest's distribution"
     )
+    execution_tolerance_bps: float = pydantic.Field(
+        default=2.0, ge=0.0, le=1_000.0, allow_inf_nan=False,  # = toolkit.attribution.verdict's default and bound
+        description="mean shortfall above the fill model's cost (bps) before execution counts as worse"
+    )
 
 
 class GatePolicy(_Section):

@@ -76,8 +76,12 @@ def _journal_version(jd: Any, version: str | None) -> str:
 
 def load_attribution(model: str, journal: str | Path, version: str | int | None = None, start: Any = None,
                      end: Any = None, capital: float | None = None, quotes: str | Path | None = None,
-                     deployment: str | None = None, work: str | Path | None = None) -> Any:
+                     deployment: str | None = None, work: str | Path | None = None,
+                     execution_tolerance_bps: float | None = None) -> Any:
     """Load everything for one version's record and return ``toolkit.attribution.attribute``'s result.
+
+    ``execution_tolerance_bps`` overrides the paper policy's ``paper_record.execution_tolerance_bps``
+    (the verdict records the one it used; the ``paper_record`` gate accepts only the policy's).
 
     Raises
     ------
@@ -134,9 +138,10 @@ def load_attribution(model: str, journal: str | Path, version: str | int | None 
     regime = liquidity_regime(load_bars(cfg.symbol, cfg.timeframe, lo - pd.Timedelta(days=31), times[-1] + bar))
     quotes_frame = pd.read_parquet(quotes) if quotes is not None else None
     paper = load_policy(policy_in_force_path("paper"), stage="paper").paper_record
+    tolerance = paper.execution_tolerance_bps if execution_tolerance_bps is None else execution_tolerance_bps
     return attribute(jd, bars, direction, cfg, bundle, sha, v, capital=capital, start=start, end=end,
                      quotes=quotes_frame, alpha=paper.min_consistency_p, min_days=float(paper.min_days),
-                     regime=regime)
+                     regime=regime, execution_tolerance_bps=tolerance)
 
 
 def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Path | None, clock: Clock) -> str:
@@ -151,7 +156,8 @@ def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Pa
     exp = adapter.ensure_experiment(EXPERIMENT)
     run_id = adapter.create_run(exp, f"{att.model}-v{att.version}-{stage}", {
         "model": att.model, "version": att.version, "stage": stage, "verdict": att.verdict.verdict,
-        "journal.sha256": att.journal_sha256, "evidence.sha256": att.bundle_sha256, "kind": "attribution"})
+        "journal.sha256": att.journal_sha256, "evidence.sha256": att.bundle_sha256, "kind": "attribution",
+        "execution_tolerance_bps": f"{att.inputs.tolerance_bps:g}"})
     try:
         adapter.log_params(run_id, {"deployment": att.deployment, "start": att.period[0].isoformat(),
                                     "end": att.period[1].isoformat(), "alpha": att.inputs.alpha,
@@ -177,12 +183,23 @@ def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Pa
 def run_attribution_workflow(model: str, journal: str | Path, version: str | int | None = None, start: Any = None,
                              end: Any = None, capital: float | None = None, quotes: str | Path | None = None,
                              deployment: str | None = None, report: bool = True, record: bool = True,
-                             reports: Path | None = None, clock: Clock = SYSTEM_CLOCK) -> AttributionRun:
+                             reports: Path | None = None, clock: Clock = SYSTEM_CLOCK,
+                             execution_tolerance_bps: float | None = None) -> AttributionRun:
     """Attribute a version's record in ``journal``: template → HTML → MLflow run and tags → index entry.
 
     ``report=False`` computes in this process without the template (no HTML); ``record=False``
-    writes nothing to MLflow.
+    writes nothing to MLflow. ``execution_tolerance_bps`` overrides the paper policy's (validated
+    here; MLflow keeps the one used as param ``tolerance_bps`` and tag ``execution_tolerance_bps``).
+
+    Raises
+    ------
+    ConfigurationError
+        A tolerance that is not a finite number of bps in [0, 1000].
     """
+    from toolkit.attribution.verdict import validate_tolerance_bps
+
+    if execution_tolerance_bps is not None:
+        execution_tolerance_bps = validate_tolerance_bps(execution_tolerance_bps)
     from toolkit.attribution import read_journal
     from toolkit.reporting.index import append_index_entry
     from toolkit.workflows.overview import refresh_overview
@@ -204,13 +221,15 @@ def run_attribution_workflow(model: str, journal: str | Path, version: str | int
             with start_template(template_path("attribution")) as run:
                 params = {"model": model, "version": v, "journal": str(jp), "start": _iso(start), "end": _iso(end),
                           "capital": capital, "quotes": None if quotes is None else str(Path(quotes).resolve()),
-                          "deployment": jd.deployment, "output_dir": str(work)}
+                          "deployment": jd.deployment, "output_dir": str(work),
+                          "execution_tolerance_bps": execution_tolerance_bps}
                 prepare_rendering()
                 nb = run.execute(nb_path, params)
             html = render_html(nb, nb_path.with_suffix(".html"), title=f"Attribution {model} v{v} ({stage})")
             att = _load_pickle(work)
         else:
-            att = load_attribution(model, jp, v, start, end, capital, quotes, jd.deployment)
+            att = load_attribution(model, jp, v, start, end, capital, quotes, jd.deployment,
+                                   execution_tolerance_bps=execution_tolerance_bps)
         run_id = _record(att, stage, work, html, nb, clock) if record else None
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -134,6 +134,9 @@ def attribute_command(
     = None,
     deployment: Annotated[str | None, typer.Option(help="the journal's deployment (default: the one trading "
                                                         "the model)")] = None,
+    execution_tolerance_bps: Annotated[float | None, typer.Option(
+        "--execution-tolerance-bps", help="mean cost above the fill model (bps) before execution is 'worse' "
+        "(default: the paper policy's paper_record.execution_tolerance_bps; the gate accepts only that)")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="compute only: no template, no HTML")] = False,
     no_record: Annotated[bool, typer.Option("--no-record", help="write nothing to MLflow")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
@@ -146,7 +149,8 @@ def attribute_command(
     from toolkit.workflows.attribution import run_attribution_workflow
 
     run = run_attribution_workflow(model, journal, version=version, start=start, end=end, capital=capital,
-                                   quotes=quotes, deployment=deployment, report=not no_report, record=not no_record)
+                                   quotes=quotes, deployment=deployment, report=not no_report, record=not no_record,
+                                   execution_tolerance_bps=execution_tolerance_bps)
     s = run.summary
     emit(run.to_dict(), json_output,
          f"{run.sentence}\n"
