@@ -114,7 +114,7 @@ def test_verdict_under_a_what_if_policy_is_not_promotable(registry: Registry, tm
     events = audit_trail(registry)
     assert [(e["stage"], e["outcome"], e["to_version"]) for e in events] == [("paper", "started", "2"),
                                                                              ("paper", "refused", "2")]
-    assert "paper policy in force: desk-paper version 2026.11.2" in events[1]["detail"]
+    assert "paper policy in force: desk-paper version 2026.11.3" in events[1]["detail"]
 
 
 def test_cli_usage_error_exits_2(registry: Registry, capsys: pytest.CaptureFixture[str]) -> None:
