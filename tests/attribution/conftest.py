@@ -12,7 +12,6 @@ for p in (HERE, HERE.parent / "runner"):
 
 
 import fcntl  # noqa: E402
-import pickle  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -23,17 +22,10 @@ def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
 
 @pytest.fixture(scope="session")
 def attribution_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> object:
-    """The runner tests' promoted registry (the same directory and lock: built once for both suites)."""
-    from runner_support import build_registry
+    """The runner tests' promoted registry (``runner_support.shared_registry``: built once for every suite)."""
+    from runner_support import shared_registry
 
-    root = _shared(tmp_path_factory, worker_id) / "runner-registry"
-    root.mkdir(exist_ok=True)
-    done = root / "registry.pickle"
-    with (root / "build.lock").open("a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        if not done.exists():
-            done.write_bytes(pickle.dumps(build_registry(root)))
-    return pickle.loads(done.read_bytes())
+    return shared_registry(_shared(tmp_path_factory, worker_id))
 
 
 @pytest.fixture(scope="session")
