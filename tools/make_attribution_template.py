@@ -23,6 +23,7 @@ end = None                        # period end, excluded (None: the last decisio
 capital = None                    # the deployment's capital (None: inferred from its first order from flat)
 quotes = None                     # Parquet of best bid/ask by time: splits trading cost in half-spread and impact
 deployment = None                 # the journal's deployment (None: the one trading the model)
+execution_tolerance_bps = None    # bps above the fill model before execution is "worse" (None: the paper policy's)
 output_dir = None                 # receives attribution.pickle for the calling workflow (None: nothing kept)'''
 
 SETUP = '''%matplotlib inline
@@ -34,7 +35,8 @@ from IPython.display import Markdown, display
 from toolkit.attribution import plots
 from toolkit.workflows.attribution import load_attribution
 
-att = load_attribution(model, journal, version, start, end, capital, quotes, deployment)
+att = load_attribution(model, journal, version, start, end, capital, quotes, deployment,
+                       execution_tolerance_bps=execution_tolerance_bps)
 if output_dir:
     (Path(output_dir) / "attribution.pickle").write_bytes(pickle.dumps(att))
 display(Markdown(plots.header(att)))'''
@@ -57,6 +59,12 @@ def attribution() -> nbformat.NotebookNode:
         new_code_cell("for key in ('hour', 'weekend', 'regime', 'size_bucket'):\n"
                       "    display(Markdown(f'**By {key.replace(\"_\", \" \")}**'))\n"
                       "    display(plots.orders_table(att, key))"),
+        new_markdown_cell("## Slippage by hour of the week\n\nThe trading cost against the arrival price (bps of "
+                          "each order's notional) in the hour-of-week bucket its bar closed in, beside the slippage "
+                          "the version's regime map models for that bucket (stored with its verdict; the alert "
+                          "rules' thresholds come from the same map). By regime first, then per bucket traded."),
+        new_code_cell("display(plots.slippage_table(att, by_regime=True))\n"
+                      "display(plots.slippage_table(att))"),
         new_markdown_cell("## Live against the backtest\n\nThe same version replayed over the same bars by the "
                           "backtest's engine. The gap is split into signal (different holdings, with the reason), "
                           "execution (fills against the decision price, live minus the fill model), fees, and a "

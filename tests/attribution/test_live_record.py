@@ -49,6 +49,16 @@ def test_a_planted_extra_slippage_is_recovered(attributed: dict[str, object]) ->
     assert wide.verdict.verdict == "execution worse than modelled"  # type: ignore[attr-defined]
     assert plain.verdict.verdict in ("not enough data yet", "edge intact")  # type: ignore[attr-defined]
     assert wide.pnl.totals["execution"] < plain.pnl.totals["execution"] < 0  # type: ignore[attr-defined]
+    # the hour-of-week table shows it too: the same buckets, ~24.5 bps more trading cost against arrival
+    p, w = plain.slippage, wide.slippage  # type: ignore[attr-defined]
+    assert len(p) >= 3 and p["bucket"].tolist() == w["bucket"].tolist()
+    assert p["orders"].sum() == len(plain.orders[plain.orders["filled"] > 0])  # type: ignore[attr-defined]
+
+    def weighted(t: object) -> float:
+        return float((t["live_bps"] * t["notional"]).sum() / t["notional"].sum())  # type: ignore[index]
+
+    assert weighted(w) - weighted(p) == pytest.approx(24.5, abs=2.0)
+    assert plain.slippage_document["rows"][0]["bucket"] == p["bucket"].iloc[0]  # type: ignore[attr-defined]
 
 
 def test_the_workflow_records_reports_and_feeds_the_gate(private_store: dict[str, str],
@@ -68,7 +78,8 @@ def test_the_workflow_records_reports_and_feeds_the_gate(private_store: dict[str
     assert CANARY_KEY not in html and CANARY_SECRET not in html
     tags = adapter.version_info(MODEL, "1").tags
     assert tags["attribution.paper.run_id"] == run.run_id and tags["attribution.paper.verdict"] == run.verdict
-    assert "attribution.json" in adapter.list_artifact_paths(run.run_id)
+    assert {"attribution.json", "live_slippage_by_bucket.json"} <= set(adapter.list_artifact_paths(run.run_id))
+    assert "Slippage by hour of the week" in html
     assert adapter.run_tags(run.run_id)["execution_tolerance_bps"] == "2"  # the paper policy's, kept with the verdict
     assert run.summary["record"]["tolerance_bps"] == 2.0
     index = (Path(private_store["TOOLKIT_REPORTS_DIR"]) / "index.html").read_text(encoding="utf-8")

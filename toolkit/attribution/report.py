@@ -70,6 +70,10 @@ class Attribution:
     bundle_sha256: str
     quotes_used: bool
     notes: list[str] = field(default_factory=list)
+    #: live slippage by hour-of-week bucket beside the version's regime map (``toolkit.ops.slippage``)
+    slippage: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the JSON artifact of ``slippage`` (``live_slippage_by_bucket.json``), None until measured
+    slippage_document: dict[str, Any] | None = None
 
     @property
     def sentence(self) -> str:

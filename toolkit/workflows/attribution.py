@@ -10,7 +10,9 @@ one bar after the last, and the paper policy's thresholds. The template calls it
 :func:`run_attribution_workflow` runs the template (papermill), renders the HTML without
 code, and records an MLflow run in experiment ``attribution`` linked to the version (tags
 ``model``, ``version``, ``stage``; metrics; artifacts ``attribution.json``,
-``paper_record/paper_record.json``, the report and the executed notebook) and the version
+``paper_record/paper_record.json``, ``live_slippage_by_bucket.json`` — the record's slippage by
+hour of the week beside the regime map stored with the version's verdict, :mod:`toolkit.ops.slippage` —
+the report and the executed notebook) and the version
 tags ``attribution.<stage>.run_id | verdict | days | evaluated_at | sentence``. The stage is
 that of the alias the journal's deployment traded (``paper`` → paper, ``champion`` → live).
 The ``paper_record`` gate of a later ``toolkit gates`` reads the paper stage's record.
@@ -35,7 +37,11 @@ from toolkit.clock import SYSTEM_CLOCK, Clock
 from toolkit.errors import ConfigurationError, DataError, RegistryError, ToolkitError
 from toolkit.naming import child_path, safe_filename, validate_model_name
 
-__all__ = ["AttributionRun", "demo_attribution", "load_attribution", "run_attribution_workflow", "stage_of"]
+#: the live slippage by hour-of-week bucket, an artifact of the attribution run (``toolkit.ops.slippage``)
+SLIPPAGE_FILE = "live_slippage_by_bucket.json"
+
+__all__ = ["SLIPPAGE_FILE", "AttributionRun", "demo_attribution", "load_attribution", "run_attribution_workflow",
+           "stage_of"]
 
 EXPERIMENT = "attribution"
 
@@ -139,9 +145,42 @@ def load_attribution(model: str, journal: str | Path, version: str | int | None 
     quotes_frame = pd.read_parquet(quotes) if quotes is not None else None
     paper = load_policy(policy_in_force_path("paper"), stage="paper").paper_record
     tolerance = paper.execution_tolerance_bps if execution_tolerance_bps is None else execution_tolerance_bps
-    return attribute(jd, bars, direction, cfg, bundle, sha, v, capital=capital, start=start, end=end,
-                     quotes=quotes_frame, alpha=paper.min_consistency_p, min_days=float(paper.min_days),
-                     regime=regime, execution_tolerance_bps=tolerance)
+    att = attribute(jd, bars, direction, cfg, bundle, sha, v, capital=capital, start=start, end=end,
+                    quotes=quotes_frame, alpha=paper.min_consistency_p, min_days=float(paper.min_days),
+                    regime=regime, execution_tolerance_bps=tolerance)
+    _live_slippage(att, stage_of(jd.switches), bar_minutes)
+    return att
+
+
+def _stored_regime_map(model: str, version: str, stage: str) -> tuple[Any, str]:
+    """Return the regime map stored with the version's ``stage`` verdict (or None) and what was found."""
+    from toolkit.ops.regimes import RegimeMap
+    from toolkit.registry import adapter
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-attr-map-") as tmp:
+        try:
+            files = adapter.download_gate_artifacts(model, version, tmp, stage)
+        except RegistryError as exc:
+            return None, str(exc)
+        path = files.evidence / "regime_map.json"
+        if not path.is_file():
+            return None, f"no regime_map.json with the {stage} verdict"
+        try:
+            return RegimeMap.from_json(path.read_text(encoding="utf-8"), source="regime_map.json"), ""
+        except ToolkitError as exc:
+            return None, str(exc)
+
+
+def _live_slippage(att: Any, stage: str, bar_minutes: float) -> None:
+    """Measure the record's slippage by hour-of-week bucket against the version's stored regime map."""
+    from toolkit.ops.slippage import slippage_by_bucket, slippage_document
+
+    regimes, why = _stored_regime_map(att.model, att.version, stage)
+    if regimes is None:
+        att.notes.append(f"Live slippage by hour of the week has no modelled figures: {why}.")
+    att.slippage = slippage_by_bucket(att.orders, bar_minutes, regimes)
+    att.slippage_document = slippage_document(att.slippage, model=att.model, version=att.version,
+                                              bar_minutes=bar_minutes, regimes=regimes)
 
 
 def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Path | None, clock: Clock) -> str:
@@ -153,6 +192,9 @@ def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Pa
                                                               + "\n", encoding="utf-8")
     (out_dir / "attribution.json").write_text(json.dumps(att.summary(), indent=1, sort_keys=True) + "\n",
                                               encoding="utf-8")
+    if att.slippage_document is not None:
+        (out_dir / SLIPPAGE_FILE).write_text(json.dumps(att.slippage_document, indent=1, sort_keys=True) + "\n",
+                                             encoding="utf-8")
     exp = adapter.ensure_experiment(EXPERIMENT)
     run_id = adapter.create_run(exp, f"{att.model}-v{att.version}-{stage}", {
         "model": att.model, "version": att.version, "stage": stage, "verdict": att.verdict.verdict,
@@ -165,6 +207,8 @@ def _record(att: Any, stage: str, out_dir: Path, html: Path | None, notebook: Pa
         adapter.log_metrics(run_id, att.metrics())
         adapter.log_artifact(run_id, out_dir / "attribution.json")
         adapter.log_artifacts(run_id, out_dir / "paper_record", "paper_record")
+        if att.slippage_document is not None:
+            adapter.log_artifact(run_id, out_dir / SLIPPAGE_FILE)
         if html is not None:
             adapter.log_artifact(run_id, html, "report")
         if notebook is not None:
