@@ -20,7 +20,8 @@ PACKAGE = ROOT / "toolkit"
 #: outside system -> the only modules (paths under toolkit/) allowed to import it
 ADAPTERS = {
     "mlflow": {"registry/adapter/models.py", "registry/adapter/runs.py",
-               "registry/strategy_model.py"},  # the last one runs inside the model
+               "registry/strategy_model.py",  # runs inside the model
+               "registry/auth_app.py"},  # runs inside `mlflow server` (the desk-auth app)
     "papermill": {"reporting/notebooks.py"},
     "nbconvert": {"reporting/notebooks.py"},
     "vectorbt": {"backtest/portfolio.py"},

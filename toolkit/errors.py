@@ -6,7 +6,7 @@ what was found. The CLI maps each class to an exit code in one place
 
 Exit codes: 1 ``ToolkitError`` (and a check that ran and failed), 2 ``ConfigurationError``,
 3 ``DataError``, 4 ``RegistryError``, 5 ``GateFailed``, 6 ``PromotionRefused``,
-7 ``ExecutionFailed``, 75 ``TemporaryError``; the exchange adapter adds 8 (rejected),
+7 ``ExecutionFailed``, 11 ``AccessDenied``, 75 ``TemporaryError``; the exchange adapter adds 8 (rejected),
 9 (operational: halt) and 10 (outcome unknown: reconcile) in ``toolkit.exchange.errors``;
 130 is an interruption (Ctrl-C).
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AccessDenied",
     "ConfigurationError",
     "DataError",
     "DataQualityError",
@@ -66,6 +67,18 @@ class RegistryError(ToolkitError):
     """The MLflow registry is unreachable or in an unexpected state."""
 
     exit_code = 4
+
+
+class AccessDenied(RegistryError):
+    """The registry server refused this account the operation (HTTP 403): use an account that may, or ask for it."""
+
+    exit_code = 11
+
+    def __init__(self, what: str, user: str | None, message: str) -> None:
+        self.what = what
+        self.user = user
+        who = user or "(none: MLFLOW_TRACKING_USERNAME unset)"
+        super().__init__(f"the registry server refused {what} to account {who} (HTTP 403): {message}")
 
 
 class GateFailed(ToolkitError):

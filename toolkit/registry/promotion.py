@@ -56,7 +56,7 @@ import pandas as pd
 
 from toolkit.backtest.bundle import bundle_sha256
 from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.errors import PromotionRefused, RegistryError, ToolkitError
+from toolkit.errors import AccessDenied, PromotionRefused, RegistryError, ToolkitError
 from toolkit.registry import adapter
 from toolkit.registry.adapter import CHAMPION, PAPER, STAGE_ALIAS
 from toolkit.registry.audit import (
@@ -282,6 +282,13 @@ def _refusal(checks: list[dict[str, Any]]) -> str:
     return "; ".join(f"{c['check']}: {c['detail']}" for c in checks if not c["passed"]) or "not eligible"
 
 
+def _not_a_promoter(alias: str) -> str:
+    """Return why this account may not move ``alias`` on the tracking server ('' when it may, or it does not say)."""
+    allowed, account = adapter.may_move_aliases()
+    return "" if allowed else (f"the registry server's account {account!r} is not a promoter: only promoters "
+                               f"move {alias} (nothing was written)")
+
+
 def _policy_note(policy: dict[str, str]) -> str:
     """Return the audit note naming the policy in force (stage, name, version, file)."""
     return (f"{policy['stage']} policy in force: {policy['name']} version {policy['version']} "
@@ -342,6 +349,9 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
             why = _refusal(result["checks"])
             log.append(replace(event, outcome="refused", detail=f"{why} [{event.detail}]"))
             raise PromotionRefused(f"promotion of {model_name} version {v} to {stage} ({alias}) refused: {why}")
+        if why := _not_a_promoter(alias):
+            log.append(replace(event, outcome="refused", detail=f"{why} [{event.detail}]"))
+            raise PromotionRefused(f"promotion of {model_name} version {v} to {stage} ({alias}) refused: {why}")
         info = adapter.version_info(model_name, v)
         created = pd.Timestamp(info.created_at)
         cycle_hours = (now - created).total_seconds() / 3600.0
@@ -357,6 +367,10 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
             adapter.set_alias(model_name, alias, v)  # last: the promotion takes effect here
         except Exception as exc:
             restored = adapter.restore_registry_snapshot(model_name, snap)
+            if isinstance(exc, AccessDenied) and restored == adapter.RESTORED:  # the server said no: nothing moved
+                log.append(replace(event, outcome="refused", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
+                raise PromotionRefused(f"promotion of {model_name} version {v} to {stage} ({alias}) refused: {exc}; "
+                                       f"{restored}; {alias} is {previous or 'unset'}") from exc
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored} [{event.detail}]"))
             raise RegistryError(f"promotion of {model_name} version {v} to {stage} failed half-way ({exc}); "
                                 f"{restored}; {alias} is {previous or 'unset'}") from exc
@@ -420,6 +434,7 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, stage: str, reason:
                            at=now.isoformat(), reason=reason, from_version=current, to_version=target,
                            verdict_sha=target_tags.get(gate_tag(stage, "verdict_sha")),
                            policy_sha=target_tags.get(gate_tag(stage, "policy_sha")), detail="")
+        why = why or _not_a_promoter(alias)
         if why:
             log.append(replace(event, outcome="refused", detail=why))
             raise PromotionRefused(f"rollback of {model_name} at {stage} refused: {why}")
@@ -435,6 +450,10 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, stage: str, reason:
             adapter.set_alias(model_name, alias, target)  # last: the rollback takes effect here
         except Exception as exc:
             restored = adapter.restore_registry_snapshot(model_name, snap)
+            if isinstance(exc, AccessDenied) and restored == adapter.RESTORED:  # the server said no: nothing moved
+                log.append(replace(event, outcome="refused", detail=f"{str(exc)[:2000]}; {restored}"))
+                raise PromotionRefused(f"rollback of {model_name} at {stage} refused: {exc}; {restored}; "
+                                       f"{alias} is {current}") from exc
             log.append(replace(event, outcome="error", detail=f"{str(exc)[:2000]}; {restored}"))
             raise RegistryError(f"rollback of {model_name} at {stage} failed half-way ({exc}); {restored}; "
                                 f"{alias} is {current}") from exc

@@ -5,7 +5,9 @@
 starts it on a free loopback port (no Unix socket, password logins only), creates the roles
 and databases, and starts ``mlflow server`` with PostgreSQL as its backend store and proxied
 artifacts (``--serve-artifacts``, ``<state>/artifacts``) on another free loopback port. With
-``auth=True`` the server runs MLflow's ``basic-auth`` app, its user store in PostgreSQL too.
+``auth=True`` the server runs the desk's ``desk-auth`` app (``toolkit.registry.auth_app``: MLflow's
+``basic-auth`` plus "only promoters move aliases"), its user store in PostgreSQL too, and the
+desk's accounts are created from the environment (``toolkit.registry.accounts``).
 ``down`` stops both and checks that no process or port is left.
 
 Roles: ``desk_admin`` (the cluster's superuser, owns the toolkit's tables) and ``toolkit`` (what
@@ -43,6 +45,7 @@ from typing import Any
 from toolkit import config
 from toolkit.database import Database
 from toolkit.errors import ConfigurationError, RegistryError
+from toolkit.registry.accounts import ensure_accounts, promoters
 
 __all__ = ["RegistryEndpoints", "down", "postgres_bin", "running", "up"]
 
@@ -50,6 +53,7 @@ STATE_FILE = "state.json"
 ADMIN, APP = "desk_admin", "toolkit"
 DATABASES = ("mlflow", "desk", "mlflow_auth")
 HOST = "127.0.0.1"
+AUTH_APP = "desk-auth"  # toolkit.registry.auth_app: MLflow's basic-auth + only promoters move aliases
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,8 @@ def _provision(port: int, pgpass: Path, app_password: str) -> None:
     ])
 
 
-def _auth_ini(root: Path, port: int) -> Path:
+def _auth_ini(root: Path, port: int, promoters: list[str]) -> Path:
+    """Write the auth app's configuration: basic-auth's ``[mlflow]`` and the desk's ``[desk_auth]`` promoters."""
     ini = root / "basic_auth.ini"
     ini.write_text(
         "[mlflow]\n"
@@ -221,8 +226,20 @@ def _auth_ini(root: Path, port: int) -> Path:
         f"database_uri = postgresql+psycopg://{APP}@{HOST}:{port}/mlflow_auth\n"
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        "grant_default_workspace_access = false\n")
+        "grant_default_workspace_access = false\n"
+        "\n[desk_auth]\n"
+        f"promoters = {', '.join(promoters)}\n")
     return ini
+
+
+def _flask_secret(root: Path) -> str:
+    """Return the auth app's CSRF secret key: generated at the first start, kept in ``<state>/flask-secret`` (0600)."""
+    path = root / "flask-secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def _mlflow_exe() -> list[str]:
@@ -319,8 +336,10 @@ def up(root: Path | None = None, auth: bool = False, timeout: float = 240.0,
        env: Mapping[str, str] | None = None) -> RegistryEndpoints:
     """Start PostgreSQL and ``mlflow server`` on loopback (or return the running pair) and return where they are.
 
-    ``auth`` runs the server's ``basic-auth`` app; its admin password comes from
-    ``MLFLOW_AUTH_ADMIN_PASSWORD`` (in ``env`` or the environment; required the first time).
+    ``auth`` runs the ``desk-auth`` app (basic-auth + only promoters move aliases); its admin password
+    comes from ``MLFLOW_AUTH_ADMIN_PASSWORD`` (in ``env`` or the environment; required the first time),
+    the desk's accounts from ``TOOLKIT_AUTH_*`` (``toolkit.registry.accounts``), created or updated
+    on every call.
 
     Raises
     ------
@@ -336,6 +355,8 @@ def up(root: Path | None = None, auth: bool = False, timeout: float = 240.0,
         if existing.auth != auth:
             raise ConfigurationError("auth", f"{existing.auth} (the registry running from {root}); "
                                      "run `toolkit registry down` first to change it", auth)
+        if auth:  # accounts whose passwords were set since: create them (the promoters list needs a restart)
+            ensure_accounts(existing.tracking_uri, {**os.environ, **(env or {})})
         return existing
     if _load(root) is not None:  # half-running leftovers of a crash: stop them first
         down(root)
@@ -343,6 +364,8 @@ def up(root: Path | None = None, auth: bool = False, timeout: float = 240.0,
     if auth and not environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
         raise ConfigurationError("MLFLOW_AUTH_ADMIN_PASSWORD", "the basic-auth admin's password in the environment",
                                  "unset")
+    if auth:
+        promoters(environ)  # a bad TOOLKIT_AUTH_PROMOTERS fails before anything starts
     bin_dir = postgres_bin()
     root.mkdir(parents=True, exist_ok=True)
     _check_traversable(root)
@@ -374,13 +397,19 @@ def up(root: Path | None = None, auth: bool = False, timeout: float = 240.0,
     try:
         _provision(pg_port, pgpass, passwords[APP])
         mlflow_port = _free_port()
-        server_env = {**environ, "PGPASSFILE": str(pgpass)}
+        server_env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # MLflow's GenAI job workers: not used here
+                      **{k: v for k, v in environ.items() if not k.startswith("TOOLKIT_AUTH_")},  # not its business
+                      "PGPASSFILE": str(pgpass)}
+        # uvicorn kills a worker that does not answer its health check within 5 s, which a worker still
+        # importing MLflow on a loaded 2-core machine does not: it would be restarted, and killed, forever
         cmd = [*_mlflow_exe(), "server", "--host", HOST, "--port", str(mlflow_port), "--workers", "2",
+               "--uvicorn-opts", "--timeout-worker-healthcheck 120",
                "--backend-store-uri", f"postgresql+psycopg://{APP}@{HOST}:{pg_port}/mlflow",
                "--serve-artifacts", "--artifacts-destination", str(artifacts)]
         if auth:
-            server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_ini(root, pg_port))
-            cmd += ["--app-name", "basic-auth"]
+            server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_ini(root, pg_port, promoters(environ)))
+            server_env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = _flask_secret(root)
+            cmd += ["--app-name", AUTH_APP]
         server_log = root / "mlflow-server.log"
         with server_log.open("ab") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -391,6 +420,8 @@ def up(root: Path | None = None, auth: bool = False, timeout: float = 240.0,
                                mlflow_pgid=proc.pid)
         (root / STATE_FILE).write_text(json.dumps(ep.to_dict(), indent=2))
         _wait_http(f"{ep.tracking_uri}/health", proc, server_log, timeout)
+        if auth:
+            ensure_accounts(ep.tracking_uri, environ)
     except BaseException:
         if proc is not None:
             _stop_group(proc.pid, 20.0)

@@ -14,6 +14,7 @@ import typer
 
 from toolkit.cli_support import emit, short
 from toolkit.errors import GateFailed
+from toolkit.workflows.study_cli import study_command
 
 __all__ = ["attribute_command", "backtest_command", "demo_command", "gates_command", "incident_command", "register"]
 
@@ -195,10 +196,11 @@ def demo_command(json_output: Annotated[bool, typer.Option("--json")] = False) -
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``backtest``, ``gates`` and ``demo`` commands to ``app``."""
+    """Add the ``backtest``, ``gates``, ``demo``, ``attribute``, ``incident`` and ``study`` commands to ``app``."""
     app.command("backtest")(backtest_command)
     app.command("gates")(gates_command)
     app.command("demo")(demo_command)
     app.command("attribute")(attribute_command)
     app.command("attribute-journal")(attribute_journal_command)
     app.command("incident")(incident_command)
+    app.command("study")(study_command)

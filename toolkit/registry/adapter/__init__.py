@@ -19,6 +19,7 @@ State is read with ``get_model_version`` / ``get_model_version_by_alias`` /
 from toolkit.registry.adapter.models import (
     CHAMPION,
     PAPER,
+    RESTORED,
     STAGE_ALIAS,
     VERDICT_FILE,
     GateArtifacts,
@@ -31,6 +32,7 @@ from toolkit.registry.adapter.models import (
     delete_version_tag,
     ensure_experiment,
     list_versions,
+    may_move_aliases,
     mlflow_call,
     model_aliases,
     model_exists,
@@ -67,6 +69,7 @@ from toolkit.registry.adapter.runs import (
 __all__ = [
     "CHAMPION",
     "PAPER",
+    "RESTORED",
     "STAGE_ALIAS",
     "VERDICT_FILE",
     "GateArtifacts",
@@ -93,6 +96,7 @@ __all__ = [
     "log_metrics",
     "log_model_from_code",
     "log_params",
+    "may_move_aliases",
     "mlflow_call",
     "model_aliases",
     "model_exists",

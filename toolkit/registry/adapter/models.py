@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import config
-from toolkit.errors import ConfigurationError, RegistryError
+from toolkit.errors import AccessDenied, ConfigurationError, RegistryError
 from toolkit.naming import safe_filename
 
 __all__ = [
     "CHAMPION",
     "PAPER",
+    "RESTORED",
     "STAGE_ALIAS",
     "VERDICT_FILE",
     "GateArtifacts",
@@ -28,6 +29,7 @@ __all__ = [
     "delete_version_tag",
     "ensure_experiment",
     "list_versions",
+    "may_move_aliases",
     "mlflow_call",
     "model_aliases",
     "model_exists",
@@ -127,7 +129,15 @@ def mlflow_call(what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as exc:
+        if _denied(exc):
+            raise AccessDenied(what, os.environ.get("MLFLOW_TRACKING_USERNAME"), exc.message) from exc
         raise RegistryError(f"MLflow: {what} failed: {exc.message}") from exc
+
+
+def _denied(exc: Exception) -> bool:
+    """Return True for the server's HTTP 403 (``PERMISSION_DENIED``, or a plain 403 body turned into an error)."""
+    return getattr(exc, "error_code", "") == "PERMISSION_DENIED" or getattr(exc, "get_http_status_code",
+                                                                            lambda: 0)() == 403
 
 
 def ensure_experiment(name: str) -> str:
@@ -248,6 +258,41 @@ def delete_version_tag(model_name: str, version: str, key: str) -> None:
         _client().delete_model_version_tag(model_name, version, key)
 
 
+def may_move_aliases() -> tuple[bool, str | None]:
+    """Ask the tracking server whether this account may move aliases: ``(allowed, account)``.
+
+    A desk-auth server (``toolkit registry up --auth``) answers ``GET /api/2.0/desk-auth/promoter``;
+    any other store or server (404) says nothing, so ``(True, None)``: the alias write itself is
+    where a server refuses. Asking first lets a promotion be refused before it writes a tag.
+
+    Raises
+    ------
+    AccessDenied
+        The server does not know this account (HTTP 401: no or a wrong ``MLFLOW_TRACKING_PASSWORD``).
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    import mlflow
+
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return True, None
+    try:
+        resp = http_request(get_default_host_creds(uri), "/api/2.0/desk-auth/promoter", "GET", max_retries=0,
+                            timeout=30, raise_on_status=False)
+    except Exception as exc:  # requests' connection errors: the writes that follow would fail the same way
+        raise RegistryError(f"MLflow: asking {uri} whether this account may move aliases failed: {exc}") from exc
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if resp.status_code == 401:
+        raise AccessDenied("any request", user, "not authenticated (check MLFLOW_TRACKING_USERNAME / "
+                           "MLFLOW_TRACKING_PASSWORD)")
+    if resp.status_code != 200:
+        return True, None
+    answer = resp.json()
+    return bool(answer.get("promoter")), answer.get("user")
+
+
 def set_alias(model_name: str, alias: str, version: str) -> None:
     """Point ``alias`` at ``version``."""
     with mlflow_call(f"setting alias {alias!r} of {model_name!r} to version {version}"):
@@ -317,6 +362,9 @@ def restore_registry_snapshot(model_name: str, snap: dict[str, Any]) -> str:
                 c.set_registered_model_alias(model_name, alias, v)
     except Exception as exc:  # report, do not mask the original failure
         return f"restoring the tags and aliases from the snapshot ALSO failed ({exc}); check `toolkit status`"
-    return "tags and aliases restored from the snapshot taken before the change"
+    return RESTORED
+
+
+RESTORED = "tags and aliases restored from the snapshot taken before the change"
 
 
