@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,19 +42,25 @@ def _scan_for_canary(*paths: Path, texts: tuple[str, ...] = ()) -> None:
         assert CANARY_KEY not in t and CANARY_SECRET not in t
 
 
-@pytest.fixture(scope="module")
-def long_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real 1m bars 2024-02-25..04-25: ~1,300 hours to trade through."""
-    return make_store(tmp_path_factory.mktemp("crash-bars"), {"BTC/USDT": ("2024-02-25", "2024-04-25")})
-
-
 @pytest.fixture
-def emulator(long_store: Path, tmp_path: Path) -> Iterator[Emulator]:
-    pool = EmulatorPool(tmp_path, start=START, store_roots=(long_store,), symbols=("BTC/USDT",))
+def long_store(tmp_path: Path) -> Path:
+    """Real 1m bars 2024-02-25..04-25: ~1,300 hours to trade through."""
+    return make_store(tmp_path / "bars", {"BTC/USDT": ("2024-02-25", "2024-04-25")})
+
+
+@contextmanager
+def _emulator(store: Path, tmp_path: Path) -> Iterator[Emulator]:
+    pool = EmulatorPool(tmp_path, start=START, store_roots=(store,), symbols=("BTC/USDT",))
     try:
         yield pool.start(api_key=CANARY_KEY, api_secret=CANARY_SECRET, rate_limits=False)
     finally:
         assert pool.stop_all() == [], "an emulator port is still bound"
+
+
+@pytest.fixture
+def emulator(long_store: Path, tmp_path: Path) -> Iterator[Emulator]:
+    with _emulator(long_store, tmp_path) as emu:
+        yield emu
 
 
 def _seed(default: int) -> int:
@@ -93,11 +100,13 @@ def test_fifty_kill_points_lifecycle_handover_rollback_and_kill_switch(
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_two_hundred_kill_points(private_registry: PromotedRegistry, emulator: Emulator, tmp_path: Path) -> None:
+def test_two_hundred_kill_points(private_registry: PromotedRegistry, tmp_path: Path) -> None:
     seed = _seed(200)
     kills = plan(seed, swaps=24, kills=30, orders=84, randoms=54)
     assert len(kills) == 216
-    m = _matrix(kills, seed, private_registry, emulator, tmp_path / "run", cold_every=20)
+    store = make_store(tmp_path / "bars", {"BTC/USDT": ("2024-02-25", "2024-08-31")})  # ~4,400 hours to trade
+    with _emulator(store, tmp_path) as emu:
+        m = _matrix(kills, seed, private_registry, emu, tmp_path / "run", cold_every=20)
     assert m.killed == [str(k) for k in kills]
     assert m.cold >= 10
 
