@@ -47,6 +47,7 @@ def run(cold: int, forked: int, work: Path) -> dict[str, Any]:
 
     from toolkit.emulator.testing import EmulatorPool, make_store, step_clock
 
+    (work / "registry").mkdir()
     reg = build_registry(work / "registry")
     store = make_store(work / "bars", {"BTC/USDT": ("2024-02-25", "2024-03-10")})
     pool = EmulatorPool(work, start=START, store_roots=(store,), symbols=("BTC/USDT",))
