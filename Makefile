@@ -58,6 +58,7 @@ bench: $(STAMP) ## Run the benchmarks under bench/ (results in bench/results/, q
 	$(PY) bench/bench_template.py
 	$(PY) bench/bench_cluster.py
 	$(PY) bench/bench_runner.py
+	$(PY) bench/bench_crash.py
 
 clean: ## Remove generated reports and the local MLflow store (keeps .venv)
 	rm -rf reports mlflow/server mlflow/mlflow.db mlflow/artifacts mlflow/trials.db mlflow/audit.db mlflow/audit.db.lock

@@ -25,6 +25,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from runner import failpoints
 from runner.config import Deployment
 from toolkit.errors import ConfigurationError, PromotionRefused, ToolkitError
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["RECONCILIATION_KINDS", "RollbackGuard"]
 
 RECONCILIATION_KINDS = ("balance_drift", "foreign_fill", "foreign_order")
+_FLATTEN_OWED = "rollback_flatten_owed:"  # journal meta: the version whose rollback's flatten is not done yet
 
 
 class RollbackGuard:
@@ -64,9 +66,28 @@ class RollbackGuard:
         for d in r.cfg.deployments:
             if d.name not in r.versions or d.name in r.pending_switch or r.journal.blocking_halt(d.name):
                 continue
+            self.resume_flatten(d)
             why = self.trigger(d)
             if why and r.cfg.rollback.enabled:
                 self.roll_back(d, why, now)
+
+    def resume_flatten(self, d: Deployment) -> None:
+        """Finish the flatten of a rollback a crash interrupted (journaled before the registry was asked).
+
+        The alias moved (the version trading is not the one rolled back): the rollback was done and
+        its flatten is owed; it did not move: the rollback never happened and the trigger decides again.
+        """
+        from runner import protect
+
+        r = self.r
+        assert r.journal is not None
+        owed = r.journal.get_meta(_FLATTEN_OWED + d.name)
+        if not owed:
+            return
+        if r.versions[d.name].version != owed:
+            r._event("rollback_resumed", deployment=d.name, from_version=owed, note="flattening after a restart")
+            protect.flatten(r, d, f"auto-rollback of version {owed} (resumed after a restart)")
+        r.journal.set_meta(_FLATTEN_OWED + d.name, "")
 
     def trigger(self, d: Deployment) -> str:
         """Return why ``d``'s version must be rolled back ('' when it need not); keep its equity figures."""
@@ -120,13 +141,21 @@ class RollbackGuard:
 
     def roll_back(self, d: Deployment, why: str, now: int) -> None:
         """Move ``d``'s alias back through the registry's audited rollback; flatten or hand over per config."""
+        with failpoints.scope("rollback"):
+            self._roll_back(d, why, now)
+
+    def _roll_back(self, d: Deployment, why: str, now: int) -> None:
         from runner import protect
         from runner.version import load_version
         from toolkit.registry.promotion import rollback
 
         r = self.r
+        assert r.journal is not None
         v = r.versions[d.name]
         r._incident("auto_rollback", "warning", f"{d.model}@{d.alias} version {v.version}: {why}", d.name)
+        failpoints.hit("rollback_begin")
+        if r.cfg.rollback.action == "flatten":  # owed from the registry's rollback on: a restart finishes it
+            r.journal.set_meta(_FLATTEN_OWED + d.name, v.version)
         try:
             done = rollback(d.model, d.stage, reason=f"runner auto-rollback of deployment {d.name}: {why}",
                             actor=f"runner:{d.name}")
@@ -134,14 +163,17 @@ class RollbackGuard:
             r._incident("rollback_refused", "halt", f"{exc}. Deployment {d.name} is flattened and halted until an "
                         "operator resolves this incident", d.name)
             protect.flatten(r, d, f"rollback refused: {why}")
+            r.journal.set_meta(_FLATTEN_OWED + d.name, "")
             return
         except ToolkitError as exc:  # the registry is unreachable or locked: tried again next cycle
             r._incident("rollback_failed", "warning", f"{d.model}@{d.alias}: {exc}", d.name)
             return
+        failpoints.hit("rollback_done")
         r._event("rolled_back", deployment=d.name, model=d.model, alias=d.alias, from_version=done["from_version"],
                  to_version=done["to_version"], audit_id=done["audit_id"], reason=why)
         if r.cfg.rollback.action == "flatten":
             protect.flatten(r, d, f"auto-rollback: {why}")
+            r.journal.set_meta(_FLATTEN_OWED + d.name, "")
         i = r.cfg.deployments.index(d)
         try:
             loaded = load_version(d.model, d.alias, d.symbol, f"deployments[{i}]")

@@ -371,6 +371,7 @@ class Journal:
             con.execute("INSERT INTO version_switches (at, deployment, model, alias, from_version, to_version, "
                         "reason, boundary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         (at, deployment, model, alias, from_version, to_version, reason, boundary))
+            failpoints.hit("switch_tx")
 
     def switches(self, deployment: str | None = None) -> list[dict[str, Any]]:
         if deployment is None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
+from runner import failpoints
 from runner.config import Deployment
 from runner.journal import OPEN_STATES
 from runner.reconcile import Reconciler
@@ -50,12 +51,16 @@ def check_kill(r: Runner) -> bool:
         return False
     inc = kills[-1]
     r._event("kill_switch", incident=inc["id"], message=inc["message"], note="flattening every deployment")
-    r.reconcile()
-    for d in r.cfg.deployments:
-        flatten(r, d, f"kill switch (incident {inc['id']})")
-    r.reconcile()
+    with failpoints.scope("kill"):
+        failpoints.hit("kill_begin")
+        r.reconcile()
+        for d in r.cfg.deployments:
+            flatten(r, d, f"kill switch (incident {inc['id']})")
+        r.reconcile()
+        failpoints.hit("kill_flattened")
     left = {d.name: str(r.journal.position(d.name, d.base, d.quote).base) for d in r.cfg.deployments}
     r.journal.set_meta(f"kill_done:{inc['id']}", str(r.clock.now_ms()))
+    failpoints.hit("kill_done")
     r._event("killed", incident=inc["id"], positions=left)
     r.killed = int(inc["id"])
     r.stop()
@@ -99,7 +104,13 @@ def flatten(r: Runner, d: Deployment, why: str) -> None:
     Raises the exchange's temporary errors (the caller retries); a position under the market's
     minimum notional is left (it cannot be sold).
     """
+    with failpoints.scope("flatten"):
+        _flatten(r, d, why)
+
+
+def _flatten(r: Runner, d: Deployment, why: str) -> None:
     assert r.journal is not None and r.session is not None
+    failpoints.hit("flatten_begin")
     cancel_open(r, d)
     if r.journal.orders(d.name, states=OPEN_STATES):
         raise ExchangeTemporaryError("flatten", r.session.exchange, f"{d.name}: an order's outcome is unknown: "
@@ -110,7 +121,10 @@ def flatten(r: Runner, d: Deployment, why: str) -> None:
     r.fresh.add(d.name)
     version = r.versions[d.name].version if d.name in r.versions else "-"
     stamp = r.clock.sync(r.session)
-    for leg in range(r.cfg.risk.max_legs_per_bar):
+    # legs after those already journaled at this exchange time (a flatten a crash interrupted, on a venue whose
+    # clock has not moved since): each order its own client id
+    done = len(r.journal.orders(d.name, bar_time=stamp, purpose="flatten"))
+    for leg in range(done, done + r.cfg.risk.max_legs_per_bar):
         pos = r.journal.position(d.name, d.base, d.quote).base
         if pos <= 0:
             break
@@ -124,6 +138,7 @@ def flatten(r: Runner, d: Deployment, why: str) -> None:
             break
         order = r.place(d, cid=f"{d.name}-{stamp}-x{leg}", bar_time=stamp, leg=FLATTEN_LEG + leg, side="sell",
                         amount=amount, arrival=arrival, version=version, purpose="flatten")
+        failpoints.hit("flatten_leg")
         r.reconcile()
         if order is None and r.journal.orders(d.name, states=OPEN_STATES):
             raise ExchangeTemporaryError("flatten", r.session.exchange, f"{d.name}: the flatten order's outcome is "

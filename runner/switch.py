@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from runner import failpoints
 from runner.config import Deployment
 from runner.feed import BarFeed
 from runner.journal import OPEN_STATES
@@ -119,11 +120,16 @@ class AliasWatch:
 
     def handover(self, d: Deployment, now: int, boundary: int | None) -> bool:
         """Hand ``d`` over to its pending version; return False when an order's outcome is still unknown."""
+        with failpoints.scope("handover"):
+            return self._handover(d, now, boundary)
+
+    def _handover(self, d: Deployment, now: int, boundary: int | None) -> bool:
         r = self.r
         assert r.journal is not None and r.session is not None
         from runner import protect
 
         loaded, reason = r.pending_switch[d.name]
+        failpoints.hit("handover_begin")
         rec = Reconciler(r.cfg, r.journal, r.session)
         rec.resolve_pending(now)
         protect.cancel_open(r, d)
@@ -135,8 +141,10 @@ class AliasWatch:
             r.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded",
                                      f"handover to version {loaded.version}")
         r.reconcile()
+        failpoints.hit("handover_settled")
         old = r.versions[d.name].version
         r.journal.record_switch(now, d.name, d.model, d.alias, old, loaded.version, reason, boundary)
+        failpoints.hit("handover_done")
         r.versions[d.name] = loaded
         r.feeds[d.name] = BarFeed(r.session, d.symbol, loaded.timeframe, loaded.bar_ms,
                                   keep=loaded.required_history + 5)

@@ -251,8 +251,9 @@ class Venue:
     def latest_closed(self) -> int:
         return (self.emu.clock.now_ms() // HOUR_MS) * HOUR_MS - HOUR_MS
 
-    def drive(self, journal: Path, proc: RunnerProcess, until: Callable[[], bool], max_bars: int = 200) -> None:
-        """Step the replay one hour each time the runner has decided (and settled) the latest closed bar."""
+    def drive(self, journal: Path, proc: RunnerProcess, until: Callable[[], bool], max_bars: int = 200,
+              hours: int = 1) -> None:
+        """Step the replay ``hours`` each time the runner has decided (and settled) the latest closed bar."""
         for _ in range(max_bars):
             if until():
                 return
@@ -262,8 +263,8 @@ class Venue:
                 return
             from toolkit.emulator.testing import step_clock
 
-            step_clock(self.emu.url, 60)
-        raise AssertionError(f"no stop condition within {max_bars} bars:\n{proc.logs()}")
+            step_clock(self.emu.url, 60 * hours)
+        raise AssertionError(f"no stop condition within {max_bars} steps:\n{proc.logs()}")
 
 
 def check_books(venue: Venue, journal_path: Path) -> dict[str, Any]:
@@ -293,3 +294,141 @@ def check_books(venue: Venue, journal_path: Path) -> dict[str, Any]:
         return {"orders": len(cids), "fills": len(fills), "position": pos.base}
     finally:
         j.close()
+
+
+PREFORK_SERVER = Path(__file__).with_name("prefork_server.py")
+
+
+class _ForkedProc:
+    """The ``Popen``-like face of a runner forked by :class:`Prefork` (``poll``, ``wait``, ``kill``)."""
+
+    def __init__(self, server: Prefork, pid: int) -> None:
+        self.server, self.pid = server, pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.server.status(self.pid)
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float = PROCESS_TIMEOUT_S) -> int:
+        return self.server.wait(self.pid, timeout)
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class ForkedRunner(RunnerProcess):
+    """A real ``runner start`` process forked from a warm :class:`Prefork` server (same face as RunnerProcess)."""
+
+    def __init__(self, server: Prefork, config: Path, env: dict[str, str], log_dir: Path,
+                 name: str = "runner") -> None:
+        self.out = log_dir / f"{name}.out"
+        self.err = log_dir / f"{name}.err"
+        self.proc = _ForkedProc(server, server.fork(["start", "--config", str(config)], env, self.out, self.err))  # type: ignore[assignment]
+
+
+class Prefork:
+    """A pre-forked runner server (``prefork_server.py``): imported and warm once, a forked child per runner.
+
+    Every child still running at :meth:`close` is SIGKILLed and reaped by the server, which then exits.
+    """
+
+    def __init__(self, env: dict[str, str], log_dir: Path, warm: tuple[str, str, str] | None = (MODEL, "paper",
+                                                                                                  "BTC/USDT")) -> None:
+        import threading
+
+        self._cond = threading.Condition()
+        self._started: list[int] = []
+        self._exits: dict[int, int] = {}
+        self._ready: int | None = None
+        self.log = log_dir / "prefork.err"
+        argv = [sys.executable, str(PREFORK_SERVER), *(["--warm", *warm] if warm else [])]
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
+        self._reader = threading.Thread(target=self._read, name="prefork-reader", daemon=True)
+        self._reader.start()
+        try:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._ready is not None or self.proc.poll() is not None,
+                                           PROCESS_TIMEOUT_S):
+                    raise AssertionError("the prefork server did not get ready")
+            if self._ready is None:
+                raise AssertionError(f"the prefork server exited with {self.proc.wait()}:\n{self.log.read_text()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> None:
+        import json
+
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            doc = json.loads(line)
+            with self._cond:
+                if "ready" in doc:
+                    self._ready = int(doc["ready"])
+                elif "started" in doc:
+                    self._started.append(int(doc["started"]))
+                elif "exited" in doc:
+                    self._exits[int(doc["exited"])] = int(doc["status"])
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def fork(self, argv: list[str], env: dict[str, str], out: Path, err: Path) -> int:
+        """Fork a child that runs ``runner <argv>`` with ``env``; return its pid."""
+        import json
+
+        assert self.proc.stdin is not None
+        with self._cond:
+            n = len(self._started)
+            self.proc.stdin.write((json.dumps({"op": "start", "argv": argv, "env": env, "out": str(out),
+                                               "err": str(err)}) + "\n").encode())
+            self.proc.stdin.flush()
+            if not self._cond.wait_for(lambda: len(self._started) > n or self.proc.poll() is not None,
+                                       PROCESS_TIMEOUT_S) or len(self._started) <= n:
+                raise AssertionError(f"the prefork server did not fork:\n{self.log.read_text()}")
+            return self._started[n]
+
+    def status(self, pid: int) -> int | None:
+        with self._cond:
+            return self._exits.get(pid)
+
+    def wait(self, pid: int, timeout: float = PROCESS_TIMEOUT_S) -> int:
+        with self._cond:
+            if not self._cond.wait_for(lambda: pid in self._exits, timeout):
+                raise subprocess.TimeoutExpired(f"forked runner {pid}", timeout)
+            return self._exits[pid]
+
+    def close(self) -> None:
+        """SIGKILL the children still running, stop the server, check it exited cleanly."""
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(b'{"op": "quit"}\n')
+                self.proc.stdin.close()
+            except BrokenPipeError:
+                pass
+            try:
+                self.proc.wait(timeout=PROCESS_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=PROCESS_TIMEOUT_S)
+        self._reader.join(timeout=PROCESS_TIMEOUT_S)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        with self._cond:
+            alive = [p for p in self._started if p not in self._exits]
+        assert self.proc.returncode == 0 and not alive, (self.proc.returncode, alive, self.log.read_text())
+
+    def __enter__(self) -> Prefork:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
