@@ -184,7 +184,11 @@ class Runner:
         for d in self.cfg.deployments if versions else ():
             v = self.versions[d.name]
             current = self.journal.current_version(d.name)
+            if self.journal.get_meta(_fresh_key(d.name)) == "1":  # flattened or handed over before a restart
+                self.fresh.add(d.name)
             if current != v.version:
+                if current is not None:
+                    self.mark_fresh(d.name)
                 self.journal.record_switch(now, d.name, d.model, d.alias, current, v.version,
                                            "start" if current is None else "version changed while stopped")
                 self._event("version", deployment=d.name, model=d.model, alias=d.alias, version=v.version,
@@ -195,6 +199,13 @@ class Runner:
         if versions:
             self.metrics.start()
             self.watch.mark_checked()
+
+    def mark_fresh(self, deployment: str) -> None:
+        """Make the deployment's next decision start from the position held (after a flatten or a handover),
+        not from the last decision's target; journaled, so a restart keeps it."""
+        assert self.journal is not None
+        self.journal.set_meta(_fresh_key(deployment), "1")
+        self.fresh.add(deployment)
 
     def close(self) -> None:
         self.metrics.stop()
@@ -341,7 +352,6 @@ class Runner:
         if last is None or d.name in self.fresh:  # a first decision (of a version) starts from the position held
             equity = d.capital + float(pos.quote_flow) + float(pos.base) * price
             held = float(pos.base) * price / equity if equity > 0 else 0.0
-            self.fresh.discard(d.name)
             last = None
         else:
             held = float(last["target"])
@@ -364,6 +374,9 @@ class Runner:
                 self.journal.set_exec_state(d.name, previous, "superseded", "a newer bar closed", con=con)
             self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)], con=con)
             self.journal.record_decision(row, con=con)
+            if d.name in self.fresh:
+                self.journal.set_meta(_fresh_key(d.name), "0", con=con)
+        self.fresh.discard(d.name)
         if late:
             self._incident("late_bar", "warning", f"{d.symbol} bar {_iso(t)} decided {late_ms / 1000:.0f} s after it "
                            "closed", d.name)
@@ -524,6 +537,10 @@ class Runner:
 
     def _event(self, event: str, **fields: Any) -> None:
         log.info(json.dumps({"event": event, "exchange_time": _iso(self.clock.now_ms()), **fields}, default=str))
+
+
+def _fresh_key(deployment: str) -> str:
+    return f"fresh:{deployment}"
 
 
 def _iso(ms: int) -> str:

@@ -118,7 +118,7 @@ def _flatten(r: Runner, d: Deployment, why: str) -> None:
     last = r.journal.last_decision(d.name)
     if last is not None and last["exec_state"] in ("pending", "executing"):
         r.journal.set_exec_state(d.name, int(last["bar_time"]), "superseded", f"flattened: {why}"[:500])
-    r.fresh.add(d.name)
+    r.mark_fresh(d.name)
     version = r.versions[d.name].version if d.name in r.versions else "-"
     stamp = r.clock.sync(r.session)
     # legs after those already journaled at this exchange time (a flatten a crash interrupted, on a venue whose

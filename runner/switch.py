@@ -148,7 +148,7 @@ class AliasWatch:
         r.versions[d.name] = loaded
         r.feeds[d.name] = BarFeed(r.session, d.symbol, loaded.timeframe, loaded.bar_ms,
                                   keep=loaded.required_history + 5)
-        r.fresh.add(d.name)
+        r.mark_fresh(d.name)
         del r.pending_switch[d.name]
         r._event("version", deployment=d.name, model=d.model, alias=d.alias, version=loaded.version, previous=old,
                  reason=reason, boundary=None if boundary is None else _iso(boundary))

@@ -153,3 +153,34 @@ def test_refuses_an_alias_set_by_hand_and_a_failed_verdict(private_registry: Pro
         make_runner(emu).open()
     assert err.value.field == "deployments[0].alias"
     assert exchange_orders(emu) == []
+
+
+def test_after_a_flatten_and_a_restart_the_next_decision_starts_from_the_position_held(
+        registry_env: PromotedRegistry, make_emulator: Callable[..., Emulator],
+        make_runner: Callable[..., Runner]) -> None:
+    from runner import protect
+
+    emu = make_emulator()
+    r = make_runner(emu)
+    r.open()
+    r.cycle()  # the first decision buys
+    assert r.journal is not None
+    bought = r.journal.last_decision("btc")
+    assert bought is not None and float(bought["target"]) > 0 and r.journal.position("btc", "BTC", "USDT").base > 0
+    protect.flatten(r, r.cfg.deployments[0], "tests: the kill switch")
+    assert r.journal.position("btc", "BTC", "USDT").base * 60_000 < 5
+    r.close()
+    again = Runner(r.cfg, environ={"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET})
+    try:
+        again.open()  # a new process: the flatten is known from the journal, not from memory
+        assert again.fresh == {"btc"}
+        step_clock(emu.url, 60)
+        again.cycle()
+        assert again.journal is not None
+        d = again.journal.last_decision("btc")
+        # the position held (the dust under the market's minimum the flatten could not sell), not the last target
+        assert d is not None and 0.0 <= float(d["held_before"]) < 1e-4 < float(bought["target"])
+        assert float(d["target"]) > 0 and again.journal.position("btc", "BTC", "USDT").base > 0  # bought back
+        assert again.fresh == set() and again.journal.get_meta("fresh:btc") == "0"
+    finally:
+        again.close()
