@@ -444,7 +444,7 @@ class Runner:
         ref = _dec(decision["decision_price"])
         band, limit = abs(arrival - ref) / ref * 100, _dec(r.price_band_pct) * _dec(self.alerting.band_factor(d.name))
         if band > limit:
-            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {limit} %)"
+            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {float(limit):g} %)"
         assert self.journal is not None
         day = pd.Timestamp(now, unit="ms", tz="UTC").strftime("%Y-%m-%d")
         key = f"day_start_equity:{d.name}:{day}"

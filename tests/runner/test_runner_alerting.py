@@ -275,3 +275,49 @@ def test_a_repeated_alert_is_deduplicated_and_a_storm_folded(
     r.attempt()
     missed = _alerts(r, "missed_bars")
     assert len(missed) == 2 and missed[1]["suppressed"] == 8
+
+
+def test_widen_limits_widens_the_price_band_until_its_incident_is_resolved(
+        registry_env: Any, make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner],
+        tmp_path: Path, receiver: Receiver) -> None:
+    _emu, r = _runner(make_emulator, make_runner, tmp_path, start=QUIET[0])  # Saturday 00:00: a low bucket
+    assert r.journal is not None
+    d = r.cfg.deployments[0]
+    now = r.clock.now_ms()
+
+    def refusal() -> str:  # an arrival 7 % from the decision's price; the band is 5 %
+        return r._risk(d, {"decision_price": "100"}, "buy", Decimal("0.001"), Decimal("107"), Decimal(0),
+                       Decimal(20000), now)
+
+    assert "(band 5 %)" in refusal()
+    r.alerting.route(d, {"spread": [1e6]}, now)  # a spread far above this hour's bucket
+    spread = _alerts(r, "spread")
+    assert [(a["regime"], a["severity"], a["action"]) for a in spread] == [("low", "log", "widen_limits")]
+    assert spread[0]["threshold_source"].startswith("1.5 × p99 of spread_bps in bucket 120")
+    assert receiver.bodies == [] or "spread" not in [b["rule"] for b in receiver.bodies]  # log: not paged
+    assert derisk_factors(r.journal, "btc") == {"widen_limits": 2.0}
+    assert refusal() == ""  # 7 % inside the widened 10 % band
+    assert "(band 10 %)" in r._risk(d, {"decision_price": "100"}, "buy", Decimal("0.001"), Decimal("111"),
+                                     Decimal(0), Decimal(20000), now)
+    incident = int(spread[0]["incident_id"])
+    assert r.journal.resolve_incident(incident, now, "operator: the book is back")
+    r.attempt()
+    assert derisk_factors(r.journal, "btc") == {} and "(band 5 %)" in refusal()
+
+
+def test_without_a_regime_map_only_absolute_rules_run_and_the_alert_says_so(
+        registry_env: Any, make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner],
+        tmp_path: Path, receiver: Receiver) -> None:
+    import dataclasses
+
+    _emu, r = _runner(make_emulator, make_runner, tmp_path, start=QUIET[0])
+    before = len(_alerts(r))
+    r.versions["btc"] = dataclasses.replace(r.versions["btc"], regime_map_json=None)  # a version stored without one
+    r.alerting.open()
+    d = r.cfg.deployments[0]
+    r.alerting.route(d, {"spread": [1e6], "slippage": [1e6], "stale_feed": [1e6]}, r.clock.now_ms())
+    new = _alerts(r)[before:]
+    assert [a["rule"] for a in new] == ["stale_feed"]  # the bucket-relative rules are not evaluated
+    a = new[0]
+    assert a["regime"] == "normal" and a["threshold_source"] == "absolute"
+    assert "no regime map stored with ma_cross.BTC-USDT.1h version 1: absolute thresholds only" in a["message"]
