@@ -99,7 +99,8 @@ def start(config: ConfigOption) -> None:
 
 
 def status_report(cfg: RunnerConfig) -> dict[str, Any]:
-    """Return what the journal says: per deployment its version, last decision, position; open incidents."""
+    """Return what the journal says: per deployment its version, last decision, position; the intraday risk
+    posture (``runner.posture``); open incidents."""
     from runner.journal import Journal
 
     if not cfg.journal.exists():
@@ -118,8 +119,10 @@ def status_report(cfg: RunnerConfig) -> dict[str, Any]:
                 "last_decision": None if last is None else {
                     k: last[k] for k in ("bar_time", "decided_at", "direction", "target", "exec_state", "version")}}
         heartbeat = j.get_meta("heartbeat")
+        from runner.posture import posture
+
         return {"journal": str(cfg.journal), "schema_version": j.schema_version, "pid": _running_pid(cfg),
-                "running": _running_pid(cfg) is not None, "deployments": deployments,
+                "running": _running_pid(cfg) is not None, "deployments": deployments, "posture": posture(cfg, j),
                 "open_incidents": j.incidents(open_only=True),
                 "heartbeat": None if heartbeat is None else json.loads(heartbeat)}
     finally:
@@ -154,8 +157,33 @@ def status(config: ConfigOption, json_output: Annotated[bool, typer.Option("--js
     for name, d in report["deployments"].items():
         typer.echo(f"  {name}: {d['model']}@{d['alias']} version {d['version']} {d['symbol']} position {d['position']}"
                    f" decisions {d['decisions']} orders {d['orders']}")
+    if "posture" in report:
+        for line in _posture_lines(report["posture"]):
+            typer.echo(line)
     for inc in report["open_incidents"]:
         typer.echo(f"  incident {inc['id']} [{inc['severity']}] {inc['kind']}: {inc['message']}")
+
+
+def _fmt(x: float | None, spec: str = ",.2f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _posture_lines(p: dict[str, Any]) -> list[str]:
+    """The risk posture as text: one line per deployment, one for the account."""
+    out = ["risk posture (quote currency):"]
+    for name, d in p["deployments"].items():
+        cuts = "".join(f" {a}×{f:g}" for a, f in d["derisk"].items())
+        out.append(f"  {name}: exposure {_fmt(d['exposure'])} intraday PnL {_fmt(d['intraday_pnl'])} "
+                   f"drawdown {_fmt(d['drawdown_pct'], '.2f')} % of limit {d['drawdown_limit_pct']:g} % "
+                   f"({d['drawdown_limit_source']}) VaR99 1d {_fmt(d['var_1d'])} of limit {_fmt(d['var_limit'])} "
+                   f"open orders {d['open_orders']} reconciled {_ms_iso(d['last_reconciliation']) or 'never'} "
+                   f"drift {_fmt(d['drift_pct'], '.4f')} %" + (f" de-risked:{cuts}" if cuts else ""))
+    a = p["account"]
+    out.append(f"  account: exposure {_fmt(a['exposure'])} intraday PnL {_fmt(a['intraday_pnl'])} "
+               f"VaR99 1d {_fmt(a['var_1d'])} of limit {_fmt(a['var_limit'])} open orders {a['open_orders']} "
+               f"reconciled {_ms_iso(a['last_reconciliation']) or 'never'}")
+    out.append(f"  VaR: {p['var_method']}")
+    return out
 
 
 @app.command()
@@ -249,6 +277,14 @@ def resolve(config: ConfigOption, incident: Annotated[int, typer.Argument(help="
     typer.echo(f"incident {incident} resolved")
 
 
+def _runbook(books: Path, kind: str) -> str | None:
+    """Return the runbook of an incident kind (``alert_<rule>``: the rule's), None when there is none."""
+    for name in (kind, kind.removeprefix("alert_")):
+        if (books / f"{name}.md").is_file():
+            return str(books / f"{name}.md")
+    return None
+
+
 def _incident_state(row: dict[str, Any]) -> str:
     if row["resolved_at"] is not None:
         return "resolved"
@@ -277,7 +313,7 @@ def incidents(config: ConfigOption,
             "kind": r["kind"], "severity": r["severity"], "message": r["message"],
             "acknowledged_at": _ms_iso(r.get("acknowledged_at")), "acknowledged_by": r.get("acknowledged_by"),
             "resolved_at": _ms_iso(r["resolved_at"]), "resolution": r["resolution"],
-            "runbook": str(books / f"{r['kind']}.md") if (books / f"{r['kind']}.md").is_file() else None}
+            "runbook": _runbook(books, r["kind"])}
            for r in rows]
     if json_output:
         typer.echo(json.dumps(out, indent=2))

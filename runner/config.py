@@ -34,6 +34,14 @@
     [metrics]                             # optional: /healthz and /metrics on 127.0.0.1
     port = 9108                           # 0: any free port (written to the journal and the start event)
 
+    [alerts]                              # optional: the alert rules evaluated every cycle (none without it)
+    rules = "alert_rules.toml"            # default: the shipped runner/alert_rules.toml
+    file = "alerts.jsonl"                 # optional FileSink (the log sink is always on)
+    webhook_url_env = "DESK_ALERT_WEBHOOK" # optional WebhookSink: the URL is read from this variable
+    webhook_min_severity = "page"
+    cut_size_factor = 0.5                 # cut_size: targets scaled by this until the alert's incident is resolved
+    widen_band_factor = 2.0               # widen_limits: price_band_pct multiplied by this, likewise
+
     [[deployments]]
     name = "btc-ma"
     model = "ma_cross.BTC-USDT.1h"
@@ -63,8 +71,8 @@ from toolkit.errors import ConfigurationError, from_pydantic
 if TYPE_CHECKING:
     from toolkit.exchange import ExchangeConfig
 
-__all__ = ["ALIAS_STAGE", "Deployment", "ExchangeSettings", "MetricsSettings", "PollSettings", "ProtectiveStop",
-           "RiskLimits", "RollbackSettings", "RunnerConfig", "load_config"]
+__all__ = ["ALIAS_STAGE", "AlertSettings", "Deployment", "ExchangeSettings", "MetricsSettings", "PollSettings",
+           "ProtectiveStop", "RiskLimits", "RollbackSettings", "RunnerConfig", "load_config"]
 
 #: alias -> the promotion stage that moves it (``toolkit.registry.adapter.STAGE_ALIAS`` inverted)
 ALIAS_STAGE = {"paper": "paper", "champion": "live"}
@@ -196,6 +204,23 @@ class MetricsSettings(_Frozen):
     port: int | None = pydantic.Field(None, ge=0, le=65535)
 
 
+_RUNNER_DIR = Path(__file__).resolve().parent
+
+
+class AlertSettings(_Frozen):
+    """The alert rules the loop evaluates, where alerts go, and how far a de-risk action goes."""
+
+    rules: Path = pydantic.Field(_RUNNER_DIR / "alert_rules.toml", description="the rules file (toolkit.ops.alerts)")
+    runbooks: Path = pydantic.Field(_RUNNER_DIR / "runbooks", description="the folder of <rule>.md")
+    file: Path | None = pydantic.Field(None, description="a JSON-lines file every alert is appended to")
+    webhook_url_env: str | None = pydantic.Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$",
+                                                 description="the environment variable holding the webhook URL")
+    webhook_min_severity: Literal["page", "ticket", "log"] = "ticket"
+    cut_size_factor: float = pydantic.Field(0.5, gt=0.0, lt=1.0, description="cut_size: targets scaled by this")
+    widen_band_factor: float = pydantic.Field(2.0, gt=1.0, le=10.0,
+                                              description="widen_limits: the price band × this")
+
+
 class RunnerConfig(_Frozen):
     """The whole runner: journal, exchange, risk, poll intervals, deployments."""
 
@@ -206,6 +231,7 @@ class RunnerConfig(_Frozen):
     rollback: RollbackSettings = RollbackSettings()
     protective_stop: ProtectiveStop | None = None
     metrics: MetricsSettings = MetricsSettings()
+    alerts: AlertSettings | None = None
     deployments: tuple[Deployment, ...] = pydantic.Field(min_length=1)
 
     @pydantic.model_validator(mode="after")
@@ -252,6 +278,12 @@ def load_config(path: str | Path) -> RunnerConfig:
     journal = doc.get("journal")
     if isinstance(journal, str) and journal and not Path(journal).is_absolute():
         doc["journal"] = str((p.parent / journal).resolve())
+    alerts = doc.get("alerts")
+    if isinstance(alerts, dict):
+        for key in ("rules", "runbooks", "file"):
+            value = alerts.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                alerts[key] = str((p.parent / value).resolve())
     try:
         return RunnerConfig(**doc)
     except pydantic.ValidationError as exc:

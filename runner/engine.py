@@ -132,11 +132,13 @@ class Runner:
         self._bar_seen_at: dict[str, float] = {}  # wall time a deployment's newest bar was first seen
         self.drift: dict[str, Decimal] = {}  # exchange minus journal per asset, at the last reconciliation
         self._stop_refused: dict[str, Decimal] = {}  # a protective stop refused for this amount: not re-sent
+        from runner.alerting import Alerting
         from runner.guard import RollbackGuard
         from runner.observe import Metrics
         from runner.switch import AliasWatch
 
         self.metrics = Metrics(self)
+        self.alerting = Alerting(self)
         self.watch = AliasWatch(self)
         self.guard = RollbackGuard(self)
 
@@ -197,6 +199,7 @@ class Runner:
         Reconciler(self.cfg, self.journal, self.session).ensure_baseline(now)
         self.reconcile(snapshot=True)
         if versions:
+            self.alerting.open()
             self.metrics.start()
             self.watch.mark_checked()
 
@@ -245,14 +248,17 @@ class Runner:
         try:
             self.cycle()
         except RateLimited as exc:
+            self.alerting.after_failure(self.clock.now_ms())
             self._incident("rate_limited", "warning", f"{type(exc).__name__}: {exc}")
             self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
             return max(self._backoff, float(exc.retry_after or 0.0))
         except ExchangeTemporaryError as exc:
+            self.alerting.after_failure(self.clock.now_ms())
             self._incident("exchange_unavailable", "warning", f"{type(exc).__name__}: {exc}")
             self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
             return self._backoff
         except ExchangeRejected as exc:  # a read refused (orders are handled where they are sent)
+            self.alerting.after_failure(self.clock.now_ms())
             self._incident("read_rejected", "warning", f"{type(exc).__name__}: {exc}")
             self._backoff = min(max(self._backoff * 2, base), self.cfg.poll.retry_max_seconds)
             return self._backoff
@@ -290,6 +296,7 @@ class Runner:
             self.step(d, now)
             protect.keep_stop(self, d)
         self.metrics.after_cycle(time.perf_counter() - started)
+        self.alerting.after_cycle(now)
 
     def reconcile(self, snapshot: bool = False) -> int:
         assert self.session is not None and self.journal is not None
@@ -401,7 +408,7 @@ class Runner:
         pos = self.journal.position(d.name, d.base, d.quote)
         equity = _dec(d.capital) + pos.quote_flow + pos.base * arrival
         if decision["order_delta"] is None:
-            delta = _dec(decision["target"]) * equity / arrival - pos.base
+            delta = _dec(decision["target"]) * _dec(self.alerting.size_factor(d.name)) * equity / arrival - pos.base
             remaining = delta
         else:
             delta = _dec(decision["order_delta"])
@@ -450,9 +457,9 @@ class Runner:
         if not reduces and abs(after) * arrival > _dec(r.max_position_notional):
             return f"position notional {abs(after) * arrival:.2f} above max_position_notional {r.max_position_notional}"
         ref = _dec(decision["decision_price"])
-        band = abs(arrival - ref) / ref * 100
-        if band > _dec(r.price_band_pct):
-            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {r.price_band_pct} %)"
+        band, limit = abs(arrival - ref) / ref * 100, _dec(r.price_band_pct) * _dec(self.alerting.band_factor(d.name))
+        if band > limit:
+            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {float(limit):g} %)"
         assert self.journal is not None
         day = pd.Timestamp(now, unit="ms", tz="UTC").strftime("%Y-%m-%d")
         key = f"day_start_equity:{d.name}:{day}"

@@ -8,7 +8,8 @@ Tables: ``decisions`` (one per deployment and closed bar), ``orders`` (one per c
 order id, its current state) and ``order_events`` (every state transition with its time),
 ``fills`` (unique per symbol and trade id), ``balances`` (snapshots; ``baseline`` rows are
 the account before the runner's first order), ``incidents``, ``version_switches``,
-``bars`` (the closed bars decided on) and ``meta`` (watermarks, heartbeat).
+``bars`` (the closed bars decided on), ``alerts`` (every alert the loop raised) and ``meta`` (watermarks,
+heartbeat, de-risk actions in force).
 
 The migrations are an ordered list; a journal at ``user_version`` k gets migrations k+1…
 applied in one transaction each. A journal newer than this code is refused.
@@ -16,6 +17,7 @@ applied in one transaction each. A journal newer than this code is refused.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,6 +81,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE incidents ADD COLUMN acknowledged_at INTEGER;
     ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+    """,
+    # 4: the alerts the loop raised (runner.alerting): every field of the alert, the incident it opened and
+    # whether each sink took it
+    """
+    CREATE TABLE alerts (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, deployment TEXT NOT NULL, rule TEXT NOT NULL,
+        value REAL NOT NULL, threshold REAL NOT NULL, threshold_source TEXT NOT NULL, bucket INTEGER NOT NULL,
+        regime TEXT NOT NULL, severity TEXT NOT NULL, action TEXT NOT NULL, runbook TEXT NOT NULL,
+        message TEXT NOT NULL, suppressed INTEGER NOT NULL DEFAULT 0, incident_id INTEGER,
+        delivered TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX alerts_by_rule ON alerts (deployment, rule, at);
     """,
 ]
 
@@ -364,6 +377,21 @@ class Journal:
         """Return the open ``halt`` incidents of ``deployment`` itself (it stays flat and decides nothing)."""
         return self.rows("SELECT * FROM incidents WHERE resolved_at IS NULL AND severity = 'halt' "
                          "AND deployment = ? ORDER BY id", (deployment,))
+
+    def record_alert(self, alert: dict[str, Any], at: int, incident_id: int | None, delivered: dict[str, bool]) -> int:
+        """Journal one alert (``Alert.to_dict()``), the incident it opened and each sink's answer; return its seq."""
+        cols = ("deployment", "rule", "value", "threshold", "threshold_source", "bucket", "regime", "severity",
+                "action", "runbook", "message", "suppressed")
+        with self.tx() as con:
+            cur = con.execute(f"INSERT INTO alerts (at, {', '.join(cols)}, incident_id, delivered) "
+                              f"VALUES (?, {', '.join('?' * len(cols))}, ?, ?)",
+                              (at, *[alert[c] for c in cols], incident_id, json.dumps(delivered, sort_keys=True)))
+            return int(cur.lastrowid or 0)
+
+    def alerts(self, deployment: str | None = None) -> list[dict[str, Any]]:
+        if deployment is None:
+            return self.rows("SELECT * FROM alerts ORDER BY seq")
+        return self.rows("SELECT * FROM alerts WHERE deployment = ? ORDER BY seq", (deployment,))
 
     def record_switch(self, at: int, deployment: str, model: str, alias: str, from_version: str | None,
                       to_version: str, reason: str, boundary: int | None = None) -> None:

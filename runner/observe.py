@@ -14,6 +14,9 @@ Metrics (prometheus-client, a registry of the runner's own, never the process-gl
 | ``runner_version_info`` | gauge (1) | deployment, model, alias, version |
 | ``runner_open_incidents`` | gauge | severity |
 | ``runner_last_cycle_timestamp_seconds`` | gauge | |
+| ``desk_posture_<figure>`` | gauge | deployment (``account``: the account); see ``runner.posture`` |
+| ``desk_alert_value``, ``desk_alert_threshold`` | gauge | rule, deployment (``runner.alerting``) |
+| ``desk_regime`` | gauge (1) | deployment, regime (the current hour's, ``runner.alerting``) |
 
 Decision latency: from the moment the loop sees a new closed bar to the order request being
 sent (``outcome="order"``), or to the decision being journaled when no order is needed
@@ -69,7 +72,11 @@ class Metrics:
         self.incidents = Gauge("runner_open_incidents", "open incidents", ["severity"], registry=reg)
         self.last_cycle = Gauge("runner_last_cycle_timestamp_seconds", "wall time of the last successful cycle",
                                 registry=reg)
+        from runner.posture import PostureGauges
+
+        self.posture = PostureGauges(reg)
         self.last_cycle_wall: float | None = None
+        self.last_latency_ms: dict[str, float] = {}  # per deployment, the latest decision latency (runner.alerting)
         self.port: int | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -80,7 +87,9 @@ class Metrics:
 
     def decision_latency(self, deployment: str, started: float | None, outcome: str) -> None:
         if started is not None:
-            self.latency.labels(deployment, outcome).observe(time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            self.latency.labels(deployment, outcome).observe(seconds)
+            self.last_latency_ms[deployment] = seconds * 1000.0
 
     def after_cycle(self, seconds: float) -> None:
         """Publish the cycle's figures (called by the loop after each successful cycle)."""
@@ -99,6 +108,11 @@ class Metrics:
                 self.incidents.labels(row["severity"]).set(row["n"])
         for asset, diff in r.drift.items():
             self.drift.labels(asset).set(float(diff))
+        if r.journal is not None:
+            from runner.posture import record_reconciliation
+
+            record_reconciliation(r.journal, r.clock.now_ms(), r.drift)
+            self.posture.publish(r.cfg, r.journal)
         self.version.clear()
         for d in r.cfg.deployments:
             v = r.versions.get(d.name)

@@ -50,6 +50,7 @@ class LoadedVersion:
     symbol: str
     required_history: int
     rebalance: Any          # the version's ``rebalance`` (the band rule)
+    regime_map_json: str | None = None  # stored with the stage's verdict (``evidence/regime_map.json``), if any
 
     @property
     def bar_ms(self) -> int:
@@ -70,7 +71,12 @@ class LoadedVersion:
 
 
 def resolve_version(model: str, alias: str, field: str, audit_path: str | Path | None = None) -> str:
-    """Return the version ``alias`` points at after checking its verdict and its promotion in the audit trail.
+    """Return the version ``alias`` points at after checking its verdict and its promotion in the audit trail."""
+    return _resolve(model, alias, field, audit_path)[0]
+
+
+def _resolve(model: str, alias: str, field: str, audit_path: str | Path | None) -> tuple[str, str | None]:
+    """Return the version ``alias`` points at and the regime map stored with its verdict (None: none stored).
 
     ``field`` names the deployment in errors (``deployments[0]``).
 
@@ -90,12 +96,12 @@ def resolve_version(model: str, alias: str, field: str, audit_path: str | Path |
                                  f"toolkit promote {model} --version N --stage {stage})",
                                  f"{alias} unset; aliases {adapter.model_aliases(model)}")
     info = adapter.version_info(model, version)
-    _check_verdict(model, version, stage, dict(info.tags), field)
+    regimes = _check_verdict(model, version, stage, dict(info.tags), field)
     _check_audit(model, version, stage, alias, field, audit_path)
-    return version
+    return version, regimes
 
 
-def _check_verdict(model: str, version: str, stage: str, tags: dict[str, str], field: str) -> None:
+def _check_verdict(model: str, version: str, stage: str, tags: dict[str, str], field: str) -> str | None:
     from toolkit.gates.policy import load_policy
     from toolkit.registry.verdicts import gate_tag, holder_failed_tag, parse_verdict
 
@@ -113,6 +119,8 @@ def _check_verdict(model: str, version: str, stage: str, tags: dict[str, str], f
         except RegistryError as exc:
             raise ConfigurationError(f"{field}.alias", f"a version with a stored {stage} verdict", str(exc)) from None
         raw = files.verdict.read_bytes()
+        map_file = files.evidence / "regime_map.json"
+        map_text = map_file.read_text(encoding="utf-8") if map_file.is_file() else None
     if hashlib.sha256(raw).hexdigest() != tags.get(gate_tag(stage, "verdict_file_sha256")):
         raise ConfigurationError(f"{field}.alias", "a stored verdict whose bytes hash to the recorded sha",
                                  f"{where}: verdict.json was changed after it was recorded")
@@ -127,6 +135,7 @@ def _check_verdict(model: str, version: str, stage: str, tags: dict[str, str], f
         raise ConfigurationError(
             f"{field}.alias", f"a passed {stage} verdict under the {stage} policy in force ({policy_sha[:12]})",
             f"{where}: passed={verdict.passed}, stage {verdict.stage}, policy {verdict.policy_sha[:12]}")
+    return map_text  # parsed by runner.alerting (toolkit.ops.regimes), only when alerts are configured
 
 
 def _check_audit(model: str, version: str, stage: str, alias: str, field: str,
@@ -146,7 +155,7 @@ def _check_audit(model: str, version: str, stage: str, alias: str, field: str,
 def load_version(model: str, alias: str, symbol: str, field: str,
                  audit_path: str | Path | None = None) -> LoadedVersion:
     """Resolve, check and load the version ``alias`` points at for a deployment trading ``symbol``."""
-    version = resolve_version(model, alias, field, audit_path)
+    version, regimes = _resolve(model, alias, field, audit_path)
     python_model, cfg = adapter.load_python_model(model, version)
     if cfg.get("symbol") != symbol:
         raise ConfigurationError(f"{field}.symbol", f"the symbol {model} version {version} was backtested on, "
@@ -161,4 +170,5 @@ def load_version(model: str, alias: str, symbol: str, field: str,
                    int(sizing.required_history(bar_minutes)))
     return LoadedVersion(model=model, version=version, alias=alias, stage={a: s for s, a in STAGE_ALIAS.items()}[alias],
                          strategy=strategy, sizing=sizing, bar_minutes=bar_minutes, timeframe=str(cfg["timeframe"]),
-                         symbol=symbol, required_history=required, rebalance=package.rebalance)
+                         symbol=symbol, required_history=required, rebalance=package.rebalance,
+                         regime_map_json=regimes)

@@ -5,61 +5,22 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from ops_support import CANARY, Receiver
 
 from toolkit.errors import ConfigurationError
 from toolkit.ops.alerts import Alert
 from toolkit.ops.sinks import FileSink, LogSink, WebhookSink
-
-CANARY = "tok3n-CANARY-9f2c"
 
 
 def _alert(severity: str = "page", rule: str = "stale_feed") -> Alert:
     return Alert(rule=rule, deployment="d1", at=pd.Timestamp("2024-05-11 03:20", tz="UTC"), value=400.0,
                  threshold=180.0, threshold_source="absolute", bucket=123, regime="low", severity=severity,  # type: ignore[arg-type]
                  action="none", runbook="runner/runbooks/stale_feed.md", message="stale_feed on d1")
-
-
-class Receiver:
-    """A loopback HTTP server answering each POST with the next status of ``script`` (then 200)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict] = []
-        self.paths: list[str] = []
-        self.script: list[int] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = outer.script.pop(0) if outer.script else 200
-                if status == 200:
-                    outer.bodies.append(json.loads(body))
-                    outer.paths.append(self.path)
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook?token={CANARY}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ The registry is built once per test module that asks for it (``promoted_registry
 backtest of ``ma_cross`` on the bundled BTC/USDT 1h bars 2023-01..2024-02 (one combination,
 fast 20 / slow 50, sized at 15 % volatility over a 2-day window so a decision needs 50 bars),
 recorded in a private sqlite MLflow store, evaluated by the real gates under a lenient
-paper policy and promoted to ``paper`` through ``toolkit.registry.promotion.promote`` (audited).
+paper policy (its regime map stored with the verdict, as the gates notebook does) and promoted to ``paper``
+through ``toolkit.registry.promotion.promote`` (audited).
 Version 2 is the same bundle registered again with its own paper verdict recorded but never
 promoted (the hand-set alias case; tests that need a promotion and a rollback promote it in a
 private copy of the registry).
@@ -58,6 +59,7 @@ def build_registry(root: Path) -> PromotedRegistry:
     from toolkit.data.quality import certify
     from toolkit.gates import collect_evidence, evaluate, load_policy
     from toolkit.gates.policy import POLICY_PATHS
+    from toolkit.ops.regimes import regime_map
     from toolkit.registry.adapter import registry_trial_count
     from toolkit.registry.promotion import promote
     from toolkit.registry.record import record_backtest
@@ -89,6 +91,8 @@ def build_registry(root: Path) -> PromotedRegistry:
         evidence = collect_evidence(bundle, policy, registry_trial_count(MODEL, v1))
         out = root / "verdict"
         evidence.write(out)
+        regimes = regime_map(bars, cfg.symbol, cfg.costs, reference_notional=policy.capital.allocation_usdt)
+        (out / "regime_map.json").write_text(regimes.to_json(), encoding="utf-8")  # as the gates notebook does
         verdict = evaluate(evidence, policy)
         assert verdict.passed, verdict.summary()
         (out / "verdict.json").write_text(verdict.to_json(), encoding="utf-8")

@@ -142,9 +142,23 @@ def test_two_processes_opening_a_new_journal_migrate_it_once(tmp_path: Path) -> 
     ({"rollback": {"max_drawdown_pct": 0.0}}, "rollback.max_drawdown_pct"),
     ({"metrics": {"port": 70000}}, "metrics.port"),
     ({"poll": {"alias_check_seconds": 0}}, "poll.alias_check_seconds"),
+    ({"alerts": {"sinks": "log"}}, "alerts.sinks"),
+    ({"alerts": {"cut_size_factor": 1.5}}, "alerts.cut_size_factor"),
+    ({"alerts": {"widen_band_factor": 1.0}}, "alerts.widen_band_factor"),
+    ({"alerts": {"webhook_url_env": "http://hook"}}, "alerts.webhook_url_env"),
 ])
 def test_bad_rollback_stop_and_metrics_settings_name_the_field(tmp_path: Path, overrides: dict[str, object],
                                                                field: str) -> None:
     with pytest.raises(ConfigurationError) as err:
         load_config(_cfg(tmp_path, **overrides))
     assert err.value.field == field
+
+
+def test_alert_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    cfg = load_config(_cfg(tmp_path, alerts={"rules": "my_rules.toml", "file": "out/alerts.jsonl"}))
+    assert cfg.alerts is not None
+    assert cfg.alerts.rules == (tmp_path / "my_rules.toml").resolve()
+    assert cfg.alerts.file == (tmp_path / "out" / "alerts.jsonl").resolve()
+    assert cfg.alerts.runbooks.name == "runbooks" and (cfg.alerts.runbooks / "stale_feed.md").is_file()
+    (tmp_path / "none").mkdir()
+    assert load_config(_cfg(tmp_path / "none")).alerts is None  # no [alerts]: no alerting

@@ -177,6 +177,15 @@ class AlertRouter:
     _sent_times: dict[str, list[pd.Timestamp]] = field(default_factory=lambda: defaultdict(list))
     _storming: set[str] = field(default_factory=set)
 
+    def threshold(self, rule_name: str, at: pd.Timestamp) -> tuple[float, str, int]:
+        """Return the threshold ``rule_name`` uses at ``at``, how it was derived, and the bucket of ``at``."""
+        if rule_name not in RULES:
+            raise ConfigurationError("rule", f"one of {sorted(RULES)}", rule_name)
+        ts = pd.Timestamp(at)
+        bucket = int(bucket_of(ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")))
+        threshold, source = _threshold(self.rules.rules[rule_name], bucket, self.regimes)
+        return threshold, source, bucket
+
     def check(self, rule_name: str, deployment: str, value: float, at: pd.Timestamp) -> Alert | None:
         """Return the alert to send for one measurement, or None (below threshold, or folded into an earlier one).
 
