@@ -222,11 +222,19 @@ class CrashMatrix:
         self.died(proc, k)
 
     def _ensure_position(self, proc: RunnerProcess) -> None:
-        """Step bars until the deployment holds something to flatten (the market's minimum notional at least)."""
+        """Step bars until the deployment holds something to flatten (the market's minimum notional at least)
+        once the runner has settled: a position seen in the middle of a bar's execution may be sold on that bar."""
         def held() -> bool:
             return self.position() * Decimal(60000) >= Decimal(20)
 
-        self.venue.drive(self.journal, proc, until=held, max_bars=100, hours=STEP_HOURS)
+        for _ in range(20):
+            self.venue.drive(self.journal, proc, until=held, max_bars=100, hours=STEP_HOURS)
+            self.settle(proc)  # no new bar until the test steps the clock: nothing trades after this
+            wait_for(lambda: self._j(lambda j: (j.last_decision("btc") or {}).get("exec_state")) not in (
+                "pending", "executing"), "the latest decision's execution to finish", proc)
+            if held():
+                return
+        raise AssertionError(f"no position to flatten after 20 settled attempts: {self.position()}")
 
     def _handover(self, k: Kill) -> None:
         from toolkit.registry.promotion import promote
