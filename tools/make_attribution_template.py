@@ -63,8 +63,9 @@ def attribution() -> nbformat.NotebookNode:
                           "each order's notional) in the hour-of-week bucket its bar closed in, beside the slippage "
                           "the version's regime map models for that bucket (stored with its verdict; the alert "
                           "rules' thresholds come from the same map). By regime first, then per bucket traded."),
-        new_code_cell("display(plots.slippage_table(att, by_regime=True))\n"
-                      "display(plots.slippage_table(att))"),
+        new_code_cell("from toolkit.ops.slippage import slippage_table\n\n"
+                      "display(slippage_table(att.slippage, by_regime=True))\n"
+                      "display(slippage_table(att.slippage))"),
         new_markdown_cell("## Live against the backtest\n\nThe same version replayed over the same bars by the "
                           "backtest's engine. The gap is split into signal (different holdings, with the reason), "
                           "execution (fills against the decision price, live minus the fill model), fees, and a "

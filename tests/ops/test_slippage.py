@@ -14,7 +14,7 @@ from toolkit.attribution.shortfall import order_shortfall, shortfall_frame
 from toolkit.data import load_bars
 from toolkit.errors import ConfigurationError
 from toolkit.ops.regimes import RegimeMap, regime_map
-from toolkit.ops.slippage import COLUMNS, slippage_by_bucket, slippage_by_regime, slippage_document
+from toolkit.ops.slippage import COLUMNS, slippage_by_bucket, slippage_by_regime, slippage_document, slippage_table
 
 HOUR = 3_600_000
 TUESDAY_13 = int(pd.Timestamp("2024-05-07 13:00", tz="UTC").value // 1_000_000)   # closes 14:00: bucket 38
@@ -68,6 +68,10 @@ def test_live_slippage_per_bucket_by_hand_and_beside_the_model(regimes: RegimeMa
     by_regime = slippage_by_regime(table)
     assert by_regime.loc["high", "orders"] == 2 and by_regime.loc["low", "live_bps"] == pytest.approx(6.0)
     assert by_regime.loc["high", "live_bps"] == pytest.approx(tue["live_bps"])
+
+    shown = slippage_table(table)
+    assert list(shown.index) == [("Tue", 14), ("Sat", 3)] and "bucket" not in shown.columns
+    assert slippage_table(table, by_regime=True).loc["low", "live_bps"] == pytest.approx(6.0)
 
     doc = slippage_document(table, model="m", version="1", bar_minutes=60.0, regimes=regimes)
     assert doc["regime_map_sha256"] == regimes.sha256 and len(doc["rows"]) == 2 and len(doc["sha256"]) == 64

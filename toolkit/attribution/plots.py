@@ -160,14 +160,3 @@ def orders_table(att: Attribution, by: str) -> pd.DataFrame:
             if c in t.columns]
     return t[cols].round(2)
 
-
-def slippage_table(att: Attribution, by_regime: bool = False) -> pd.DataFrame:
-    """Return the live slippage by hour-of-week bucket beside the version's regime map (or summed by regime)."""
-    from toolkit.ops.slippage import slippage_by_regime
-
-    if by_regime:
-        return slippage_by_regime(att.slippage).round(2)
-    t = att.slippage
-    if t.empty:
-        return t
-    return t.set_index(["weekday", "hour"]).drop(columns=["bucket"]).round(2)

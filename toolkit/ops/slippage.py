@@ -26,7 +26,7 @@ from toolkit.canonical import canonical_sha256
 from toolkit.errors import ConfigurationError
 from toolkit.ops.regimes import BUCKETS, RegimeMap, bucket_of
 
-__all__ = ["COLUMNS", "slippage_by_bucket", "slippage_by_regime", "slippage_document"]
+__all__ = ["COLUMNS", "slippage_by_bucket", "slippage_by_regime", "slippage_document", "slippage_table"]
 
 #: the columns of :func:`slippage_by_bucket`
 COLUMNS = ("bucket", "weekday", "hour", "regime", "orders", "notional", "live_bps", "live_p50_bps", "live_p90_bps",
@@ -114,3 +114,12 @@ def slippage_document(table: pd.DataFrame, *, model: str, version: str, bar_minu
     }
     doc["sha256"] = canonical_sha256(doc)
     return doc
+
+
+def slippage_table(table: pd.DataFrame, by_regime: bool = False) -> pd.DataFrame:
+    """Return :func:`slippage_by_bucket`'s table for a report: by weekday and hour (or summed by regime), rounded."""
+    if by_regime:
+        return slippage_by_regime(table).round(2)
+    if table.empty:
+        return table
+    return table.set_index(["weekday", "hour"]).drop(columns=["bucket"]).round(2)
