@@ -48,7 +48,7 @@ from prometheus_client import Gauge
 if TYPE_CHECKING:
     from runner.config import Deployment
     from runner.engine import Runner
-    from toolkit.ops.alerts import AlertRouter
+    from toolkit.ops.alerts import AlertRouter, AlertRules
     from toolkit.ops.sinks import Sink
 
 __all__ = ["ACTIONS", "Alerting", "CallCounter", "derisk_factors"]
@@ -119,6 +119,7 @@ class Alerting:
         self._fills_seen: dict[str, int] = {}
         self._switches: dict[str, int] = {}
         self._last_ok_wall: float | None = None
+        self._rules: AlertRules | None = None
         reg = runner.metrics.registry
         self.value = Gauge("desk_alert_value", "each alert rule's last measured value", ["rule", "deployment"],
                            registry=reg)
@@ -132,6 +133,27 @@ class Alerting:
         return self.cfg is not None
 
     # --- start ------------------------------------------------------------------------------------
+    def version_changed(self, d: Deployment) -> None:
+        """Route ``d``'s alerts with the regime map and drawdown limit of the version it now trades (at start
+        and after a handover; the new version's router starts without the previous one's dedup state)."""
+        if self.cfg is None or self._rules is None:
+            return
+        from toolkit.ops.alerts import AlertRouter, AlertRules
+        from toolkit.ops.regimes import RegimeMap
+
+        v = self.r.versions[d.name]
+        regimes = None
+        self.no_map.pop(d.name, None)
+        if v.regime_map_json is not None:
+            regimes = RegimeMap.from_json(v.regime_map_json, f"{d.model} version {v.version} regime_map.json")
+        else:
+            self.no_map[d.name] = (f"no regime map stored with {d.model} version {v.version}: absolute "
+                                   "thresholds only, regime taken as normal")
+        limit, _ = self.r.guard.limit(d)
+        rules = self._rules.rules
+        own = {**rules, "drawdown": rules["drawdown"].model_copy(update={"threshold": limit})}
+        self.routers[d.name] = AlertRouter(AlertRules(rules=own), regimes, self.cfg.runbooks)
+
     def open(self) -> None:
         """Read the rules, the versions' regime maps, set the sinks and the watermarks (``Runner.open``)."""
         r = self.r
@@ -139,8 +161,7 @@ class Alerting:
         self.calls.install(r.session.client)
         if self.cfg is None:
             return
-        from toolkit.ops.alerts import AlertRouter, AlertRules, load_rules
-        from toolkit.ops.regimes import RegimeMap
+        from toolkit.ops.alerts import load_rules
         from toolkit.ops.sinks import FileSink, LogSink, WebhookSink
 
         rules = load_rules(self.cfg.rules)
@@ -151,17 +172,9 @@ class Alerting:
             hook = WebhookSink(self.cfg.webhook_url_env, min_severity=self.cfg.webhook_min_severity)
             hook.url()  # the variable is set and holds a URL: checked before trading
             self.sinks.append(("webhook", hook))
+        self._rules = rules
         for d in r.cfg.deployments:
-            v = r.versions[d.name]
-            regimes = None
-            if v.regime_map_json is not None:
-                regimes = RegimeMap.from_json(v.regime_map_json, f"{d.model} version {v.version} regime_map.json")
-            else:
-                self.no_map[d.name] = (f"no regime map stored with {d.model} version {v.version}: absolute "
-                                       "thresholds only, regime taken as normal")
-            limit, _ = r.guard.limit(d)
-            own = {**rules.rules, "drawdown": rules.rules["drawdown"].model_copy(update={"threshold": limit})}
-            self.routers[d.name] = AlertRouter(AlertRules(rules=own), regimes, self.cfg.runbooks)
+            self.version_changed(d)
             fills = r.journal.fills(d.name)
             self._fills_seen[d.name] = max((int(f["at"]) for f in fills), default=0)
             self._switches[d.name] = len(r.journal.switches(d.name))

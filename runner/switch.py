@@ -146,6 +146,7 @@ class AliasWatch:
         r.journal.record_switch(now, d.name, d.model, d.alias, old, loaded.version, reason, boundary)
         failpoints.hit("handover_done")
         r.versions[d.name] = loaded
+        r.alerting.version_changed(d)  # the new version's regime map and drawdown limit
         r.feeds[d.name] = BarFeed(r.session, d.symbol, loaded.timeframe, loaded.bar_ms,
                                   keep=loaded.required_history + 5)
         r.mark_fresh(d.name)

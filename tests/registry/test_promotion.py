@@ -120,6 +120,12 @@ def _hold_paper(reg: Registry, version: str = "2") -> None:
     promote(reg.model, version, "paper", reason="to paper first", actor="setup")
 
 
+def _forge_paper_tag(reg: Registry) -> None:
+    """A researcher with EDIT rights writes the tag a paper promotion writes; the audit trail holds none."""
+    adapter.configure()
+    adapter.set_version_tag(reg.model, "2", "promotion.paper.state", "retired")
+
+
 REFUSALS = {
     # name: (version, stage, prepare, tighten the stage's policy, the check that must fail)
     "failed": ("1", "paper", None, False, "verdict passed"),
@@ -133,6 +139,7 @@ REFUSALS = {
     "paper verdict under live tags": ("2", "live", _paper_verdict_on_live_tags, False, "verdict content"),
     "straight to live": ("2", "live", None, False, "paper first"),
     "live, not paper holder": ("3", "live", _hold_paper, False, "paper first"),
+    "live, paper tag forged": ("2", "live", _forge_paper_tag, False, "paper first"),
 }
 
 

@@ -237,6 +237,15 @@ def test_the_promotion_account_promotes_and_the_researcher_cannot_undo_it(
         assert denied.value.error_code == "PERMISSION_DENIED", denied.value.message
     assert _snapshot(r, monkeypatch) == before
     assert adapter.alias_version(r.model, "paper") == r.version
+    # `toolkit rollback` by the researcher: refused as not a promoter, audited, nothing written
+    p = _toolkit(r, "researcher", "rollback", r.model, "--stage", "paper", "--reason", "researcher rolls back",
+                 "--json")
+    assert p.returncode != 0, p.stdout + p.stderr
+    assert "account 'researcher' is not a promoter" in json.loads(p.stdout)["error"]["message"], p.stdout
+    _no_password_in(r, p.stdout, p.stderr)
+    assert _snapshot(r, monkeypatch) == before
+    events = AuditLog().events(r.model)
+    assert [(e["action"], e["outcome"]) for e in events[-2:]] == [("rollback", "started"), ("rollback", "refused")]
 
 
 def test_the_runner_reads_and_loads_the_version_but_writes_nothing(

@@ -321,3 +321,22 @@ def test_without_a_regime_map_only_absolute_rules_run_and_the_alert_says_so(
     a = new[0]
     assert a["regime"] == "normal" and a["threshold_source"] == "absolute"
     assert "no regime map stored with ma_cross.BTC-USDT.1h version 1: absolute thresholds only" in a["message"]
+
+
+def test_a_new_version_routes_with_its_own_regime_map(
+        registry_env: Any, make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner],
+        tmp_path: Path, receiver: Receiver) -> None:
+    import dataclasses
+
+    _emu, r = _runner(make_emulator, make_runner, tmp_path, start=QUIET[0])
+    d = r.cfg.deployments[0]
+    first = r.versions["btc"]
+    assert r.alerting.routers["btc"].regimes is not None and "btc" not in r.alerting.no_map
+    # the handover (runner.switch) calls version_changed once the new version trades: here one stored without a map
+    r.versions["btc"] = dataclasses.replace(first, version="2", regime_map_json=None)
+    r.alerting.version_changed(d)
+    assert r.alerting.routers["btc"].regimes is None
+    assert "ma_cross.BTC-USDT.1h version 2: absolute thresholds only" in r.alerting.no_map["btc"]
+    r.versions["btc"] = first
+    r.alerting.version_changed(d)
+    assert r.alerting.routers["btc"].regimes is not None and "btc" not in r.alerting.no_map

@@ -99,6 +99,21 @@ def held_paper(tags: Mapping[str, str], aliases: Sequence[str]) -> bool:
     return PAPER in aliases or tags.get(promotion_tag("paper", "state")) in ("current", "retired")
 
 
+def audited_paper(events: Sequence[Mapping[str, Any]], version: str) -> bool:
+    """Return True when the audit trail's completed paper promotions and rollbacks leave ``version`` having
+    held alias ``paper`` without being rolled back from it (the trail, not a version tag a researcher with
+    EDIT rights could write)."""
+    held = False
+    for e in events:
+        if e.get("stage") != "paper" or e.get("outcome") != "done" or e.get("action") not in ("promote", "rollback"):
+            continue
+        if str(e.get("to_version")) == version:
+            held = True
+        elif e.get("action") == "rollback" and str(e.get("from_version")) == version:
+            held = False
+    return held
+
+
 def current_policy_sha(stage: str) -> str:
     """Return the sha256 of the stage's gate policy in force (``$TOOLKIT_POLICY_<STAGE>``, else the shipped one)."""
     from toolkit.gates import load_policy
@@ -142,7 +157,8 @@ def _rederived(bundle_dir: Path, extras_dir: Path, policy: Any, registry_trials:
     return [m.describe() for m in rederive(bundle_dir, read_extras(extras_dir), policy, registry_trials)]
 
 
-def check_promotable(model_name: str, version: str | int, stage: str) -> dict[str, Any]:
+def check_promotable(model_name: str, version: str | int, stage: str,
+                     audit: AuditLog | None = None) -> dict[str, Any]:
     """Re-check, without changing anything, whether a version may take the stage's alias.
 
     The policy checked against is the stage's policy in force
@@ -176,12 +192,15 @@ def check_promotable(model_name: str, version: str | int, stage: str) -> dict[st
                            "policy": {"name": policy.name, "version": policy.version, "stage": policy.stage,
                                       "path": str(policy_file)},
                            "evidence_sha": tags.get(gate_tag(stage, "evidence_sha"))}
-    if stage == "live":
-        _check(checks, "paper first", held_paper(tags, info.aliases),
+    if stage == "live":  # the alias (only promoters move it) or the audit trail, never a tag alone
+        audited = PAPER in info.aliases or audited_paper((audit or AuditLog()).events(model_name), v)
+        _check(checks, "paper first", audited,
                f"version {v} holds alias paper" if PAPER in info.aliases else
-               f"version {v} held alias paper" if held_paper(tags, info.aliases) else
-               f"version {v} never traded on paper (or was rolled back from it): a version goes paper -> live; "
-               f"run `toolkit promote {model_name} --version {v} --stage paper` first")
+               f"version {v} held alias paper (audit trail)" if audited else
+               (f"version {v}'s tags say it held alias paper, but the audit trail holds no completed paper "
+                "promotion of it (a tag is not evidence)" if held_paper(tags, info.aliases) else
+                f"version {v} never traded on paper (or was rolled back from it): a version goes paper -> live; "
+                f"run `toolkit promote {model_name} --version {v} --stage paper` first"))
     outcome = tags.get(gate_tag(stage, "verdict"), "not_evaluated")
     evaluated = outcome in ("passed", "failed")
     hint = "" if evaluated else f"; run `toolkit gates {model_name} --version {v} --stage {stage}` first"
@@ -338,7 +357,7 @@ def _promote_locked(attempt: AuditAttempt, model_name: str, version: str | int, 
     stages = ("paper", "live") if stage == "live" else (stage,)
     with promotion_lock(attempt.log, model_name, stages, timeout=lock_timeout):
         previous = adapter.alias_version(model_name, alias)
-        result = check_promotable(model_name, version, stage)
+        result = check_promotable(model_name, version, stage, attempt.log)
         v = result["version"]
         now = clock.now()
         event = AuditEvent(model=model_name, action="promote", outcome="done", actor=who, stage=stage,
@@ -434,7 +453,7 @@ def _rollback_locked(attempt: AuditAttempt, model_name: str, stage: str, reason:
                            at=now.isoformat(), reason=reason, from_version=current, to_version=target,
                            verdict_sha=target_tags.get(gate_tag(stage, "verdict_sha")),
                            policy_sha=target_tags.get(gate_tag(stage, "policy_sha")), detail="")
-        why = why or _not_a_promoter(alias)
+        why = _not_a_promoter(alias) or why  # who may act is answered before what there is to do
         if why:
             log.append(replace(event, outcome="refused", detail=why))
             raise PromotionRefused(f"rollback of {model_name} at {stage} refused: {why}")
