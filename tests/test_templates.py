@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,9 @@ GENERATORS = ["make_templates.py", "make_gates_template.py", "make_attribution_t
 
 
 def _load(name: str) -> ModuleType:
+    tools = str(ROOT / "tools")
+    if tools not in sys.path:  # as `python tools/<name>` has it: the writers share tools/notebook_writer.py
+        sys.path.insert(0, tools)
     spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), ROOT / "tools" / name)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

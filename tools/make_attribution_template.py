@@ -10,9 +10,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+from notebook_writer import ROOT, finish, write
 
 PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
 model = "ma_cross.BTC-USDT.1h"   # registered model the journal's deployment trades
@@ -82,11 +80,7 @@ def attribution() -> nbformat.NotebookNode:
         new_code_cell("rec = att.paper_record()\n"
                       "display({k: v for k, v in rec.items() if k != 'inputs'})"),
     ])
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"
-    nb.metadata["kernelspec"] = KERNEL
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
+    return finish(nb)
 
 
 def notebooks() -> dict[Path, nbformat.NotebookNode]:
@@ -94,12 +88,5 @@ def notebooks() -> dict[Path, nbformat.NotebookNode]:
     return {ROOT / "templates" / "attribution.ipynb": attribution()}
 
 
-def main() -> int:
-    for path, nb in notebooks().items():
-        nbformat.write(nb, str(path))
-        print(f"wrote {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(notebooks))

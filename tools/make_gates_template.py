@@ -10,9 +10,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+from notebook_writer import ROOT, finish, write
 
 PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
 model_name = "ma_cross.BTC-USDT.1h"   # registered model <strategy>.<BASE-QUOTE>.<timeframe>
@@ -93,13 +91,8 @@ def gates() -> nbformat.NotebookNode:
         new_markdown_cell("## Identity"),
         new_code_cell("display(Markdown(plots.verdict_footer(verdict)))\nprint(verdict.summary())"),
     ])
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes only what was edited
-    nb.metadata["kernelspec"] = KERNEL
-    nb.metadata["language_info"] = {"name": "python"}
     # what the cells import lazily (the evidence replays: the numba kernel, the bars' parquet reader)
-    nb.metadata["toolkit"] = {"preload": ["toolkit.backtest.fused", "pyarrow.parquet"]}
-    return nb
+    return finish(nb, preload=["toolkit.backtest.fused", "pyarrow.parquet"])
 
 
 def notebooks() -> dict[Path, nbformat.NotebookNode]:
@@ -107,12 +100,5 @@ def notebooks() -> dict[Path, nbformat.NotebookNode]:
     return {ROOT / "templates" / "gates.ipynb": gates()}
 
 
-def main() -> int:
-    for path, nb in notebooks().items():
-        nbformat.write(nb, str(path))
-        print(f"wrote {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(notebooks))

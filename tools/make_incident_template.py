@@ -10,9 +10,7 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+from notebook_writer import ROOT, finish, write
 
 PARAMETERS = '''# Parameters (papermill injects overrides after this cell)
 incident_id = 1              # the incident (`runner incidents --all` lists the ids)
@@ -83,13 +81,8 @@ def incident() -> nbformat.NotebookNode:
                       "    display(Markdown(p.sentence() + '.'))\n"
                       "    fig = plots.pnl_figure(report)"),
     ])
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes only what was edited
-    nb.metadata["kernelspec"] = KERNEL
-    nb.metadata["language_info"] = {"name": "python"}
     # what the cells import lazily (the bar store's parquet reader, the regime map's cost model)
-    nb.metadata["toolkit"] = {"preload": ["pyarrow.parquet", "toolkit.ops.regimes", "toolkit.data.store"]}
-    return nb
+    return finish(nb, preload=["pyarrow.parquet", "toolkit.ops.regimes", "toolkit.data.store"])
 
 
 def notebooks() -> dict[Path, nbformat.NotebookNode]:
@@ -97,12 +90,5 @@ def notebooks() -> dict[Path, nbformat.NotebookNode]:
     return {ROOT / "templates" / "incident.ipynb": incident()}
 
 
-def main() -> int:
-    for path, nb in notebooks().items():
-        nbformat.write(nb, str(path))
-        print(f"wrote {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(notebooks))

@@ -10,25 +10,11 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-ROOT = Path(__file__).resolve().parents[1]
-KERNEL = {"name": "desk-toolkit", "display_name": "Desk toolkit (.venv)", "language": "python"}
+from notebook_writer import ROOT, finish, write
 
 
-def notebook(cells: list) -> nbformat.NotebookNode:
-    for i, cell in enumerate(cells):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating a template changes only what was edited
-    nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = KERNEL
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def with_preload(nb: nbformat.NotebookNode, modules: list[str]) -> nbformat.NotebookNode:
-    """Name the modules the template's cells import lazily, for its kernel to import at start-up
-    (``toolkit.reporting.kernels.template_imports``)."""
-    nb.metadata["toolkit"] = {"preload": modules}
-    return nb
+def notebook(cells: list, preload: list[str] | None = None) -> nbformat.NotebookNode:
+    return finish(new_notebook(cells=cells), preload)
 
 
 def backtest() -> nbformat.NotebookNode:
@@ -327,18 +313,11 @@ if not other.empty:
 
 def notebooks() -> dict[Path, nbformat.NotebookNode]:
     """Return every notebook this script writes, by path (``tests/test_templates.py`` compares them)."""
-    return {ROOT / "templates" / "backtest.ipynb": with_preload(backtest(), ["vectorbt", "toolkit.backtest.fused"]),
+    return {ROOT / "templates" / "backtest.ipynb": finish(backtest(), ["vectorbt", "toolkit.backtest.fused"]),
             ROOT / "notebooks" / "explore_strategy.ipynb": explore(),
             ROOT / "notebooks" / "cost_calibration.ipynb": cost_calibration(),
             ROOT / "notebooks" / "demo_selection.ipynb": demo_selection()}
 
 
-def main() -> int:
-    for path, nb in notebooks().items():
-        nbformat.write(nb, str(path))
-        print(f"wrote {path}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(write(notebooks))
