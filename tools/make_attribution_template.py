@@ -60,7 +60,9 @@ def attribution() -> nbformat.NotebookNode:
         new_markdown_cell("## Slippage by hour of the week\n\nThe trading cost against the arrival price (bps of "
                           "each order's notional) in the hour-of-week bucket its bar closed in, beside the slippage "
                           "the version's regime map models for that bucket (stored with its verdict; the alert "
-                          "rules' thresholds come from the same map). By regime first, then per bucket traded."),
+                          "rules' thresholds come from the same map). By regime first — the map's regime of the hour: the tercile of its "
+                          "median volume among the week's 168 hours, unlike the *By regime* table above, which "
+                          "compares the bar's volume with its own last 30 days — then per bucket traded."),
         new_code_cell("from toolkit.ops.slippage import slippage_table\n\n"
                       "display(slippage_table(att.slippage, by_regime=True))\n"
                       "display(slippage_table(att.slippage))"),
