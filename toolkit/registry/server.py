@@ -227,6 +227,9 @@ def _auth_ini(root: Path, port: int, promoters: list[str]) -> Path:
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        # a checked password is trusted for 60 s instead of paying PBKDF2 (werkzeug's 600,000 rounds) on every
+        # request; a password change or a deleted account takes up to 60 s to reach the other worker
+        "auth_cache_ttl_seconds = 60\n"
         "\n[desk_auth]\n"
         f"promoters = {', '.join(promoters)}\n")
     return ini
