@@ -64,7 +64,10 @@ class LoadedVersion:
         ``Strategy.positions``, ``Sizing.scale`` and the band rule.
         """
         direction = float(self.strategy.last_position(bars))
-        scale = self.sizing.scale(bars["close"], self.bar_minutes).iloc[-1]
+        if hasattr(self.sizing, "scale_values"):
+            scale = self.sizing.scale_values(bars["close"].to_numpy(dtype="float64"), self.bar_minutes)[-1]
+        else:  # a version logged before ``scale_values`` (its own sizing code): the same numbers as a Series
+            scale = self.sizing.scale(bars["close"], self.bar_minutes).iloc[-1]
         raw = direction * (0.0 if pd.isna(scale) else float(scale))
         target = float(self.rebalance(raw, held, float(self.sizing.rebalance_band)))
         return direction, raw, target

@@ -70,11 +70,22 @@ class Sizing(pydantic.BaseModel):
 
         NaN while fewer than the window's returns are known (the position is then flat).
         """
+        return pd.Series(self.scale_values(close.to_numpy(dtype="float64"), bar_minutes), index=close.index,
+                         name=close.name)
+
+    def scale_values(self, close: np.ndarray, bar_minutes: float) -> np.ndarray:
+        """Return :meth:`scale` as a float64 array (the runner's call: no Series per step).
+
+        The rolling standard deviation is pandas' (the same numbers as the backtest's, to the bit);
+        the rest is numpy, which keeps NaN where pandas' ``clip`` keeps it.
+        """
         n = self.window_bars(bar_minutes)
-        r = np.log(close.astype("float64")).diff()
-        sigma = r.rolling(n, min_periods=n).std(ddof=1) * math.sqrt(_MINUTES_PER_YEAR / bar_minutes)
-        sigma = sigma.clip(lower=self.min_vol_annual_pct / 100.0)
-        return (self.target_vol_annual_pct / 100.0 / sigma).clip(upper=self.max_position)
+        r = np.empty(len(close), dtype="float64")
+        r[:1] = np.nan
+        r[1:] = np.diff(np.log(close))
+        sd = pd.Series(r).rolling(n, min_periods=n).std(ddof=1).to_numpy()
+        sigma = np.maximum(sd * math.sqrt(_MINUTES_PER_YEAR / bar_minutes), self.min_vol_annual_pct / 100.0)
+        return np.minimum(self.target_vol_annual_pct / 100.0 / sigma, self.max_position)
 
     def targets(self, direction: pd.Series | np.ndarray, close: pd.Series, bar_minutes: float) -> np.ndarray:
         """Return the raw sized targets (T, or T×N for T×N directions), 0 where the scale is unknown."""
