@@ -47,6 +47,23 @@ def test_the_band_cuts_turnover_and_keeps_the_risk(bars: pd.DataFrame) -> None:
     assert np.abs(banded - unbanded).max() < 0.5 * unbanded.max()
 
 
+@pytest.mark.parametrize("kw", [{}, {"vol_window_days": 2.0}, {"vol_window_days": 7.0, "min_vol_annual_pct": 60.0,
+                                                              "max_position": 0.5}])
+def test_scale_is_the_pandas_formula_to_the_bit(bars: pd.DataFrame, kw: dict[str, float]) -> None:
+    """``scale`` (numpy around pandas' rolling std) equals the formula written in pandas, NaN warm-up included."""
+    sz = Sizing(**kw)
+    n = sz.window_bars(60.0)
+    sigma = np.log(bars["close"]).diff().rolling(n, min_periods=n).std(ddof=1) * np.sqrt(365 * 24)
+    reference = (sz.target_vol_annual_pct / 100.0 / sigma.clip(lower=sz.min_vol_annual_pct / 100.0)).clip(
+        upper=sz.max_position)
+    got = sz.scale(bars["close"], 60.0)
+    assert got.index.equals(bars.index) and got.name == "close"
+    np.testing.assert_array_equal(got.to_numpy(), reference.to_numpy())  # NaN where NaN, equal elsewhere
+    assert got.isna().sum() == n and (got == sz.max_position).any() == (kw.get("vol_window_days") == 2.0)
+    window = bars["close"].to_numpy()[-(n + 1):]
+    assert sz.scale_values(window, 60.0)[-1] == pytest.approx(reference.iloc[-1], rel=1e-12)
+
+
 def test_sized_target_on_required_history_equals_full_history(bars: pd.DataFrame) -> None:
     sz = Sizing()
     need = sz.required_history(60.0)
