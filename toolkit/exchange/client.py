@@ -15,6 +15,7 @@ import ccxt.async_support as ccxt_async
 
 from toolkit.clock import Clock
 from toolkit.errors import ConfigurationError
+from toolkit.exchange.pacing import BINANCE_SPOT_WEIGHT_PER_MINUTE, install_pacer
 
 __all__ = ["BINANCE_API", "CLIENT_KEYS", "SPOT_OPTIONS", "exchange_client"]
 
@@ -80,7 +81,9 @@ def exchange_client(exchange_id: str = "binance", url: str | None = None, api_ke
     options
         ``timeout``, ``enableRateLimit``, ``rateLimit``, ``verbose``, ``headers``,
         ``proxies`` and ``userAgent`` go to the constructor; anything else into
-        ccxt's ``options`` (e.g. ``adjustForTimeDifference=True``).
+        ccxt's ``options`` (e.g. ``adjustForTimeDifference=True``). With ``enableRateLimit``
+        (the default) a sync client is paced by :class:`~toolkit.exchange.pacing.Pacer`
+        (bursts, ccxt's average rate, Binance's used-weight header) instead of ccxt's fixed spacing.
 
     Raises
     ------
@@ -110,6 +113,8 @@ def exchange_client(exchange_id: str = "binance", url: str | None = None, api_ke
     if extra:
         cfg["options"] = extra
     client = getattr(module, exchange_id)(cfg)
+    if not async_ and cfg["enableRateLimit"]:  # ccxt's async clients have a token bucket of their own
+        install_pacer(client, weight_limit=BINANCE_SPOT_WEIGHT_PER_MINUTE if exchange_id == "binance" else None)
     if sandbox:
         client.set_sandbox_mode(True)
     if clock is not None:
