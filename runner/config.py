@@ -115,12 +115,19 @@ class ExchangeSettings(_Frozen):
     secret_env: str = pydantic.Field("TOOLKIT_EXCHANGE_SECRET", pattern=r"^[A-Z_][A-Z0-9_]*$")
     timeout_ms: int = pydantic.Field(10_000, gt=0)
     recv_window_ms: int = pydantic.Field(60_000, gt=0, le=60_000)
+    clock_max_age_ms: int = pydantic.Field(
+        1_000, ge=0, le=10_000, description="an order is signed with the exchange's time read at most this many ms "
+        "of wall time before, else it is read again (0: before every order; lower it for a replay venue running "
+        "faster than wall speed)")
     rate_limit: bool = True
 
     @pydantic.model_validator(mode="after")
     def _one_venue(self) -> ExchangeSettings:
         if self.url is not None and self.sandbox:
             raise ConfigurationError("exchange.sandbox", "false when exchange.url is set (one venue)", True)
+        if 2 * self.clock_max_age_ms > self.recv_window_ms:
+            raise ConfigurationError("exchange.clock_max_age_ms", f"at most half of exchange.recv_window_ms "
+                                     f"({self.recv_window_ms // 2})", self.clock_max_age_ms)
         return self
 
     def exchange_config(self, environ: Mapping[str, str] | None = None) -> ExchangeConfig:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -63,20 +64,30 @@ class RunnerHalted(ToolkitError):
 
 
 class ExchangeClock:
-    """The exchange's time as last read (``GET /api/v3/time``), read again every cycle and before each order.
+    """The exchange's time as last read (``GET /api/v3/time``), read again every cycle and before an order
+    when the last read is older than ``exchange.clock_max_age_ms`` of wall time.
 
     Signing with it keeps request timestamps within the exchange's window whether the venue
     runs at wall speed, accelerated or stepped (the runner signs with ``recvWindow`` 60 s).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._ms = 0
         self.server_ms = 0  # the exchange's time as last read (may go back: a skewed venue)
+        self._monotonic = monotonic
+        self._read_at = -math.inf  # wall (monotonic) seconds of the last read
 
     def sync(self, session: ExchangeSession) -> int:
         self.server_ms = session.fetch_time()
+        self._read_at = self._monotonic()
         self._ms = max(self._ms, self.server_ms)
         return self._ms
+
+    def recent(self, session: ExchangeSession, max_age_ms: int) -> int:
+        """Return the exchange's time, read again only when the last read is older than ``max_age_ms``."""
+        if (self._monotonic() - self._read_at) * 1000.0 < max_age_ms:
+            return self._ms
+        return self.sync(session)
 
     def now_ms(self) -> int:
         return self._ms
@@ -403,8 +414,7 @@ class Runner:
             return  # an order's outcome is not known yet: reconciliation first
         if self.journal.blocking(d.name):
             return  # stays pending: executed when the incident is resolved, unless a newer bar closes first
-        ticker = self.session.fetch_ticker(d.symbol)
-        arrival = _dec(ticker.get("last") or ticker.get("close"))
+        arrival = self.session.fetch_last_price(d.symbol)
         pos = self.journal.position(d.name, d.base, d.quote)
         equity = _dec(d.capital) + pos.quote_flow + pos.base * arrival
         if decision["order_delta"] is None:
@@ -496,7 +506,7 @@ class Runner:
         retry; operational → recorded, raised.
         """
         assert self.journal is not None and self.session is not None
-        now = self.clock.sync(self.session)
+        now = self.clock.recent(self.session, self.cfg.exchange.clock_max_age_ms)
         self.journal.record_intent({
             "client_order_id": cid, "deployment": d.name, "bar_time": bar_time, "leg": leg, "symbol": d.symbol,
             "side": side, "type": order_type, "amount": str(amount), "arrival_price": str(arrival), "intent_at": now,

@@ -124,6 +124,7 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self.con.row_factory = sqlite3.Row
+        self._positions: dict[tuple[str, str, str], tuple[int, Position]] = {}  # as of a fill rowid (position())
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=FULL")
         self.migrate()
@@ -303,18 +304,30 @@ class Journal:
         return self.rows("SELECT * FROM fills WHERE deployment = ? ORDER BY at, trade_id", (deployment,))
 
     def position(self, deployment: str, base: str, quote: str) -> Position:
-        """Return the deployment's base holdings and quote flow from its fills (fees deducted in their asset)."""
-        qty, flow = Decimal(0), Decimal(0)
-        for f in self.fills(deployment):
-            amount, cost, fee = Decimal(f["amount"]), Decimal(f["cost"]), Decimal(f["fee"])
-            sign = 1 if f["side"] == "buy" else -1
-            qty += sign * amount
-            flow -= sign * cost
-            if f["fee_asset"] == base:
-                qty -= fee
-            elif f["fee_asset"] == quote:
-                flow -= fee
-        return Position(base=qty, quote_flow=flow)
+        """Return the deployment's base holdings and quote flow from its fills (fees deducted in their asset).
+
+        Fills are only ever inserted, and the sums are exact (Decimal), so the position is kept as of the
+        last committed fill read and only the fills journaled since (by any process) are added on a call.
+        """
+        key = (deployment, base, quote)
+        seen, pos = self._positions.get(key, (0, Position(Decimal(0), Decimal(0))))
+        rows = self.con.execute("SELECT rowid, side, amount, cost, fee, fee_asset FROM fills "
+                                "WHERE deployment = ? AND rowid > ? ORDER BY rowid", (deployment, seen)).fetchall()
+        if not rows:
+            return pos
+        qty, flow = pos.base, pos.quote_flow
+        for _, side, amount, cost, fee, fee_asset in rows:
+            sign = 1 if side == "buy" else -1
+            qty += sign * Decimal(amount)
+            flow -= sign * Decimal(cost)
+            if fee_asset == base:
+                qty -= Decimal(fee)
+            elif fee_asset == quote:
+                flow -= Decimal(fee)
+        pos = Position(base=qty, quote_flow=flow)
+        if not self.con.in_transaction:  # a fill read inside an open transaction may yet be rolled back
+            self._positions[key] = (int(rows[-1][0]), pos)
+        return pos
 
     # --- balances ---------------------------------------------------------------------------------
     def baseline(self) -> dict[str, Decimal]:

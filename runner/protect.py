@@ -128,8 +128,7 @@ def _flatten(r: Runner, d: Deployment, why: str) -> None:
         pos = r.journal.position(d.name, d.base, d.quote).base
         if pos <= 0:
             break
-        ticker = r.session.fetch_ticker(d.symbol)
-        arrival = Decimal(str(ticker.get("last") or ticker.get("close")))
+        arrival = r.session.fetch_last_price(d.symbol)
         try:
             amount, _ = r.session.to_precision(d.symbol, pos)
         except InvalidOrderRejected:

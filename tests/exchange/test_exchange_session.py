@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import ccxt
@@ -117,6 +118,8 @@ def test_the_reads_a_runner_needs(emu: Emulator, connect: Connect) -> None:
     assert len(rows) == 3 and all(len(r) == 6 for r in rows) and rows[0][0] < rows[1][0] < rows[2][0]
     ticker = session.fetch_ticker("BTC/USDT")
     assert ticker["symbol"] == "BTC/USDT" and ticker["last"] > 0
+    # the runner's arrival price: GET /api/v3/ticker/price, the same last trade as the 24 h ticker's
+    assert session.fetch_last_price("BTC/USDT") == Decimal(str(ticker["last"]))
     assert session.fetch_time() == emu.clock.now_ms()  # the venue's replay clock (stepped: it stands still)
     assert isinstance(session.sync_clock(), int)
     assert session.fetch_balance()["USDT"]["free"] == 100_000

@@ -142,6 +142,8 @@ def test_two_processes_opening_a_new_journal_migrate_it_once(tmp_path: Path) -> 
     ({"rollback": {"max_drawdown_pct": 0.0}}, "rollback.max_drawdown_pct"),
     ({"metrics": {"port": 70000}}, "metrics.port"),
     ({"poll": {"alias_check_seconds": 0}}, "poll.alias_check_seconds"),
+    ({"exchange": {"clock_max_age_ms": 20_000}}, "exchange.clock_max_age_ms"),           # above 10 s
+    ({"exchange": {"recv_window_ms": 1_000, "clock_max_age_ms": 600}}, "exchange.clock_max_age_ms"),  # > half
     ({"alerts": {"sinks": "log"}}, "alerts.sinks"),
     ({"alerts": {"cut_size_factor": 1.5}}, "alerts.cut_size_factor"),
     ({"alerts": {"widen_band_factor": 1.0}}, "alerts.widen_band_factor"),

@@ -25,6 +25,7 @@ from toolkit.canonical import canonical_sha256
 from toolkit.clock import Clock
 from toolkit.exchange import orders
 from toolkit.exchange.client import exchange_client
+from toolkit.exchange.errors import UnexpectedResponse
 from toolkit.exchange.orders import Order
 from toolkit.exchange.retry import Retrier, RetryEvent, RetryPolicy
 
@@ -176,6 +177,16 @@ class ExchangeSession:
     def fetch_ticker(self, symbol: str) -> dict[str, Any]:
         """Return ccxt's ticker structure of ``symbol``."""
         return self._read(f"fetch_ticker {symbol}", lambda: self.client.fetch_ticker(symbol))  # type: ignore[no-any-return]
+
+    def fetch_last_price(self, symbol: str) -> Decimal:
+        """Return the price of ``symbol``'s last trade (``GET /api/v3/ticker/price``: lighter than the 24 h ticker)."""
+        prices = self._read(f"fetch_last_price {symbol}", lambda: self.client.fetch_last_prices([symbol]))
+        entry = (prices or {}).get(symbol) or {}
+        price = entry.get("price")
+        if price is None or not float(price) > 0:  # what ccxt's BadResponse means: an operational error
+            raise UnexpectedResponse(f"fetch_last_price {symbol}", self.exchange,
+                                     f"no positive last price in {entry!r}")
+        return Decimal(str(price))
 
     def fetch_balance(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Return ccxt's balance structure (``balance["USDT"]["free"]`` …)."""
