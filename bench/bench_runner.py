@@ -1,13 +1,17 @@
 """Benchmark: the runner's decision latency on loopback, incremental decisions against recomputing the history,
 and a replayed week at full speed (cycles and orders per second, RSS growth).
 
-Usage: .venv/bin/python bench/bench_runner.py [--hours 168] [--json bench/results/runner.json]
+Usage: .venv/bin/python bench/bench_runner.py [--hours 168] [--pause 1.0] [--json bench/results/runner.json]
 
 1. **A replayed week.** The runner tests' registry (``tests/runner/runner_support.build_registry``: a real
    backtest of ``ma_cross`` 20/50 on the bundled BTC/USDT 1h bars, gated and promoted to ``paper`` in a
    private sqlite store) and an in-process emulator replaying the bundled 1m bars from 2024-03-01 with a
-   stepped clock. ``runner.engine.Runner`` runs in this process, one cycle per replayed hour, as fast as it
-   goes (real ccxt over HTTP, the journal in WAL mode with ``synchronous=FULL``). Measured: the
+   stepped clock. ``runner.engine.Runner`` runs in this process, one cycle per replayed hour (real ccxt over
+   HTTP with the production default ``rate_limit = true``, i.e. the client paced by
+   ``toolkit.exchange.pacing.Pacer``; the journal in WAL mode with ``synchronous=FULL``). A runner cycles
+   every ``poll.cycle_seconds`` (5 s by default); the bench leaves ``--pause`` (1 s) between cycles, time
+   enough for the pacer's bucket to refill what a cycle spends, so each decision meets the pacer as a
+   production runner's would. Measured: the
    **decision latency** the runner itself publishes (``runner_decision_latency_seconds``: the loop seeing a
    new closed bar → the order request sent, or the decision journaled when no order is due; the raw
    samples are kept by wrapping the histogram's ``observe``), cycles and orders per second of wall time,
@@ -53,7 +57,7 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q)) if samples else float("nan")
 
 
-def replayed_week(hours: int, work: Path) -> dict[str, Any]:
+def replayed_week(hours: int, work: Path, pause: float = 1.0) -> dict[str, Any]:
     from runner_support import CANARY_KEY, CANARY_SECRET, START, build_registry, write_config
 
     from runner.config import load_config
@@ -70,7 +74,8 @@ def replayed_week(hours: int, work: Path) -> dict[str, Any]:
     runner = None
     try:
         emu = pool.start()
-        cfg = load_config(write_config(work / "runner.toml", emu.url, work / "journal.sqlite"))
+        cfg = load_config(write_config(work / "runner.toml", emu.url, work / "journal.sqlite",
+                                       exchange={"rate_limit": True}))
         runner = Runner(cfg, environ={"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY,
                                       "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET})
         publish = runner.metrics.decision_latency
@@ -87,10 +92,16 @@ def replayed_week(hours: int, work: Path) -> dict[str, Any]:
         for v in samples.values():
             v.clear()
         rss0, t0 = rss_mib(), time.perf_counter()
+        assert runner.session is not None
+        pacer = runner.session.client.throttle
+        waited0, paused = pacer.waited_s, 0.0
         for _ in range(hours):
+            time.sleep(pause)
+            paused += pause
             runner.cycle()
             step_clock(emu.url, 60)
-        wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0 - paused
+        paced_s = pacer.waited_s - waited0
         rss1 = rss_mib()
         orders = [o for o in runner.journal.orders() if o["state"] != "not_placed"] if runner.journal else []
     finally:
@@ -100,7 +111,8 @@ def replayed_week(hours: int, work: Path) -> dict[str, Any]:
     assert not left, f"emulator port still bound: {left}"
     every = samples["order"] + samples["no_order"]
     return {
-        "hours": hours, "wall_s": wall, "cycles_per_s": hours / wall, "orders": len(orders),
+        "hours": hours, "pause_s": pause, "paced_s": paced_s, "wall_s": wall, "cycles_per_s": hours / wall,
+        "orders": len(orders),
         "orders_per_s": len(orders) / wall, "rss_mib_before": rss0, "rss_mib_after": rss1,
         "rss_growth_mib": rss1 - rss0,
         "decision_latency_ms": {
@@ -142,10 +154,11 @@ def incremental_vs_recompute(n_history: int = 10_000, n_bars: int = 500) -> dict
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=int, default=168)
+    ap.add_argument("--pause", type=float, default=1.0, help="wall seconds between two cycles")
     ap.add_argument("--json", type=Path, default=RESULTS)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
-        week = replayed_week(args.hours, Path(tmp))
+        week = replayed_week(args.hours, Path(tmp), args.pause)
     compute = incremental_vs_recompute()
     lat = week["decision_latency_ms"]
     result = {
@@ -157,7 +170,8 @@ def main() -> int:
           f"p50 {lat['all']['p50']:.2f} ms, p99 {lat['all']['p99']:.2f} ms (goal p99 < {GOAL_P99_MS:g} ms); "
           f"with an order ({lat['with_order']['n']}): p50 {lat['with_order']['p50']:.2f} ms, "
           f"p99 {lat['with_order']['p99']:.2f} ms")
-    print(f"replayed {week['hours']} h in {week['wall_s']:.1f} s: {week['cycles_per_s']:.1f} cycles/s, "
+    print(f"replayed {week['hours']} h in {week['wall_s']:.1f} s of cycles ({week['pause_s']:g} s pauses apart; "
+          f"the pacer held requests {week['paced_s']:.2f} s in all): {week['cycles_per_s']:.1f} cycles/s, "
           f"{week['orders']} orders ({week['orders_per_s']:.2f}/s); RSS {week['rss_mib_before']:.0f} -> "
           f"{week['rss_mib_after']:.0f} MiB ({week['rss_growth_mib']:+.1f})")
     print(f"decision compute on {compute['window_bars']}-bar windows: p50 {compute['incremental_ms']['p50']:.3f} ms, "
