@@ -32,10 +32,11 @@ from typing import Any
 
 import pandas as pd
 
-from runner import failpoints
+from runner import execution
 from runner.config import Deployment, RunnerConfig
+from runner.execution import client_order_id, dec, iso_utc
 from runner.feed import BarFeed
-from runner.journal import OPEN_STATES, Journal
+from runner.journal import Journal
 from runner.reconcile import Reconciler
 from runner.version import LoadedVersion, load_version
 from toolkit.errors import ConfigurationError, ToolkitError
@@ -44,10 +45,8 @@ from toolkit.exchange import (
     ExchangeRejected,
     ExchangeSession,
     ExchangeTemporaryError,
-    OutcomeUnknown,
 )
-from toolkit.exchange.errors import InvalidOrderRejected, RateLimited, TimestampRejected
-from toolkit.exchange.orders import Order
+from toolkit.exchange.errors import RateLimited
 
 __all__ = ["KILL", "ExchangeClock", "Runner", "RunnerHalted", "client_order_id"]
 
@@ -96,15 +95,6 @@ class ExchangeClock:
         return pd.Timestamp(self._ms, unit="ms", tz="UTC")
 
 
-def client_order_id(deployment: str, bar_time: int, leg: int) -> str:
-    """Return the client order id of a deployment's ``leg``-th order for the bar opening at ``bar_time``."""
-    return f"{deployment}-{bar_time}-{leg}"
-
-
-def _dec(x: Any) -> Decimal:
-    return Decimal(str(x))
-
-
 class Runner:
     """One runner: one exchange account, one journal, the deployments of a config.
 
@@ -138,7 +128,6 @@ class Runner:
         self.min_notional: dict[str, Decimal] = {}
         self.cycles = 0
         self.killed: int | None = None  # the kill-switch incident executed (flattened, halted)
-        self.fresh: set[str] = set()    # deployments whose next decision starts from the position held
         self.pending_switch: dict[str, tuple[LoadedVersion, str]] = {}  # handovers waiting for a bar boundary
         self._bar_seen_at: dict[str, float] = {}  # wall time a deployment's newest bar was first seen
         self.drift: dict[str, Decimal] = {}  # exchange minus journal per asset, at the last reconciliation
@@ -175,7 +164,7 @@ class Runner:
             if d.symbol not in markets:
                 raise ConfigurationError(f"deployments[{i}].symbol", f"a symbol {self.cfg.exchange.id} lists", d.symbol)
             limits = markets[d.symbol].get("limits") or {}
-            self.min_notional[d.name] = _dec((limits.get("cost") or {}).get("min") or 0)
+            self.min_notional[d.name] = dec((limits.get("cost") or {}).get("min") or 0)
             if not versions:
                 continue
             v = self.versions[d.name]
@@ -197,8 +186,6 @@ class Runner:
         for d in self.cfg.deployments if versions else ():
             v = self.versions[d.name]
             current = self.journal.current_version(d.name)
-            if self.journal.get_meta(_fresh_key(d.name)) == "1":  # flattened or handed over before a restart
-                self.fresh.add(d.name)
             if current != v.version:
                 if current is not None:
                     self.mark_fresh(d.name)
@@ -219,7 +206,10 @@ class Runner:
         not from the last decision's target; journaled, so a restart keeps it."""
         assert self.journal is not None
         self.journal.set_meta(_fresh_key(deployment), "1")
-        self.fresh.add(deployment)
+
+    def is_fresh(self, deployment: str) -> bool:
+        """Return True when the deployment's next decision starts from the position held (the journal says)."""
+        return self.journal is not None and self.journal.get_meta(_fresh_key(deployment)) == "1"
 
     def close(self) -> None:
         self.metrics.stop()
@@ -357,7 +347,7 @@ class Runner:
             window = bars.iloc[: times.index(t) + 1].iloc[-v.required_history:]
             last = self._decide(d, v, t, window, last, now, latest=(t == times[-1]))
         if last is not None and last["exec_state"] in ("pending", "executing") and int(last["bar_time"]) == times[-1]:
-            self.execute(d, v, last, now)
+            execution.execute(self, d, v, last, now)
 
     def _decide(self, d: Deployment, v: LoadedVersion, t: int, window: pd.DataFrame, last: dict[str, Any] | None,
                 now: int, latest: bool) -> dict[str, Any]:
@@ -365,9 +355,10 @@ class Runner:
         pos = self.journal.position(d.name, d.base, d.quote)
         price = float(window["close"].iloc[-1])
         # the decision it supersedes, its bar and the decision itself are journaled in one commit
-        supersede = last is not None and last["exec_state"] in ("pending", "executing")
-        previous = None if last is None else int(last["bar_time"])
-        if last is None or d.name in self.fresh:  # a first decision (of a version) starts from the position held
+        superseded = int(last["bar_time"]) if last is not None and last["exec_state"] in ("pending", "executing") \
+            else None
+        fresh = self.is_fresh(d.name)  # flattened, handed over or de-risked since (a restart included)
+        if last is None or fresh:  # a first decision (of a version) starts from the position held
             equity = d.capital + float(pos.quote_flow) + float(pos.base) * price
             held = float(pos.base) * price / equity if equity > 0 else 0.0
             last = None
@@ -388,163 +379,20 @@ class Runner:
                "note": "" if latest else "a newer bar had closed when this one was decided"}
         o, h, lo, c, vol = (float(x) for x in window.iloc[-1][["open", "high", "low", "close", "volume"]])
         with self.journal.tx() as con:
-            if supersede and previous is not None:
-                self.journal.set_exec_state(d.name, previous, "superseded", "a newer bar closed", con=con)
+            if superseded is not None:
+                self.journal.set_exec_state(d.name, superseded, "superseded", "a newer bar closed", con=con)
             self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)], con=con)
             self.journal.record_decision(row, con=con)
-            if d.name in self.fresh:
+            if fresh:
                 self.journal.set_meta(_fresh_key(d.name), "0", con=con)
-        self.fresh.discard(d.name)
         if late:
-            self._incident("late_bar", "warning", f"{d.symbol} bar {_iso(t)} decided {late_ms / 1000:.0f} s after it "
-                           "closed", d.name)
-        self._event("decision", deployment=d.name, bar=_iso(t), direction=direction, target=target, held=held,
+            self._incident("late_bar", "warning", f"{d.symbol} bar {iso_utc(t)} decided {late_ms / 1000:.0f} s after "
+                           "it closed", d.name)
+        self._event("decision", deployment=d.name, bar=iso_utc(t), direction=direction, target=target, held=held,
                     version=v.version, late=late)
         if latest and state != "pending":
             self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
         return {**row, "order_delta": None}
-
-    # --- execution --------------------------------------------------------------------------------
-    def execute(self, d: Deployment, v: LoadedVersion, decision: dict[str, Any], now: int) -> None:
-        """Send the next order of the latest decision, if one is needed and allowed."""
-        assert self.journal is not None and self.session is not None
-        t = int(decision["bar_time"])
-        legs = self.journal.orders(d.name, bar_time=t, purpose="trade")
-        if any(o["state"] in OPEN_STATES for o in legs):
-            return  # an order's outcome is not known yet: reconciliation first
-        if self.journal.blocking(d.name):
-            return  # stays pending: executed when the incident is resolved, unless a newer bar closes first
-        arrival = self.session.fetch_last_price(d.symbol)
-        pos = self.journal.position(d.name, d.base, d.quote)
-        equity = _dec(d.capital) + pos.quote_flow + pos.base * arrival
-        if decision["order_delta"] is None:
-            delta = _dec(decision["target"]) * _dec(self.alerting.size_factor(d.name)) * equity / arrival - pos.base
-            remaining = delta
-        else:
-            delta = _dec(decision["order_delta"])
-            done = sum((_dec(o["filled"]) * (1 if o["side"] == "buy" else -1) for o in legs), Decimal(0))
-            remaining = delta - done
-            if remaining * delta <= 0:
-                self.journal.set_exec_state(d.name, t, "done")
-                self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
-                return
-        side = "buy" if remaining > 0 else "sell"
-        if side == "sell":
-            remaining = max(remaining, -max(pos.base, Decimal(0)))  # never sell what the deployment does not hold
-        try:
-            amount, _ = self.session.to_precision(d.symbol, abs(remaining))
-        except InvalidOrderRejected:
-            amount = Decimal(0)
-        if amount <= 0 or amount * arrival < self.min_notional[d.name]:
-            self.journal.set_exec_state(d.name, t, "done", f"remaining {remaining} below the market's minimum")
-            if not legs and abs(remaining) > 0:
-                self._incident("below_min_notional", "info", f"{d.symbol} bar {_iso(t)}: an order of {remaining} at "
-                               f"{arrival} is under the market's minimum notional {self.min_notional[d.name]}: "
-                               "not sent", d.name)
-            self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "no_order")
-            return
-        if len(legs) >= self.cfg.risk.max_legs_per_bar:
-            self.journal.set_exec_state(d.name, t, "incomplete", f"{len(legs)} legs sent, {remaining} left")
-            self._incident("incomplete_execution", "warning", f"{d.symbol} bar {_iso(t)}: {remaining} left after "
-                           f"{len(legs)} orders", d.name)
-            return
-        refusal = self._risk(d, decision, side, amount, arrival, pos.base, equity, now)
-        if refusal:
-            self.journal.set_exec_state(d.name, t, "refused", refusal)
-            self._incident("risk_refused", "warning", f"{d.symbol} bar {_iso(t)}: {refusal}", d.name)
-            return
-        self._send(d, v, t, len(legs), side, amount, arrival, delta if decision["order_delta"] is None else None)
-
-    def _risk(self, d: Deployment, decision: dict[str, Any], side: str, amount: Decimal, arrival: Decimal,
-              held: Decimal, equity: Decimal, now: int) -> str:
-        """Return why the order is refused by the pre-trade limits ('' when it passes)."""
-        r = self.cfg.risk
-        notional = amount * arrival
-        after = held + (amount if side == "buy" else -amount)
-        reduces = abs(after) < abs(held)
-        if notional > _dec(r.max_order_notional):
-            return f"order notional {notional:.2f} above max_order_notional {r.max_order_notional}"
-        if not reduces and abs(after) * arrival > _dec(r.max_position_notional):
-            return f"position notional {abs(after) * arrival:.2f} above max_position_notional {r.max_position_notional}"
-        ref = _dec(decision["decision_price"])
-        band, limit = abs(arrival - ref) / ref * 100, _dec(r.price_band_pct) * _dec(self.alerting.band_factor(d.name))
-        if band > limit:
-            return f"arrival price {arrival} is {band:.2f} % from the last trade {ref} (band {float(limit):g} %)"
-        assert self.journal is not None
-        day = pd.Timestamp(now, unit="ms", tz="UTC").strftime("%Y-%m-%d")
-        key = f"day_start_equity:{d.name}:{day}"
-        start = self.journal.get_meta(key)
-        if start is None:
-            self.journal.set_meta(key, str(equity))
-            start = str(equity)
-        loss = _dec(start) - equity
-        if loss > _dec(r.daily_loss_limit) and not reduces:
-            self._incident("daily_loss", "blocking", f"{d.name}: lost {loss:.2f} today, limit {r.daily_loss_limit}",
-                           d.name)
-            return f"daily loss {loss:.2f} above daily_loss_limit {r.daily_loss_limit}"
-        return ""
-
-    def _send(self, d: Deployment, v: LoadedVersion, t: int, leg: int, side: str, amount: Decimal, arrival: Decimal,
-              first_delta: Decimal | None) -> None:
-        from runner import protect
-
-        protect.cancel_stop(self, d)  # a protective stop locks the base asset: it is placed again after the fill
-        order = self.place(d, cid=client_order_id(d.name, t, leg), bar_time=t, leg=leg, side=side, amount=amount,
-                           arrival=arrival, version=v.version, purpose="trade", first_delta=first_delta)
-        if order is not None and order.status == "closed":  # filled in full: the decision is executed
-            self.journal.set_exec_state(d.name, t, "done", f"filled by {order.client_order_id}")  # type: ignore[union-attr]
-        if order is not None:
-            self.reconcile()
-
-    def place(self, d: Deployment, *, cid: str, bar_time: int, leg: int, side: str, amount: Decimal, arrival: Decimal,
-              version: str, purpose: str, order_type: str = "market", price: Decimal | None = None,
-              params: dict[str, Any] | None = None, first_delta: Decimal | None = None) -> Order | None:
-        """Journal an order's intent, send it once, journal the answer; return the order (None: not placed now).
-
-        ``OutcomeUnknown`` → looked up by client id (reconciliation settles it); a timestamp refusal → not
-        placed (the clock is resynced); temporary → not placed, raised; rejected → recorded, incident, no
-        retry; operational → recorded, raised.
-        """
-        assert self.journal is not None and self.session is not None
-        now = self.clock.recent(self.session, self.cfg.exchange.clock_max_age_ms)
-        self.journal.record_intent({
-            "client_order_id": cid, "deployment": d.name, "bar_time": bar_time, "leg": leg, "symbol": d.symbol,
-            "side": side, "type": order_type, "amount": str(amount), "arrival_price": str(arrival), "intent_at": now,
-            "state": "intent", "updated_at": now, "version": version, "purpose": purpose}, order_delta=first_delta)
-        self._event("order", deployment=d.name, client_order_id=cid, side=side, amount=str(amount),
-                    arrival=str(arrival), type=order_type, purpose=purpose, price=None if price is None else str(price))
-        failpoints.hit("before_send")
-        if purpose == "trade":
-            self.metrics.decision_latency(d.name, self._bar_seen_at.pop(d.name, None), "order")
-        try:
-            order = self.session.place_order(d.symbol, side, order_type, amount, price, client_order_id=cid,
-                                             params=params)
-        except OutcomeUnknown as exc:
-            self.journal.update_order(cid, "unknown", self.clock.now_ms(), detail=str(exc))
-            self._incident("outcome_unknown", "warning", f"{cid}: {exc}", d.name)
-            Reconciler(self.cfg, self.journal, self.session).resolve_pending(self.clock.now_ms())
-            return None
-        except TimestampRejected as exc:  # nothing executed; the adapter resynced the clock
-            self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
-            self._incident("timestamp_rejected", "warning", f"{cid}: {exc}", d.name)
-            return None
-        except ExchangeTemporaryError as exc:  # a 429/418: refused, nothing executed
-            self.journal.update_order(cid, "not_placed", self.clock.now_ms(), detail=str(exc))
-            raise
-        except ExchangeRejected as exc:
-            self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
-            if purpose == "trade":
-                self.journal.set_exec_state(d.name, bar_time, "rejected", str(exc)[:500])
-            self._incident("order_rejected", "warning", f"{cid}: {type(exc).__name__}: {exc}", d.name)
-            return None
-        except ExchangeOperationalError as exc:
-            self.journal.update_order(cid, "rejected", self.clock.now_ms(), detail=str(exc))
-            raise
-        failpoints.hit("after_send")
-        self.journal.update_order(cid, order.status or "open", self.clock.now_ms(), exchange_id=order.id,
-                                  filled=order.filled, average=order.average, detail="answer to the order request")
-        failpoints.hit("after_order")
-        return order
 
     # --- journal helpers --------------------------------------------------------------------------
     def _incident(self, kind: str, severity: str, message: str, deployment: str | None = None) -> None:
@@ -553,12 +401,9 @@ class Runner:
         self._event("incident", kind=kind, severity=severity, message=message, deployment=deployment)
 
     def _event(self, event: str, **fields: Any) -> None:
-        log.info(json.dumps({"event": event, "exchange_time": _iso(self.clock.now_ms()), **fields}, default=str))
+        log.info(json.dumps({"event": event, "exchange_time": iso_utc(self.clock.now_ms()), **fields}, default=str))
 
 
 def _fresh_key(deployment: str) -> str:
     return f"fresh:{deployment}"
 
-
-def _iso(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()

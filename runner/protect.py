@@ -23,7 +23,7 @@ from __future__ import annotations
 from decimal import ROUND_DOWN, Decimal
 from typing import TYPE_CHECKING
 
-from runner import failpoints
+from runner import execution, failpoints
 from runner.config import Deployment
 from runner.journal import OPEN_STATES
 from runner.reconcile import Reconciler
@@ -135,8 +135,8 @@ def _flatten(r: Runner, d: Deployment, why: str) -> None:
             amount = Decimal(0)
         if amount <= 0 or amount * arrival < r.min_notional.get(d.name, Decimal(0)):
             break
-        order = r.place(d, cid=f"{d.name}-{stamp}-x{leg}", bar_time=stamp, leg=FLATTEN_LEG + leg, side="sell",
-                        amount=amount, arrival=arrival, version=version, purpose="flatten")
+        order = execution.place(r, d, cid=f"{d.name}-{stamp}-x{leg}", bar_time=stamp, leg=FLATTEN_LEG + leg,
+                                side="sell", amount=amount, arrival=arrival, version=version, purpose="flatten")
         failpoints.hit("flatten_leg")
         r.reconcile()
         if order is None and r.journal.orders(d.name, states=OPEN_STATES):
@@ -178,9 +178,9 @@ def keep_stop(r: Runner, d: Deployment) -> None:
     stamp = r.clock.sync(r.session)
     version = r.versions[d.name].version if d.name in r.versions else "-"
     try:
-        order = r.place(d, cid=f"{d.name}-{stamp}-s0", bar_time=stamp, leg=STOP_LEG, side="sell", amount=want,
-                        arrival=last, version=version, purpose="stop", order_type="limit", price=limit_price,
-                        params={"stopPrice": format(stop_price, "f")})
+        order = execution.place(r, d, cid=f"{d.name}-{stamp}-s0", bar_time=stamp, leg=STOP_LEG, side="sell",
+                                amount=want, arrival=last, version=version, purpose="stop", order_type="limit",
+                                price=limit_price, params={"stopPrice": format(stop_price, "f")})
     except ExchangeRejected:
         order = None
     if order is None:

@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from runner import execution
 from runner.alerting import derisk_factors
 from runner.engine import Runner
 from runner.journal import Journal
@@ -286,8 +287,8 @@ def test_widen_limits_widens_the_price_band_until_its_incident_is_resolved(
     now = r.clock.now_ms()
 
     def refusal() -> str:  # an arrival 7 % from the decision's price; the band is 5 %
-        return r._risk(d, {"decision_price": "100"}, "buy", Decimal("0.001"), Decimal("107"), Decimal(0),
-                       Decimal(20000), now)
+        return execution.risk_refusal(r, d, {"decision_price": "100"}, "buy", Decimal("0.001"), Decimal("107"),
+                                      Decimal(0), Decimal(20000), now)
 
     assert "(band 5 %)" in refusal()
     r.alerting.route(d, {"spread": [1e6]}, now)  # a spread far above this hour's bucket
@@ -297,8 +298,8 @@ def test_widen_limits_widens_the_price_band_until_its_incident_is_resolved(
     assert receiver.bodies == [] or "spread" not in [b["rule"] for b in receiver.bodies]  # log: not paged
     assert derisk_factors(r.journal, "btc") == {"widen_limits": 2.0}
     assert refusal() == ""  # 7 % inside the widened 10 % band
-    assert "(band 10 %)" in r._risk(d, {"decision_price": "100"}, "buy", Decimal("0.001"), Decimal("111"),
-                                     Decimal(0), Decimal(20000), now)
+    assert "(band 10 %)" in execution.risk_refusal(r, d, {"decision_price": "100"}, "buy", Decimal("0.001"),
+                                                   Decimal("111"), Decimal(0), Decimal(20000), now)
     incident = int(spread[0]["incident_id"])
     assert r.journal.resolve_incident(incident, now, "operator: the book is back")
     r.attempt()
