@@ -300,7 +300,7 @@ class Alerting:
             key = f"derisk:{d.name}:{alert.action}"
             r.journal.set_meta(key, json.dumps({"factor": factor, "incident": incident, "alert": seq, "at": now,
                                                 "rule": alert.rule, "lifted_at": None}))
-            r.fresh.add(d.name)  # the next decision trades from the position held: the cut reaches it at once
+            r.mark_fresh(d.name)  # the next decision trades from the position held: the cut reaches it at once
             r._event("derisk", deployment=d.name, action=alert.action, factor=factor, incident=incident)
 
     def _lift(self, now: int) -> None:
@@ -314,7 +314,7 @@ class Alerting:
                 rows = r.journal.rows("SELECT resolved_at FROM incidents WHERE id = ?", (doc["incident"],))
                 if not rows or rows[0]["resolved_at"] is not None:
                     r.journal.set_meta(key, json.dumps({**doc, "lifted_at": now}))
-                    r.fresh.add(d.name)
+                    r.mark_fresh(d.name)
                     r._event("derisk_lifted", deployment=d.name, action=action, incident=doc["incident"])
 
     # --- what the engine asks ---------------------------------------------------------------------

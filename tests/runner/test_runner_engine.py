@@ -173,7 +173,7 @@ def test_after_a_flatten_and_a_restart_the_next_decision_starts_from_the_positio
     again = Runner(r.cfg, environ={"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET})
     try:
         again.open()  # a new process: the flatten is known from the journal, not from memory
-        assert again.fresh == {"btc"}
+        assert again.is_fresh("btc")
         step_clock(emu.url, 60)
         again.cycle()
         assert again.journal is not None
@@ -181,6 +181,6 @@ def test_after_a_flatten_and_a_restart_the_next_decision_starts_from_the_positio
         # the position held (the dust under the market's minimum the flatten could not sell), not the last target
         assert d is not None and 0.0 <= float(d["held_before"]) < 1e-4 < float(bought["target"])
         assert float(d["target"]) > 0 and again.journal.position("btc", "BTC", "USDT").base > 0  # bought back
-        assert again.fresh == set() and again.journal.get_meta("fresh:btc") == "0"
+        assert not again.is_fresh("btc") and again.journal.get_meta("fresh:btc") == "0"
     finally:
         again.close()
