@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Desk toolkit (.venv)" >/dev/null
 	@echo "compiling the sweep kernels once (numba's on-disk cache; later runs load them)"
-	$(PY) -c "from toolkit.backtest.fused import warm; warm()"
+	$(PY) -c "from toolkit.backtest.fused_path import warm; warm()"
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the pinned environment and its Jupyter kernel

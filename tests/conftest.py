@@ -46,3 +46,9 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TOOLKIT_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("TOOLKIT_AUDIT", str(tmp_path / "audit.db"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Return the temporary folder every xdist worker of this session shares (pytest's own without xdist)."""
+    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent

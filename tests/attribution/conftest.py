@@ -2,42 +2,32 @@
 
 from __future__ import annotations
 
-import sys
+import fcntl
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent / "runner"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
+import pytest
+from suite_support import import_helpers_from
 
-
-import fcntl  # noqa: E402
-
-import pytest  # noqa: E402
-
-
-def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+import_helpers_from(Path(__file__).resolve().parent, "runner")
 
 
 @pytest.fixture(scope="session")
-def attribution_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> object:
+def attribution_registry(shared_tmp: Path) -> object:
     """The runner tests' promoted registry (``runner_support.shared_registry``: built once for every suite)."""
     from runner_support import shared_registry
 
-    return shared_registry(_shared(tmp_path_factory, worker_id))
+    return shared_registry(shared_tmp)
 
 
 @pytest.fixture(scope="session")
-def paper_journals(attribution_registry: object, tmp_path_factory: pytest.TempPathFactory,
-                   worker_id: str) -> dict[str, Path]:
+def paper_journals(attribution_registry: object, shared_tmp: Path) -> dict[str, Path]:
     """Real journals of the runner paper-trading the promoted version for 72 replayed hours against the emulator:
     ``plain`` (the emulator's default fill model) and ``wide`` (a 25 bps half-spread: a known extra slippage)."""
     from live_support import paper_journal
 
     from toolkit.emulator.testing import make_store
 
-    root = _shared(tmp_path_factory, worker_id) / "attribution-journals"
+    root = shared_tmp / "attribution-journals"
     root.mkdir(exist_ok=True)
     with (root / "build.lock").open("a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)

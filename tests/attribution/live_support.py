@@ -8,11 +8,10 @@ fill model (e.g. a wider spread: a known extra slippage the attribution must rec
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, write_config
+from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, environ, write_config
 
 ENV = {"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET}
 CAPITAL = 20000.0
@@ -25,29 +24,21 @@ def paper_journal(reg: PromotedRegistry, work: Path, store: Path, hours: int, na
     from runner.demo import replay_hours
     from runner.engine import Runner
     from toolkit.emulator.testing import EmulatorPool
+    from toolkit.registry import adapter
 
-    saved = {k: os.environ.get(k) for k in reg.env}
-    os.environ.update(reg.env)
-    pool = EmulatorPool(work / f"emu-{name}", start=START, store_roots=(store,), symbols=("BTC/USDT",))
-    (work / f"emu-{name}").mkdir(parents=True, exist_ok=True)
-    journal = work / f"{name}.sqlite"
-    runner = None
-    try:
-        emu = pool.start(**({"matching": matching} if matching else {}))
-        cfg = load_config(write_config(work / f"{name}.toml", emu.url, journal,
-                                       deployment={"capital": CAPITAL}))
-        runner = Runner(cfg, environ=ENV)
-        replay_hours(runner, emu.url, hours)
-    finally:
-        if runner is not None:
-            runner.close()
-        assert pool.stop_all() == [], "an emulator port is still bound"
-        from toolkit.registry import adapter
-
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        adapter.configure()
+    with environ(reg.env, after=adapter.configure):
+        pool = EmulatorPool(work / f"emu-{name}", start=START, store_roots=(store,), symbols=("BTC/USDT",))
+        (work / f"emu-{name}").mkdir(parents=True, exist_ok=True)
+        journal = work / f"{name}.sqlite"
+        runner = None
+        try:
+            emu = pool.start(**({"matching": matching} if matching else {}))
+            cfg = load_config(write_config(work / f"{name}.toml", emu.url, journal,
+                                           deployment={"capital": CAPITAL}))
+            runner = Runner(cfg, environ=ENV)
+            replay_hours(runner, emu.url, hours)
+        finally:
+            if runner is not None:
+                runner.close()
+            assert pool.stop_all() == [], "an emulator port is still bound"
     return journal

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from toolkit.backtest import TrialLedger, config_from_params, fused, run_backtest
+from toolkit.backtest import TrialLedger, config_from_params, fused, fused_path, run_backtest
 from toolkit.backtest.bundle import load_bundle, save_bundle
 from toolkit.backtest.config import BacktestConfig
 from toolkit.backtest.costs import BarCostInputs
@@ -69,8 +69,8 @@ def assert_equal_paths(cfg: BacktestConfig, bars: pd.DataFrame, params: dict[str
     strategy = make_strategy(cfg.strategy, params)
     direction = strategy.positions(bars).to_numpy()
     # the kernel's rule on the shared features decides exactly what the strategy decides
-    np.testing.assert_array_equal(fused.directions(cfg, bars, params), direction, err_msg=str(params))
-    kernel = fused.simulate_path(cfg, bars, direction)
+    np.testing.assert_array_equal(fused_path.directions(cfg, bars, params), direction, err_msg=str(params))
+    kernel = fused_path.simulate_path(cfg, bars, direction)
     ref_returns, (orders, trades, decided) = vectorbt_path(cfg, bars, direction)
     np.testing.assert_array_equal(kernel.positions, decided)
     # compare up to ruin: once the equity is dust (~1e-11 of the capital), the two simulators' snapping

@@ -5,38 +5,30 @@ from __future__ import annotations
 
 import fcntl
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from suite_support import import_helpers_from
 
-HERE = Path(__file__).resolve().parent
-for p in (HERE, HERE.parent / "runner"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
-
-
-def _shared(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+import_helpers_from(Path(__file__).resolve().parent, "runner")
 
 
 @pytest.fixture(scope="session")
-def ops_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> object:
+def ops_registry(shared_tmp: Path) -> object:
     """The runner tests' promoted registry (``runner_support.shared_registry``: built once for every suite)."""
     from runner_support import shared_registry
 
-    return shared_registry(_shared(tmp_path_factory, worker_id))
+    return shared_registry(shared_tmp)
 
 
 @pytest.fixture(scope="session")
-def incident_journal(ops_registry: object, tmp_path_factory: pytest.TempPathFactory,
-                     worker_id: str) -> tuple[Path, int]:
+def incident_journal(ops_registry: object, shared_tmp: Path) -> tuple[Path, int]:
     """A real journal of the runner with a ``stale_feed`` incident (``incident_support``): (path, incident id)."""
     from incident_support import stale_feed_journal
 
     from toolkit.emulator.testing import make_store
 
-    root = _shared(tmp_path_factory, worker_id) / "incident-journal"
+    root = shared_tmp / "incident-journal"
     root.mkdir(exist_ok=True)
     done = root / "done.json"
     with (root / "build.lock").open("a") as lock:

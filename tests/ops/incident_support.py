@@ -10,10 +10,9 @@ hours. Emulator and runner are stopped before :func:`stale_feed_journal` returns
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, write_config
+from runner_support import CANARY_KEY, CANARY_SECRET, START, PromotedRegistry, environ, write_config
 
 ENV = {"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY, "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET}
 CAPITAL = 20000.0
@@ -25,51 +24,43 @@ def stale_feed_journal(reg: PromotedRegistry, work: Path, store: Path) -> tuple[
     from runner.config import load_config
     from runner.engine import Runner
     from toolkit.emulator.testing import EmulatorPool, admin, step_clock
+    from toolkit.registry import adapter
 
-    saved = {k: os.environ.get(k) for k in reg.env}
-    os.environ.update(reg.env)
-    (work / "emu").mkdir(parents=True, exist_ok=True)
-    pool = EmulatorPool(work / "emu", start=START, store_roots=(store,), symbols=("BTC/USDT",))
-    journal = work / "incident.sqlite"
-    runner = None
-    try:
-        emu = pool.start()
-        cfg = load_config(write_config(work / "runner.toml", emu.url, journal, deployment={"capital": CAPITAL},
-                                       poll={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05}))
-        runner = Runner(cfg, environ=ENV)
-        runner._sleep = lambda _s: None  # type: ignore[method-assign]
-        runner.open()
+    with environ(reg.env, after=adapter.configure):
+        (work / "emu").mkdir(parents=True, exist_ok=True)
+        pool = EmulatorPool(work / "emu", start=START, store_roots=(store,), symbols=("BTC/USDT",))
+        journal = work / "incident.sqlite"
+        runner = None
+        try:
+            emu = pool.start()
+            cfg = load_config(write_config(work / "runner.toml", emu.url, journal, deployment={"capital": CAPITAL},
+                                           poll={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05}))
+            runner = Runner(cfg, environ=ENV)
+            runner._sleep = lambda _s: None  # type: ignore[method-assign]
+            runner.open()
 
-        def hours(n: int) -> None:
-            for _ in range(n):
-                step_clock(emu.url, 60)
-                for _ in range(4):  # a few cycles per bar: settling, the next leg
-                    runner.attempt()  # type: ignore[union-attr]
+            def hours(n: int) -> None:
+                for _ in range(n):
+                    step_clock(emu.url, 60)
+                    for _ in range(4):  # a few cycles per bar: settling, the next leg
+                        runner.attempt()  # type: ignore[union-attr]
 
-        runner.attempt()  # the first decision, with a good feed
-        hours(1)
-        admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "stale_klines", "lag_minutes": 180}],
-                                                 "replace": True})
-        hours(3)
-        assert runner.journal is not None
-        stale = [i for i in runner.journal.incidents(open_only=True) if i["kind"] == "stale_feed"]
-        assert stale, runner.journal.incidents()
-        incident = int(stale[0]["id"])
-        hours(1)
-        assert runner.journal.acknowledge_incident(incident, emu.clock.now_ms(), ON_CALL)
-        admin(emu.url, "DELETE", "/admin/faults")
-        hours(4)
-        assert runner.journal.incidents()[incident - 1]["resolved_at"] is not None, runner.journal.incidents()
-    finally:
-        if runner is not None:
-            runner.close()
-        assert pool.stop_all() == [], "an emulator port is still bound"
-        from toolkit.registry import adapter
-
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        adapter.configure()
+            runner.attempt()  # the first decision, with a good feed
+            hours(1)
+            admin(emu.url, "POST", "/admin/faults", {"faults": [{"kind": "stale_klines", "lag_minutes": 180}],
+                                                     "replace": True})
+            hours(3)
+            assert runner.journal is not None
+            stale = [i for i in runner.journal.incidents(open_only=True) if i["kind"] == "stale_feed"]
+            assert stale, runner.journal.incidents()
+            incident = int(stale[0]["id"])
+            hours(1)
+            assert runner.journal.acknowledge_incident(incident, emu.clock.now_ms(), ON_CALL)
+            admin(emu.url, "DELETE", "/admin/faults")
+            hours(4)
+            assert runner.journal.incidents()[incident - 1]["resolved_at"] is not None, runner.journal.incidents()
+        finally:
+            if runner is not None:
+                runner.close()
+            assert pool.stop_all() == [], "an emulator port is still bound"
     return journal, incident

@@ -24,10 +24,9 @@ from toolkit.emulator.testing import EmulatorPool, make_store
 
 
 @pytest.fixture(scope="session")
-def promoted_registry(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> PromotedRegistry:
+def promoted_registry(shared_tmp: Path) -> PromotedRegistry:
     """The registry with version 1 promoted to paper, built once for all workers (``shared_registry``)."""
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    return shared_registry(shared)
+    return shared_registry(shared_tmp)
 
 
 @pytest.fixture

@@ -21,14 +21,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from toolkit.emulator import Emulator
 
 MODEL = "ma_cross.BTC-USDT.1h"
@@ -47,6 +47,24 @@ class PromotedRegistry:
     root: Path
     env: dict[str, str]
     bundle: Path
+
+
+@contextmanager
+def environ(env: Mapping[str, str], after: Callable[[], object] | None = None) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for the block; then restore each variable (or its absence) and call ``after``
+    (e.g. ``adapter.configure``, to point MLflow back at the restored store), also when the block raised."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if after is not None:
+            after()
 
 
 def build_registry(root: Path) -> PromotedRegistry:
@@ -78,9 +96,7 @@ def build_registry(root: Path) -> PromotedRegistry:
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "TOOLKIT_ARTIFACTS": str(store / "artifacts"),
            "TOOLKIT_AUDIT": str(store / "audit.db"), "TOOLKIT_REPORTS_DIR": str(store / "reports"),
            "TOOLKIT_LEDGER": str(root / "trials.db"), "TOOLKIT_POLICY_PAPER": str(policy_path)}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with environ(env):
         policy = load_policy(policy_path, stage="paper")
         cfg = config_from_params(strategy="ma_cross", symbol="BTC/USDT", timeframe="1h", start="2023-01-01",
                                  end="2024-02-28", grid={k: [v] for k, v in PARAMS.items()}, sizing=SIZING)
@@ -106,12 +122,6 @@ def build_registry(root: Path) -> PromotedRegistry:
         assert verdict2.passed, verdict2.summary()
         (out2 / "verdict.json").write_text(verdict2.to_json(), encoding="utf-8")
         record_verdict(MODEL, v2, out2 / "verdict.json", extra_evidence=out2)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     return PromotedRegistry(root=root, env=env, bundle=bundle)
 
 

@@ -34,6 +34,7 @@ from toolkit.ops.regimes import RegimeMap, bucket_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ops"))
 from ops_support import Receiver
+from runner_support import MODEL
 
 SHIPPED = Path(__file__).resolve().parents[2] / "runner" / "alert_rules.toml"
 HOUR_MS = 3_600_000
@@ -70,9 +71,9 @@ def _rules(tmp_path: Path, **changes: dict[str, Any]) -> Path:
 
 def _runner(make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner], tmp_path: Path,
             rules: Path = SHIPPED, start: str | None = None, faults: list[dict[str, Any]] | None = None,
-            **overrides: Any) -> tuple[Emulator, Runner]:
+            poll: dict[str, float] | None = None, **overrides: Any) -> tuple[Emulator, Runner]:
     emu = make_emulator(**({"start": start} if start else {}))
-    r = make_runner(emu, poll={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05},
+    r = make_runner(emu, poll={"retry_initial_seconds": 0.01, "retry_max_seconds": 0.05, **(poll or {})},
                     alerts={"rules": str(rules), "file": str(tmp_path / "alerts.jsonl"),
                             "webhook_url_env": "DESK_TEST_WEBHOOK", "webhook_min_severity": "ticket"}, **overrides)
     r._sleep = lambda _s: None  # type: ignore[method-assign]
@@ -325,19 +326,38 @@ def test_without_a_regime_map_only_absolute_rules_run_and_the_alert_says_so(
 
 
 def test_a_new_version_routes_with_its_own_regime_map(
-        registry_env: Any, make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner],
+        private_registry: Any, make_emulator: Callable[..., Emulator], make_runner: Callable[..., Runner],
         tmp_path: Path, receiver: Receiver) -> None:
-    import dataclasses
+    """A real handover (the alias moved by ``promote``, then by ``rollback``, while the runner runs): from the
+    bar boundary the deployment's alerts route with the regime map stored with the version it now trades."""
+    from toolkit.registry import adapter
+    from toolkit.registry.promotion import promote, rollback
 
-    _emu, r = _runner(make_emulator, make_runner, tmp_path, start=QUIET[0])
-    d = r.cfg.deployments[0]
+    adapter.configure()
+    emu, r = _runner(make_emulator, make_runner, tmp_path, poll={"alias_check_seconds": 0.001})
+    assert r.journal is not None
     first = r.versions["btc"]
-    assert r.alerting.routers["btc"].regimes is not None and "btc" not in r.alerting.no_map
-    # the handover (runner.switch) calls version_changed once the new version trades: here one stored without a map
-    r.versions["btc"] = dataclasses.replace(first, version="2", regime_map_json=None)
-    r.alerting.version_changed(d)
+    assert first.version == "1" and first.regime_map_json is not None
+    assert _regimes(r).sha256 == RegimeMap.from_json(first.regime_map_json, "version 1").sha256
+    assert "btc" not in r.alerting.no_map
+
+    def trade_until(version: str) -> None:
+        for _ in range(4):  # the alias is read on the next cycle; the handover waits for the bar boundary
+            step_clock(emu.url, 60)
+            r.attempt()
+            if r.versions["btc"].version == version:
+                return
+        raise AssertionError(f"no handover to version {version}: {r.journal.switches('btc')}")  # type: ignore[union-attr]
+
+    promote(MODEL, "2", "paper", reason="tests: a version stored without a regime map", actor="tests")
+    trade_until("2")
+    assert [(s["from_version"], s["to_version"]) for s in r.journal.switches("btc")][-1] == ("1", "2")
+    assert r.versions["btc"].regime_map_json is None  # version 2's verdict was recorded without one
     assert r.alerting.routers["btc"].regimes is None
     assert "ma_cross.BTC-USDT.1h version 2: absolute thresholds only" in r.alerting.no_map["btc"]
-    r.versions["btc"] = first
-    r.alerting.version_changed(d)
-    assert r.alerting.routers["btc"].regimes is not None and "btc" not in r.alerting.no_map
+
+    rollback(MODEL, "paper", reason="tests: back to version 1", actor="tests")
+    trade_until("1")
+    assert [(s["from_version"], s["to_version"]) for s in r.journal.switches("btc")][-1] == ("2", "1")
+    assert _regimes(r).sha256 == RegimeMap.from_json(first.regime_map_json, "version 1").sha256
+    assert "btc" not in r.alerting.no_map

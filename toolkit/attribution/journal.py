@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -131,24 +132,33 @@ class JournalData:
         return next(iter(models)) if len(models) == 1 else ",".join(sorted(models))
 
 
-def connect_journal(path: Path) -> sqlite3.Connection:
+def connect_journal(path: Path, extra: Mapping[str, tuple[str, ...]] | None = None,
+                    schema: int | None = None) -> sqlite3.Connection:
+    """Open the runner's journal at ``path`` read-only; raise ``JournalError`` unless it has the columns read.
+
+    ``REQUIRED_COLUMNS`` (attribution's) are always checked; ``extra`` adds the tables and columns
+    (table -> columns) another reader needs beyond them, and ``schema`` the journal schema those
+    came with, named in the error. Tables are checked in name order.
+    """
     if not path.is_file():
-        raise JournalError("journal", "a runner journal (SQLite file)", str(path))
+        raise JournalError("journal", "a runner journal (an existing SQLite file)", str(path))
+    more = extra or {}
+    need = {t: (*REQUIRED_COLUMNS.get(t, ()), *more.get(t, ())) for t in {*REQUIRED_COLUMNS, *more}}
+    written = "a journal written by the runner" + ("" if schema is None else f", schema {schema}")
+    column = "a column of the runner's journal " + ("schema" if schema is None else f"(schema {schema})")
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
         con.row_factory = sqlite3.Row
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, cols in sorted(need.items()):
+            if table not in tables:
+                raise JournalError(f"journal table {table}", f"present ({written})", f"{path}: tables {sorted(tables)}")
+            have = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
+            missing = [c for c in cols if c not in have]
+            if missing:
+                raise JournalError(f"{table}.{missing[0]}", column, f"{path}: columns {sorted(have)}")
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a runner journal (SQLite file)", f"{path}: {exc}") from None
-    for table, cols in REQUIRED_COLUMNS.items():
-        if table not in tables:
-            raise JournalError(f"journal table {table}", "present (a journal written by the runner)",
-                               f"{path}: tables {sorted(tables)}")
-        have = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
-        missing = [c for c in cols if c not in have]
-        if missing:
-            raise JournalError(f"{table}.{missing[0]}", "a column of the runner's journal schema",
-                               f"{path}: columns {sorted(have)}")
     return con
 
 

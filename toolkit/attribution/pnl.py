@@ -1,7 +1,7 @@
 """Live PnL against the backtest of the same version over the same bars, split into its causes.
 
 The backtest is the version's own decisions (``direction``, computed by the caller with
-the version's strategy code) through the backtest's kernel (``toolkit.backtest.fused.
+the version's strategy code) through the backtest's kernel (``toolkit.backtest.fused_path.
 simulate_path``: the version's sizing and band, next-open fills, the fill model's
 slippage, the taker fee), started with the live equity at the first decision of the period.
 
@@ -153,7 +153,7 @@ def split_pnl(jd: JournalData, bars: pd.DataFrame, direction: np.ndarray, cfg: A
     DataError
         A decision's bar is not among ``bars``.
     """
-    from toolkit.backtest.fused import simulate_path
+    from toolkit.backtest.fused_path import simulate_path
 
     notes: list[str] = []
     base, _, quote = (jd.orders[0].symbol if jd.orders else "BASE/QUOTE").partition("/")

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from toolkit.backtest import fused
+from toolkit.backtest import fused, fused_path
 from toolkit.backtest.config import BacktestConfig, Fold, GridValue
 from toolkit.backtest.costs import BarCostInputs, slippage_rates
 from toolkit.backtest.ledger import TrialLedger, TrialRecord, ledger_key
@@ -240,7 +240,7 @@ def _spliced_directions(cfg: BacktestConfig, bars: pd.DataFrame, folds: list[Fol
 
 def replay_returns(cfg: BacktestConfig, bars: pd.DataFrame, folds: list[Fold], choices: list[Combo]) -> np.ndarray:
     """Return the per-bar returns of ``replay`` computed by the kernel's loop (no vectorbt)."""
-    return fused.simulate_path(cfg, bars, _spliced_directions(cfg, bars, folds, choices)).returns
+    return fused_path.simulate_path(cfg, bars, _spliced_directions(cfg, bars, folds, choices)).returns
 
 
 def path_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo]) -> np.ndarray:
@@ -249,7 +249,7 @@ def path_returns(cfg: BacktestConfig, bars: pd.DataFrame, combos: list[Combo]) -
     cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)
     for j, params in enumerate(combos):
         direction = make_strategy(cfg.strategy, params).positions(bars).to_numpy()
-        out[:, j] = fused.simulate_path(cfg, bars, direction, cost_inputs).returns
+        out[:, j] = fused_path.simulate_path(cfg, bars, direction, cost_inputs).returns
     return out
 
 
@@ -298,7 +298,7 @@ def run_backtest(cfg: BacktestConfig, bars: pd.DataFrame, ledger: TrialLedger | 
 
     cost_inputs = BarCostInputs.from_bars(bars, cfg.costs)  # the same inputs for vectorbt and the kernel
     record = replay(cfg, bars, folds, [combos[k] for k in picks], cost_inputs)
-    kernel = fused.simulate_path(cfg, bars, record.directions, cost_inputs)
+    kernel = fused_path.simulate_path(cfg, bars, record.directions, cost_inputs)
     deviation = float(np.nanmax(np.abs(kernel.returns - record.returns))) if len(bars) else 0.0
     if not deviation <= KERNEL_TOLERANCE:
         raise ToolkitError(

@@ -70,7 +70,7 @@ def measure_costs_and_neighbours(
     over the whole period with the backtest's own costs and capital; their out-of-sample
     Sharpe ratios are compared. ``reproduction_max_abs_diff`` is the largest difference between
     the recorded returns and their replay (the record re-derived from the bundle). The
-    re-simulations run on the fused kernel's loop (``toolkit.backtest.fused.simulate_path``),
+    re-simulations run on the fused kernel's loop (``toolkit.backtest.fused_path.simulate_path``),
     the record was simulated by vectorbt: the reproduction is also the check between the two.
     """
     from toolkit.backtest.config import Fold

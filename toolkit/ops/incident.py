@@ -34,17 +34,17 @@ import numpy as np
 import pandas as pd
 
 from toolkit.attribution.errors import JournalError
-from toolkit.attribution.journal import REQUIRED_COLUMNS, parse_decimal
+from toolkit.attribution.journal import connect_journal, parse_decimal
 from toolkit.errors import ConfigurationError
 from toolkit.ops.market_context import CONTEXT_METRICS, DAYS, MarketContext, market_context
 
 __all__ = ["CONTEXT_METRICS", "Event", "IncidentReport", "MarketContext", "PnLImpact", "RunnerActions",
            "check_incident", "incident_report"]
 
-#: the journal columns this report reads beyond attribution's (the incident's acknowledgement, order purpose)
+#: the journal columns this report reads beyond attribution's (the incident's acknowledgement, order purpose),
+#: from the journal's schema 3
 _MORE_COLUMNS = {"incidents": ("acknowledged_at", "acknowledged_by", "resolution"), "orders": ("purpose",),
                  "balances": ("at", "kind", "asset", "total", "expected")}
-
 
 
 @dataclass(frozen=True)
@@ -203,30 +203,6 @@ def _iso(ms: int | None) -> str | None:
 def _duration(ms: int) -> str:
     minutes = ms / 60_000
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open ``path`` read-only; raise ``JournalError`` unless it is a runner journal with the columns read here."""
-    if not path.is_file():
-        raise JournalError("journal", "a runner journal (an existing SQLite file)", str(path))
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        con.row_factory = sqlite3.Row
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        need = {t: (*REQUIRED_COLUMNS.get(t, ()), *_MORE_COLUMNS.get(t, ())) for t in {*REQUIRED_COLUMNS,
-                                                                                       *_MORE_COLUMNS}}
-        for table, cols in sorted(need.items()):
-            if table not in tables:
-                raise JournalError(f"journal table {table}", "present (a journal written by the runner, schema 3)",
-                                   f"{path}: tables {sorted(tables)}")
-            have = {r[1] for r in con.execute(f'PRAGMA table_info("{table}")')}
-            missing = [c for c in cols if c not in have]
-            if missing:
-                raise JournalError(f"{table}.{missing[0]}", "a column of the runner's journal (schema 3)",
-                                   f"{path}: columns {sorted(have)}")
-    except sqlite3.DatabaseError as exc:
-        raise JournalError("journal", "a runner journal (SQLite file)", f"{path}: {exc}") from None
-    return con
 
 
 def _rows(con: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
@@ -420,7 +396,7 @@ def check_incident(journal: str | Path, incident_id: int, hours: float = 6.0) ->
     """Return the incident's row; raise as :func:`incident_report` does for a bad journal, id or window."""
     path = Path(journal)
     _check_hours(hours)
-    con = _connect(path)
+    con = connect_journal(path, _MORE_COLUMNS, schema=3)
     try:
         return _incident_row(con, path, incident_id)
     except sqlite3.DatabaseError as exc:
@@ -462,7 +438,7 @@ def incident_report(journal: str | Path, incident_id: int, hours: float = 6.0, d
     """
     path = Path(journal)
     _check_hours(hours)
-    con = _connect(path)
+    con = connect_journal(path, _MORE_COLUMNS, schema=3)
     try:
         inc = _incident_row(con, path, incident_id)
         deps = [str(r["deployment"]) for r in _rows(con, "SELECT DISTINCT deployment FROM decisions ORDER BY 1")]
