@@ -1,13 +1,16 @@
 """Benchmark: the runner's decision latency on loopback, incremental decisions against recomputing the history,
 and a replayed week at full speed (cycles and orders per second, RSS growth).
 
-Usage: .venv/bin/python bench/bench_runner.py [--hours 168] [--pause 1.0] [--json bench/results/runner.json]
+Usage: .venv/bin/python bench/bench_runner.py [--hours 168] [--pause 1.0] [--emulator process|thread]
+       [--json bench/results/runner.json]
 
 1. **A replayed week.** The runner tests' registry (``tests/runner/runner_support.build_registry``: a real
    backtest of ``ma_cross`` 20/50 on the bundled BTC/USDT 1h bars, gated and promoted to ``paper`` in a
-   private sqlite store) and an in-process emulator replaying the bundled 1m bars from 2024-03-01 with a
-   stepped clock. ``runner.engine.Runner`` runs in this process, one cycle per replayed hour (real ccxt over
-   HTTP with the production default ``rate_limit = true``, i.e. the client paced by
+   private sqlite store) and the emulator replaying the bundled 1m bars from 2024-03-01 with a stepped
+   clock, in a process of its own (``toolkit emulator serve``), as an exchange is: ``--emulator thread``
+   runs it inside the bench's process instead, where its request handling shares the runner's GIL and
+   is counted in the runner's latency. ``runner.engine.Runner`` runs in this process, one cycle per
+   replayed hour (real ccxt over HTTP with the production default ``rate_limit = true``, i.e. the client paced by
    ``toolkit.exchange.pacing.Pacer``; the journal in WAL mode with ``synchronous=FULL``). A runner cycles
    every ``poll.cycle_seconds`` (5 s by default); the bench leaves ``--pause`` (1 s) between cycles, time
    enough for the pacer's bucket to refill what a cycle spends, so each decision meets the pacer as a
@@ -31,9 +34,12 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +63,47 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q)) if samples else float("nan")
 
 
-def replayed_week(hours: int, work: Path, pause: float = 1.0) -> dict[str, Any]:
+class EmulatorProcess:
+    """``toolkit emulator serve`` on a free loopback port (stepped clock, the canary credentials); stopped by
+    :meth:`stop` (SIGTERM, then its port checked free)."""
+
+    def __init__(self, work: Path, start: str, key: str, secret: str) -> None:
+        from toolkit.emulator.testing import free_port
+
+        self.url = f"http://127.0.0.1:{free_port()}"
+        toolkit = str(Path(sys.executable).with_name("toolkit"))
+        env = {**os.environ, "EMULATOR_API_KEY": key, "EMULATOR_API_SECRET": secret}
+        self.proc = subprocess.Popen([toolkit, "emulator", "serve", "--port", self.url.rsplit(":", 1)[1],
+                                      "--speed", "0", "--start", start, "--state", str(work / "emu-state.sqlite"),
+                                      "--symbols", "BTC/USDT"], env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/api/v3/ping", timeout=5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("the emulator did not start") from None
+                time.sleep(0.2)
+
+    def stop(self) -> list[str]:
+        from toolkit.emulator.testing import port_is_free
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        return [] if port_is_free(self.url) else [self.url]
+
+
+def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "process") -> dict[str, Any]:
     from runner_support import CANARY_KEY, CANARY_SECRET, START, build_registry, write_config
 
     from runner.config import load_config
@@ -71,9 +117,12 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0) -> dict[str, Any]:
     pool = EmulatorPool(work / "emu", start=START, store_roots=(store,), symbols=("BTC/USDT",))
     (work / "emu").mkdir()
     samples: dict[str, list[float]] = {"order": [], "no_order": []}
-    runner = None
+    runner, served = None, None
     try:
-        emu = pool.start()
+        if emulator == "process":  # the whole bundled store: its own process reads it (a few seconds)
+            emu = served = EmulatorProcess(work, START, CANARY_KEY, CANARY_SECRET)
+        else:
+            emu = pool.start()
         cfg = load_config(write_config(work / "runner.toml", emu.url, work / "journal.sqlite",
                                        exchange={"rate_limit": True}))
         runner = Runner(cfg, environ={"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY,
@@ -107,12 +156,12 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0) -> dict[str, Any]:
     finally:
         if runner is not None:
             runner.close()
-        left = pool.stop_all()
+        left = pool.stop_all() + (served.stop() if served is not None else [])
     assert not left, f"emulator port still bound: {left}"
     every = samples["order"] + samples["no_order"]
     return {
-        "hours": hours, "pause_s": pause, "paced_s": paced_s, "wall_s": wall, "cycles_per_s": hours / wall,
-        "orders": len(orders),
+        "hours": hours, "emulator": emulator, "pause_s": pause, "paced_s": paced_s, "wall_s": wall,
+        "cycles_per_s": hours / wall, "orders": len(orders),
         "orders_per_s": len(orders) / wall, "rss_mib_before": rss0, "rss_mib_after": rss1,
         "rss_growth_mib": rss1 - rss0,
         "decision_latency_ms": {
@@ -155,10 +204,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hours", type=int, default=168)
     ap.add_argument("--pause", type=float, default=1.0, help="wall seconds between two cycles")
+    ap.add_argument("--emulator", choices=("process", "thread"), default="process",
+                    help="the emulator in a process of its own (as an exchange is) or inside this one")
     ap.add_argument("--json", type=Path, default=RESULTS)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-runner-") as tmp:
-        week = replayed_week(args.hours, Path(tmp), args.pause)
+        week = replayed_week(args.hours, Path(tmp), args.pause, args.emulator)
     compute = incremental_vs_recompute()
     lat = week["decision_latency_ms"]
     result = {
@@ -170,7 +221,8 @@ def main() -> int:
           f"p50 {lat['all']['p50']:.2f} ms, p99 {lat['all']['p99']:.2f} ms (goal p99 < {GOAL_P99_MS:g} ms); "
           f"with an order ({lat['with_order']['n']}): p50 {lat['with_order']['p50']:.2f} ms, "
           f"p99 {lat['with_order']['p99']:.2f} ms")
-    print(f"replayed {week['hours']} h in {week['wall_s']:.1f} s of cycles ({week['pause_s']:g} s pauses apart; "
+    print(f"emulator: {week['emulator']}; replayed {week['hours']} h in {week['wall_s']:.1f} s of cycles "
+          f"({week['pause_s']:g} s pauses apart; "
           f"the pacer held requests {week['paced_s']:.2f} s in all): {week['cycles_per_s']:.1f} cycles/s, "
           f"{week['orders']} orders ({week['orders_per_s']:.2f}/s); RSS {week['rss_mib_before']:.0f} -> "
           f"{week['rss_mib_after']:.0f} MiB ({week['rss_growth_mib']:+.1f})")
