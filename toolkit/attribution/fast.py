@@ -54,6 +54,10 @@ _TERMINAL_NOT = ("intent", "unknown", "open")
 #: one fill as read: its rowid, its order's rowid (-1: none in the period), the values, time and flags
 _FILL_ROW = np.dtype([("rowid", np.int64), ("order", np.int64), ("price", np.float64), ("amount", np.float64),
                       ("fee", np.float64), ("at", np.int64), ("code", np.int64)])
+#: one decision as read: its rowid, bar, price (-1: NULL) and two flags (price plain, order delta plain or NULL)
+_DECISION_ROW = np.dtype([("rowid", np.int64), ("bar_time", np.int64), ("price", np.float64), ("plain", np.int64),
+                          ("delta_ok", np.int64)])
+_BAR_ROW = np.dtype([("open_time", np.int64), ("close", np.float64)])
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -130,32 +134,24 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     p = Path(path)
     con = connect_journal(p)
     con.row_factory = None
-    hashing = ThreadPoolExecutor(1, thread_name_prefix="journal-sha256")
-    sha = hashing.submit(file_sha256, p)  # on the other core while SQLite reads (hashlib releases the GIL)
+    # the fills on a second connection and thread: SQLite releases the GIL while it steps, so the fills'
+    # query runs on the other core while this thread reads the other tables (each query is its own read
+    # transaction either way); the file's hash on a third (hashlib releases the GIL too)
+    fcon = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    pool = ThreadPoolExecutor(2, thread_name_prefix="journal-read")
+    sha = pool.submit(file_sha256, p)
     collect = gc.isenabled()
     gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
     try:
         deployment = resolve_deployment(con, deployment, model)
         lo, hi = period_bounds(start_ms, end_ms)
         period = (deployment, lo, hi)
-        d_rows = con.execute(
-            f"SELECT rowid, bar_time, CAST(decision_price AS REAL), {_plain('decision_price')}, order_delta IS NULL "
-            f"OR {_plain('order_delta')} "
+        reading = pool.submit(_read_fills, fcon, deployment, period)
+        d_rows = np.fromiter(con.execute(
+            f"SELECT rowid, bar_time, IFNULL(CAST(decision_price AS REAL), -1.0), {_plain('decision_price')}, "
+            f"order_delta IS NULL OR {_plain('order_delta')} "
             "FROM decisions WHERE deployment = ? AND bar_time >= ? AND bar_time < ? ORDER BY bar_time",
-            period).fetchall()
-        assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills")]
-        asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
-            if assets else "0"
-        # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
-        # 96 × fee asset; the rows come in storage order (sorted by time below, ties by trade id when it matters)
-        f_rows = np.fromiter(con.execute(
-            "SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
-            "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
-            f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
-            f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
-            "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
-            "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
-            (deployment, *assets, *period, deployment)), dtype=_FILL_ROW)
+            period), dtype=_DECISION_ROW)
         o_rows = con.execute(
             f"SELECT o.rowid, o.client_order_id, o.bar_time, o.leg, o.symbol, {_side('o.side')}, "
             f"CAST(o.amount AS REAL), CAST(o.arrival_price AS REAL), "
@@ -166,18 +162,20 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
             period).fetchall()
         outside = {str(r[0]) for r in con.execute(
             "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)", period)}
-        b = con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
-                        (deployment,)).fetchall()
+        b = np.fromiter(con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
+                                    (deployment,)), dtype=_BAR_ROW)
+        f_rows, assets = reading.result()
         decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
+        fcon.interrupt()  # a no-op when the fills are read; else (an error here) they are not waited for
+        pool.shutdown(wait=True)
+        fcon.close()
         con.close()
-        hashing.shutdown(wait=True)
         if collect:
             gc.enable()
-    bc = _cols(b, 2)
-    bars = pd.DataFrame({"open_time": np.asarray(bc[0], dtype=np.int64), "close": np.asarray(bc[1], dtype=np.float64)})
+    bars = pd.DataFrame({"open_time": b["open_time"], "close": b["close"]})
 
     def trade_ids(rows: np.ndarray) -> list[str]:
         con = connect_journal(p)
@@ -191,18 +189,36 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
                          fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
 
 
-def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: np.ndarray, o_rows: list[Any],
+def _read_fills(con: sqlite3.Connection, deployment: str, period: tuple[str, int, int]
+                ) -> tuple[np.ndarray, list[Any]]:
+    """The fills of ``deployment`` and those of none, one ``_FILL_ROW`` each, and the fee assets they name."""
+    assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills")]
+    asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
+        if assets else "0"
+    # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
+    # 96 × fee asset; the rows come in storage order (sorted by time in _check, ties by trade id when it matters)
+    rows = np.fromiter(con.execute(
+        "SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
+        "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
+        f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
+        f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
+        "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
+        "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
+        (deployment, *assets, *period, deployment)), dtype=_FILL_ROW)
+    return rows, assets
+
+
+def _check(con: sqlite3.Connection, deployment: str, d_rows: np.ndarray, f_rows: np.ndarray, o_rows: list[Any],
            assets: list[Any], outside: set[str]
            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int, np.ndarray]:
     """Check the rows read (decisions, then fills, then orders, each in journal order) and return the frames."""
     # decisions: decision_price > 0, order_delta a decimal or NULL
-    dc = _cols(d_rows, 5)
-    d_price = np.asarray(dc[2], dtype=np.float64)
+    d_price = d_rows["price"].copy()
     with np.errstate(invalid="ignore"):
-        suspect = ~np.asarray(dc[3], dtype=bool) | ~np.asarray(dc[4], dtype=bool) | ~(d_price > 0)
+        suspect = (d_rows["plain"] == 0) | (d_rows["delta_ok"] == 0) | ~(d_price > 0)
     for i in np.flatnonzero(suspect):
         bt, price, delta = con.execute("SELECT bar_time, decision_price, order_delta FROM decisions WHERE rowid = ?",
-                                       (dc[0][i],)).fetchone()
+                                       (int(d_rows["rowid"][i]),)).fetchone()
         where = f"decisions[bar_time={bt}]"
         d_price[i] = _checked(parse_decimal(price, f"{where}.decision_price", positive=True),
                               f"{where}.decision_price", price, positive=True)
@@ -304,7 +320,7 @@ def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: 
         "order": f_order[keep], "side": _obj(sides[f_side[keep] + 1]), "price": f_price[keep],
         "amount": f_amount[keep], "fee": f_fee[keep], "fee_asset": _obj(asset_of[code[keep] // 96]),
         "at": f_at[keep]})
-    decisions = pd.DataFrame({"bar_time": np.asarray(dc[1], dtype=np.int64), "decision_price": d_price})
+    decisions = pd.DataFrame({"bar_time": d_rows["bar_time"], "decision_price": d_price})
     return decisions, orders, fills, foreign, f_rowid[keep]
 
 
