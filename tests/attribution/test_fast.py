@@ -139,6 +139,22 @@ def test_fast_equals_exact_on_the_runners_paper_journals(paper_journals: dict[st
         assert read_journal_frames(path).foreign_fills == jd.foreign_fills
 
 
+def test_fast_reads_every_fill_whatever_its_rowid(tmp_path: Path) -> None:
+    """The fills are read in ranges of rowids on several threads: the extreme rowids are read too."""
+    path, _ = random_journal(tmp_path / "j.sqlite", 5)
+    exact = exact_frame(path, None)
+    con = sqlite3.connect(path)
+    (n,) = con.execute("SELECT COUNT(*) FROM fills").fetchone()
+    con.execute("UPDATE fills SET rowid = 9223372036854775807 WHERE rowid = (SELECT MIN(rowid) FROM fills)")
+    con.execute("UPDATE fills SET rowid = -9223372036854775808 WHERE rowid = (SELECT MIN(rowid) FROM fills)")
+    con.execute("UPDATE fills SET rowid = rowid + 1000 WHERE rowid = (SELECT MAX(rowid) FROM fills WHERE rowid < 9999)")
+    con.commit()
+    con.close()
+    jf = read_journal_frames(path)
+    assert len(jf.fills) == n > 3
+    assert_same(fast_shortfall_frame(jf, HOUR), exact)
+
+
 def test_hand_checked_orders_through_the_fast_path(tmp_path: Path) -> None:
     path = write_journal(tmp_path / "j.sqlite", [
         HandDecision(bar=0, price="100", legs=[HandLeg("1.0", "101", "closed", [

@@ -58,6 +58,8 @@ _FILL_ROW = np.dtype([("rowid", np.int64), ("order", np.int64), ("price", np.flo
 _DECISION_ROW = np.dtype([("rowid", np.int64), ("bar_time", np.int64), ("price", np.float64), ("plain", np.int64),
                           ("delta_ok", np.int64)])
 _BAR_ROW = np.dtype([("open_time", np.int64), ("close", np.float64)])
+#: the fills are read in this many ranges of rowids, on as many threads (with SQLite's GIL-free steps)
+_FILL_PARTS = 2
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -134,11 +136,12 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     p = Path(path)
     con = connect_journal(p)
     con.row_factory = None
-    # the fills on a second connection and thread: SQLite releases the GIL while it steps, so the fills'
-    # query runs on the other core while this thread reads the other tables (each query is its own read
-    # transaction either way); the file's hash on a third (hashlib releases the GIL too)
-    fcon = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-    pool = ThreadPoolExecutor(2, thread_name_prefix="journal-read")
+    # the fills in _FILL_PARTS ranges of rowids, each on its own connection and thread: SQLite releases the
+    # GIL while it steps, so they run on the other core while this thread reads the other tables (each query
+    # is its own read transaction either way); the file's hash on one more thread (hashlib releases the GIL)
+    fcons = [sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+             for _ in range(_FILL_PARTS)]
+    pool = ThreadPoolExecutor(_FILL_PARTS + 1, thread_name_prefix="journal-read")
     sha = pool.submit(file_sha256, p)
     collect = gc.isenabled()
     gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
@@ -146,7 +149,11 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         deployment = resolve_deployment(con, deployment, model)
         lo, hi = period_bounds(start_ms, end_ms)
         period = (deployment, lo, hi)
-        reading = pool.submit(_read_fills, fcon, deployment, period)
+        first, last = con.execute("SELECT IFNULL(MIN(rowid), 0), IFNULL(MAX(rowid), -1) FROM fills").fetchone()
+        span = last - first + 1  # Python ints: rowids may reach 2**63 - 1
+        cuts = [first + span * k // _FILL_PARTS for k in range(_FILL_PARTS + 1)]
+        reading = [pool.submit(_read_fills, c, deployment, period, a, b - 1)
+                   for c, a, b in zip(fcons, cuts[:-1], cuts[1:], strict=True)]
         d_rows = np.fromiter(con.execute(
             f"SELECT rowid, bar_time, IFNULL(CAST(decision_price AS REAL), -1.0), {_plain('decision_price')}, "
             f"order_delta IS NULL OR {_plain('order_delta')} "
@@ -164,14 +171,16 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
             "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)", period)}
         b = np.fromiter(con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
                                     (deployment,)), dtype=_BAR_ROW)
-        f_rows, assets = reading.result()
+        f_rows, assets = _merge_fills([r.result() for r in reading])
         decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
-        fcon.interrupt()  # a no-op when the fills are read; else (an error here) they are not waited for
+        for c in fcons:
+            c.interrupt()  # a no-op when the fills are read; else (an error here) they are not waited for
         pool.shutdown(wait=True)
-        fcon.close()
+        for c in fcons:
+            c.close()
         con.close()
         if collect:
             gc.enable()
@@ -189,10 +198,12 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
                          fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
 
 
-def _read_fills(con: sqlite3.Connection, deployment: str, period: tuple[str, int, int]
+def _read_fills(con: sqlite3.Connection, deployment: str, period: tuple[str, int, int], first: int, last: int
                 ) -> tuple[np.ndarray, list[Any]]:
-    """The fills of ``deployment`` and those of none, one ``_FILL_ROW`` each, and the fee assets they name."""
-    assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills")]
+    """The fills of ``deployment`` and those of none with ``first <= rowid <= last``, one ``_FILL_ROW`` each,
+    and the fee assets of that range (``code // 96`` indexes them)."""
+    assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills WHERE rowid BETWEEN ? AND ?",
+                                        (first, last))]
     asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
         if assets else "0"
     # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
@@ -203,9 +214,20 @@ def _read_fills(con: sqlite3.Connection, deployment: str, period: tuple[str, int
         f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
         f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
         "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
-        "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
-        (deployment, *assets, *period, deployment)), dtype=_FILL_ROW)
+        "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.rowid BETWEEN ? AND ? "
+        "AND (f.deployment = ? OR f.deployment IS NULL)",
+        (deployment, *assets, *period, first, last, deployment)), dtype=_FILL_ROW)
     return rows, assets
+
+
+def _merge_fills(parts: list[tuple[np.ndarray, list[Any]]]) -> tuple[np.ndarray, list[Any]]:
+    """Join the ranges of fills read (in rowid order), their fee assets renumbered into one list."""
+    number: dict[Any, int] = {}
+    for rows, local in parts:
+        if len(rows):
+            renumber = np.asarray([number.setdefault(a, len(number)) for a in local], dtype=np.int64)
+            rows["code"] = rows["code"] % 96 + 96 * renumber[rows["code"] // 96]
+    return np.concatenate([rows for rows, _ in parts]), list(number)
 
 
 def _check(con: sqlite3.Connection, deployment: str, d_rows: np.ndarray, f_rows: np.ndarray, o_rows: list[Any],
