@@ -4,7 +4,8 @@ The same decomposition as :mod:`toolkit.attribution.shortfall` (Perold per decis
 trading, opportunity, fees, half-spread/impact where quotes exist), computed on columns
 instead of one ``Decimal`` order at a time. That module stays the definition (exact); the
 tests hold this one equal to it. :func:`read_journal_frames` reads the journal's tables with
-one query each and checks them with vectorised masks; :func:`journal_frames` turns a
+one query each (three quarters of the fills in a process of its own, :mod:`~toolkit.attribution.fill_reader`,
+while this one reads the rest) and checks them with vectorised masks; :func:`journal_frames` turns a
 :class:`~toolkit.attribution.journal.JournalData` already read exactly into the same columns;
 :func:`fast_shortfall_frame` returns the frame of :func:`~toolkit.attribution.shortfall.shortfall_frame`.
 
@@ -25,7 +26,11 @@ from __future__ import annotations
 
 import gc
 import math
+import pickle
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.attribution.errors import JournalError
+from toolkit.attribution.fill_reader import read as read_fills
 from toolkit.attribution.journal import (
     JournalData,
     connect_journal,
@@ -58,8 +64,11 @@ _FILL_ROW = np.dtype([("rowid", np.int64), ("order", np.int64), ("price", np.flo
 _DECISION_ROW = np.dtype([("rowid", np.int64), ("bar_time", np.int64), ("price", np.float64), ("plain", np.int64),
                           ("delta_ok", np.int64)])
 _BAR_ROW = np.dtype([("open_time", np.int64), ("close", np.float64)])
-#: the fills are read in this many ranges of rowids, on as many threads (with SQLite's GIL-free steps)
-_FILL_PARTS = 2
+#: the script that reads the fills in a process of its own
+_FILL_READER = Path(__file__).with_name("fill_reader.py")
+#: the share of the fills (the last rowids) read in this process, after the other tables: the rest is read by
+#: the fill reader meanwhile (the two take about as long on two cores)
+_FILL_SHARE_HERE = (1, 4)
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -118,7 +127,7 @@ def _obj(values: Any) -> pd.Series:
 
 def read_journal_frames(path: str | Path, deployment: str | None = None, model: str | None = None,
                         start_ms: int | None = None, end_ms: int | None = None) -> JournalFrames:
-    """Read one deployment's decisions, orders, fills and bars as checked columns (one query per table).
+    """Read one deployment's decisions, orders, fills and bars as checked columns (one query per table or range).
 
     The arguments are those of :func:`~toolkit.attribution.journal.read_journal`, and so are the
     errors: the same bad value is reported with the same field, expected and found. SQLite
@@ -136,13 +145,10 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     p = Path(path)
     con = connect_journal(p)
     con.row_factory = None
-    # the fills in _FILL_PARTS ranges of rowids, each on its own connection and thread: SQLite releases the
-    # GIL while it steps, so they run on the other core while this thread reads the other tables (each query
-    # is its own read transaction either way); the file's hash on one more thread (hashlib releases the GIL)
-    fcons = [sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=30, check_same_thread=False)
-             for _ in range(_FILL_PARTS)]
-    pool = ThreadPoolExecutor(_FILL_PARTS + 1, thread_name_prefix="journal-read")
-    sha = pool.submit(file_sha256, p)
+    hashing = ThreadPoolExecutor(1, thread_name_prefix="journal-sha256")
+    sha = hashing.submit(file_sha256, p)  # on another core while SQLite reads (hashlib releases the GIL)
+    tmp = tempfile.TemporaryDirectory(prefix="journal-fills-")
+    reader: subprocess.Popen[bytes] | None = None
     collect = gc.isenabled()
     gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
     try:
@@ -150,10 +156,9 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         lo, hi = period_bounds(start_ms, end_ms)
         period = (deployment, lo, hi)
         first, last = con.execute("SELECT IFNULL(MIN(rowid), 0), IFNULL(MAX(rowid), -1) FROM fills").fetchone()
-        span = last - first + 1  # Python ints: rowids may reach 2**63 - 1
-        cuts = [first + span * k // _FILL_PARTS for k in range(_FILL_PARTS + 1)]
-        reading = [pool.submit(_read_fills, c, deployment, period, a, b - 1)
-                   for c, a, b in zip(fcons, cuts[:-1], cuts[1:], strict=True)]
+        cut = first + (last - first + 1) * (_FILL_SHARE_HERE[1] - _FILL_SHARE_HERE[0]) // _FILL_SHARE_HERE[1]
+        out = Path(tmp.name) / "fills.pickle"
+        reader = _start_fills(_fills_job(p, period, first, cut - 1), out)  # most fills, in a process of its own
         d_rows = np.fromiter(con.execute(
             f"SELECT rowid, bar_time, IFNULL(CAST(decision_price AS REAL), -1.0), {_plain('decision_price')}, "
             f"order_delta IS NULL OR {_plain('order_delta')} "
@@ -171,17 +176,20 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
             "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)", period)}
         b = np.fromiter(con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
                                     (deployment,)), dtype=_BAR_ROW)
-        f_rows, assets = _merge_fills([r.result() for r in reading])
+        here = read_fills(con, _fills_job(p, period, cut, last))
+        f_rows, assets = _merge_fills([_finish_fills(reader, out), here])
         decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
-        for c in fcons:
-            c.interrupt()  # a no-op when the fills are read; else (an error here) they are not waited for
-        pool.shutdown(wait=True)
-        for c in fcons:
-            c.close()
+        if reader is not None and reader.poll() is None:  # an error here: the fills are not waited for
+            reader.kill()
+            reader.wait()
+        if reader is not None and reader.stderr is not None:
+            reader.stderr.close()
+        tmp.cleanup()
         con.close()
+        hashing.shutdown(wait=True)
         if collect:
             gc.enable()
     bars = pd.DataFrame({"open_time": b["open_time"], "close": b["close"]})
@@ -198,36 +206,59 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
                          fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
 
 
-def _read_fills(con: sqlite3.Connection, deployment: str, period: tuple[str, int, int], first: int, last: int
-                ) -> tuple[np.ndarray, list[Any]]:
-    """The fills of ``deployment`` and those of none with ``first <= rowid <= last``, one ``_FILL_ROW`` each,
-    and the fee assets of that range (``code // 96`` indexes them)."""
-    assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills WHERE rowid BETWEEN ? AND ?",
-                                        (first, last))]
-    asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
-        if assets else "0"
+def _fills_job(p: Path, period: tuple[str, int, int], first: int, last: int) -> dict[str, Any]:
+    """The query of the fills of ``deployment`` and those of none with ``first <= rowid <= last`` (``fill_reader``)."""
     # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
     # 96 × fee asset; the rows come in storage order (sorted by time in _check, ties by trade id when it matters)
-    rows = np.fromiter(con.execute(
-        "SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
-        "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
-        f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
-        f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
-        "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
-        "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.rowid BETWEEN ? AND ? "
-        "AND (f.deployment = ? OR f.deployment IS NULL)",
-        (deployment, *assets, *period, first, last, deployment)), dtype=_FILL_ROW)
-    return rows, assets
+    sql = ("SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
+           "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
+           f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
+           " + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS :dep)) + 96 * /*ASSETS*/ "
+           "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = :dep "
+           "AND o.bar_time >= :lo AND o.bar_time < :hi WHERE f.rowid BETWEEN :first AND :last "
+           "AND (f.deployment = :dep OR f.deployment IS NULL)")
+    return {"path": str(p), "sql": sql, "dtype": _FILL_ROW,
+            "params": {"dep": period[0], "lo": period[1], "hi": period[2], "first": first, "last": last}}
+
+
+def _start_fills(job: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
+    """Start reading the fills of ``job`` in a process of its own (``fill_reader``), its result to ``out``."""
+    proc = subprocess.Popen([sys.executable, str(_FILL_READER), str(out)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps(job))
+    proc.stdin.close()
+    return proc
+
+
+def _finish_fills(proc: subprocess.Popen[bytes], out: Path) -> tuple[np.ndarray, list[Any]]:
+    """Wait for the fills' reader; return its rows and fee assets, or raise its error."""
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # until the reader exits (it writes to stderr only when it fails)
+    proc.wait()
+    proc.stderr.close()
+    if proc.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"the journal's fills reader {_FILL_READER} exited with {proc.returncode}: "
+                           f"{err.decode(errors='replace').strip()[-2000:]}")
+    with out.open("rb") as fh:
+        result = pickle.load(fh)
+    if result[0] == "error":
+        raise result[1]
+    return result[1], result[2]
 
 
 def _merge_fills(parts: list[tuple[np.ndarray, list[Any]]]) -> tuple[np.ndarray, list[Any]]:
     """Join the ranges of fills read (in rowid order), their fee assets renumbered into one list."""
     number: dict[Any, int] = {}
+    joined = np.concatenate([rows for rows, _ in parts])  # a new array (an unpickled one is read-only)
+    start = 0
     for rows, local in parts:
         if len(rows):
             renumber = np.asarray([number.setdefault(a, len(number)) for a in local], dtype=np.int64)
-            rows["code"] = rows["code"] % 96 + 96 * renumber[rows["code"] // 96]
-    return np.concatenate([rows for rows, _ in parts]), list(number)
+            code = joined["code"][start:start + len(rows)]
+            code[:] = code % 96 + 96 * renumber[code // 96]
+        start += len(rows)
+    return joined, list(number)
 
 
 def _check(con: sqlite3.Connection, deployment: str, d_rows: np.ndarray, f_rows: np.ndarray, o_rows: list[Any],
