@@ -69,6 +69,8 @@ _FILL_READER = Path(__file__).with_name("fill_reader.py")
 #: the share of the fills (the last rowids) read in this process, after the other tables: the rest is read by
 #: the fill reader meanwhile (the two take about as long on two cores)
 _FILL_SHARE_HERE = (1, 4)
+#: the fill reader starts (about 0.3 s) for this many fills' rowids or more; fewer are read here
+_FILL_READER_FROM = 100_000
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -156,9 +158,12 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         lo, hi = period_bounds(start_ms, end_ms)
         period = (deployment, lo, hi)
         first, last = con.execute("SELECT IFNULL(MIN(rowid), 0), IFNULL(MAX(rowid), -1) FROM fills").fetchone()
-        cut = first + (last - first + 1) * (_FILL_SHARE_HERE[1] - _FILL_SHARE_HERE[0]) // _FILL_SHARE_HERE[1]
+        span = last - first + 1
+        cut = first + span * (_FILL_SHARE_HERE[1] - _FILL_SHARE_HERE[0]) // _FILL_SHARE_HERE[1] \
+            if span >= _FILL_READER_FROM else first
         out = Path(tmp.name) / "fills.pickle"
-        reader = _start_fills(_fills_job(p, period, first, cut - 1), out)  # most fills, in a process of its own
+        if cut > first:  # most fills, in a process of its own
+            reader = _start_fills(_fills_job(p, period, first, cut - 1), out)
         d_rows = np.fromiter(con.execute(
             f"SELECT rowid, bar_time, IFNULL(CAST(decision_price AS REAL), -1.0), {_plain('decision_price')}, "
             f"order_delta IS NULL OR {_plain('order_delta')} "
@@ -177,7 +182,7 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
         b = np.fromiter(con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
                                     (deployment,)), dtype=_BAR_ROW)
         here = read_fills(con, _fills_job(p, period, cut, last))
-        f_rows, assets = _merge_fills([_finish_fills(reader, out), here])
+        f_rows, assets = _merge_fills([_finish_fills(reader, out), here] if reader is not None else [here])
         decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
