@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from journal_support import HOUR, T0, HandDecision, HandFill, HandLeg, write_journal
 
+import toolkit.attribution.fast as fast_path
 from toolkit.attribution import JournalError, read_journal, shortfalls
 from toolkit.attribution.fast import fast_shortfall_frame, journal_frames, read_journal_frames
 from toolkit.attribution.shortfall import COMPONENTS, QuoteBook, aggregate, shortfall_frame
@@ -98,7 +99,9 @@ def assert_same(fast: pd.DataFrame, exact: pd.DataFrame) -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_fast_equals_exact_on_random_journals(tmp_path: Path, seed: int) -> None:
+def test_fast_equals_exact_on_random_journals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    if seed % 2:  # the fill reader process on these small journals too (it starts on large ones only)
+        monkeypatch.setattr(fast_path, "_FILL_READER_FROM", 0)
     path, quotes = random_journal(tmp_path / "j.sqlite", seed)
     book = QuoteBook(quotes)
     regime = pd.Series(["thin", "busy"] * 100, index=pd.date_range(pd.Timestamp(T0, unit="ms", tz="UTC"),
@@ -137,6 +140,26 @@ def test_fast_equals_exact_on_the_runners_paper_journals(paper_journals: dict[st
             exact = shortfall_frame(shortfalls(jd.orders, jd.decisions, jd.bars, HOUR, book))
             assert_same(fast_shortfall_frame(read_journal_frames(path), HOUR, book), exact)
         assert read_journal_frames(path).foreign_fills == jd.foreign_fills
+
+
+@pytest.mark.parametrize("reader_from", [0, 10**9])
+def test_fast_reads_every_fill_whatever_its_rowid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  reader_from: int) -> None:
+    """The fills are read in two ranges of rowids (the first by a process of its own on a large journal, here
+    forced on or off): the extreme rowids are read too."""
+    monkeypatch.setattr(fast_path, "_FILL_READER_FROM", reader_from)
+    path, _ = random_journal(tmp_path / "j.sqlite", 5)
+    exact = exact_frame(path, None)
+    con = sqlite3.connect(path)
+    (n,) = con.execute("SELECT COUNT(*) FROM fills").fetchone()
+    con.execute("UPDATE fills SET rowid = 9223372036854775807 WHERE rowid = (SELECT MIN(rowid) FROM fills)")
+    con.execute("UPDATE fills SET rowid = -9223372036854775808 WHERE rowid = (SELECT MIN(rowid) FROM fills)")
+    con.execute("UPDATE fills SET rowid = rowid + 1000 WHERE rowid = (SELECT MAX(rowid) FROM fills WHERE rowid < 9999)")
+    con.commit()
+    con.close()
+    jf = read_journal_frames(path)
+    assert len(jf.fills) == n > 3
+    assert_same(fast_shortfall_frame(jf, HOUR), exact)
 
 
 def test_hand_checked_orders_through_the_fast_path(tmp_path: Path) -> None:

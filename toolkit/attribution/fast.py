@@ -4,7 +4,8 @@ The same decomposition as :mod:`toolkit.attribution.shortfall` (Perold per decis
 trading, opportunity, fees, half-spread/impact where quotes exist), computed on columns
 instead of one ``Decimal`` order at a time. That module stays the definition (exact); the
 tests hold this one equal to it. :func:`read_journal_frames` reads the journal's tables with
-one query each and checks them with vectorised masks; :func:`journal_frames` turns a
+one query each (three quarters of the fills in a process of its own, :mod:`~toolkit.attribution.fill_reader`,
+while this one reads the rest) and checks them with vectorised masks; :func:`journal_frames` turns a
 :class:`~toolkit.attribution.journal.JournalData` already read exactly into the same columns;
 :func:`fast_shortfall_frame` returns the frame of :func:`~toolkit.attribution.shortfall.shortfall_frame`.
 
@@ -25,7 +26,11 @@ from __future__ import annotations
 
 import gc
 import math
+import pickle
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.attribution.errors import JournalError
+from toolkit.attribution.fill_reader import read as read_fills
 from toolkit.attribution.journal import (
     JournalData,
     connect_journal,
@@ -54,6 +60,17 @@ _TERMINAL_NOT = ("intent", "unknown", "open")
 #: one fill as read: its rowid, its order's rowid (-1: none in the period), the values, time and flags
 _FILL_ROW = np.dtype([("rowid", np.int64), ("order", np.int64), ("price", np.float64), ("amount", np.float64),
                       ("fee", np.float64), ("at", np.int64), ("code", np.int64)])
+#: one decision as read: its rowid, bar, price (-1: NULL) and two flags (price plain, order delta plain or NULL)
+_DECISION_ROW = np.dtype([("rowid", np.int64), ("bar_time", np.int64), ("price", np.float64), ("plain", np.int64),
+                          ("delta_ok", np.int64)])
+_BAR_ROW = np.dtype([("open_time", np.int64), ("close", np.float64)])
+#: the script that reads the fills in a process of its own
+_FILL_READER = Path(__file__).with_name("fill_reader.py")
+#: the share of the fills (the last rowids) read in this process, after the other tables: the rest is read by
+#: the fill reader meanwhile (the two take about as long on two cores)
+_FILL_SHARE_HERE = (1, 4)
+#: the fill reader starts (about 0.3 s) for this many fills' rowids or more; fewer are read here
+_FILL_READER_FROM = 100_000
 _TEXT = "IN ('text', 'integer')"  # what the exact parser accepts (a float or NULL is refused: "stored as text")
 
 
@@ -112,7 +129,7 @@ def _obj(values: Any) -> pd.Series:
 
 def read_journal_frames(path: str | Path, deployment: str | None = None, model: str | None = None,
                         start_ms: int | None = None, end_ms: int | None = None) -> JournalFrames:
-    """Read one deployment's decisions, orders, fills and bars as checked columns (one query per table).
+    """Read one deployment's decisions, orders, fills and bars as checked columns (one query per table or range).
 
     The arguments are those of :func:`~toolkit.attribution.journal.read_journal`, and so are the
     errors: the same bad value is reported with the same field, expected and found. SQLite
@@ -131,31 +148,27 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
     con = connect_journal(p)
     con.row_factory = None
     hashing = ThreadPoolExecutor(1, thread_name_prefix="journal-sha256")
-    sha = hashing.submit(file_sha256, p)  # on the other core while SQLite reads (hashlib releases the GIL)
+    sha = hashing.submit(file_sha256, p)  # on another core while SQLite reads (hashlib releases the GIL)
+    tmp = tempfile.TemporaryDirectory(prefix="journal-fills-")
+    reader: subprocess.Popen[bytes] | None = None
     collect = gc.isenabled()
     gc.disable()  # millions of row tuples, none cyclic: the collector would walk them again and again
     try:
         deployment = resolve_deployment(con, deployment, model)
         lo, hi = period_bounds(start_ms, end_ms)
         period = (deployment, lo, hi)
-        d_rows = con.execute(
-            f"SELECT rowid, bar_time, CAST(decision_price AS REAL), {_plain('decision_price')}, order_delta IS NULL "
-            f"OR {_plain('order_delta')} "
+        first, last = con.execute("SELECT IFNULL(MIN(rowid), 0), IFNULL(MAX(rowid), -1) FROM fills").fetchone()
+        span = last - first + 1
+        cut = first + span * (_FILL_SHARE_HERE[1] - _FILL_SHARE_HERE[0]) // _FILL_SHARE_HERE[1] \
+            if span >= _FILL_READER_FROM else first
+        out = Path(tmp.name) / "fills.pickle"
+        if cut > first:  # most fills, in a process of its own
+            reader = _start_fills(_fills_job(p, period, first, cut - 1), out)
+        d_rows = np.fromiter(con.execute(
+            f"SELECT rowid, bar_time, IFNULL(CAST(decision_price AS REAL), -1.0), {_plain('decision_price')}, "
+            f"order_delta IS NULL OR {_plain('order_delta')} "
             "FROM decisions WHERE deployment = ? AND bar_time >= ? AND bar_time < ? ORDER BY bar_time",
-            period).fetchall()
-        assets = [r[0] for r in con.execute("SELECT DISTINCT fee_asset FROM fills")]
-        asset_case = "(CASE f.fee_asset " + " ".join(f"WHEN ? THEN {k}" for k in range(len(assets))) + " END)" \
-            if assets else "0"
-        # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
-        # 96 × fee asset; the rows come in storage order (sorted by time below, ties by trade id when it matters)
-        f_rows = np.fromiter(con.execute(
-            "SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
-            "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
-            f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
-            f" + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS ?)) + 96 * {asset_case} "
-            "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = ? "
-            "AND o.bar_time >= ? AND o.bar_time < ? WHERE f.deployment = ? OR f.deployment IS NULL",
-            (deployment, *assets, *period, deployment)), dtype=_FILL_ROW)
+            period), dtype=_DECISION_ROW)
         o_rows = con.execute(
             f"SELECT o.rowid, o.client_order_id, o.bar_time, o.leg, o.symbol, {_side('o.side')}, "
             f"CAST(o.amount AS REAL), CAST(o.arrival_price AS REAL), "
@@ -166,18 +179,25 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
             period).fetchall()
         outside = {str(r[0]) for r in con.execute(
             "SELECT client_order_id FROM orders WHERE deployment = ? AND (bar_time < ? OR bar_time >= ?)", period)}
-        b = con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
-                        (deployment,)).fetchall()
+        b = np.fromiter(con.execute("SELECT open_time, close FROM bars WHERE deployment = ? ORDER BY open_time",
+                                    (deployment,)), dtype=_BAR_ROW)
+        here = read_fills(con, _fills_job(p, period, cut, last))
+        f_rows, assets = _merge_fills([_finish_fills(reader, out), here] if reader is not None else [here])
         decisions, orders, fills, foreign, rowids = _check(con, deployment, d_rows, f_rows, o_rows, assets, outside)
     except sqlite3.DatabaseError as exc:
         raise JournalError("journal", "a readable runner journal", f"{p}: {exc}") from None
     finally:
+        if reader is not None and reader.poll() is None:  # an error here: the fills are not waited for
+            reader.kill()
+            reader.wait()
+        if reader is not None and reader.stderr is not None:
+            reader.stderr.close()
+        tmp.cleanup()
         con.close()
         hashing.shutdown(wait=True)
         if collect:
             gc.enable()
-    bc = _cols(b, 2)
-    bars = pd.DataFrame({"open_time": np.asarray(bc[0], dtype=np.int64), "close": np.asarray(bc[1], dtype=np.float64)})
+    bars = pd.DataFrame({"open_time": b["open_time"], "close": b["close"]})
 
     def trade_ids(rows: np.ndarray) -> list[str]:
         con = connect_journal(p)
@@ -191,18 +211,72 @@ def read_journal_frames(path: str | Path, deployment: str | None = None, model: 
                          fills=fills, bars=bars, foreign_fills=foreign, trade_ids=trade_ids)
 
 
-def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: np.ndarray, o_rows: list[Any],
+def _fills_job(p: Path, period: tuple[str, int, int], first: int, last: int) -> dict[str, Any]:
+    """The query of the fills of ``deployment`` and those of none with ``first <= rowid <= last`` (``fill_reader``)."""
+    # one small integer per fill: side + 3 × plain flags + 24 × (no order id + 2 × of the deployment) +
+    # 96 × fee asset; the rows come in storage order (sorted by time in _check, ties by trade id when it matters)
+    sql = ("SELECT f.rowid, IFNULL(o.rowid, -1), IFNULL(CAST(f.price AS REAL), -1.0), "
+           "IFNULL(CAST(f.amount AS REAL), -1.0), IFNULL(CAST(f.fee AS REAL), -1.0), f.at, "
+           f"({_side('f.side')} + 1) + 3 * ({_plain('f.price')} + 2 * {_plain('f.amount')} + 4 * {_plain('f.fee')})"
+           " + 24 * ((f.client_order_id IS NULL) + 2 * (f.deployment IS :dep)) + 96 * /*ASSETS*/ "
+           "FROM fills f LEFT JOIN orders o ON o.client_order_id = f.client_order_id AND o.deployment = :dep "
+           "AND o.bar_time >= :lo AND o.bar_time < :hi WHERE f.rowid BETWEEN :first AND :last "
+           "AND (f.deployment = :dep OR f.deployment IS NULL)")
+    return {"path": str(p), "sql": sql, "dtype": _FILL_ROW,
+            "params": {"dep": period[0], "lo": period[1], "hi": period[2], "first": first, "last": last}}
+
+
+def _start_fills(job: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
+    """Start reading the fills of ``job`` in a process of its own (``fill_reader``), its result to ``out``."""
+    proc = subprocess.Popen([sys.executable, str(_FILL_READER), str(out)], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    proc.stdin.write(pickle.dumps(job))
+    proc.stdin.close()
+    return proc
+
+
+def _finish_fills(proc: subprocess.Popen[bytes], out: Path) -> tuple[np.ndarray, list[Any]]:
+    """Wait for the fills' reader; return its rows and fee assets, or raise its error."""
+    assert proc.stderr is not None
+    err = proc.stderr.read()  # until the reader exits (it writes to stderr only when it fails)
+    proc.wait()
+    proc.stderr.close()
+    if proc.returncode != 0 or not out.is_file():
+        raise RuntimeError(f"the journal's fills reader {_FILL_READER} exited with {proc.returncode}: "
+                           f"{err.decode(errors='replace').strip()[-2000:]}")
+    with out.open("rb") as fh:
+        result = pickle.load(fh)
+    if result[0] == "error":
+        raise result[1]
+    return result[1], result[2]
+
+
+def _merge_fills(parts: list[tuple[np.ndarray, list[Any]]]) -> tuple[np.ndarray, list[Any]]:
+    """Join the ranges of fills read (in rowid order), their fee assets renumbered into one list."""
+    number: dict[Any, int] = {}
+    joined = np.concatenate([rows for rows, _ in parts])  # a new array (an unpickled one is read-only)
+    start = 0
+    for rows, local in parts:
+        if len(rows):
+            renumber = np.asarray([number.setdefault(a, len(number)) for a in local], dtype=np.int64)
+            code = joined["code"][start:start + len(rows)]
+            code[:] = code % 96 + 96 * renumber[code // 96]
+        start += len(rows)
+    return joined, list(number)
+
+
+def _check(con: sqlite3.Connection, deployment: str, d_rows: np.ndarray, f_rows: np.ndarray, o_rows: list[Any],
            assets: list[Any], outside: set[str]
            ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, int, np.ndarray]:
     """Check the rows read (decisions, then fills, then orders, each in journal order) and return the frames."""
     # decisions: decision_price > 0, order_delta a decimal or NULL
-    dc = _cols(d_rows, 5)
-    d_price = np.asarray(dc[2], dtype=np.float64)
+    d_price = d_rows["price"].copy()
     with np.errstate(invalid="ignore"):
-        suspect = ~np.asarray(dc[3], dtype=bool) | ~np.asarray(dc[4], dtype=bool) | ~(d_price > 0)
+        suspect = (d_rows["plain"] == 0) | (d_rows["delta_ok"] == 0) | ~(d_price > 0)
     for i in np.flatnonzero(suspect):
         bt, price, delta = con.execute("SELECT bar_time, decision_price, order_delta FROM decisions WHERE rowid = ?",
-                                       (dc[0][i],)).fetchone()
+                                       (int(d_rows["rowid"][i]),)).fetchone()
         where = f"decisions[bar_time={bt}]"
         d_price[i] = _checked(parse_decimal(price, f"{where}.decision_price", positive=True),
                               f"{where}.decision_price", price, positive=True)
@@ -304,7 +378,7 @@ def _check(con: sqlite3.Connection, deployment: str, d_rows: list[Any], f_rows: 
         "order": f_order[keep], "side": _obj(sides[f_side[keep] + 1]), "price": f_price[keep],
         "amount": f_amount[keep], "fee": f_fee[keep], "fee_asset": _obj(asset_of[code[keep] // 96]),
         "at": f_at[keep]})
-    decisions = pd.DataFrame({"bar_time": np.asarray(dc[1], dtype=np.int64), "decision_price": d_price})
+    decisions = pd.DataFrame({"bar_time": d_rows["bar_time"], "decision_price": d_price})
     return decisions, orders, fills, foreign, f_rowid[keep]
 
 
