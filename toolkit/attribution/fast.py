@@ -228,7 +228,8 @@ def _fills_job(p: Path, period: tuple[str, int, int], first: int, last: int) -> 
 
 def _start_fills(job: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
     """Start reading the fills of ``job`` in a process of its own (``fill_reader``), its result to ``out``."""
-    proc = subprocess.Popen([sys.executable, str(_FILL_READER), str(out)], stdin=subprocess.PIPE,
+    # -P: the script's folder (this package: errors.py, journal.py …) is not put first on its sys.path
+    proc = subprocess.Popen([sys.executable, "-P", str(_FILL_READER), str(out)], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     proc.stdin.write(pickle.dumps(job))
