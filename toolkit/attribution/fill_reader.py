@@ -1,4 +1,4 @@
-"""Read a journal's fills in a process of its own (:func:`toolkit.attribution.fast.read_journal_frames`).
+"""Read a journal's fills in a process of its own (:func:`toolkit.attribution.frames.read_journal_frames`).
 
 Run as a script (``python fill_reader.py OUT``) with a pickled job on stdin: the journal's path,
 the fills' query (``/*ASSETS*/`` where the fee asset's code goes), its named parameters (a range
