@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from journal_support import HOUR, T0, HandDecision, HandFill, HandLeg, write_journal
 
-import toolkit.attribution.fast as fast_path
+import toolkit.attribution.frames as frames
 from toolkit.attribution import JournalError, read_journal, shortfalls
 from toolkit.attribution.fast import fast_shortfall_frame, journal_frames, read_journal_frames
 from toolkit.attribution.shortfall import COMPONENTS, QuoteBook, aggregate, shortfall_frame
@@ -101,7 +101,7 @@ def assert_same(fast: pd.DataFrame, exact: pd.DataFrame) -> None:
 @pytest.mark.parametrize("seed", range(8))
 def test_fast_equals_exact_on_random_journals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     if seed % 2:  # the fill reader process on these small journals too (it starts on large ones only)
-        monkeypatch.setattr(fast_path, "_FILL_READER_FROM", 0)
+        monkeypatch.setattr(frames, "_FILL_READER_FROM", 0)
     path, quotes = random_journal(tmp_path / "j.sqlite", seed)
     book = QuoteBook(quotes)
     regime = pd.Series(["thin", "busy"] * 100, index=pd.date_range(pd.Timestamp(T0, unit="ms", tz="UTC"),
@@ -142,12 +142,15 @@ def test_fast_equals_exact_on_the_runners_paper_journals(paper_journals: dict[st
         assert read_journal_frames(path).foreign_fills == jd.foreign_fills
 
 
-@pytest.mark.parametrize("reader_from", [0, 10**9])
+@pytest.mark.parametrize("reader_from", [0, 2**65])  # on; off (more than the span of any rowids)
 def test_fast_reads_every_fill_whatever_its_rowid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   reader_from: int) -> None:
     """The fills are read in two ranges of rowids (the first by a process of its own on a large journal, here
     forced on or off): the extreme rowids are read too."""
-    monkeypatch.setattr(fast_path, "_FILL_READER_FROM", reader_from)
+    monkeypatch.setattr(frames, "_FILL_READER_FROM", reader_from)
+    started: list[object] = []  # the real reader process, counted
+    start = frames._start_fills
+    monkeypatch.setattr(frames, "_start_fills", lambda job, out: started.append(job) or start(job, out))
     path, _ = random_journal(tmp_path / "j.sqlite", 5)
     exact = exact_frame(path, None)
     con = sqlite3.connect(path)
@@ -158,6 +161,7 @@ def test_fast_reads_every_fill_whatever_its_rowid(tmp_path: Path, monkeypatch: p
     con.commit()
     con.close()
     jf = read_journal_frames(path)
+    assert len(started) == (1 if reader_from == 0 else 0)  # the process read its range, or none was started
     assert len(jf.fills) == n > 3
     assert_same(fast_shortfall_frame(jf, HOUR), exact)
 
