@@ -34,12 +34,10 @@ import datetime as dt
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +45,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "runner"))  # the runner tests' registry builder and config writer
+sys.path.insert(0, str(ROOT / "tests" / "emulator"))  # the emulator tests' child process of `serve`
 
 RESULTS = ROOT / "bench" / "results" / "runner.json"
 GOAL_P99_MS = 10.0
@@ -63,52 +62,12 @@ def pct(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q)) if samples else float("nan")
 
 
-class EmulatorProcess:
-    """``toolkit emulator serve`` on a free loopback port (stepped clock, the canary credentials); stopped by
-    :meth:`stop` (SIGTERM, then its port checked free)."""
-
-    def __init__(self, work: Path, start: str, key: str, secret: str) -> None:
-        from toolkit.emulator.testing import free_port
-
-        self.url = f"http://127.0.0.1:{free_port()}"
-        toolkit = str(Path(sys.executable).with_name("toolkit"))
-        env = {**os.environ, "EMULATOR_API_KEY": key, "EMULATOR_API_SECRET": secret}
-        self.proc = subprocess.Popen([toolkit, "emulator", "serve", "--port", self.url.rsplit(":", 1)[1],
-                                      "--speed", "0", "--start", start, "--state", str(work / "emu-state.sqlite"),
-                                      "--symbols", "BTC/USDT"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/v3/ping", timeout=5):
-                    return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError("the emulator did not start") from None
-                time.sleep(0.2)
-
-    def stop(self) -> list[str]:
-        from toolkit.emulator.testing import port_is_free
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        return [] if port_is_free(self.url) else [self.url]
-
-
 def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "process") -> dict[str, Any]:
     from runner_support import CANARY_KEY, CANARY_SECRET, START, build_registry, write_config
 
     from runner.config import load_config
     from runner.engine import Runner
-    from toolkit.emulator.testing import EmulatorPool, make_store, step_clock
+    from toolkit.emulator.testing import EmulatorPool, free_port, make_store, port_is_free, step_clock
 
     (work / "registry").mkdir()
     reg = build_registry(work / "registry")
@@ -117,13 +76,18 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "p
     pool = EmulatorPool(work / "emu", start=START, store_roots=(store,), symbols=("BTC/USDT",))
     (work / "emu").mkdir()
     samples: dict[str, list[float]] = {"order": [], "no_order": []}
-    runner, served = None, None
+    runner, children, url = None, list[subprocess.Popen[bytes]](), ""
     try:
-        if emulator == "process":  # the whole bundled store: its own process reads it (a few seconds)
-            emu = served = EmulatorProcess(work, START, CANARY_KEY, CANARY_SECRET)
+        if emulator == "process":  # the bundled store, read by its own process (a few seconds)
+            from emulator_support import spawn_emulator
+
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            spawn_emulator(work / "emu" / "state.sqlite", port, work / "cache", children,
+                           {"EMULATOR_API_KEY": CANARY_KEY, "EMULATOR_API_SECRET": CANARY_SECRET})
         else:
-            emu = pool.start()
-        cfg = load_config(write_config(work / "runner.toml", emu.url, work / "journal.sqlite",
+            url = pool.start().url
+        cfg = load_config(write_config(work / "runner.toml", url, work / "journal.sqlite",
                                        exchange={"rate_limit": True}))
         runner = Runner(cfg, environ={"TOOLKIT_EXCHANGE_API_KEY": CANARY_KEY,
                                       "TOOLKIT_EXCHANGE_SECRET": CANARY_SECRET})
@@ -137,7 +101,7 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "p
         runner.metrics.decision_latency = record  # type: ignore[method-assign]
         runner.open()
         runner.cycle()  # the first decision: history loaded, caches warm
-        step_clock(emu.url, 60)
+        step_clock(url, 60)
         for v in samples.values():
             v.clear()
         rss0, t0 = rss_mib(), time.perf_counter()
@@ -148,7 +112,7 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "p
             time.sleep(pause)
             paused += pause
             runner.cycle()
-            step_clock(emu.url, 60)
+            step_clock(url, 60)
         wall = time.perf_counter() - t0 - paused
         paced_s = pacer.waited_s - waited0
         rss1 = rss_mib()
@@ -156,7 +120,10 @@ def replayed_week(hours: int, work: Path, pause: float = 1.0, emulator: str = "p
     finally:
         if runner is not None:
             runner.close()
-        left = pool.stop_all() + (served.stop() if served is not None else [])
+        for child in children:  # SIGTERM: the emulator answers what is in flight, saves its state and exits
+            child.terminate()
+            child.wait(timeout=120)
+        left = pool.stop_all() + ([url] if children and not port_is_free(url) else [])
     assert not left, f"emulator port still bound: {left}"
     every = samples["order"] + samples["no_order"]
     return {
