@@ -1,7 +1,14 @@
 """The runner's journal: one SQLite file (WAL, synchronous FULL), schema-versioned by ``PRAGMA user_version``.
 
 Every write is one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``): a process killed in the
-middle of a write leaves the journal as it was before it. Amounts, prices and fees are
+middle of a write leaves the journal as it was before it. A commit survives the process being
+killed once ``COMMIT`` returns, whatever its durability; a **durable** one (the default:
+``synchronous=FULL``) also survives the machine losing power, its WAL ``fsync``ed before ``COMMIT``
+returns. What can be derived again after a power loss is written without that ``fsync``
+(``durable=False``, ``synchronous=NORMAL`` for that transaction): the heartbeat, a decision and its
+bar (decided again from the same closed bars), the day's first equity mark. Its WAL frames reach the
+disk with the next durable commit, which in the runner always precedes an order: an order's intent
+is durable, and so is everything journaled before it. Amounts, prices and fees are
 stored as decimal text (exact); times are epoch milliseconds of the exchange's clock.
 
 Tables: ``decisions`` (one per deployment and closed bar), ``orders`` (one per client
@@ -127,6 +134,7 @@ class Journal:
         self._positions: dict[tuple[str, str, str], tuple[int, Position]] = {}  # as of a fill rowid (position())
         self.con.execute("PRAGMA journal_mode=WAL")
         self.con.execute("PRAGMA synchronous=FULL")
+        self._durable = True  # the connection's synchronous setting is FULL (tx)
         self.migrate()
 
     # --- schema ------------------------------------------------------------------------------------
@@ -154,8 +162,14 @@ class Journal:
         self.con.close()
 
     @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """Run the block as one transaction: all of it is committed, or nothing."""
+    def tx(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Run the block as one transaction: all of it is committed, or nothing.
+
+        ``durable=False``: committed without the WAL's ``fsync`` (see the module docstring).
+        """
+        if self._durable != durable:  # SQLite refuses to change it inside a transaction: set it before BEGIN
+            self.con.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self.con.execute("BEGIN IMMEDIATE")
         try:
             yield self.con
@@ -172,12 +186,13 @@ class Journal:
         row = self.con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_meta(self, key: str, value: str, con: sqlite3.Connection | None = None) -> None:
+    def set_meta(self, key: str, value: str, con: sqlite3.Connection | None = None, durable: bool = True) -> None:
+        """Set ``key``, in ``con``'s transaction or in one of its own (``durable``: see :meth:`tx`)."""
         sql = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         if con is not None:
             con.execute(sql, (key, value))
         else:
-            with self.tx() as c:
+            with self.tx(durable) as c:
                 c.execute(sql, (key, value))
 
     # --- bars and decisions -------------------------------------------------------------------------

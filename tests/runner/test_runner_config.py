@@ -127,6 +127,35 @@ def test_a_crash_inside_a_journal_write_leaves_the_previous_state(tmp_path: Path
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_a_write_without_fsync_is_kept_through_a_kill_and_leaves_the_next_one_durable(tmp_path: Path) -> None:
+    """``tx(durable=False)`` (synchronous NORMAL) only for its own transaction; a real process SIGKILLed
+    right after such a commit keeps it (only a power loss may take it, until the next durable commit)."""
+    path = tmp_path / "j.sqlite"
+    j = Journal(path)
+    level = lambda: j.con.execute("PRAGMA synchronous").fetchone()[0]  # noqa: E731  (2: FULL, 1: NORMAL)
+    with j.tx(durable=False) as con:
+        con.execute("INSERT INTO meta VALUES ('a', '1')")
+    assert level() == 1
+    with j.tx() as con:
+        con.execute("INSERT INTO meta VALUES ('b', '2')")
+    assert level() == 2
+    with pytest.raises(ZeroDivisionError), j.tx(durable=False) as con:
+        con.execute("INSERT INTO meta VALUES ('c', '3')")
+        1 / 0  # noqa: B018
+    j.set_meta("d", "4")
+    assert level() == 2 and j.get_meta("c") is None
+    j.close()
+    code = ("import os, signal, sys\nfrom runner.journal import Journal\nj = Journal(sys.argv[1])\n"
+            "j.set_meta('heartbeat', 'x', durable=False)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, timeout=PROCESS_TIMEOUT_S)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    j = Journal(path)
+    try:
+        assert [j.get_meta(k) for k in ("a", "b", "d", "heartbeat")] == ["1", "2", "4", "x"]
+    finally:
+        j.close()
+
+
 def test_two_processes_opening_a_new_journal_migrate_it_once(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
     code = "import sys\nfrom runner.journal import Journal\nJournal(sys.argv[1]).close()\n"
