@@ -117,7 +117,8 @@ class ExchangeSettings(_Frozen):
     recv_window_ms: int = pydantic.Field(60_000, gt=0, le=60_000)
     clock_max_age_ms: int = pydantic.Field(
         1_000, ge=0, le=10_000, description="an order is signed with the exchange's time read at most this many ms "
-        "of wall time before, else it is read again (0: before every order; lower it for a replay venue running "
+        "of wall time before, else it is read again, and priced (its arrival price) from a klines read at most "
+        "this old, else from ticker/price (0: both read before every order; lower it for a replay venue running "
         "faster than wall speed)")
     rate_limit: bool = True
 

@@ -285,7 +285,8 @@ class Runner:
                            f"{(before - self.clock.server_ms) / 1000:.1f} s (the runner keeps its clock monotonic; "
                            "request signatures are resynced)")
         self.cycles += 1
-        self.journal.set_meta("heartbeat", json.dumps({"exchange_ms": now, "wall": time.time(), "cycle": self.cycles}))
+        self.journal.set_meta("heartbeat", json.dumps({"exchange_ms": now, "wall": time.time(), "cycle": self.cycles}),
+                              durable=False)  # liveness only: nothing to keep through a power loss
         if protect.check_kill(self):
             return
         self.reconcile()
@@ -377,8 +378,10 @@ class Runner:
                "position_qty": str(pos.base), "model": v.model, "version": v.version, "late": int(late),
                "exec_state": state,
                "note": "" if latest else "a newer bar had closed when this one was decided"}
-        o, h, lo, c, vol = (float(x) for x in window.iloc[-1][["open", "high", "low", "close", "volume"]])
-        with self.journal.tx() as con:
+        o, h, lo, c, vol = (float(window[k].iat[-1]) for k in ("open", "high", "low", "close", "volume"))
+        # without the fsync: a decision lost with the machine is decided again from the same closed bars, and
+        # the order intent that follows it is a durable commit, which takes the decision's WAL frames along
+        with self.journal.tx(durable=False) as con:
             if superseded is not None:
                 self.journal.set_exec_state(d.name, superseded, "superseded", "a newer bar closed", con=con)
             self.journal.record_bars(d.name, [(t, o, h, lo, c, vol)], con=con)

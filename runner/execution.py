@@ -31,7 +31,7 @@ from toolkit.exchange.orders import Order
 if TYPE_CHECKING:
     from runner.engine import Runner
 
-__all__ = ["client_order_id", "dec", "execute", "iso_utc", "place", "risk_refusal", "send"]
+__all__ = ["client_order_id", "dec", "execute", "iso_utc", "last_price", "place", "risk_refusal", "send"]
 
 
 def client_order_id(deployment: str, bar_time: int, leg: int) -> str:
@@ -59,7 +59,7 @@ def execute(r: Runner, d: Deployment, v: LoadedVersion, decision: dict[str, Any]
         return  # an order's outcome is not known yet: reconciliation first
     if r.journal.blocking(d.name):
         return  # stays pending: executed when the incident is resolved, unless a newer bar closes first
-    arrival = r.session.fetch_last_price(d.symbol)
+    arrival = last_price(r, d)
     pos = r.journal.position(d.name, d.base, d.quote)
     equity = dec(d.capital) + pos.quote_flow + pos.base * arrival
     if decision["order_delta"] is None:
@@ -100,6 +100,14 @@ def execute(r: Runner, d: Deployment, v: LoadedVersion, decision: dict[str, Any]
         return
     send(r, d, v, t, len(legs), side, amount, arrival, delta if decision["order_delta"] is None else None)
 
+def last_price(r: Runner, d: Deployment) -> Decimal:
+    """Return the arrival price: the last trade as the cycle's klines read saw it (the forming bar's close),
+    or read from the exchange (``ticker/price``) when that read is older than ``exchange.clock_max_age_ms``."""
+    assert r.session is not None
+    seen = r.feeds[d.name].last_trade(r.clock.now_ms(), r.cfg.exchange.clock_max_age_ms)
+    return seen if seen is not None else r.session.fetch_last_price(d.symbol)
+
+
 def risk_refusal(r: Runner, d: Deployment, decision: dict[str, Any], side: str, amount: Decimal, arrival: Decimal,
                  held: Decimal, equity: Decimal, now: int) -> str:
     """Return why the order is refused by the pre-trade limits ('' when it passes)."""
@@ -121,7 +129,7 @@ def risk_refusal(r: Runner, d: Deployment, decision: dict[str, Any], side: str, 
     key = f"day_start_equity:{d.name}:{day}"
     start = r.journal.get_meta(key)
     if start is None:
-        r.journal.set_meta(key, str(equity))
+        r.journal.set_meta(key, str(equity), durable=False)  # made durable by the intent that follows a pass
         start = str(equity)
     loss = dec(start) - equity
     if loss > dec(limits.daily_loss_limit) and not reduces:

@@ -1,14 +1,18 @@
 """Closed bars from the exchange: the forming candle dropped, repeated, revised, missing and stale bars found.
 
 A bar whose open time plus its length is after the exchange's time is still forming and is
-never returned. The feed keeps a buffer of the last closed bars per deployment (enough for
-the version's ``required_history``) and fetches only what is new each cycle.
+never returned as a bar; its close is the last trade's price when the klines were read, which the
+runner takes as an order's arrival price when that read is recent (:meth:`BarFeed.last_trade`).
+The feed keeps a buffer of the last closed bars per deployment (enough for the version's
+``required_history``) and fetches only what is new each cycle.
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 import pandas as pd
 
@@ -38,13 +42,17 @@ class BarFeed:
     bar_ms: int
     keep: int
     bars: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(COLUMNS), dtype="float64"))
+    #: the forming bar of the last read: (its open time, its close, ``time.monotonic()`` when it was read)
+    forming: tuple[int, float, float] | None = None
 
     def _fetch(self, since: int, now: int) -> tuple[list[list[float]], list[FeedIssue]]:
         rows: list[list[float]] = []
         issues: list[FeedIssue] = []
         cursor = since
+        read_at = time.monotonic()
         while True:
             page = self.session.fetch_ohlcv(self.symbol, self.timeframe, since=cursor, limit=PAGE)
+            read_at = time.monotonic()
             rows.extend(page)
             if len(page) < PAGE or not page:
                 break
@@ -54,10 +62,13 @@ class BarFeed:
             cursor = nxt
         seen: set[int] = set()
         out: list[list[float]] = []
+        self.forming = None
         for r in rows:
             t = int(r[0])
-            if t + self.bar_ms > now:
-                continue  # still forming: never used
+            if t + self.bar_ms > now:  # still forming: never a bar; its close is the last trade
+                if t <= now and r[4] is not None and float(r[4]) > 0:
+                    self.forming = (t, float(r[4]), read_at)
+                continue
             if t in seen:
                 issues.append(FeedIssue("repeated_bar", f"{self.symbol} {self.timeframe} bar {_iso(t)} sent twice"))
                 continue
@@ -92,6 +103,19 @@ class BarFeed:
                 issues.append(FeedIssue("missing_bar", f"{self.symbol} {self.timeframe}: {(b - a) // self.bar_ms - 1} "
                                         f"bar(s) missing between {_iso(a)} and {_iso(b)}"))
         return issues
+
+    def last_trade(self, now: int, max_age_ms: int) -> Decimal | None:
+        """Return the last trade's price as the last klines read saw it: the close of the bar forming at ``now``.
+
+        None when that read is older than ``max_age_ms`` of wall time, when it had no forming bar, or
+        when that bar has closed since (``now`` is the exchange's time).
+        """
+        if self.forming is None:
+            return None
+        t, close, read_at = self.forming
+        if not t <= now < t + self.bar_ms or (time.monotonic() - read_at) * 1000.0 > max_age_ms:
+            return None
+        return Decimal(repr(close))
 
     def expected_last(self, now: int) -> int:
         """Return the open time of the last bar that has closed at ``now``."""

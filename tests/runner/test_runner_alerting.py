@@ -232,7 +232,10 @@ def test_each_emulator_fault_raises_its_rule(registry_env: Any, make_emulator: C
     # a dropped answer is one failed request among the ~10 of a cycle: the test's threshold is 5 % (shipped 10 %)
     rules = _rules(tmp_path, exchange_error_rate={"threshold": 0.05})
     # the fault is set before the first decision, whose order (from flat) latency and dropped answers need
-    emu, r = _runner(make_emulator, make_runner, tmp_path, rules, faults=[fault], exchange={"timeout_ms": 1000})
+    exchange: dict[str, Any] = {"timeout_ms": 1000}
+    if fault["kind"] == "latency":  # exchange reads inside the decision: its last price and time read again
+        exchange["clock_max_age_ms"] = 0
+    emu, r = _runner(make_emulator, make_runner, tmp_path, rules, faults=[fault], exchange=exchange)
     assert r.journal is not None
     for _ in range(4):  # bars until the fault's rule fires
         if _alerts(r, rule):

@@ -184,3 +184,23 @@ def test_after_a_flatten_and_a_restart_the_next_decision_starts_from_the_positio
         assert not again.is_fresh("btc") and again.journal.get_meta("fresh:btc") == "0"
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("max_age_ms", [1000, 0])
+def test_the_arrival_price_is_the_last_trade_the_cycles_klines_read_saw(registry_env: PromotedRegistry,
+                                                                        make_emulator: Callable[..., Emulator],
+                                                                        make_runner: Callable[..., Runner],
+                                                                        max_age_ms: int) -> None:
+    # a fresh read (1 s, the default) gives it without a request; 0 makes the runner ask ticker/price first
+    emu = make_emulator()
+    r = make_runner(emu, exchange={"clock_max_age_ms": max_age_ms})
+    r.open()
+    admin(emu.url, "DELETE", "/admin/requests")
+    r.cycle()  # the first decision goes long from flat: one order
+    asked = [q["path"] for q in admin(emu.url, "GET", "/admin/requests")]
+    assert r.journal is not None and r.session is not None
+    orders = r.journal.orders("btc")
+    assert len(orders) == 1 and "/api/v3/klines" in asked
+    assert asked.count("/api/v3/ticker/price") == (0 if max_age_ms else 1)
+    # the emulator's last trade (its clock has not moved): what ticker/price answers now
+    assert Decimal(orders[0]["arrival_price"]) == r.session.fetch_last_price("BTC/USDT")
