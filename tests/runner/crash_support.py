@@ -264,6 +264,7 @@ class CrashMatrix:
             self._ensure_position(warm)
             self.settle(warm)
             self.stop(warm)
+        self._plant_peak()
         proc = self.start(self.guarded, k.point)
         self.venue.drive(self.journal, proc, until=lambda: proc.proc.poll() is not None, max_bars=50)
         self.died(proc, k)
@@ -281,6 +282,17 @@ class CrashMatrix:
         assert self.switches() == [*before, ("2", "1")], self.switches()
         assert not self._j(lambda j: j.get_meta("rollback_flatten_owed:btc")), "a rollback's flatten left owed"
         check_books(self.venue, self.journal)
+
+    def _plant_peak(self) -> None:
+        """Journal a peak equity far above the running version's: the guarded runner rolls back at its first
+        check, holding what the episode gave it, and so does a runner restarted after a kill before the
+        registry's rollback. Left to the market, the equity may stand at a new peak (no drawdown) until the
+        strategy has sold, and a kill point in the rollback's flatten is never reached."""
+        def plant(j: Journal) -> None:
+            seq = int(j.switches("btc")[-1]["seq"])
+            j.set_meta(f"peak_equity:btc:{seq}", str(Decimal(10) ** 9))
+
+        self._j(plant)
 
     def _kill(self, k: Kill) -> None:
         proc = self.start(self.plain, k.point)
