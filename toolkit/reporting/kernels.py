@@ -22,6 +22,9 @@ to papermill. Three things keep dead time out of a run (``bench/bench_template.p
   backtest, during which papermill waited. By then papermill holds every cell's reply and outputs;
   a template writes its files inside its cells and the calling process records them, so a template
   must not leave work to the kernel's exit (``atexit`` handlers, background threads).
+
+Inside a ``toolkit warm`` worker the kernel is forked by the warm server, which imported ipykernel and
+the templates' modules once (:mod:`toolkit.warm.kernels`); all of the above still holds.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import ast
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from toolkit.warm.client import in_worker
 
 __all__ = ["KERNEL_ARGUMENTS", "SHUTDOWN_NOW", "TemplateKernel", "declared_parameters", "template_imports"]
 
@@ -105,6 +110,13 @@ def _manager_class(log: Path) -> type:
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             with log.open("ab") as stderr:  # the child keeps its own copy of the descriptor
                 kw["stderr"] = stderr
+                if in_worker():  # forked by the warm server instead (toolkit.warm.kernels)
+                    from toolkit.warm.kernels import adopt, launch
+
+                    process = launch(kernel_cmd, kw)
+                    if process is not None:
+                        self._reconcile_connection_info(adopt(self.provisioner, process, kw.get("cwd")))
+                        return
                 await super()._async_launch_kernel(kernel_cmd, **kw)
 
         def client(self, **kwargs: Any) -> Any:  # papermill's client: its channels are closed on stop
