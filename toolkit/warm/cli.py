@@ -124,6 +124,20 @@ def stop_command(
     emit({"stopped": True, "pid": pid}, json_output, f"warm server {pid} stopped")
 
 
+@app.command("python", hidden=True,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def python_command(ctx: typer.Context, script: Annotated[Path, typer.Argument(help="a Python file")]) -> None:
+    """Run a Python file as ``__main__`` with the remaining arguments (internal: benchmarks and tests).
+
+    Through a warm server it runs in a forked worker, like any command; without one, in this process.
+    ``bench/bench_template.py --warm`` measures plain Python against a template run this way.
+    """
+    import runpy
+
+    sys.argv = [str(script), *ctx.args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 @app.command("status")
 def status_command(
     json_output: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,

@@ -35,7 +35,7 @@ def in_worker() -> bool:
 
 def run_warm(argv: Sequence[str]) -> int | None:
     """Run ``toolkit argv`` in a warm worker and return its exit status; ``None``: run it here (cold)."""
-    if os.environ.get(ENV_SWITCH, "1") == "0" or in_worker() or (argv[:1] == ["warm"]):
+    if os.environ.get(ENV_SWITCH, "1") == "0" or in_worker() or (argv[:1] == ["warm"] and argv[1:2] != ["python"]):
         return None
     path = state_files(state_dir())["socket"]
     if not os.path.exists(path):  # no server: this is all it costs

@@ -223,6 +223,7 @@ class Server:
         self.listener.listen(64)
         self.listener.setblocking(False)
         self.sel.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        self.last_activity = time.monotonic()  # idle from now, not from before the imports
         os.ftruncate(self.lock_fd, 0)
         os.pwrite(self.lock_fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -250,8 +251,8 @@ class Server:
         for child in list(self.children.values()):
             self._kill(child)
         for child in list(self.children.values()):
-            os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED)
-            self._ended(child, None)
+            info = os.waitid(os.P_PIDFD, child.pidfd, os.WEXITED)
+            self._ended(child, exit_status(info) if info is not None else None)
         self.files["pid"].unlink(missing_ok=True)
         _log("stopped")
         os._exit(0)
