@@ -26,7 +26,7 @@ import typer
 from toolkit.cli_support import emit, json_emitted, reset
 from toolkit.errors import ToolkitError
 
-__all__ = ["app", "cli", "main"]
+__all__ = ["app", "cli", "main", "serve_warm"]
 
 app = typer.Typer(help="Research-to-production toolkit for a digital-asset trading desk.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -127,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if rv == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130) and returns it
         return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
     return int(rv) if isinstance(rv, int) else 0
+
+
+def serve_warm(argv: list[str]) -> int:
+    """Run the ``toolkit warm`` server (``toolkit warm start`` launches it): its workers run :func:`main`."""
+    from toolkit.warm.server import serve_main
+
+    return serve_main(argv, main, _register)
 
 
 def cli() -> None:

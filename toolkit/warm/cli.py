@@ -20,25 +20,25 @@ from toolkit.warm.protocol import connect, recv_msg, send_msg
 
 __all__ = ["app", "server_status"]
 
-HELP = """Keep the toolkit's imports in memory: an opt-in server that every `toolkit` command is forked from.
-
-A cold `toolkit backtest` imports mlflow, pandas, papermill and nbconvert, then starts a kernel that imports
-ipykernel, vectorbt and the template's modules: seconds of the same imports on every run. `toolkit warm start`
-starts one detached process (its own session, log in the state dir) that imports all of it once and then
-only forks: while it runs, every `toolkit` command of this install (same sys.prefix, same checkout) runs in a
-worker forked from it, on your terminal, cwd, umask and environment, and a template's kernel is forked from
-it too. Exit codes, output and Ctrl-C are those of a cold run. Nothing changes until you start it
-(TOOLKIT_WARM=0 turns the client off for one command).
-
-It keeps about 1 GB resident (`toolkit warm status` prints its RSS) and exits after --idle-minutes without a
-request (default 30), on `toolkit warm stop`, or when the code it imported changed: each command re-checks
-every file under toolkit/ and templates/; when one changed the server exits and that command runs cold.
-
-State dir: $TOOLKIT_WARM_DIR, else $XDG_RUNTIME_DIR/desk-toolkit, else ~/.cache/desk-toolkit/warm (mode 0700).
-"""
+HELP = (
+    "Keep the toolkit's imports in memory: an opt-in server that every `toolkit` command is forked from.\n\n"
+    "A cold `toolkit backtest` imports mlflow, pandas, papermill and nbconvert, then starts a kernel that "
+    "imports ipykernel, vectorbt and the template's modules: seconds of the same imports on every run. "
+    "`toolkit warm start` starts one detached process (its own session, log in the state dir) that imports "
+    "all of it once and then only forks: while it runs, every `toolkit` command of this install (same "
+    "sys.prefix, same checkout) runs in a worker forked from it, on your terminal, cwd, umask and environment, "
+    "and a template's kernel is forked from it too. Exit codes, output and Ctrl-C are those of a cold run. "
+    "Nothing changes until you start it (TOOLKIT_WARM=0 runs one command cold).\n\n"
+    "It keeps about 600 MB resident (`toolkit warm status` prints its RSS) and exits after --idle-minutes "
+    "without a request (default 30), on `toolkit warm stop` (which kills what it runs), or when the code it "
+    "imported changed: each command re-checks every file under toolkit/ and templates/; when one changed "
+    "the server exits and that command runs cold.\n\n"
+    "State dir: $TOOLKIT_WARM_DIR, else $XDG_RUNTIME_DIR/desk-toolkit, else ~/.cache/desk-toolkit/warm "
+    "(mode 0700)."
+)
 
 app = typer.Typer(help=HELP, no_args_is_help=True)
-_SERVER = "import sys; from toolkit.warm.server import serve_main; sys.exit(serve_main(sys.argv[1:]))"
+_SERVER = "import sys; from toolkit.cli import serve_warm; sys.exit(serve_warm(sys.argv[1:]))"
 
 
 def server_status(directory: Path | None = None, timeout: float = 10.0) -> dict[str, Any] | None:

@@ -6,7 +6,8 @@ to fork one with the command's ipykernel arguments (``KERNEL_ARGUMENTS`` and the
 environment and umask, on the worker's stdout and the kernel's stderr log; the server answers with the
 kernel's pid and a pidfd. :class:`ForkedKernel` gives that pidfd the part of ``subprocess.Popen`` that
 jupyter_client's ``LocalProvisioner`` uses (``poll``, ``wait``, ``send_signal``, ``kill``,
-``terminate``, ``pid``, ``returncode``), and :func:`adopt` hands it to the provisioner as its process:
+``terminate``, ``pid``, ``returncode``), and ``TemplateKernel``'s manager hands it to the provisioner as its
+process (:func:`toolkit.reporting.kernels.set_kernel_launcher`, set in each worker):
 papermill sees a dead kernel, and kills a live one, exactly as it does a started one. The exit status
 comes from the server (which collected it) over the same connection; the kernel is killed by the server
 if that connection closes (the worker ended).
@@ -29,7 +30,7 @@ from typing import Any
 from toolkit.warm import client as warm_client
 from toolkit.warm.protocol import ProtocolError, connect, recv_msg, send_msg
 
-__all__ = ["ForkedKernel", "adopt", "launch"]
+__all__ = ["ForkedKernel", "launch"]
 
 
 class ForkedKernel:
@@ -127,16 +128,3 @@ def launch(cmd: list[str], kw: dict[str, Any]) -> ForkedKernel | None:
         sock.close()
         return None
     return ForkedKernel(reply["pid"], pidfds[0], sock)
-
-
-def adopt(provisioner: Any, process: ForkedKernel, cwd: Any) -> Any:
-    """Make ``process`` a ``LocalProvisioner``'s kernel, as its ``launch_kernel`` does; return its connection info.
-
-    The kernel leads its own process group (as ``Popen(start_new_session=True)`` makes it), so the
-    provisioner's signals to the group reach it and its subprocesses.
-    """
-    provisioner.process = process
-    provisioner.pid = process.pid
-    provisioner.pgid = process.pid
-    provisioner.cwd = cwd
-    return provisioner.connection_info

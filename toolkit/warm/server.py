@@ -50,11 +50,14 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from toolkit.reporting.kernels import set_kernel_launcher
 from toolkit.warm import client as warm_client
+from toolkit.warm.kernels import launch
 from toolkit.warm.paths import state_files
 from toolkit.warm.protocol import ProtocolError, peer, recv_msg, send_msg
 
@@ -90,9 +93,6 @@ def warm_up() -> None:
     names += [m.name for m in pkgutil.walk_packages([str(_PACKAGE)], "toolkit.")
               if not m.name.startswith("toolkit.warm.") and not m.name.endswith("__main__")]
     importhooks.preload(list(dict.fromkeys(names)))  # what fails to import here fails in a cold process too
-    import toolkit.cli
-
-    toolkit.cli._register()
 
 
 def code_signature(extra: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
@@ -186,7 +186,8 @@ class Child:
 class Server:
     """The server's state and loop (see the module docstring)."""
 
-    def __init__(self, directory: Path, idle_seconds: float) -> None:
+    def __init__(self, directory: Path, idle_seconds: float, main: Callable[[list[str]], int]) -> None:
+        self.main = main
         self.files = state_files(directory)
         self.idle_seconds = idle_seconds
         self.extra = tuple(p for p in os.environ.get(ENV_WATCH_EXTRA, "").split(os.pathsep) if p)
@@ -303,9 +304,8 @@ class Server:
         sys.argv = ["toolkit", *req["argv"]]
         sys.path[:] = req["path"]
         warm_client._WORKER.update(inside=True, socket=str(self.files["socket"]))
-        from toolkit.cli import main
-
-        return main(list(req["argv"]))
+        set_kernel_launcher(launch)
+        return self.main(list(req["argv"]))
 
     def _kernel(self, req: dict[str, Any], fds: list[int]) -> int:
         os.setsid()  # as jupyter_client starts a kernel: its own session and process group
@@ -512,18 +512,23 @@ class Server:
                         self._ended(child, exit_status(info))
 
 
-def serve_main(argv: list[str]) -> int:
-    """Run the server (``toolkit warm start`` launches this detached, its stdio on the log)."""
+def serve_main(argv: list[str], main: Callable[[list[str]], int], prepare: Callable[[], None]) -> int:
+    """Run the server; its workers run ``main(argv)``, ``prepare()`` runs after the imports.
+
+    ``toolkit warm start`` launches it detached, its stdio on the log, through ``toolkit.cli.serve_warm``
+    (the entry point passes its own ``main``; this area does not import the CLI).
+    """
     ap = argparse.ArgumentParser(prog="toolkit-warm-server")
     ap.add_argument("--state-dir", type=Path, required=True)
     ap.add_argument("--idle-minutes", type=float, required=True)
     args = ap.parse_args(argv)
-    server = Server(args.state_dir, args.idle_minutes * 60)
+    server = Server(args.state_dir, args.idle_minutes * 60, main)
     if not server.lock():
         _log("another warm server holds this install's pid file: exiting")
         return 1
     t0 = time.perf_counter()
     warm_up()
+    prepare()
     server.signature = code_signature(server.extra)
     server.env_at_import = _import_time_env(os.environ)
     if threading.active_count() != 1:
@@ -540,6 +545,3 @@ def serve_main(argv: list[str]) -> int:
         traceback.print_exc()
         server.finish()
 
-
-if __name__ == "__main__":
-    sys.exit(serve_main(sys.argv[1:]))
