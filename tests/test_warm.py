@@ -165,8 +165,11 @@ def test_a_backtest_runs_warm_as_it_runs_cold(server: Server, tmp_path: Path) ->
 ], ids=["usage", "data-error", "bad-parameter", "traceback"])
 def test_exit_status_and_output_are_the_cold_runs(server: Server, args: list[str], tmp_path: Path) -> None:
     served = server.status()["served"]
-    warm = _toolkit(args, server.env(tmp_path), tmp_path)
+    secret = f"s3cret-{os.getpid()}-{args[0]}"
+    warm = _toolkit(args, server.env(tmp_path, TOOLKIT_EXCHANGE_SECRET=secret), tmp_path)
     assert server.status()["served"] == served + 1
+    log = next(server.state.glob("*.log")).read_text()
+    assert "worker" in log and secret not in log  # the log names commands, never their environment
     cold = _toolkit(args, _cold(server.env(tmp_path)), tmp_path)
     assert warm.returncode == cold.returncode != 0
     assert warm.stdout == cold.stdout

@@ -5,10 +5,12 @@ templates need (:func:`warm_up`), records the code it serves (:func:`code_signat
 and loops over a ``selectors`` selector of the listening socket, its clients' connections and the
 ``pidfd`` of every child; ``os.waitid(P_PIDFD)`` collects each child's exit status.
 
-**Fork safety.** Every fork happens here, in a process that has exactly one thread (asserted before
-each fork), has never created a zmq context, opened an sqlite or MLflow connection, or run numba
-parallel code: it only imported modules. A child closes everything of the server's (listening socket,
-selector, connections, pidfds, the pid file's lock) before it runs anything.
+**Fork safety.** Every fork happens here, in a process that has exactly one Python thread (asserted
+before each fork), has never created a zmq context, opened an sqlite or MLflow connection, or run numba
+parallel code: it only imported modules. (Importing numpy, scipy and pyarrow starts native thread pools,
+OpenBLAS's and jemalloc's background thread; both libraries register ``pthread_atfork`` handlers for
+this.) A child closes everything of the server's (listening socket, selector, connections, pidfds, the
+pid file's lock) before it runs anything, and forgets what the server cached from its own environment.
 
 - ``run``: the client's descriptors 0/1/2, cwd, umask, environment and ``sys.path`` are adopted by a
   forked worker (its own process group) that runs ``toolkit.cli.main(argv)`` and exits with its status.
@@ -63,8 +65,12 @@ from toolkit.warm.protocol import ProtocolError, peer, recv_msg, send_msg
 
 __all__ = ["IMPORT_TIME_ENV", "code_signature", "exit_status", "serve_main", "warm_up"]
 
-#: variables the imported modules read once, at import: a client whose value differs runs cold
-IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "MPLBACKEND", "MPLCONFIGDIR", "PYTHONWARNINGS")
+#: variables read once, at interpreter start or at import (numba's config, matplotlib's rcParams, the
+#: locale, the time zone): a client whose value differs runs cold. (ipykernel's ``JPY_PARENT_PID`` default
+#: is read at import too: a forked kernel is given ``--IPKernelApp.parent_handle`` instead; ``tempfile``'s
+#: cached ``$TMPDIR`` is forgotten in every child.) ``toolkit`` itself reads the environment at call time.
+IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONIOENCODING", "MPLBACKEND",
+                   "MPLCONFIGDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
 IMPORT_TIME_PREFIXES = ("NUMBA_",)
 ENV_WATCH_EXTRA = "TOOLKIT_WARM_WATCH_EXTRA"
 _PACKAGE = Path(__file__).resolve().parents[1]
@@ -147,7 +153,7 @@ def _adopt_stdio(env: dict[str, str]) -> None:
             tty = os.isatty(fd)
             stream = open(fd, mode, buffering=-1, encoding=encoding or "utf-8", closefd=False,
                           errors=errors or ("backslashreplace" if fd == 2 else "strict"),
-                          newline=None if fd == 0 else "\n")
+                          newline="\n")
             if fd and isinstance(stream, io.TextIOWrapper):
                 stream.reconfigure(line_buffering=tty or fd == 2, write_through=unbuffered)
         except OSError:
