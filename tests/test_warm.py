@@ -34,6 +34,9 @@ if sys.argv[1] == "ppid":
 elif sys.argv[1] == "sleep":
     print(os.getpid(), flush=True)
     time.sleep(float(sys.argv[2]))
+elif sys.argv[1] == "streams":
+    print(sys.stdout.isatty(), sys.stdout.line_buffering, sys.stderr.line_buffering, sys.stdout.encoding,
+          sys.stdin.isatty(), flush=True)
 elif sys.argv[1] == "template":
     from toolkit.errors import ExecutionFailed
     from toolkit.reporting.notebooks import execute_template
@@ -178,6 +181,35 @@ def test_exit_status_and_output_are_the_cold_runs(server: Server, args: list[str
         assert "Traceback" in warm.stderr
     else:
         assert warm.stderr == cold.stderr
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str]:
+    """Run ``toolkit *args`` with stdin and stdout on a pseudo-terminal; return its status and output."""
+    controller, terminal = os.openpty()
+    try:
+        proc = subprocess.run([TOOLKIT, *args], env=env, cwd=cwd, stdin=terminal, stdout=terminal,
+                              stderr=subprocess.PIPE, timeout=120)
+        os.set_blocking(controller, False)
+        out = os.read(controller, 65536).decode()
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    return proc.returncode, out
+
+
+def test_a_worker_buffers_its_streams_as_a_fresh_process(server: Server, script: Path, tmp_path: Path) -> None:
+    args = ["warm", "python", str(script), "streams"]
+    served = server.status()["served"]
+    buffered = {k: v for k, v in server.env(tmp_path).items() if k != "PYTHONUNBUFFERED"}
+    unbuffered = {**buffered, "PYTHONUNBUFFERED": "1"}  # -u: no line buffering, every write goes through
+    for env, flags in ((buffered, ["True", "True"]), (unbuffered, ["False", "False"])):
+        on_tty = _on_a_terminal(args, env, tmp_path)
+        assert on_tty == _on_a_terminal(args, _cold(env), tmp_path)
+        assert on_tty[0] == 0 and on_tty[1].split() == ["True", *flags, "utf-8", "True"]
+    piped = _toolkit(args, buffered, tmp_path)
+    assert piped.stdout == _toolkit(args, _cold(buffered), tmp_path).stdout
+    assert piped.stdout.split() == ["False", "False", "True", "utf-8", "False"]  # stderr: line-buffered anyway
+    assert server.status()["served"] == served + 3
 
 
 def _killing_notebook(path: Path) -> Path:

@@ -155,7 +155,7 @@ def _adopt_stdio(env: dict[str, str]) -> None:
                           errors=errors or ("backslashreplace" if fd == 2 else "strict"),
                           newline="\n")
             if fd and isinstance(stream, io.TextIOWrapper):
-                stream.reconfigure(line_buffering=tty or fd == 2, write_through=unbuffered)
+                stream.reconfigure(line_buffering=not unbuffered and (tty or fd == 2), write_through=unbuffered)
         except OSError:
             stream = None  # a closed descriptor: Python leaves the stream None too
         streams.append(stream)
