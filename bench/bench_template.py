@@ -49,6 +49,8 @@ stopped at the end); the cold measurements run with ``TOOLKIT_WARM=0``. Its note
 sides in a worker forked by the server (the hidden ``toolkit warm python SCRIPT`` command): the template
 run (``execute_template``: papermill, a kernel forked by the server, the cells) against the same cells in
 plain Python, each timed from the script's first line, with every module already imported by the server.
+It also times the entry point's warm client when no server runs (importing it and checking for a socket,
+in a fresh interpreter that imported ``toolkit.cli``; median of 7).
 """
 
 from __future__ import annotations
@@ -290,6 +292,24 @@ def overhead_run(checkout: Checkout, kind: str, i: int) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+NO_SERVER = """
+import time
+import toolkit.cli
+t0 = time.perf_counter()
+from toolkit.warm.client import run_warm
+assert run_warm(["backtest"]) is None
+print((time.perf_counter() - t0) * 1e3)
+"""
+
+
+def no_server_cost_ms(samples: int = 7) -> float:
+    """Return the median cost (ms) of the entry point's warm client when no server runs (import + check)."""
+    env = {**os.environ, "TOOLKIT_WARM_DIR": tempfile.mkdtemp(prefix="bench-no-server-")}
+    env.pop("TOOLKIT_WARM", None)
+    return statistics.median(float(subprocess.run([sys.executable, "-c", NO_SERVER], env=env, capture_output=True,
+                                                  text=True, check=True).stdout) for _ in range(samples))
+
+
 def _summary(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "all": values}
 
@@ -420,6 +440,9 @@ def main() -> int:
         res["baseline_is"] = "another checkout, measured interleaved with this one (--baseline)"
     if args.warm:
         res["this_checkout_warm_is"] = "this checkout through a toolkit warm server, measured interleaved (--warm)"
+        res["warm_client_without_server_ms"] = no_server_cost_ms()
+        lines.append(f"warm client when no server runs: {res['warm_client_without_server_ms']:.2f} ms "
+                     "(median of 7: its import and the socket check; goal < 5 ms)")
     lines.append("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
                  + ", after " + " ".join(f"{x:.2f}" for x in res["load_average"]["after"]))
     print("\n".join(lines))
