@@ -314,3 +314,23 @@ def test_an_idle_server_exits_by_itself(tmp_path: Path) -> None:
         assert not list(srv.state.glob("*.socket"))
     finally:
         _stop(srv)
+
+
+def test_a_killed_server_takes_its_workers_and_the_client_says_so(script: Path, tmp_path: Path) -> None:
+    srv = _start(tmp_path)
+    proc = subprocess.Popen([TOOLKIT, "warm", "python", str(script), "sleep", "600"], env=srv.env(tmp_path),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        worker = int(proc.stdout.readline())
+        assert worker in _children(srv.pid)
+        os.kill(srv.pid, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 1
+        assert "the warm server went away" in proc.communicate()[1]
+        _until(lambda: not _alive(worker), "the worker to die with its server", 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        _until(lambda: not _alive(srv.pid), "the server to be gone", 60)
+

@@ -15,7 +15,8 @@ pid file's lock) before it runs anything, and forgets what the server cached fro
 - ``run``: the client's descriptors 0/1/2, cwd, umask, environment and ``sys.path`` are adopted by a
   forked worker (its own process group) that runs ``toolkit.cli.main(argv)`` and exits with its status.
   The client hears the worker's pid at once and its exit status when it ends (a signal death: 128 + n).
-  When the client's connection closes first, the worker's process group is killed.
+  When the client's connection closes first, the worker's process group is killed; when the server dies,
+  its workers are killed (``PR_SET_PDEATHSIG``) and its kernels exit (ipykernel's parent poller).
 - ``kernel``: a worker's :class:`toolkit.reporting.kernels.TemplateKernel` asks for a kernel; the server
   forks one (its own session, as jupyter_client starts one) running ipykernel's ``IPKernelApp`` with the
   arguments, cwd and environment sent, stdout and stderr on the descriptors sent, and sends back its
@@ -176,6 +177,15 @@ def _adopt_process(req: dict[str, Any]) -> None:
         numpy.random.seed()
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel SIGKILL this process when ``parent`` dies (``PR_SET_PDEATHSIG``); exit if it is gone."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(128 + signal.SIGKILL)
+
+
 @dataclass
 class Child:
     """A worker or a kernel the server forked."""
@@ -194,6 +204,7 @@ class Server:
 
     def __init__(self, directory: Path, idle_seconds: float, main: Callable[[list[str]], int]) -> None:
         self.main = main
+        self.pid = os.getpid()
         self.files = state_files(directory)
         self.idle_seconds = idle_seconds
         self.extra = tuple(p for p in os.environ.get(ENV_WATCH_EXTRA, "").split(os.pathsep) if p)
@@ -301,6 +312,7 @@ class Server:
 
     def _worker(self, req: dict[str, Any], fds: list[int]) -> int:
         os.setpgid(0, 0)
+        _die_with(self.pid)
         for fd, target in zip(fds, (0, 1, 2), strict=True):
             if fd != target:
                 os.dup2(fd, target)
