@@ -252,16 +252,19 @@ class Server:
             self.listener = None
             self.files["socket"].unlink(missing_ok=True)
 
-    def _fds(self) -> list[int]:
-        """Every descriptor a forked child must close."""
-        fds = [self.lock_fd, self.sel.fileno(), *(s.fileno() for s in self.wakeup)]
+    def _close_inherited(self, conn: socket.socket) -> None:
+        """In a forked child: close every descriptor of the server's (sockets detached first, so that no
+        Python object closes a descriptor number the child has reused since)."""
+        self.sel.close()
+        sockets = [*self.wakeup, conn, *(c.conn for c in self.children.values() if c.conn is not None)]
         if self.listener is not None:
-            fds.append(self.listener.fileno())
-        for child in self.children.values():
-            fds.append(child.pidfd)
-            if child.conn is not None:
-                fds.append(child.conn.fileno())
-        return fds
+            sockets.append(self.listener)
+        fds = [self.lock_fd, *(c.pidfd for c in self.children.values()), *(s.detach() for s in sockets)]
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def finish(self) -> NoReturn:
         """Kill every child, collect them, remove the socket and the pid file, exit."""
@@ -286,11 +289,7 @@ class Server:
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                for fd in (*self._fds(), conn.fileno()):
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                self._close_inherited(conn)
                 status = target(*args)
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else 1
