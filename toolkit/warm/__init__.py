@@ -8,7 +8,8 @@ argv, cwd, environment, umask and terminal descriptors to the server when one ru
 server forks a worker that runs the command and reports its exit status. A template's kernel started
 inside a worker is forked by the server too (:mod:`toolkit.warm.kernels`).
 
-Modules: :mod:`~toolkit.warm.protocol` (paths and messages, imported by every ``toolkit`` process, so it
-imports nothing heavy), :mod:`~toolkit.warm.client`, :mod:`~toolkit.warm.server` (the fork-safety rules
-are in its docstring), :mod:`~toolkit.warm.kernels`, :mod:`~toolkit.warm.cli`.
+Modules: :mod:`~toolkit.warm.paths` (imported by every ``toolkit`` process, so it imports almost
+nothing), :mod:`~toolkit.warm.protocol` (messages), :mod:`~toolkit.warm.client`, :mod:`~toolkit.warm.server`
+(the fork-safety rules are in its docstring), :mod:`~toolkit.warm.child` (what it imports and watches, how a
+child adopts the requester), :mod:`~toolkit.warm.kernels`, :mod:`~toolkit.warm.cli`.
 """

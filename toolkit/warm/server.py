@@ -27,7 +27,7 @@ pid file's lock) before it runs anything, and forgets what the server cached fro
 ``templates/`` (and of the paths in ``$TOOLKIT_WARM_WATCH_EXTRA``, ``os.pathsep``-separated, read when
 the server starts). When anything changed, the server answers "stale", stops listening, lets its running
 children end, and exits; the client runs the command cold. A client whose ``sys.prefix`` differs, or
-whose value of a variable read at import time (:data:`IMPORT_TIME_ENV`) differs from the server's, is
+whose value of a variable read at import time (:data:`toolkit.warm.child.IMPORT_TIME_ENV`) differs from the server's, is
 answered "cold" (the server stays).
 
 The log (stdout and stderr of the server) gets one line per request: the command's name (``argv[0]``)
@@ -41,15 +41,11 @@ import atexit
 import datetime as dt
 import fcntl
 import gc
-import io
-import json
 import os
-import random
 import selectors
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -60,79 +56,21 @@ from typing import Any, NoReturn
 
 from toolkit.reporting.kernels import set_kernel_launcher
 from toolkit.warm import client as warm_client
+from toolkit.warm.child import (
+    ENV_WATCH_EXTRA,
+    adopt_process,
+    adopt_stdio,
+    code_signature,
+    die_with,
+    exit_status,
+    import_time_env,
+    warm_up,
+)
 from toolkit.warm.kernels import launch
 from toolkit.warm.paths import state_files
 from toolkit.warm.protocol import ProtocolError, peer, recv_msg, send_msg
 
-__all__ = ["IMPORT_TIME_ENV", "code_signature", "exit_status", "serve_main", "warm_up"]
-
-#: variables read once, at interpreter start or at import (numba's config, matplotlib's rcParams, the
-#: locale, the time zone): a client whose value differs runs cold. (ipykernel's ``JPY_PARENT_PID`` default
-#: is read at import too: a forked kernel is given ``--IPKernelApp.parent_handle`` instead; ``tempfile``'s
-#: cached ``$TMPDIR`` is forgotten in every child.) ``toolkit`` itself reads the environment at call time.
-IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHASHSEED", "PYTHONWARNINGS", "PYTHONIOENCODING", "MPLBACKEND",
-                   "MPLCONFIGDIR", "LANG", "LC_ALL", "LC_CTYPE", "TZ")
-IMPORT_TIME_PREFIXES = ("NUMBA_",)
-ENV_WATCH_EXTRA = "TOOLKIT_WARM_WATCH_EXTRA"
-_PACKAGE = Path(__file__).resolve().parents[1]
-_TEMPLATES = _PACKAGE.parent / "templates"
-#: modules the commands import when they run (besides ``toolkit.*`` and the templates' own imports)
-_COMMAND_IMPORTS = (
-    "mlflow", "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry."
-    "sqlalchemy_store", "mlflow.pyfunc", "sqlalchemy", "alembic", "pandas", "numpy", "papermill",
-    "papermill.execute", "nbconvert", "nbformat", "jupyter_client.manager", "jupyter_client.kernelspec",
-    "ipykernel.kernelapp", "ipykernel.ipkernel", "IPython", "matplotlib", "matplotlib.pyplot",
-    "matplotlib_inline.backend_inline", "vectorbt", "pyarrow.parquet",
-)
-
-
-def warm_up() -> None:
-    """Import what the commands and the templates need (``toolkit.*`` and each template's imports)."""
-    import pkgutil
-
-    from toolkit import importhooks
-    from toolkit.reporting.kernels import template_imports
-
-    importhooks.install()
-    names: list[str] = [*_COMMAND_IMPORTS]
-    for template in sorted(_TEMPLATES.glob("*.ipynb")):
-        names += template_imports(json.loads(template.read_text(encoding="utf-8")))
-    names += [m.name for m in pkgutil.walk_packages([str(_PACKAGE)], "toolkit.")
-              if not m.name.startswith("toolkit.warm.") and not m.name.endswith("__main__")]
-    importhooks.preload(list(dict.fromkeys(names)))  # what fails to import here fails in a cold process too
-
-
-def code_signature(extra: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
-    """Return (mtime_ns, size) of every source under ``toolkit/`` and ``templates/`` and of ``extra``."""
-    out: dict[str, tuple[int, int]] = {}
-    for root, suffixes in ((_PACKAGE, (".py",)), (_TEMPLATES, (".ipynb",))):
-        for folder, dirs, files in os.walk(root):
-            dirs[:] = [d for d in dirs if d != "__pycache__" and not d.startswith(".")]
-            for name in files:
-                if name.endswith(suffixes):
-                    path = os.path.join(folder, name)
-                    try:
-                        st = os.stat(path)
-                    except FileNotFoundError:
-                        continue
-                    out[path] = (st.st_mtime_ns, st.st_size)
-    for path in extra:
-        try:
-            st = os.stat(path)
-            out[path] = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            out[path] = (-1, -1)
-    return out
-
-
-def exit_status(info: Any) -> int:
-    """Return a shell's view of a ``waitid`` result: the exit code, or 128 + the signal that ended it."""
-    return int(info.si_status) if info.si_code == os.CLD_EXITED else 128 + int(info.si_status)
-
-
-def _import_time_env(env: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    return {k: v for k, v in env.items() if k in IMPORT_TIME_ENV or k.startswith(IMPORT_TIME_PREFIXES)}
-
+__all__ = ["Server", "serve_main"]
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm", encoding="ascii") as f:
@@ -142,48 +80,6 @@ def _rss_bytes() -> int:
 def _log(message: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{stamp} {message}", flush=True)
-
-
-def _adopt_stdio(env: dict[str, str]) -> None:
-    """Rebuild ``sys.stdin/stdout/stderr`` on descriptors 0/1/2 as a fresh interpreter would."""
-    encoding, _, errors = (env.get("PYTHONIOENCODING") or "utf-8:").partition(":")
-    unbuffered = bool(env.get("PYTHONUNBUFFERED"))
-    streams = []
-    for fd, mode in ((0, "r"), (1, "w"), (2, "w")):
-        try:
-            tty = os.isatty(fd)
-            stream = open(fd, mode, buffering=-1, encoding=encoding or "utf-8", closefd=False,
-                          errors=errors or ("backslashreplace" if fd == 2 else "strict"),
-                          newline="\n")
-            if fd and isinstance(stream, io.TextIOWrapper):
-                stream.reconfigure(line_buffering=not unbuffered and (tty or fd == 2), write_through=unbuffered)
-        except OSError:
-            stream = None  # a closed descriptor: Python leaves the stream None too
-        streams.append(stream)
-    sys.stdin, sys.stdout, sys.stderr = streams  # type: ignore[assignment]
-    sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams  # type: ignore[misc,assignment]
-
-
-def _adopt_process(req: dict[str, Any]) -> None:
-    """Take the requester's cwd, umask and environment; forget what the server cached from its own."""
-    os.chdir(req["cwd"])
-    os.umask(int(req["umask"]))
-    os.environ.clear()
-    os.environ.update(req["env"])
-    tempfile.tempdir = None  # gettempdir() caches $TMPDIR
-    random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        numpy.random.seed()
-
-
-def _die_with(parent: int) -> None:
-    """Have the kernel SIGKILL this process when ``parent`` dies (``PR_SET_PDEATHSIG``); exit if it is gone."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(128 + signal.SIGKILL)
 
 
 @dataclass
@@ -311,13 +207,13 @@ class Server:
 
     def _worker(self, req: dict[str, Any], fds: list[int]) -> int:
         os.setpgid(0, 0)
-        _die_with(self.pid)
+        die_with(self.pid)
         for fd, target in zip(fds, (0, 1, 2), strict=True):
             if fd != target:
                 os.dup2(fd, target)
                 os.close(fd)
-        _adopt_process(req)
-        _adopt_stdio(req["env"])
+        adopt_process(req)
+        adopt_stdio(req["env"])
         sys.argv = ["toolkit", *req["argv"]]
         sys.path[:] = req["path"]
         warm_client._WORKER.update(inside=True, socket=str(self.files["socket"]))
@@ -330,8 +226,8 @@ class Server:
         for fd, target in ((null, 0), (fds[0], 1), (fds[1], 2)):
             os.dup2(fd, target)
             os.close(fd)
-        _adopt_process(req)
-        _adopt_stdio(req["env"])
+        adopt_process(req)
+        adopt_stdio(req["env"])
         # its parent is this server: the kernel exits if the server dies (as a started one follows its parent)
         args = [*req["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.argv = ["ipykernel_launcher", *args]
@@ -355,7 +251,7 @@ class Server:
     def _why_cold(self, req: dict[str, Any]) -> str | None:
         if req.get("prefix") != sys.prefix:
             return "another sys.prefix"
-        if _import_time_env(req.get("env", {})) != self.env_at_import:
+        if import_time_env(req.get("env", {})) != self.env_at_import:
             return "a variable read at import time differs"
         if code_signature(self.extra) != self.signature:
             self.stale = True
@@ -547,7 +443,7 @@ def serve_main(argv: list[str], main: Callable[[list[str]], int], prepare: Calla
     warm_up()
     prepare()
     server.signature = code_signature(server.extra)
-    server.env_at_import = _import_time_env(os.environ)
+    server.env_at_import = import_time_env(os.environ)
     if threading.active_count() != 1:
         _log(f"imports left threads running ({threading.enumerate()}): a warm server cannot fork safely")
         return 1
