@@ -1,6 +1,6 @@
 """Benchmark: the fixed cost of a template run, as ``toolkit backtest`` and ``toolkit gates`` run it.
 
-Usage: .venv/bin/python bench/bench_template.py [--repeat 3] [--pairs 5] [--baseline PATH]
+Usage: .venv/bin/python bench/bench_template.py [--repeat 3] [--pairs 5] [--baseline PATH] [--warm]
        [--json bench/results/template.json]
 
 The issue's case: ``ma_cross`` on the bundled Binance BTC/USDT 15m bars 2024-01-01..2024-03-31 (resampled
@@ -40,7 +40,17 @@ median over
 environment, put first on ``PYTHONPATH``, in its own store, **interleaved** with this one (each repetition
 runs both, alternating which goes first), so a machine shared with other jobs loads both alike. Figures are
 medians of ``--repeat`` runs after one warm-up, with min and max. Results are printed as a table and
-written to bench/results/template.json (no paths).
+written to bench/results/template.json (no paths), with the load average (``os.getloadavg``) before and
+after.
+
+``--warm`` measures this checkout a second time, interleaved, through a ``toolkit warm`` server
+(``toolkit warm start`` in the bench's temporary state dir, started after that store's cold warm-up pair and
+stopped at the end); the cold measurements run with ``TOOLKIT_WARM=0``. Its notebook overhead runs both
+sides in a worker forked by the server (the hidden ``toolkit warm python SCRIPT`` command): the template
+run (``execute_template``: papermill, a kernel forked by the server, the cells) against the same cells in
+plain Python, each timed from the script's first line, with every module already imported by the server.
+It also times the entry point's warm client when no server runs (importing it and checking for a socket,
+in a fresh interpreter that imported ``toolkit.cli``; median of 7).
 """
 
 from __future__ import annotations
@@ -234,13 +244,28 @@ class Checkout:
     name: str
     root: Path
     store: Path
+    warm: bool = False
 
     @property
     def env(self) -> dict[str, str]:
         env = store_env(self.store)
         if self.root != ROOT:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")]))
+        if self.warm:
+            env["TOOLKIT_WARM_DIR"] = str(self.store / "warm-state")
+        else:
+            env["TOOLKIT_WARM"] = "0"
         return env
+
+    @property
+    def key(self) -> str:
+        return ("this_checkout" if self.root == ROOT else "baseline") + ("_warm" if self.warm else "")
+
+    def warm_server(self, action: str) -> None:
+        """``toolkit warm start`` or ``stop`` for this (warm) checkout."""
+        run = run_cli(["warm", action, "--json"], self.env, self.store)
+        if run.returncode != 0:
+            raise SystemExit(f"toolkit warm {action} exited {run.returncode}:\n{run.stderr[-3000:]}")
 
     def check(self) -> None:
         """Make sure a child imports this checkout's ``toolkit``."""
@@ -254,11 +279,35 @@ def overhead_run(checkout: Checkout, kind: str, i: int) -> float:
     params = {**CASE, "progress": False, "output_dir": str(checkout.store / f"bundle-{kind}-{i}")}
     code, first = ((OVERHEAD_TEMPLATE, str(checkout.store / f"overhead-{i}.ipynb")) if kind == "template"
                    else (OVERHEAD_PLAIN, str(checkout.root / "templates" / "backtest.ipynb")))
-    proc = subprocess.run([sys.executable, "-c", code, first, json.dumps(params)], env=checkout.env,
-                          cwd=checkout.store, capture_output=True, text=True)
+    if checkout.warm:  # in a worker forked by the warm server (see the module docstring)
+        script = checkout.store / f"overhead-{kind}.py"
+        script.write_text(code, encoding="utf-8")
+        command = [TOOLKIT, "warm", "python", str(script)]
+    else:
+        command = [sys.executable, "-c", code]
+    proc = subprocess.run([*command, first, json.dumps(params)], env=checkout.env, cwd=checkout.store,
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{checkout.name} {kind} run failed:\n{proc.stderr[-3000:]}")
     return float(proc.stdout.strip().splitlines()[-1])
+
+
+NO_SERVER = """
+import time
+import toolkit.cli
+t0 = time.perf_counter()
+from toolkit.warm.client import run_warm
+assert run_warm(["backtest"]) is None
+print((time.perf_counter() - t0) * 1e3)
+"""
+
+
+def no_server_cost_ms(samples: int = 7) -> float:
+    """Return the median cost (ms) of the entry point's warm client when no server runs (import + check)."""
+    env = {**os.environ, "TOOLKIT_WARM_DIR": tempfile.mkdtemp(prefix="bench-no-server-")}
+    env.pop("TOOLKIT_WARM", None)
+    return statistics.median(float(subprocess.run([sys.executable, "-c", NO_SERVER], env=env, capture_output=True,
+                                                  text=True, check=True).stdout) for _ in range(samples))
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -298,6 +347,8 @@ def measure(checkouts: list[Checkout], repeat: int, pairs: int) -> dict[str, dic
         if repeat:
             backtest_then_gates(c.env, c.store)  # warm-up: the store's schema, numba caches, OS file cache
             run_cli(["--help"], c.env, c.store)
+        if c.warm:
+            c.warm_server("start")  # after the (cold) warm-up pair
         if pairs:
             overhead_run(c, "template", -1)
             overhead_run(c, "plain", -1)
@@ -350,15 +401,25 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=RESULTS)
     ap.add_argument("--baseline", type=Path, default=None,
                     help="another checkout to measure the same way, interleaved (e.g. the code before a change)")
+    ap.add_argument("--warm", action="store_true",
+                    help="also measure this checkout through a `toolkit warm` server, interleaved")
     args = ap.parse_args()
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="bench-template-") as tmp:
         checkouts = [Checkout("this checkout", ROOT, Path(tmp) / "this")]
         if args.baseline is not None:
             checkouts.append(Checkout("baseline", args.baseline.resolve(), Path(tmp) / "baseline"))
+        if args.warm:
+            checkouts.append(Checkout("this checkout, warm (toolkit warm)", ROOT, Path(tmp) / "warm", warm=True))
         for c in checkouts:
             c.store.mkdir()
-        runs = measure(checkouts, args.repeat, args.pairs)
+        try:
+            runs = measure(checkouts, args.repeat, args.pairs)
+        finally:
+            for c in checkouts:
+                if c.warm:
+                    c.warm_server("stop")
 
     res: dict[str, Any] = {
         "benchmark": "template runs: toolkit backtest and toolkit gates as the CLI runs them",
@@ -368,14 +429,22 @@ def main() -> int:
         "goals": GOALS,
         "machine": {"arch": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
     }
     lines = []
     for c in checkouts:
         block, table = report(c.name, runs[c.name])
-        res["this_checkout" if c.root == ROOT else "baseline"] = block
+        res[c.key] = block
         lines += table
     if args.baseline is not None:
         res["baseline_is"] = "another checkout, measured interleaved with this one (--baseline)"
+    if args.warm:
+        res["this_checkout_warm_is"] = "this checkout through a toolkit warm server, measured interleaved (--warm)"
+        res["warm_client_without_server_ms"] = no_server_cost_ms()
+        lines.append(f"warm client when no server runs: {res['warm_client_without_server_ms']:.2f} ms "
+                     "(median of 7: its import and the socket check; goal < 5 ms)")
+    lines.append("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
+                 + ", after " + " ".join(f"{x:.2f}" for x in res["load_average"]["after"]))
     print("\n".join(lines))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")

@@ -30,6 +30,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("TOOLKIT_AUDIT", str(_SESSION_DIR / "audit.db"))
     os.environ["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
     os.environ["MPLBACKEND"] = "Agg"
+    os.environ["TOOLKIT_WARM_DIR"] = str(_SESSION_DIR / "warm")  # a developer's warm server never serves the suite
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

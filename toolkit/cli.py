@@ -10,6 +10,8 @@ script always gets JSON there. A command's own exit status (``toolkit data check
 Mounting the commands imports none of their dependencies: each command imports what it needs
 when it runs (``tests/test_entry_point.py`` checks that ``toolkit --help`` loads no pandas, ccxt,
 MLflow, papermill or vectorbt), and the process freezes its objects before it exits (``cli``).
+When a ``toolkit warm`` server runs for this install, ``cli`` hands the command to it instead
+(:mod:`toolkit.warm.client`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import typer
 from toolkit.cli_support import emit, json_emitted, reset
 from toolkit.errors import ToolkitError
 
-__all__ = ["app", "cli", "main"]
+__all__ = ["app", "cli", "main", "serve_warm"]
 
 app = typer.Typer(help="Research-to-production toolkit for a digital-asset trading desk.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -56,6 +58,7 @@ def _register() -> None:
     from toolkit.emulator.cli import app as emulator_app
     from toolkit.ops.cli import register as register_ops
     from toolkit.registry.cli import register as register_registry
+    from toolkit.warm.cli import app as warm_app
     from toolkit.workflows.cli import register as register_workflows
 
     data_app.command("check", help="Certify bars: gaps, duplicates, OHLC consistency, flat runs, outliers.")(
@@ -65,6 +68,7 @@ def _register() -> None:
     register_workflows(app)
     register_registry(app)
     register_ops(app)
+    app.add_typer(warm_app, name="warm")
     _registered["done"] = True
 
 
@@ -125,8 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     return int(rv) if isinstance(rv, int) else 0
 
 
+def serve_warm(argv: list[str]) -> int:
+    """Run the ``toolkit warm`` server (``toolkit warm start`` launches it): its workers run :func:`main`."""
+    from toolkit.warm.server import serve_main
+
+    return serve_main(argv, main, _register)
+
+
 def cli() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: the command runs in a ``toolkit warm`` worker when a server runs, else here."""
+    from toolkit.warm.client import run_warm
+
+    code = run_warm(sys.argv[1:])
+    if code is not None:
+        sys.exit(code)
     code = main()
     # The process ends here. Its finalisation would run full garbage collections over every object
     # the command imported (about 1 s after mlflow, papermill and pandas, 2 s with vectorbt); frozen

@@ -22,16 +22,21 @@ to papermill. Three things keep dead time out of a run (``bench/bench_template.p
   backtest, during which papermill waited. By then papermill holds every cell's reply and outputs;
   a template writes its files inside its cells and the calling process records them, so a template
   must not leave work to the kernel's exit (``atexit`` handlers, background threads).
+
+Inside a ``toolkit warm`` worker the kernel is forked by the warm server, which imported ipykernel and
+the templates' modules once (:func:`set_kernel_launcher`, :mod:`toolkit.warm.kernels`); all of the above
+still holds.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["KERNEL_ARGUMENTS", "SHUTDOWN_NOW", "TemplateKernel", "declared_parameters", "template_imports"]
+__all__ = ["KERNEL_ARGUMENTS", "SHUTDOWN_NOW", "TemplateKernel", "declared_parameters", "set_kernel_launcher",
+           "template_imports"]
 
 #: the kernel's command-line arguments: quiet, its IPython history in memory (as nbclient sets it)
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=ERROR", "--HistoryManager.hist_file=:memory:")
@@ -95,6 +100,19 @@ def _startup_line(preload: tuple[str, ...]) -> str:
             f"_hooks.preload({preload!r}); del _hooks")
 
 
+_LAUNCHER: list[Callable[[list[str], dict[str, Any]], Any]] = []
+
+
+def set_kernel_launcher(launch: Callable[[list[str], dict[str, Any]], Any] | None) -> None:
+    """Have kernels started by ``launch(cmd, popen_kwargs)`` instead of ``Popen`` (``None``: the usual way).
+
+    ``launch`` returns an object with ``subprocess.Popen``'s ``pid``, ``poll``, ``wait``, ``send_signal``,
+    ``kill`` and ``terminate`` whose process leads its own process group, or ``None`` to start this kernel
+    the usual way. A ``toolkit warm`` worker sets :func:`toolkit.warm.kernels.launch`.
+    """
+    _LAUNCHER[:] = [launch] if launch is not None else []
+
+
 def _manager_class(log: Path) -> type:
     """Return a kernel manager class whose kernels write their stderr to ``log`` and that keeps its clients."""
     from jupyter_client.manager import AsyncKernelManager
@@ -105,7 +123,15 @@ def _manager_class(log: Path) -> type:
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             with log.open("ab") as stderr:  # the child keeps its own copy of the descriptor
                 kw["stderr"] = stderr
-                await super()._async_launch_kernel(kernel_cmd, **kw)
+                process = _LAUNCHER[0](kernel_cmd, kw) if _LAUNCHER else None
+                if process is None:
+                    await super()._async_launch_kernel(kernel_cmd, **kw)
+                    return
+                # the provisioner's process, as LocalProvisioner.launch_kernel sets it: the kernel leads its
+                # own process group (Popen(start_new_session=True) makes it so), signals go to the group
+                prov: Any = self.provisioner
+                prov.process, prov.pid, prov.pgid, prov.cwd = process, process.pid, process.pid, kw.get("cwd")
+                self._reconcile_connection_info(prov.connection_info)
 
         def client(self, **kwargs: Any) -> Any:  # papermill's client: its channels are closed on stop
             kc = super().client(**kwargs)
