@@ -146,6 +146,9 @@ class TemplateRun:
             papermill.execute_notebook(
                 str(self.template), str(out), parameters=parameters, kernel_name=self._kernel.name,
                 km=self._kernel.km, progress_bar=progress, cwd=str(self.cwd),
+                # written once, when the last cell ends or one fails (with papermill's error banner), not again
+                # at every cell's start and end: no half-run notebook is left behind a kernel that died
+                request_save_on_cell_execute=False,
             )
         except PapermillExecutionError as exc:
             raise ExecutionFailed(
