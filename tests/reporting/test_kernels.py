@@ -113,3 +113,34 @@ def test_a_template_names_the_modules_its_cells_import_lazily() -> None:
     notebook = {"metadata": {"toolkit": {"preload": ["colorsys", "json"]}},
                 "cells": [{"cell_type": "code", "source": "import json\nimport os"}]}
     assert template_imports(notebook) == ("json", "os", "colorsys")
+
+
+def test_the_client_is_ready_once_iopub_carries_its_requests_idle_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """No message of the readiness check is left for the first cell, and none of the first cell's is lost."""
+    import asyncio
+
+    from toolkit.reporting.kernels import TemplateKernel
+
+    kernel = TemplateKernel("desk-toolkit", (), tmp_path / "kernel.log", tmp_path)
+    kernel.start()
+    try:
+        kc = kernel.km.client()
+        assert type(kc).__name__ == "ReadyKernelClient"
+
+        async def first_cell() -> list[tuple[str, str, str]]:
+            kc.start_channels()
+            await kc.wait_for_ready(timeout=120)
+            assert not await kc.iopub_channel.msg_ready()  # nothing queued: the check read its idle status last
+            request = kc.execute("print('first')")
+            seen = []
+            while not seen or seen[-1][1] != "idle":
+                msg = await kc.iopub_channel.get_msg(timeout=60)
+                seen.append((msg["msg_type"], msg["content"].get("execution_state", msg["content"].get("text", "")),
+                             msg["parent_header"].get("msg_id") == request))
+            return seen
+
+        seen = asyncio.run(first_cell())
+    finally:
+        kernel.stop()
+    assert all(ours for _, _, ours in seen), seen  # every message after readiness is the cell's own
+    assert seen[0][:2] == ("status", "busy") and ("stream", "first\n", True) in seen
