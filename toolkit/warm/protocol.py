@@ -14,15 +14,39 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProtocolError", "connect", "peer", "recv_msg", "send_msg"]
+__all__ = ["ProtocolError", "address", "connect", "peer", "recv_msg", "send_msg"]
 
 _HEADER = struct.Struct(">I")
 _MAX_MESSAGE = 1 << 24
 _MAX_FDS = 8
 _UCRED = struct.Struct("3i")  # pid, uid, gid
+_SUN_PATH = 108  # bytes in sockaddr_un's sun_path on Linux, its terminating NUL included
+
+
+@contextmanager
+def address(path: Path) -> Iterator[str]:
+    """Yield an address for the socket at ``path`` that fits ``sun_path``, for the length of a bind or connect.
+
+    A state dir deep enough (``TOOLKIT_WARM_DIR`` under a long temporary or home path) puts the socket's
+    path beyond the 107 bytes an ``AF_UNIX`` address can hold; the socket is then addressed through a
+    descriptor of its directory (``/proc/self/fd/N/name``), which names the same file.
+    """
+    if len(os.fsencode(path)) < _SUN_PATH:
+        yield str(path)
+        return
+    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+    try:
+        short = f"/proc/self/fd/{directory}/{path.name}"
+        if len(os.fsencode(short)) >= _SUN_PATH:
+            raise OSError(f"warm server socket name too long for an AF_UNIX address: {path.name}")
+        yield short
+    finally:
+        os.close(directory)
 
 
 class ProtocolError(OSError):
@@ -40,7 +64,8 @@ def connect(path: Path, timeout: float | None = 10.0) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
-        sock.connect(str(path))
+        with address(path) as where:
+            sock.connect(where)
         if peer(sock)[1] != os.getuid():
             raise ProtocolError(f"warm server at {path}: another user's process")
     except BaseException:

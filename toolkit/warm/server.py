@@ -68,7 +68,7 @@ from toolkit.warm.child import (
 )
 from toolkit.warm.kernels import launch
 from toolkit.warm.paths import state_files
-from toolkit.warm.protocol import ProtocolError, peer, recv_msg, send_msg
+from toolkit.warm.protocol import ProtocolError, address, peer, recv_msg, send_msg
 
 __all__ = ["Server", "serve_main"]
 
@@ -131,7 +131,8 @@ class Server:
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)
         try:
-            self.listener.bind(str(path))
+            with address(path) as where:
+                self.listener.bind(where)
         finally:
             os.umask(old)
         self.listener.listen(64)
