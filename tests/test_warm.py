@@ -21,11 +21,15 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from toolkit.warm.paths import state_files
+
 ROOT = Path(__file__).resolve().parents[1]
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 SMALL = ["backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start", "2024-01-01", "--end", "2024-01-31",
          "--grid", "fast=5,10", "--grid", "slow=30", "--json"]
-LONG = ["backtest", "--strategy", "ma_cross", "--timeframe", "1m", "--start", "2024-01-01", "--end", "2024-02-29",
+# the bundled four months of 1m bars: its cells run for seconds after its kernel starts (~9 s cold on a quiet
+# machine, 2026-11-30), so an interrupt half a second after the kernel is up lands inside the template
+LONG = ["backtest", "--strategy", "ma_cross", "--timeframe", "1m", "--start", "2024-01-01", "--end", "2024-04-30",
         "--grid", "fast=5,10,20", "--grid", "slow=50,100", "--json"]
 SCRIPT = """
 import os, sys, time
@@ -234,11 +238,13 @@ def test_a_kernel_killed_mid_cell_fails_the_run(server: Server, script: Path, tm
 
 
 def _long_backtest(server: Server, root: Path) -> subprocess.Popen[str]:
-    """Start the long backtest through the server; return once its template runs (worker and kernel up)."""
+    """Start the long backtest through the server; return once its template runs (worker and kernel up).
+
+    (The executed notebook is written once, at the end: its kernel is the sign that the template runs.)"""
     proc = subprocess.Popen([TOOLKIT, *LONG], env=server.env(root), cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 240
-    while not list((root / "reports").rglob("*.ipynb")) or len(_children(server.pid)) < 2:
+    while len(_children(server.pid)) < 2:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the template never started"
         time.sleep(0.1)
@@ -334,3 +340,14 @@ def test_a_killed_server_takes_its_workers_and_the_client_says_so(script: Path, 
             proc.wait()
         _until(lambda: not _alive(srv.pid), "the server to be gone", 60)
 
+
+def test_a_state_dir_deeper_than_a_socket_address_holds(script: Path, tmp_path: Path) -> None:
+    root = tmp_path / ("deep-" * 12)
+    root.mkdir()
+    srv = _start(root)
+    try:
+        assert len(os.fsencode(state_files(srv.state)["socket"])) >= 108  # beyond sockaddr_un's sun_path
+        warm = _toolkit(["warm", "python", str(script), "ppid"], srv.env(root), root)
+        assert warm.returncode == 0 and int(warm.stdout) == srv.pid, warm.stderr  # served by the server
+    finally:
+        _stop(srv)
