@@ -4,7 +4,9 @@ suite's root conftest), which is how this module imports."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
@@ -16,3 +18,35 @@ def import_helpers_from(*folders: Path | str) -> None:
         p = str(folder if isinstance(folder, Path) else TESTS / folder)
         if p not in sys.path:
             sys.path.insert(0, p)
+
+
+#: a backtest whose template runs for seconds after its kernel starts: the bundled four months of 1m bars (its
+#: cells ~9 s cold on a quiet machine, 2026-11-30), for the tests that interrupt a run inside its template
+LONG_BACKTEST = ["backtest", "--strategy", "ma_cross", "--timeframe", "1m", "--start", "2024-01-01", "--end",
+                 "2024-04-30", "--grid", "fast=5,10,20", "--grid", "slow=50,100", "--json"]
+
+
+def live_children(pid: int) -> set[int]:
+    """Return the ids of ``pid``'s live child processes (zombies excluded)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def wait_inside_template(proc: subprocess.Popen[str], parent: int, children: int, timeout: float = 240.0) -> None:
+    """Return once ``parent`` has ``children`` live children (the template's kernel among them) and ``proc``,
+    half a second later, still runs. The executed notebook is written only when its last cell ends, so the
+    kernel is the sign that the template runs."""
+    deadline = time.monotonic() + timeout
+    while len(live_children(parent)) < children:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the template never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the backtest ended before it could be interrupted"

@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from suite_support import LONG_BACKTEST, wait_inside_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
@@ -68,20 +68,10 @@ def test_a_failing_json_command_prints_a_json_error_object(args: list[str], code
 
 def test_ctrl_c_during_a_backtest_exits_130_with_one_line_and_keeps_nothing(tmp_path: Path) -> None:
     """SIGINT to the whole foreground process group (what a terminal sends) while the template runs."""
-    # two months of 1m bars and six combinations: the template runs for tens of seconds, so the signal
-    # lands inside it even when a loaded machine is slow to notice that the kernel started
-    proc = subprocess.Popen([TOOLKIT, "backtest", "--strategy", "ma_cross", "--timeframe", "1m", "--start",
-                             "2024-01-01", "--end", "2024-02-29", "--grid", "fast=5,10,20", "--grid", "slow=50,100",
-                             "--json"], env=_env(tmp_path), cwd=tmp_path,
+    proc = subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=_env(tmp_path), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while not list((tmp_path / "reports").rglob("*.ipynb")):  # papermill has started the kernel
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the template never started"
-            time.sleep(0.1)
-        time.sleep(0.5)
-        assert proc.poll() is None, "the backtest ended before it could be interrupted"
+        wait_inside_template(proc, proc.pid, 1)  # its kernel, the command's one child, is up
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=240)
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
+from suite_support import LONG_BACKTEST, live_children, wait_inside_template
 
 from toolkit.warm.paths import state_files
 
@@ -27,10 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
 SMALL = ["backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start", "2024-01-01", "--end", "2024-01-31",
          "--grid", "fast=5,10", "--grid", "slow=30", "--json"]
-# the bundled four months of 1m bars: its cells run for seconds after its kernel starts (~9 s cold on a quiet
-# machine, 2026-11-30), so an interrupt half a second after the kernel is up lands inside the template
-LONG = ["backtest", "--strategy", "ma_cross", "--timeframe", "1m", "--start", "2024-01-01", "--end", "2024-04-30",
-        "--grid", "fast=5,10,20", "--grid", "slow=50,100", "--json"]
 SCRIPT = """
 import os, sys, time
 if sys.argv[1] == "ppid":
@@ -67,19 +64,6 @@ def _toolkit(args: list[str], env: dict[str, str], cwd: Path, timeout: int = 300
 
 def _cold(env: dict[str, str]) -> dict[str, str]:
     return {**env, "TOOLKIT_WARM": "0"}
-
-
-def _children(pid: int) -> set[int]:
-    """Return the live (not zombie) children of ``pid``."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
 
 
 def _alive(pid: int) -> bool:
@@ -234,28 +218,20 @@ def test_a_kernel_killed_mid_cell_fails_the_run(server: Server, script: Path, tm
     assert proc.returncode == 7, proc.stdout + proc.stderr
     assert proc.stdout.startswith("FAILED dies.ipynb: the kernel failed"), proc.stdout
     assert server.status()["kernels_forked"] == forked + warm
-    _until(lambda: not _children(server.pid), "the server's children to end", 30)
+    _until(lambda: not live_children(server.pid), "the server's children to end", 30)
 
 
 def _long_backtest(server: Server, root: Path) -> subprocess.Popen[str]:
-    """Start the long backtest through the server; return once its template runs (worker and kernel up).
-
-    (The executed notebook is written once, at the end: its kernel is the sign that the template runs.)"""
-    proc = subprocess.Popen([TOOLKIT, *LONG], env=server.env(root), cwd=root, stdout=subprocess.PIPE,
+    """Start the long backtest through the server; return once its template runs (worker and kernel up)."""
+    proc = subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=server.env(root), cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 240
-    while len(_children(server.pid)) < 2:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the template never started"
-        time.sleep(0.1)
-    time.sleep(0.5)
-    assert proc.poll() is None, "the backtest ended before it could be interrupted"
+    wait_inside_template(proc, server.pid, 2)
     return proc
 
 
 def test_ctrl_c_interrupts_the_worker_and_leaves_nothing(server: Server, tmp_path: Path) -> None:
     proc = _long_backtest(server, tmp_path)
-    running = _children(server.pid)
+    running = live_children(server.pid)
     try:
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the client forwards it to the worker
         out, err = proc.communicate(timeout=240)
@@ -273,7 +249,7 @@ def test_ctrl_c_interrupts_the_worker_and_leaves_nothing(server: Server, tmp_pat
 
 def test_a_killed_client_takes_its_worker_and_kernel_along(server: Server, tmp_path: Path) -> None:
     proc = _long_backtest(server, tmp_path)
-    running = _children(server.pid)
+    running = live_children(server.pid)
     assert len(running) == 2  # the worker and its kernel
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
@@ -286,7 +262,7 @@ def test_stop_kills_a_running_command_and_removes_the_socket(server: Server, scr
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     worker = int(proc.stdout.readline())
-    assert worker in _children(server.pid)
+    assert worker in live_children(server.pid)
     stop = _toolkit(["warm", "stop", "--json"], server.env(tmp_path), tmp_path)
     assert stop.returncode == 0 and json.loads(stop.stdout) == {"stopped": True, "pid": server.pid}
     assert proc.wait(timeout=60) == 128 + signal.SIGKILL
@@ -329,7 +305,7 @@ def test_a_killed_server_takes_its_workers_and_the_client_says_so(script: Path, 
     try:
         assert proc.stdout is not None
         worker = int(proc.stdout.readline())
-        assert worker in _children(srv.pid)
+        assert worker in live_children(srv.pid)
         os.kill(srv.pid, signal.SIGKILL)
         assert proc.wait(timeout=60) == 1
         assert "the warm server went away" in proc.communicate()[1]

@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from suite_support import live_children
 
 from toolkit.errors import ConfigurationError
 from toolkit.reporting.kernels import KERNEL_ARGUMENTS, SHUTDOWN_NOW, declared_parameters, template_imports
@@ -20,19 +21,6 @@ from toolkit.reporting.notebooks import execute_template, start_template, templa
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted([*(ROOT / "templates").glob("*.ipynb"), *(ROOT / "notebooks").glob("*.ipynb")])
-
-
-def _children() -> set[int]:
-    """Return the ids of this process's live child processes (zombies excluded)."""
-    out = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == os.getpid() and fields[0] != "Z":
-            out.add(int(stat.parent.name))
-    return out
 
 
 def _notebook(path: Path, *sources: str) -> Path:
@@ -70,11 +58,11 @@ def test_the_kernel_starts_warm_with_the_hooks_and_is_killed_after_the_last_cell
         "import nbformat, sys\nprint('rfc3987_syntax.syntax_helpers' in sys.modules)",
         f"import atexit, colorsys, pathlib\natexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')",
     )
-    before = _children()
+    before = live_children(os.getpid())
     with start_template(template) as run:
-        during = _children()  # the caller's own work happens here, the kernel starting meanwhile
+        during = live_children(os.getpid())  # the caller's own work happens here, the kernel starting meanwhile
         out = run.execute(tmp_path / "out.ipynb", {"x": 5})
-        after_cells = _children()
+        after_cells = live_children(os.getpid())
     installed, preloaded, x, label, pid = _stdout(out, 3).split()
     assert (installed, preloaded, x, label) == ("True", "True", "5", "a")
     assert _stdout(out, 4).strip() == "False"  # nbformat imported in the kernel without building the parser
@@ -86,11 +74,11 @@ def test_the_kernel_starts_warm_with_the_hooks_and_is_killed_after_the_last_cell
 
 def test_a_failing_check_in_the_block_stops_the_kernel_before_any_cell(tmp_path: Path) -> None:
     template = _notebook(tmp_path / "k.ipynb", "print(x)")
-    before = _children()
+    before = live_children(os.getpid())
     with pytest.raises(LookupError, match="registry down"), start_template(template) as run:
-        assert _children() != before
+        assert live_children(os.getpid()) != before
         raise LookupError("registry down")
-    assert _children() == before
+    assert live_children(os.getpid()) == before
     assert not (tmp_path / "out.ipynb").exists()  # no cell ran
     with pytest.raises(RuntimeError, match="once"):
         run.execute(tmp_path / "out.ipynb", {})
