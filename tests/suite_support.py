@@ -4,6 +4,9 @@ suite's root conftest), which is how this module imports."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,3 +53,29 @@ def wait_inside_template(proc: subprocess.Popen[str], parent: int, children: int
         time.sleep(0.1)
     time.sleep(0.5)
     assert proc.poll() is None, "the backtest ended before it could be interrupted"
+
+
+def ctrl_c_inside_template(proc: subprocess.Popen[str], parent: int, children: int) -> tuple[str, str, set[int]]:
+    """Send SIGINT to ``proc``'s process group (what a terminal sends) once its template runs (see
+    :func:`wait_inside_template`); return its stdout, its stderr and ``parent``'s children at the signal.
+    Whatever happens, nothing of the group is left running."""
+    try:
+        wait_inside_template(proc, parent, children)
+        running = live_children(parent)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    return out, err, running
+
+
+def assert_interrupted_keeping_nothing(proc: subprocess.Popen[str], out: str, err: str, reports: Path) -> None:
+    """Assert a ``--json`` command ended as an interrupted one: exit 130, one error line, no report file."""
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        "error: interrupted (Ctrl-C); nothing half-written was kept"]
+    assert json.loads(out)["error"]["exit_code"] == 130
+    assert not [p for p in reports.rglob("*") if p.is_file()]  # no half-written report

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from suite_support import LONG_BACKTEST, wait_inside_template
+from suite_support import LONG_BACKTEST, assert_interrupted_keeping_nothing, ctrl_c_inside_template
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLKIT = str(Path(sys.executable).with_name("toolkit"))
@@ -70,20 +69,8 @@ def test_ctrl_c_during_a_backtest_exits_130_with_one_line_and_keeps_nothing(tmp_
     """SIGINT to the whole foreground process group (what a terminal sends) while the template runs."""
     proc = subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=_env(tmp_path), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_inside_template(proc, proc.pid, 1)  # its kernel, the command's one child, is up
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: interrupted (Ctrl-C); nothing half-written was kept"]
-    assert json.loads(out)["error"]["exit_code"] == 130
-    assert not [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]  # no half-written report
+    out, err, _ = ctrl_c_inside_template(proc, proc.pid, 1)  # its kernel, the command's one child, is up
+    assert_interrupted_keeping_nothing(proc, out, err, tmp_path / "reports")
     assert not (tmp_path / "mlflow.db").exists() or _runs(tmp_path) == 0
     with pytest.raises(ProcessLookupError):  # nothing of the process group (the kernel) is left running
         os.killpg(proc.pid, 0)

@@ -20,7 +20,13 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
-from suite_support import LONG_BACKTEST, live_children, wait_inside_template
+from suite_support import (
+    LONG_BACKTEST,
+    assert_interrupted_keeping_nothing,
+    ctrl_c_inside_template,
+    live_children,
+    wait_inside_template,
+)
 
 from toolkit.warm.paths import state_files
 
@@ -222,37 +228,27 @@ def test_a_kernel_killed_mid_cell_fails_the_run(server: Server, script: Path, tm
 
 
 def _long_backtest(server: Server, root: Path) -> subprocess.Popen[str]:
-    """Start the long backtest through the server; return once its template runs (worker and kernel up)."""
-    proc = subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=server.env(root), cwd=root, stdout=subprocess.PIPE,
+    return subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=server.env(root), cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_inside_template(proc, server.pid, 2)
-    return proc
 
 
 def test_ctrl_c_interrupts_the_worker_and_leaves_nothing(server: Server, tmp_path: Path) -> None:
     proc = _long_backtest(server, tmp_path)
-    running = live_children(server.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends: the client forwards it to the worker
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-    assert proc.returncode == 130, err
-    assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: interrupted (Ctrl-C); nothing half-written was kept"]
-    assert json.loads(out)["error"]["exit_code"] == 130
-    assert not [p for p in (tmp_path / "reports").rglob("*") if p.is_file()]
+    # the client forwards the signal to the worker
+    out, err, running = ctrl_c_inside_template(proc, server.pid, 2)  # the worker and its kernel
+    assert_interrupted_keeping_nothing(proc, out, err, tmp_path / "reports")
     _until(lambda: not any(_alive(pid) for pid in running), "the worker and its kernel to end", 60)
 
 
 def test_a_killed_client_takes_its_worker_and_kernel_along(server: Server, tmp_path: Path) -> None:
     proc = _long_backtest(server, tmp_path)
-    running = live_children(server.pid)
+    try:
+        wait_inside_template(proc, server.pid, 2)
+        running = live_children(server.pid)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
     assert len(running) == 2  # the worker and its kernel
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
     _until(lambda: not any(_alive(pid) for pid in running), "the worker and its kernel to end", 120)
     assert server.status()["running_workers"] == 0
 
