@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FLATTEN_LEG", "STOP_LEG", "cancel_open", "cancel_stop", "check_kill", "flatten", "keep_stop"]
 
-#: ``orders.leg`` of flatten orders (100, 101, …) and protective stops (200): they are stamped with the exchange's
-#: time, which may be the open time of a bar a decision later trades (legs 0, 1, …)
+#: ``orders.leg`` of flatten orders (100, 101, …) and protective stops (200, 201, …): they are stamped with the
+#: exchange's time, which may be the open time of a bar a decision later trades (legs 0, 1, …)
 FLATTEN_LEG = 100
 STOP_LEG = 200
 
@@ -177,8 +177,11 @@ def keep_stop(r: Runner, d: Deployment) -> None:
     limit_price = _tick(r, d, limit_raw)
     stamp = r.clock.sync(r.session)
     version = r.versions[d.name].version if d.name in r.versions else "-"
+    # after the stops already journaled at this exchange time (one cancelled by hand, or an intent a crash left
+    # unsent, on a venue whose clock has not moved since): each stop its own client id
+    n = len(r.journal.orders(d.name, bar_time=stamp, purpose="stop"))
     try:
-        order = execution.place(r, d, cid=f"{d.name}-{stamp}-s0", bar_time=stamp, leg=STOP_LEG, side="sell",
+        order = execution.place(r, d, cid=f"{d.name}-{stamp}-s{n}", bar_time=stamp, leg=STOP_LEG + n, side="sell",
                                 amount=want, arrival=last, version=version, purpose="stop", order_type="limit",
                                 price=limit_price, params={"stopPrice": format(stop_price, "f")})
     except ExchangeRejected:

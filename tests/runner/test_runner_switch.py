@@ -358,3 +358,28 @@ def test_the_protective_stop_follows_the_position(registry_env: PromotedRegistry
     r.cycle()
     assert r.session.fetch_open_orders("BTC/USDT") == []  # flat: no stop
     assert Decimal(str(r.session.fetch_balance()["BTC"]["total"])) == r.journal.position("btc", "BTC", "USDT").base
+
+
+def test_a_stop_cancelled_by_hand_is_placed_again_under_a_client_id_of_its_own(
+        registry_env: PromotedRegistry, make_emulator: Callable[..., Emulator],
+        make_runner: Callable[..., Runner]) -> None:
+    """Someone cancels the exchange-side stop; the next cycle, at the same exchange time (the emulator's clock
+    does not move between steps), places another: a second client id, not the first one's again."""
+    emu = make_emulator()
+    r = make_runner(emu, protective_stop={"stop_pct": 5.0, "limit_pct": 6.0})
+    r.open()
+    assert r.journal is not None and r.session is not None
+    for _ in range(30):
+        r.cycle()
+        if r.session.fetch_open_orders("BTC/USDT"):
+            break
+        step_clock(emu.url, 60)
+    first = r.session.fetch_open_orders("BTC/USDT")
+    assert len(first) == 1, "no position with its stop within 30 bars"
+    r.session.client.cancel_order(first[0].id, "BTC/USDT")  # by hand, on the exchange
+    r.cycle()
+    again = r.session.fetch_open_orders("BTC/USDT")
+    assert len(again) == 1 and again[0].client_order_id != first[0].client_order_id
+    stops = {o["client_order_id"]: o["state"] for o in r.journal.orders("btc", purpose="stop")}
+    assert stops == {first[0].client_order_id: "canceled", again[0].client_order_id: "open"}
+    assert Decimal(again[0].amount) == Decimal(first[0].amount)
