@@ -14,7 +14,8 @@ switch and flattening (``kill_begin``, ``flatten_begin``, ``flatten_leg`` after 
 order, ``kill_flattened`` before the kill is journaled as done, ``kill_done`` after).
 
 A point may be scoped: ``kill.after_send:1`` fires only at an ``after_send`` passed while the
-kill switch flattens (:func:`scope`; scopes ``handover``, ``rollback``, ``flatten``, ``kill``).
+kill switch flattens (:func:`scope`; scopes ``handover``, ``rollback``, ``flatten``, ``kill``, and ``stop``
+while a protective stop is placed).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ENV = "RUNNER_FAILPOINTS"
 POINTS = ("decision_tx", "intent_tx", "before_send", "after_send", "order_update_tx", "after_order", "fills_tx",
           "handover_begin", "handover_settled", "switch_tx", "handover_done", "rollback_begin", "rollback_done",
           "kill_begin", "flatten_begin", "flatten_leg", "kill_flattened", "kill_done")
-SCOPES = ("handover", "rollback", "flatten", "kill")
+SCOPES = ("handover", "rollback", "flatten", "kill", "stop")
 
 _armed: dict[str, int] = {}
 _scopes: list[str] = []

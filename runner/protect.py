@@ -181,9 +181,11 @@ def keep_stop(r: Runner, d: Deployment) -> None:
     # unsent, on a venue whose clock has not moved since): each stop its own client id
     n = len(r.journal.orders(d.name, bar_time=stamp, purpose="stop"))
     try:
-        order = execution.place(r, d, cid=f"{d.name}-{stamp}-s{n}", bar_time=stamp, leg=STOP_LEG + n, side="sell",
-                                amount=want, arrival=last, version=version, purpose="stop", order_type="limit",
-                                price=limit_price, params={"stopPrice": format(stop_price, "f")})
+        with failpoints.scope("stop"):
+            order = execution.place(r, d, cid=f"{d.name}-{stamp}-s{n}", bar_time=stamp, leg=STOP_LEG + n,
+                                    side="sell", amount=want, arrival=last, version=version, purpose="stop",
+                                    order_type="limit", price=limit_price,
+                                    params={"stopPrice": format(stop_price, "f")})
     except ExchangeRejected:
         order = None
     if order is None:

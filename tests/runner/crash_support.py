@@ -15,6 +15,10 @@ Episodes by kind:
   automatic rollback (before or after the registry's rollback, in the flatten, in the handover to version
   1). Restarted: the rollback done exactly once in the audit trail, version 1 trades, the switch 2 → 1
   journaled once, the flatten owed by the rollback done.
+* ``stop`` — the runner keeps an exchange-side protective stop (``[protective_stop]``) and dies while placing one.
+  Restarted at the same exchange time (the replay has not moved): one stop open for the position, under a client
+  id of its own when the first was never sent. The stop is then cancelled on the exchange, as by hand: the next
+  runner reconciles it.
 * ``kill`` — the kill switch pulled (a ``kill_switch`` incident journaled, SIGUSR1, as ``runner kill``); the
   runner dies while flattening. Restarted: it finishes the flatten and exits 9; the account is flat; then the
   incident is resolved (``runner resolve``) and trading goes on.
@@ -64,6 +68,7 @@ ROLLBACK_POINTS = ("rollback_begin", "rollback_done", "rollback.flatten_begin", 
                    "rollback.fills_tx", "handover_begin", "switch_tx", "handover_done")
 KILL_POINTS = ("kill_begin", "kill.flatten_begin", "kill.intent_tx", "kill.before_send", "kill.after_send",
                "kill.order_update_tx", "kill.flatten_leg", "kill.fills_tx", "kill_flattened", "kill_done")
+STOP_POINTS = ("stop.intent_tx", "stop.before_send", "stop.after_send", "stop.order_update_tx", "stop.after_order")
 #: points of a rollback or kill episode that need a position to flatten (an order to send)
 NEEDS_POSITION = {p for p in (*ROLLBACK_POINTS, *KILL_POINTS) if p.split(".")[-1] in (
     "intent_tx", "before_send", "after_send", "order_update_tx", "flatten_leg", "fills_tx")}
@@ -93,9 +98,10 @@ def _cycle(rng: random.Random, points: tuple[str, ...], n: int) -> list[str]:
     return out[:n]
 
 
-def plan(seed: int, swaps: int, kills: int, orders: int, randoms: int) -> list[Kill]:
+def plan(seed: int, swaps: int, kills: int, orders: int, randoms: int, stops: int = 0) -> list[Kill]:
     """Return a seeded plan: ``swaps`` handover kills each followed (not always at once) by a rollback kill,
-    ``kills`` kill-switch kills, ``orders`` lifecycle points and ``randoms`` outside kills, mixed.
+    ``kills`` kill-switch kills, ``orders`` lifecycle points, ``randoms`` outside kills and ``stops``
+    protective-stop points, mixed.
 
     Handover and rollback kills alternate (each handover finds version 1 trading, each rollback version 2);
     every kind of point comes round once before any comes again.
@@ -105,6 +111,7 @@ def plan(seed: int, swaps: int, kills: int, orders: int, randoms: int) -> list[K
                                             strict=True) for kind, p in (("handover", h), ("rollback", b))]
     others = [Kill("kill", p) for p in _cycle(rng, KILL_POINTS, kills)]
     others += [Kill("order", p) for p in _cycle(rng, ORDER_POINTS, orders)] + [Kill("random")] * randoms
+    others += [Kill("stop", p) for p in _cycle(rng, STOP_POINTS, stops)]
     rng.shuffle(others)
     out: list[Kill] = []
     while swaps_ or others:  # interleave, the order of the swaps kept
@@ -141,6 +148,8 @@ class CrashMatrix:
         self.guarded = write_config(self.work / "guarded.toml", url, self.journal,
                                     rollback={"enabled": True, "max_drawdown_pct": 0.0001, "action": "flatten"},
                                     **common)
+        self.protected = write_config(self.work / "protected.toml", url, self.journal, rollback={"enabled": False},
+                                      protective_stop={"stop_pct": 5.0, "limit_pct": 6.0}, **common)
 
     # --- processes --------------------------------------------------------------------------------
     def start(self, config: Path, point: str = "") -> RunnerProcess:
@@ -293,6 +302,27 @@ class CrashMatrix:
             j.set_meta(f"peak_equity:btc:{seq}", str(Decimal(10) ** 9))
 
         self._j(plant)
+
+    def _stop(self, k: Kill) -> None:
+        proc = self.start(self.protected, k.point)
+        self.venue.drive(self.journal, proc, until=lambda: proc.proc.poll() is not None, max_bars=200,
+                         hours=STEP_HOURS)
+        self.died(proc, k)
+        again = self.start(self.protected)  # the replay has not moved: the same exchange time
+        self.settle(again)
+        client = self.venue.client
+        wait_for(lambda: not self._j(lambda j: j.orders("btc", states=("intent", "unknown"))),
+                 "the stop's outcome to be settled", again)
+        wait_for(lambda: len(client.fetch_open_orders("BTC/USDT")) == 1, "one protective stop open", again)
+        self.stop(again)
+        (stop,) = client.fetch_open_orders("BTC/USDT")
+        journaled = self._j(lambda j: j.orders("btc", purpose="stop"))
+        mine = [o for o in journaled if o["client_order_id"] == stop["clientOrderId"]]
+        assert mine and mine[0]["state"] == "open" and stop["side"] == "sell", (stop, journaled[-3:])
+        amount = Decimal(client.amount_to_precision("BTC/USDT", float(self.position())))
+        assert Decimal(str(stop["amount"])) == amount, (stop, self.position())  # the whole position, once
+        check_books(self.venue, self.journal)
+        client.cancel_order(stop["id"], "BTC/USDT")  # as by hand: the next runner reconciles it
 
     def _kill(self, k: Kill) -> None:
         proc = self.start(self.plain, k.point)

@@ -244,7 +244,9 @@ def last_decided(journal_path: Path) -> int | None:
     j = Journal(journal_path)
     try:
         last = j.last_decision("btc")
-        pending = j.orders(states=("intent", "unknown", "open"))
+        # an open protective stop is the steady state; a stop whose outcome is not known yet is not
+        pending = [o for o in j.orders(states=("intent", "unknown", "open"))
+                   if not (o["purpose"] == "stop" and o["state"] == "open")]
         executing = last is not None and last["exec_state"] in ("pending", "executing")
         return None if last is None or pending or executing else int(last["bar_time"])
     finally:

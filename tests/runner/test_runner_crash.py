@@ -89,10 +89,10 @@ def _matrix(kills: list[Kill], seed: int, reg: PromotedRegistry, emu: Emulator, 
     return m, figures
 
 
-def test_fifty_kill_points_lifecycle_handover_rollback_and_kill_switch(
+def test_fifty_kill_points_lifecycle_handover_rollback_kill_switch_and_stop(
         private_registry: PromotedRegistry, emulator: Emulator, tmp_path: Path) -> None:
     seed = _seed(10)
-    kills = plan(seed, swaps=6, kills=10, orders=21, randoms=7)
+    kills = plan(seed, swaps=6, kills=10, orders=16, randoms=7, stops=5)
     assert len(kills) == 50
     m, figures = _matrix(kills, seed, private_registry, emulator, tmp_path / "run", cold_every=20)
     assert m.killed == [str(k) for k in kills]  # every planned point reached, in order
@@ -103,7 +103,7 @@ def test_fifty_kill_points_lifecycle_handover_rollback_and_kill_switch(
 @pytest.mark.timeout(3600)
 def test_two_hundred_kill_points(private_registry: PromotedRegistry, tmp_path: Path) -> None:
     seed = _seed(200)
-    kills = plan(seed, swaps=24, kills=30, orders=84, randoms=54)
+    kills = plan(seed, swaps=24, kills=30, orders=74, randoms=54, stops=10)
     assert len(kills) == 216
     store = make_store(tmp_path / "bars", {"BTC/USDT": ("2024-02-25", "2024-08-31")})  # ~4,400 hours to trade
     with _emulator(store, tmp_path) as emu:
@@ -152,3 +152,4 @@ def test_the_prefork_server_stops_its_children(promoted_registry: PromotedRegist
     assert proc.proc.poll() == -9
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
