@@ -49,7 +49,7 @@ def test_stop_closes_keep_alive_connections_and_leaves_no_handler_thread(make_em
     port = emu.port
     emu.stop()
     assert all(_closed(conn) for conn in conns)
-    assert set(threading.enumerate()) == before  # no handler thread (nor the server's) left serving
+    assert not set(threading.enumerate()) - before  # no handler thread (nor the server's) left serving
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # and the port is free
     emu.stop()  # idempotent
@@ -95,7 +95,7 @@ def test_requests_racing_a_stop_get_no_500(make_emulator: Any, caplog: pytest.Lo
     assert statuses.count(200) > 20  # the stop really raced live traffic
     assert all(s in (200, 503) for s in statuses), failures  # served, or refused cleanly while stopping
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # no traceback logged
-    assert set(threading.enumerate()) == before
+    assert not set(threading.enumerate()) - before  # no thread of its own left
 
 
 def test_a_request_after_stopping_began_is_a_retryable_503(make_emulator: Any) -> None:
