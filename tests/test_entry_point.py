@@ -65,6 +65,63 @@ def test_a_failing_json_command_prints_a_json_error_object(args: list[str], code
     assert "Traceback" not in proc.stderr
 
 
+def _class_with_a_descriptor_interrupted_at_set_name() -> None:
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt  # a Ctrl-C landing while a module's classes are created
+
+    type("Model", (), {"field": Interrupted()})
+
+
+def test_a_ctrl_c_python_reports_as_another_error_is_still_an_interruption() -> None:
+    from toolkit.errors import interrupted
+
+    with pytest.raises(BaseException) as info:  # RuntimeError on Python 3.11, the interrupt itself on 3.12+
+        _class_with_a_descriptor_interrupted_at_set_name()
+    assert interrupted(info.value)
+    assert isinstance(info.value, KeyboardInterrupt) or isinstance(info.value.__cause__, KeyboardInterrupt)
+    assert not interrupted(RuntimeError("Error calling __set_name__"))
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise ValueError("raised while handling, not caused by, the interrupt")  # noqa: B904
+    except ValueError as exc:
+        assert not interrupted(exc)
+
+
+#: a ``sitecustomize`` interrupting the command's import of MLflow as a Ctrl-C landing there does (Python 3.11 turns
+#: a KeyboardInterrupt raised while a class is created into a RuntimeError caused by it)
+INTERRUPT_MLFLOW_IMPORT = """
+import importlib.abc, sys
+
+class _Interrupt(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "mlflow.utils.requirements_utils":
+            sys.meta_path.remove(self)
+            class Interrupted:
+                def __set_name__(self, owner, name):
+                    raise KeyboardInterrupt
+            type("Model", (), {"field": Interrupted()})
+        return None
+
+sys.meta_path.insert(0, _Interrupt())
+"""
+
+
+def test_a_ctrl_c_inside_an_import_exits_130_with_one_line_and_keeps_nothing(tmp_path: Path) -> None:
+    """Deterministic: the interrupt lands while the backtest imports MLflow (as one did in a CI run, where
+    the command ended with a traceback)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(INTERRUPT_MLFLOW_IMPORT)
+    proc = subprocess.run([TOOLKIT, "backtest", "--strategy", "ma_cross", "--timeframe", "1h", "--start",
+                           "2024-01-01", "--end", "2024-01-31", "--grid", "fast=10", "--grid", "slow=50", "--json"],
+                          env={**_env(tmp_path), "PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert_interrupted_keeping_nothing(proc, proc.stdout, proc.stderr, tmp_path / "reports")  # type: ignore[arg-type]
+
+
 def test_ctrl_c_during_a_backtest_exits_130_with_one_line_and_keeps_nothing(tmp_path: Path) -> None:
     """SIGINT to the whole foreground process group (what a terminal sends) while the template runs."""
     proc = subprocess.Popen([TOOLKIT, *LONG_BACKTEST], env=_env(tmp_path), cwd=tmp_path,

@@ -24,7 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from toolkit.cli_support import emit, json_emitted, reset
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, interrupted
 
 __all__ = ["app", "cli", "main", "serve_warm"]
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except Exception as exc:
+        if interrupted(exc):  # a Ctrl-C Python reported as another error (see toolkit.errors.interrupted)
+            return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
         if _is_parameter_error(exc):
             return _fail(as_json, "ConfigurationError", str(exc), 2, exc)
         # usage errors: typer vendors click as typer._click, so match by shape

@@ -28,6 +28,7 @@ __all__ = [
     "ToolkitError",
     "ValidationError",
     "from_pydantic",
+    "interrupted",
 ]
 
 
@@ -131,3 +132,20 @@ def from_pydantic(exc: Any, prefix: str = "", known: Any = None, root: str = "co
         return ConfigurationError(field, "a value (required)", "nothing")
     msg = str(cause) if cause is not None else str(err["msg"])
     return ConfigurationError(field, msg[:1].lower() + msg[1:], err.get("input"))
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a Ctrl-C, or an error a Ctrl-C caused on its way out.
+
+    Python 3.11 reports a ``KeyboardInterrupt`` raised inside ``__set_name__`` while a class is created (a
+    Ctrl-C during a module's import: ``import mlflow`` builds hundreds of classes) as ``RuntimeError: Error
+    calling __set_name__ …``, its ``__cause__`` the interrupt: the command was interrupted all the same.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False

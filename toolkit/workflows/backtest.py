@@ -25,7 +25,7 @@ from typing import Any
 from toolkit import config
 from toolkit.backtest.config import BacktestConfig, config_from_params
 from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.errors import ConfigurationError, DataQualityError
+from toolkit.errors import ConfigurationError, DataQualityError, interrupted
 from toolkit.naming import child_path
 from toolkit.reporting.index import append_index_entry
 from toolkit.reporting.notebooks import (
@@ -158,10 +158,14 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
         recorded = record_backtest(bundle, notebook=nb, html=html, template_sha=template_sha256(template),
                                    tracking_uri=tracking_uri, allow_failed_quality=allow_failed_quality)
         summary = load_bundle(bundle)
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
         for f in (nb_path, html_path):  # an interrupted run leaves no half-written report
             f.unlink(missing_ok=True)
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from exc  # reported as what it is
     finally:
         shutil.rmtree(bundle, ignore_errors=True)
     m = summary.metrics

@@ -35,7 +35,7 @@ from typing import Any
 
 from toolkit import config
 from toolkit.clock import SYSTEM_CLOCK, Clock
-from toolkit.errors import ExecutionFailed, RegistryError
+from toolkit.errors import ExecutionFailed, RegistryError, interrupted
 from toolkit.naming import child_path, safe_filename, validate_model_name
 from toolkit.reporting.index import append_index_entry
 from toolkit.reporting.notebooks import prepare_rendering, render_html, start_template, template_path
@@ -220,10 +220,14 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
         if not whatif:
             run_id = record_verdict(model_name, v, verdict_path, extra_evidence=out_dir, html=html, notebook=nb,
                                     clock=clock).run_id
-    except KeyboardInterrupt:
+    except BaseException as exc:
+        if not interrupted(exc):
+            raise
         for f in () if nb_path is None else (nb_path, nb_path.with_suffix(".html")):
             f.unlink(missing_ok=True)
-        raise
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise KeyboardInterrupt from exc  # reported as what it is
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gates = tuple(g.to_dict() for g in verdict.gates)
