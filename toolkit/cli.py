@@ -87,6 +87,10 @@ def _fail(as_json: bool, kind: str, message: str, code: int, exc: BaseException 
     return code
 
 
+def _interrupted(as_json: bool) -> int:
+    return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
+
+
 def _is_parameter_error(exc: BaseException) -> bool:
     """Return whether ``exc`` is a strategy's ``ParameterError`` (a bad parameter: exit 2).
 
@@ -108,12 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     except ToolkitError as exc:
         return _fail(as_json, type(exc).__name__, str(exc), exc.exit_code, exc)
     except (KeyboardInterrupt, typer.Abort):
-        return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
+        return _interrupted(as_json)
     except typer.Exit as exc:
         return int(exc.exit_code or 0)
     except Exception as exc:
         if interrupted(exc):  # a Ctrl-C Python reported as another error (see toolkit.errors.interrupted)
-            return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
+            return _interrupted(as_json)
         if _is_parameter_error(exc):
             return _fail(as_json, "ConfigurationError", str(exc), 2, exc)
         # usage errors: typer vendors click as typer._click, so match by shape
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             return usage_code
         raise
     if rv == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130) and returns it
-        return _fail(as_json, "Interrupted", "interrupted (Ctrl-C); nothing half-written was kept", INTERRUPTED)
+        return _interrupted(as_json)
     return int(rv) if isinstance(rv, int) else 0
 
 

@@ -159,13 +159,10 @@ def run_backtest_workflow(params: dict[str, Any], reports: Path | None = None, t
                                    tracking_uri=tracking_uri, allow_failed_quality=allow_failed_quality)
         summary = load_bundle(bundle)
     except BaseException as exc:
-        if not interrupted(exc):
-            raise
-        for f in (nb_path, html_path):  # an interrupted run leaves no half-written report
-            f.unlink(missing_ok=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise KeyboardInterrupt from exc  # reported as what it is
+        if interrupted(exc):  # the CLI reports it as an interruption (see toolkit.errors.interrupted)
+            for f in (nb_path, html_path):  # an interrupted run leaves no half-written report
+                f.unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(bundle, ignore_errors=True)
     m = summary.metrics

@@ -221,13 +221,10 @@ def run_gates_workflow(model_name: str, version: str | int, stage: str, policy_p
             run_id = record_verdict(model_name, v, verdict_path, extra_evidence=out_dir, html=html, notebook=nb,
                                     clock=clock).run_id
     except BaseException as exc:
-        if not interrupted(exc):
-            raise
-        for f in () if nb_path is None else (nb_path, nb_path.with_suffix(".html")):
-            f.unlink(missing_ok=True)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise KeyboardInterrupt from exc  # reported as what it is
+        if interrupted(exc):  # the CLI reports it as an interruption (see toolkit.errors.interrupted)
+            for f in () if nb_path is None else (nb_path, nb_path.with_suffix(".html")):
+                f.unlink(missing_ok=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gates = tuple(g.to_dict() for g in verdict.gates)
