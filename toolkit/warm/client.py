@@ -17,7 +17,6 @@ import signal
 import sys
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
 
 from toolkit.warm.paths import ENV_SWITCH, state_dir, state_files
 
@@ -25,12 +24,12 @@ __all__ = ["FORWARDED", "in_worker", "run_warm"]
 
 #: the signals the client passes on to the worker's process group
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-_WORKER: dict[str, Any] = {"inside": False, "socket": ""}  # set in a worker: its server's socket
+_WORKER: dict[str, str] = {"socket": ""}  # set in a worker: its server's socket
 
 
 def in_worker() -> bool:
     """Return whether this process is a worker forked by a warm server."""
-    return bool(_WORKER["inside"])
+    return bool(_WORKER["socket"])
 
 
 def run_warm(argv: Sequence[str]) -> int | None:
@@ -40,7 +39,7 @@ def run_warm(argv: Sequence[str]) -> int | None:
     path = state_files(state_dir())["socket"]
     if not os.path.exists(path):  # no server: this is all it costs
         return None
-    from toolkit.warm.protocol import connect, recv_msg, send_msg
+    from toolkit.warm.protocol import connect, current_umask, recv_msg, send_msg
 
     try:
         sock = connect(path, timeout=10.0)
@@ -61,11 +60,9 @@ def run_warm(argv: Sequence[str]) -> int | None:
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
         with sock:
-            umask = os.umask(0o022)
-            os.umask(umask)
             try:
                 send_msg(sock, {"op": "run", "argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ),
-                                "umask": umask, "prefix": sys.prefix, "path": sys.path}, fds=(0, 1, 2))
+                                "umask": current_umask(), "prefix": sys.prefix, "path": sys.path}, fds=(0, 1, 2))
                 reply, _ = recv_msg(sock)
             except OSError:
                 return None

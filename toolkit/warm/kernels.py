@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.warm import client as warm_client
-from toolkit.warm.protocol import ProtocolError, connect, recv_msg, send_msg
+from toolkit.warm.protocol import ProtocolError, connect, current_umask, recv_msg, send_msg
 
 __all__ = ["ForkedKernel", "launch"]
 
@@ -105,22 +105,20 @@ def launch(cmd: list[str], kw: dict[str, Any]) -> ForkedKernel | None:
     ``cmd`` must run ``-m ipykernel_launcher`` (the project's kernelspec does); ``kw`` holds what
     jupyter_client passes to ``Popen``: ``env``, ``cwd``, ``stderr`` (the kernel's log) and maybe ``stdout``.
     """
-    path = warm_client._WORKER.get("socket")
-    if not warm_client.in_worker() or not path or "ipykernel_launcher" not in cmd:
+    path = warm_client._WORKER["socket"]
+    if not path or "ipykernel_launcher" not in cmd:
         return None
     at = cmd.index("ipykernel_launcher")
     if at == 0 or cmd[at - 1] != "-m":
         return None
     fds = tuple(_fileno(kw.get(name), default) for name, default in (("stdout", 1), ("stderr", 2)))
-    umask = os.umask(0o022)
-    os.umask(umask)
     try:
         sock = connect(Path(path), timeout=30.0)
     except OSError:
         return None
     try:
         send_msg(sock, {"op": "kernel", "args": cmd[at + 1:], "cwd": str(kw.get("cwd") or os.getcwd()),
-                        "env": dict(kw.get("env") or os.environ), "umask": umask, "path": sys.path}, fds=fds)
+                        "env": dict(kw.get("env") or os.environ), "umask": current_umask(), "path": sys.path}, fds=fds)
         reply, pidfds = recv_msg(sock)
         if not isinstance(reply.get("pid"), int) or len(pidfds) != 1:
             raise ProtocolError(f"the warm server did not fork a kernel: {reply}")

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProtocolError", "address", "connect", "peer", "recv_msg", "send_msg"]
+__all__ = ["ProtocolError", "address", "connect", "current_umask", "peer", "recv_msg", "send_msg"]
 
 _HEADER = struct.Struct(">I")
 _MAX_MESSAGE = 1 << 24
@@ -57,6 +57,13 @@ def peer(sock: socket.socket) -> tuple[int, int]:
     """Return the connected peer's ``(pid, uid)``."""
     pid, uid, _ = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
     return pid, uid
+
+
+def current_umask() -> int:
+    """Return this process's umask (which can only be read by setting it: set back at once)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
 
 
 def connect(path: Path, timeout: float | None = 10.0) -> socket.socket:

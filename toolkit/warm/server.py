@@ -77,6 +77,12 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _close(fds: list[int]) -> None:
+    """Close the descriptors a request brought (the server's copies; a forked child has its own)."""
+    for fd in fds:
+        os.close(fd)
+
+
 def _log(message: str) -> None:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     print(f"{stamp} {message}", flush=True)
@@ -217,7 +223,7 @@ class Server:
         adopt_stdio(req["env"])
         sys.argv = ["toolkit", *req["argv"]]
         sys.path[:] = req["path"]
-        warm_client._WORKER.update(inside=True, socket=str(self.files["socket"]))
+        warm_client._WORKER["socket"] = str(self.files["socket"])
         set_kernel_launcher(launch)
         return self.main(list(req["argv"]))
 
@@ -233,7 +239,7 @@ class Server:
         args = [*req["args"], f"--IPKernelApp.parent_handle={os.getppid()}"]
         sys.argv = ["ipykernel_launcher", *args]
         sys.path[:] = [req["cwd"], *req["path"][1:]]  # ``python -m``: the cwd first, then the worker's path
-        warm_client._WORKER.update(inside=False, socket="")
+        warm_client._WORKER["socket"] = ""
         from ipykernel.kernelapp import IPKernelApp
 
         IPKernelApp.launch_instance(argv=args)
@@ -284,24 +290,21 @@ class Server:
                 send_msg(conn, {"error": f"unknown or refused request {op!r}"})
         except OSError as exc:
             _log(f"request {op!r} failed: {exc}")
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
         conn.close()
 
     def _run(self, conn: socket.socket, req: dict[str, Any], fds: list[int]) -> None:
         why = self._why_cold(req)
         if why is not None:
             send_msg(conn, {"stale" if why == "stale" else "cold": why})
-            for fd in fds:
-                os.close(fd)
+            _close(fds)
             conn.close()
             if self.stale:
                 _log("stale: the code it imported changed; exits when its children have ended")
                 self.stop_listening()
             return
         pid = self._fork(conn, self._worker, req, fds)
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
         try:
             os.setpgid(pid, pid)
         except OSError:
@@ -317,8 +320,7 @@ class Server:
 
     def _start_kernel(self, conn: socket.socket, req: dict[str, Any], fds: list[int], owner: int) -> None:
         pid = self._fork(conn, self._kernel, req, fds)
-        for fd in fds:
-            os.close(fd)
+        _close(fds)
         child = Child("kernel", pid, os.pidfd_open(pid), conn, owner=owner)
         self._add(child)
         self.children[owner].kernels.add(pid)
