@@ -49,7 +49,6 @@ class BarFeed:
         rows: list[list[float]] = []
         issues: list[FeedIssue] = []
         cursor = since
-        read_at = time.monotonic()
         while True:
             page = self.session.fetch_ohlcv(self.symbol, self.timeframe, since=cursor, limit=PAGE)
             read_at = time.monotonic()

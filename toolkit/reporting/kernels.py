@@ -31,6 +31,7 @@ still holds.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,7 @@ def set_kernel_launcher(launch: Callable[[list[str], dict[str, Any]], Any] | Non
 IOPUB_PROOF_S = 0.2
 
 
+@functools.cache
 def _client_class() -> type:
     """Return papermill's kernel client: ready as soon as IOPub is proven connected, without a dead wait.
 
